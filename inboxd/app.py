@@ -1,0 +1,143 @@
+"""ASGI assembly: the GraphQL view, health endpoints, request logging, and the lifespan."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from inboxd.logs import get_logger
+from inboxd.settings import Settings
+from resolvers.auth import authenticate, key_from_connection_params, key_from_headers
+from resolvers.state import AppState
+from schema import build_schema
+from schema.context import Context
+
+log = get_logger("inboxd.http")
+
+
+class InboxdGraphQL(GraphQL[Context, None]):
+    def __init__(self, state: AppState, settings: Settings) -> None:
+        super().__init__(
+            build_schema(),
+            graphql_ide="graphiql" if settings.graphiql_enabled else None,
+            allow_queries_via_get=True,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        )
+        self.state = state
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        principal = None
+        if isinstance(request, Request):
+            principal = await authenticate(self.state, key_from_headers(request.headers))
+        return Context(
+            state=self.state,
+            principal=principal,
+            request_id=request.scope.get("inboxd.request_id") or uuid.uuid4().hex,
+            client_address=request.client.host if request.client else None,
+        )
+
+    async def on_ws_connect(self, context: Context) -> None:
+        principal = await authenticate(
+            self.state, key_from_connection_params(context.connection_params)
+        )
+        if principal is None:
+            raise ConnectionRejectionError({"message": "A valid API key is required."})
+        context.principal = principal
+
+
+class RequestLogMiddleware:
+    """One JSON line per HTTP request, tagged with a request id that errors also carry."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        scope["inboxd.request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if scope["path"] not in ("/healthz", "/readyz"):
+                log.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    request_id=request_id,
+                )
+
+
+def create_app(
+    settings: Settings,
+    state: AppState,
+    *,
+    on_startup: Callable[[], Awaitable[None]] | None = None,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
+) -> Starlette:
+    graphql = InboxdGraphQL(state, settings)
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        try:
+            async with state.db.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception as exc:  # any failure means "not ready"; the reason is logged
+            log.warning("readiness check failed", error=type(exc).__name__)
+            return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
+        return JSONResponse({"status": "ok", "database": "up"})
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if on_startup is not None:
+            await on_startup()
+        try:
+            yield
+        finally:
+            if on_shutdown is not None:
+                await on_shutdown()
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+        ],
+        middleware=[Middleware(RequestLogMiddleware)],
+        lifespan=lifespan,
+    )

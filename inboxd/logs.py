@@ -1,0 +1,86 @@
+"""Structured JSON logs (structlog), with secrets redacted before anything is written."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+SENSITIVE_KEY = re.compile(
+    r"pass(word)?|secret|token|authori[sz]ation|api[_-]?key|cookie|credential|encryption_keys",
+    re.IGNORECASE,
+)
+# API keys and password-ish assignments that slip into free text (exception messages, URLs).
+SENSITIVE_TEXT = (
+    (re.compile(r"inbx_[0-9a-f]{12}_[A-Za-z0-9_\-]+"), lambda m: m.group(0)[:17] + "***"),
+    (re.compile(r"(?i)(password|passwd|pwd)(\s*[=:]\s*)\S+"), lambda m: m.group(1) + m.group(2) + "***"),
+    (re.compile(r"(postgres(?:ql)?(?:\+asyncpg)?://[^:/@\s]+:)[^@\s]+@"), lambda m: m.group(1) + "***@"),
+)
+REDACTED = "***"
+
+
+def redact_text(text: str) -> str:
+    for pattern, replace in SENSITIVE_TEXT:
+        text = pattern.sub(replace, text)
+    return text
+
+
+def _redact(value: Any, key: str | None = None) -> Any:
+    if key is not None and SENSITIVE_KEY.search(key) and value not in (None, "", False, True):
+        return REDACTED
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: _redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact(v) for v in value]
+    return value
+
+
+def redact_processor(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key in list(event_dict):
+        event_dict[key] = _redact(event_dict[key], key if key != "event" else None)
+    return event_dict
+
+
+def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact_processor,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    return structlog.get_logger(name)  # type: ignore[no-any-return]

@@ -1,0 +1,102 @@
+"""Where the database and the encryption keys come from, and the first-start bootstrap."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inboxd.settings import Settings
+from storage import api_keys, workspaces
+from storage.db import Database, create_database
+from storage.models import Permission
+from storage.secrets import KeyRing
+
+DEFAULT_WORKSPACE = "default"
+KEYS_FILE = "encryption.keys"
+
+
+class ConfigurationError(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class Resolved:
+    database_url: str
+    keyring: KeyRing
+    embedded: bool
+    notes: list[str]
+    server: Any = None  # the pgserver handle, kept alive while the process runs
+
+
+def start_embedded_postgres(data_dir: Path) -> tuple[str, Any]:
+    import pgserver  # imported late: only the embedded default needs it
+
+    pg_dir = data_dir / "postgres"
+    pg_dir.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
+        warnings.simplefilter("ignore")
+        server = pgserver.get_server(str(pg_dir.resolve()), cleanup_mode="stop")
+    return str(server.get_uri()), server
+
+
+def load_or_create_keys(data_dir: Path) -> tuple[KeyRing, str | None]:
+    path = data_dir / KEYS_FILE
+    note = None
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(KeyRing.generate_spec() + "\n")
+        note = (
+            f"Generated an encryption key into {path} (mode 600). Back it up: without it the "
+            "stored passwords cannot be decrypted."
+        )
+    return KeyRing.parse(path.read_text()), note
+
+
+def resolve(settings: Settings) -> Resolved:
+    notes: list[str] = []
+    if settings.database_url:
+        if settings.encryption_keys is None:
+            raise ConfigurationError(
+                "INBOXD_ENCRYPTION_KEYS is required with INBOXD_DATABASE_URL. "
+                "Generate a key with `inboxd generate-key`."
+            )
+        keyring = KeyRing.parse(settings.encryption_keys.get_secret_value())
+        return Resolved(settings.database_url, keyring, embedded=False, notes=notes)
+    url, server = start_embedded_postgres(settings.data_dir)
+    if settings.encryption_keys is not None:
+        keyring = KeyRing.parse(settings.encryption_keys.get_secret_value())
+    else:
+        keyring, note = load_or_create_keys(settings.data_dir)
+        if note:
+            notes.append(note)
+    return Resolved(url, keyring, embedded=True, notes=notes, server=server)
+
+
+def open_database(settings: Settings, url: str) -> Database:
+    return create_database(
+        url,
+        pool_size=settings.db_pool_size,
+        connect_timeout=settings.db_connect_timeout,
+        statement_timeout_ms=settings.db_statement_timeout_ms,
+    )
+
+
+async def bootstrap_default_workspace(db: Database) -> str | None:
+    """First start only: a default workspace and an admin key. Returns the key, or None."""
+    async with db.transaction() as session:
+        if await workspaces.find_workspace(session, DEFAULT_WORKSPACE) is not None:
+            return None
+        workspace = await workspaces.create_workspace(session, DEFAULT_WORKSPACE, max_inboxes=100)
+        _, key = await api_keys.create_api_key(
+            session,
+            workspace.id,
+            [Permission.MANAGE_EMAIL_INBOX, Permission.VIEW_EMAIL_INBOX],
+            name="admin (created on first start)",
+        )
+        return key

@@ -1,0 +1,69 @@
+"""All configuration, read once from the environment (prefix ``INBOXD_``)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(str, Enum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INBOXD_", extra="ignore")
+
+    environment: Environment = Environment.DEVELOPMENT
+    # Unset: an embedded Postgres (pgserver) is started in ``data_dir``.
+    database_url: str | None = None
+    data_dir: Path = Path(".inboxd")
+    # Comma-separated ``key_id:base64(32 bytes)``; the last one encrypts, all of them decrypt.
+    # Unset with the embedded database: a key is generated into ``data_dir``.
+    encryption_keys: SecretStr | None = None
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    graphiql: bool | None = None  # default: on in development, off in production
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    db_pool_size: int = 10
+    db_connect_timeout: float = 10.0
+    db_statement_timeout_ms: int = 15_000
+    max_page_size: int = 100
+    api_key_touch_interval_seconds: float = 60.0
+
+    # Mail probes (see mail/): every external call has a timeout.
+    smtp_connect_timeout: float = 10.0
+    smtp_timeout: float = 30.0
+    imap_connect_timeout: float = 10.0
+    imap_timeout: float = 30.0
+    tls_ca_file: str | None = None
+    allow_private_hosts: bool = False
+    allowed_ports: list[int] | None = Field(default=None)
+
+    worker_enabled: bool = True
+    worker_concurrency: int = 8
+    job_lease_seconds: float = 60.0
+    job_max_attempts: int = 5
+    job_retry_base_seconds: float = 5.0
+    job_poll_interval_seconds: float = 15.0
+
+    @cached_property
+    def graphiql_enabled(self) -> bool:
+        if self.graphiql is not None:
+            return self.graphiql
+        return self.environment is Environment.DEVELOPMENT
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.PRODUCTION
+
+
+def load_settings() -> Settings:
+    return Settings()

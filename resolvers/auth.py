@@ -1,0 +1,65 @@
+"""Turning credentials into a principal, and checking what the principal may do."""
+
+from __future__ import annotations
+
+from starlette.datastructures import Headers
+
+from resolvers.state import AppState
+from storage import api_keys
+from storage.api_keys import Principal
+from storage.models import Permission
+
+
+class AuthError(Exception):
+    """Refused before any field ran: ``code`` is UNAUTHENTICATED or FORBIDDEN."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def key_from_headers(headers: Headers) -> str | None:
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return authorization.strip()
+    return headers.get("x-api-key")
+
+
+def key_from_connection_params(params: object) -> str | None:
+    if not isinstance(params, dict):
+        return None
+    for name in ("authorization", "Authorization"):
+        value = params.get(name)
+        if isinstance(value, str) and value.strip():
+            scheme, _, rest = value.strip().partition(" ")
+            return rest.strip() if scheme.lower() == "bearer" else value.strip()
+    for name in ("apiKey", "x-api-key", "X-Api-Key"):
+        value = params.get(name)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+async def authenticate(state: AppState, key: str | None) -> Principal | None:
+    if not key:
+        return None
+    async with state.db.transaction() as session:
+        return await api_keys.authenticate(
+            session, key, touch_interval=state.api_key_touch_interval
+        )
+
+
+def require(principal: Principal | None, permission: Permission) -> Principal:
+    if principal is None:
+        raise AuthError(
+            "UNAUTHENTICATED",
+            "A valid API key is required: send 'Authorization: Bearer <key>' or 'X-Api-Key'.",
+        )
+    if not principal.can(permission):
+        raise AuthError(
+            "FORBIDDEN", f"This API key lacks the '{permission.value}' permission."
+        )
+    return principal

@@ -1,0 +1,17 @@
+"""What resolvers need from the running program, assembled once by ``inboxd.app``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from storage.db import Database
+from storage.secrets import KeyRing
+
+
+@dataclass(slots=True)
+class AppState:
+    db: Database
+    keyring: KeyRing
+    max_page_size: int = 100
+    api_key_touch_interval: timedelta = timedelta(seconds=60)

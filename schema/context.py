@@ -1,0 +1,40 @@
+"""The per-request context, built once in ``get_context`` and reached through ``info.context``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphql import GraphQLError
+from strawberry.types import Info as StrawberryInfo
+
+from resolvers.auth import AuthError, require
+from resolvers.state import AppState
+from storage.api_keys import Principal
+from storage.models import Permission
+
+
+@dataclass(slots=True)
+class Context:
+    state: AppState
+    principal: Principal | None
+    request_id: str
+    client_address: str | None = None
+    # Set by Strawberry from a websocket's connection_init payload.
+    connection_params: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Info = StrawberryInfo[Context, None]
+
+
+def auth_error(exc: AuthError) -> GraphQLError:
+    return GraphQLError(str(exc), extensions={"code": exc.code})
+
+
+def caller(info: Info, permission: Permission) -> Principal:
+    """The principal, if it holds ``permission``; else a top-level UNAUTHENTICATED/FORBIDDEN."""
+    try:
+        return require(info.context.principal, permission)
+    except AuthError as exc:
+        raise auth_error(exc) from None

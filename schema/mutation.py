@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+import strawberry
+
+from resolvers import inboxes
+from resolvers.inboxes import InboxWrite
+from resolvers.validation import InputInvalid
+from schema.context import Info, caller
+from schema.errors import (
+    DuplicateEmailInbox,
+    FieldError,
+    InboxLimitReached,
+    NotFound,
+    SubscriptionRequired,
+    ValidationError,
+    VersionConflict,
+    user_error,
+)
+from schema.inputs import CreateEmailInboxInput, UpdateEmailInboxInput, provided
+from schema.types import EmailInbox
+from storage.errors import StorageError
+from storage.models import Permission
+
+
+@strawberry.type
+class CreateEmailInboxSuccess:
+    inbox: EmailInbox
+    warnings: list[FieldError] = strawberry.field(
+        description="Values that were adjusted, e.g. a clamped dailySendLimit."
+    )
+
+
+@strawberry.type
+class UpdateEmailInboxSuccess:
+    inbox: EmailInbox
+    warnings: list[FieldError]
+
+
+@strawberry.type
+class DeleteEmailInboxSuccess:
+    id: strawberry.ID
+
+
+CreateEmailInboxPayload = Annotated[
+    CreateEmailInboxSuccess
+    | ValidationError
+    | DuplicateEmailInbox
+    | InboxLimitReached
+    | SubscriptionRequired,
+    strawberry.union("CreateEmailInboxPayload"),
+]
+UpdateEmailInboxPayload = Annotated[
+    UpdateEmailInboxSuccess | ValidationError | DuplicateEmailInbox | NotFound | VersionConflict,
+    strawberry.union("UpdateEmailInboxPayload"),
+]
+DeleteEmailInboxPayload = Annotated[
+    DeleteEmailInboxSuccess | ValidationError | NotFound,
+    strawberry.union("DeleteEmailInboxPayload"),
+]
+
+
+def _warnings(write: InboxWrite) -> list[FieldError]:
+    return [FieldError.from_issue(w) for w in write.warnings]
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(
+        description="Store an inbox (credentials encrypted) and queue its verification."
+    )
+    async def create_email_inbox(
+        self, info: Info, input: CreateEmailInboxInput
+    ) -> CreateEmailInboxPayload:
+        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
+        try:
+            write = await inboxes.create_inbox(info.context.state, principal, provided(input))
+        except (InputInvalid, StorageError) as exc:
+            return user_error(exc)  # type: ignore[return-value]
+        return CreateEmailInboxSuccess(
+            inbox=EmailInbox.from_row(write.inbox), warnings=_warnings(write)
+        )
+
+    @strawberry.mutation(description="Change some fields; connection changes re-verify.")
+    async def update_email_inbox(
+        self,
+        info: Info,
+        id: strawberry.ID,
+        input: UpdateEmailInboxInput,
+        expected_version: int | None = None,
+    ) -> UpdateEmailInboxPayload:
+        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
+        try:
+            write = await inboxes.update_inbox(
+                info.context.state, principal, id, provided(input), expected_version
+            )
+        except (InputInvalid, StorageError) as exc:
+            return user_error(exc)  # type: ignore[return-value]
+        return UpdateEmailInboxSuccess(
+            inbox=EmailInbox.from_row(write.inbox), warnings=_warnings(write)
+        )
+
+    @strawberry.mutation(description="Delete an inbox and its stored credentials.")
+    async def delete_email_inbox(self, info: Info, id: strawberry.ID) -> DeleteEmailInboxPayload:
+        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
+        try:
+            deleted = await inboxes.delete_inbox(info.context.state, principal, id)
+        except (InputInvalid, StorageError) as exc:
+            return user_error(exc)  # type: ignore[return-value]
+        return DeleteEmailInboxSuccess(id=strawberry.ID(str(deleted)))

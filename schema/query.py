@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import strawberry
+
+from resolvers import inboxes
+from resolvers.validation import InputInvalid
+from schema.context import Info, caller
+from schema.errors import validation_error
+from schema.inputs import EmailInboxFilter
+from schema.types import (
+    EmailInbox,
+    EmailInboxConnection,
+    EmailInboxEdge,
+    PageInfo,
+    Viewer,
+    WorkspaceInfo,
+)
+from storage.inboxes import InboxFilter, encode_cursor
+from storage.models import Permission
+
+
+def _filter(flt: EmailInboxFilter | None) -> InboxFilter:
+    if flt is None:
+        return InboxFilter()
+    return InboxFilter(
+        search=flt.search or None,
+        status=flt.status.value if flt.status else None,
+        department=flt.department,
+        tag=flt.tag,
+        active=flt.active,
+    )
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="One inbox of the caller's workspace, or null.")
+    async def email_inbox(self, info: Info, id: strawberry.ID) -> EmailInbox | None:
+        principal = caller(info, Permission.VIEW_EMAIL_INBOX)
+        row = await inboxes.get_inbox(info.context.state, principal, id)
+        return EmailInbox.from_row(row) if row else None
+
+    @strawberry.field(description="The workspace's inboxes, oldest first, in pages.")
+    async def email_inboxes(
+        self,
+        info: Info,
+        first: int = 20,
+        after: str | None = None,
+        filter: EmailInboxFilter | None = None,
+    ) -> EmailInboxConnection:
+        principal = caller(info, Permission.VIEW_EMAIL_INBOX)
+        try:
+            page = await inboxes.list_inboxes(
+                info.context.state, principal, first=first, after=after, flt=_filter(filter)
+            )
+        except InputInvalid as exc:
+            error = validation_error(exc)
+            raise strawberry.exceptions.StrawberryGraphQLError(
+                error.message, extensions={"code": "BAD_USER_INPUT"}
+            ) from None
+        edges = [
+            EmailInboxEdge(cursor=encode_cursor(row.created_at, row.id), node=EmailInbox.from_row(row))
+            for row in page.items
+        ]
+        return EmailInboxConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next_page,
+                has_previous_page=after is not None,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+            total_count=page.total_count,
+        )
+
+    @strawberry.field(description="Who is calling: workspace, permissions, inbox usage and limit.")
+    async def viewer(self, info: Info) -> Viewer:
+        principal = caller(info, Permission.VIEW_EMAIL_INBOX)
+        result = await inboxes.viewer(info.context.state, principal)
+        ws = result.workspace
+        return Viewer(
+            workspace=WorkspaceInfo(
+                id=strawberry.ID(str(ws.id)),
+                name=ws.name,
+                max_inboxes=ws.max_inboxes,
+                subscription_active=ws.subscription_active,
+            ),
+            permissions=result.permissions,
+            inbox_usage=result.inbox_usage,
+            inbox_limit=ws.max_inboxes,
+        )

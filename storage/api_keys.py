@@ -1,0 +1,131 @@
+"""API keys: ``inbx_<prefix>_<secret>``, stored as a SHA-256 hash with the visible prefix.
+
+The secret part has 256 bits of entropy, so a fast hash is enough: there is nothing to brute
+force, and a slow KDF would put a CPU-bound step on every request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.errors import NotFoundError
+from storage.models import ApiKey, Permission, utcnow
+
+KEY_PREFIX = "inbx_"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: resolved from an API key once per request or websocket connection."""
+
+    api_key_id: uuid.UUID
+    key_prefix: str
+    workspace_id: uuid.UUID
+    permissions: frozenset[str]
+
+    def can(self, permission: Permission) -> bool:
+        if permission is Permission.VIEW_EMAIL_INBOX:
+            # Managing inboxes includes seeing them.
+            return bool(
+                {Permission.VIEW_EMAIL_INBOX.value, Permission.MANAGE_EMAIL_INBOX.value}
+                & self.permissions
+            )
+        return permission.value in self.permissions
+
+
+def _hash(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def split_key(key: str) -> str | None:
+    """The prefix of a well-formed key, else None."""
+    if not key.startswith(KEY_PREFIX):
+        return None
+    prefix, sep, secret = key[len(KEY_PREFIX) :].partition("_")
+    if not sep or len(prefix) != 12 or len(secret) < 32:
+        return None
+    return prefix
+
+
+async def create_api_key(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    permissions: Iterable[Permission],
+    *,
+    name: str = "",
+) -> tuple[ApiKey, str]:
+    """Returns the row and the plaintext key, which is shown once and never stored."""
+    prefix = secrets.token_hex(6)
+    key = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    row = ApiKey(
+        workspace_id=workspace_id,
+        name=name,
+        prefix=prefix,
+        key_hash=_hash(key),
+        permissions=sorted({p.value for p in permissions}),
+    )
+    session.add(row)
+    await session.flush()
+    return row, key
+
+
+async def authenticate(
+    session: AsyncSession, key: str, *, touch_interval: timedelta = timedelta(seconds=60)
+) -> Principal | None:
+    prefix = split_key(key)
+    if prefix is None:
+        return None
+    row = (
+        await session.execute(select(ApiKey).where(ApiKey.prefix == prefix))
+    ).scalar_one_or_none()
+    if row is None or row.revoked_at is not None:
+        return None
+    if not hmac.compare_digest(row.key_hash, _hash(key)):
+        return None
+    now = utcnow()
+    # Recording every use would add a write to every read; a minute's precision is plenty.
+    if row.last_used_at is None or now - row.last_used_at > touch_interval:
+        await session.execute(
+            update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now)  # type: ignore[arg-type]
+        )
+    return Principal(
+        api_key_id=row.id,
+        key_prefix=row.prefix,
+        workspace_id=row.workspace_id,
+        permissions=frozenset(row.permissions),
+    )
+
+
+async def is_active(session: AsyncSession, api_key_id: uuid.UUID) -> bool:
+    row = await session.get(ApiKey, api_key_id)
+    return row is not None and row.revoked_at is None
+
+
+async def revoke_api_key(session: AsyncSession, prefix: str) -> datetime:
+    """Revoke by the visible prefix (or the whole key). Returns when it was revoked."""
+    prefix = split_key(prefix) or prefix
+    row = (
+        await session.execute(select(ApiKey).where(ApiKey.prefix == prefix))
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFoundError("api key", prefix)
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        await session.flush()
+    return row.revoked_at
+
+
+async def list_api_keys(session: AsyncSession, workspace_id: uuid.UUID) -> list[ApiKey]:
+    result = await session.execute(
+        select(ApiKey).where(ApiKey.workspace_id == workspace_id).order_by(ApiKey.created_at)  # type: ignore[arg-type]
+    )
+    return list(result.scalars())

@@ -1,0 +1,350 @@
+"""Email inbox rows: create, read, list, update, delete, each one unit of work in a session.
+
+Every query takes the caller's ``workspace_id``: an inbox of another workspace is
+indistinguishable from one that does not exist.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage import events, jobs
+from storage.errors import (
+    DuplicateEmailError,
+    InboxLimitError,
+    NotFoundError,
+    SubscriptionInactiveError,
+    VersionConflictError,
+)
+from storage.models import ConnectionTest, EmailInbox, InboxStatus, Workspace, utcnow
+from storage.secrets import KeyRing, Secret, associated_data
+
+TABLE = "email_inbox"
+PASSWORD_COLUMNS = ("smtp_password", "imap_password")
+# A change to any of these means the stored verification no longer describes the inbox.
+CONNECTION_FIELDS = frozenset(
+    f"{side}_{name}"
+    for side in ("smtp", "imap")
+    for name in ("host", "port", "security", "username", "password", "tls_certificate_sha256")
+)
+
+
+def encrypt_password(keyring: KeyRing, inbox_id: uuid.UUID, column: str, password: str) -> bytes:
+    return keyring.encrypt(password, associated_data(TABLE, column, inbox_id))
+
+
+def decrypt_password(keyring: KeyRing, inbox: EmailInbox, column: str) -> Secret:
+    blob: bytes = getattr(inbox, column)
+    return keyring.decrypt(blob, associated_data(TABLE, column, inbox.id))
+
+
+async def _lock_workspace(session: AsyncSession, workspace_id: uuid.UUID) -> Workspace:
+    # The row lock serialises creates per workspace, so two concurrent creates cannot both
+    # pass the plan limit.
+    workspace = (
+        await session.execute(
+            select(Workspace).where(Workspace.id == workspace_id).with_for_update()
+        )
+    ).scalar_one_or_none()
+    if workspace is None:
+        raise NotFoundError("workspace", workspace_id)
+    return workspace
+
+
+async def count_inboxes(session: AsyncSession, workspace_id: uuid.UUID) -> int:
+    result = await session.execute(
+        select(func.count()).select_from(EmailInbox).where(EmailInbox.workspace_id == workspace_id)
+    )
+    return int(result.scalar_one())
+
+
+async def find_id_by_email(
+    session: AsyncSession, workspace_id: uuid.UUID, email: str
+) -> uuid.UUID | None:
+    result = await session.execute(
+        select(EmailInbox.id).where(
+            EmailInbox.workspace_id == workspace_id, EmailInbox.email == email
+        )
+    )
+    return result.scalar_one_or_none()
+
+
+async def create_inbox(
+    session: AsyncSession,
+    *,
+    workspace_id: uuid.UUID,
+    values: Mapping[str, Any],
+    smtp_password: str,
+    imap_password: str,
+    keyring: KeyRing,
+) -> tuple[EmailInbox, ConnectionTest]:
+    """Insert an inbox in PENDING and queue its first verification, in the caller's transaction."""
+    workspace = await _lock_workspace(session, workspace_id)
+    if not workspace.subscription_active:
+        raise SubscriptionInactiveError()
+    usage = await count_inboxes(session, workspace_id)
+    if usage >= workspace.max_inboxes:
+        raise InboxLimitError(usage, workspace.max_inboxes)
+
+    inbox_id = uuid.uuid4()
+    now = utcnow()
+    row = {
+        **values,
+        "id": inbox_id,
+        "workspace_id": workspace_id,
+        "status": InboxStatus.PENDING.value,
+        "smtp_password": encrypt_password(keyring, inbox_id, "smtp_password", smtp_password),
+        "imap_password": encrypt_password(keyring, inbox_id, "imap_password", imap_password),
+        "created_at": now,
+        "updated_at": now,
+        "version": 1,
+        "error_count": 0,
+    }
+    # ON CONFLICT keeps the transaction usable, so the duplicate can be reported with its id.
+    statement = (
+        insert(EmailInbox)
+        .values(row)
+        .on_conflict_do_nothing(index_elements=["workspace_id", "email"])
+        .returning(EmailInbox.id)
+    )
+    inserted = (await session.execute(statement)).scalar_one_or_none()
+    if inserted is None:
+        existing = await find_id_by_email(session, workspace_id, values["email"])
+        raise DuplicateEmailError(values["email"], existing)
+    inbox = await get_inbox(session, workspace_id, inbox_id)
+    test = await jobs.enqueue_test(session, inbox, reason="CREATED")
+    await events.publish(
+        session, events.Event(events.EventKind.CREATED, workspace_id, inbox_id, inbox.version)
+    )
+    return inbox, test
+
+
+async def get_inbox(
+    session: AsyncSession, workspace_id: uuid.UUID, inbox_id: uuid.UUID, *, for_update: bool = False
+) -> EmailInbox:
+    statement = select(EmailInbox).where(
+        EmailInbox.id == inbox_id, EmailInbox.workspace_id == workspace_id
+    )
+    if for_update:
+        statement = statement.with_for_update()
+    inbox = (await session.execute(statement)).scalar_one_or_none()
+    if inbox is None:
+        raise NotFoundError("email inbox", inbox_id)
+    return inbox
+
+
+async def get_inboxes_by_ids(
+    session: AsyncSession, workspace_id: uuid.UUID, ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, EmailInbox]:
+    if not ids:
+        return {}
+    result = await session.execute(
+        select(EmailInbox).where(
+            EmailInbox.workspace_id == workspace_id, EmailInbox.id.in_(ids)  # type: ignore[attr-defined]
+        )
+    )
+    return {inbox.id: inbox for inbox in result.scalars()}
+
+
+@dataclass(frozen=True, slots=True)
+class InboxFilter:
+    search: str | None = None
+    status: str | None = None
+    department: str | None = None
+    tag: str | None = None
+    active: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[EmailInbox]
+    has_next_page: bool
+    total_count: int
+
+
+def encode_cursor(created_at: datetime, inbox_id: uuid.UUID) -> str:
+    raw = f"{created_at.isoformat()}|{inbox_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """Raises ValueError for anything that is not a cursor this server made."""
+    padded = cursor + "=" * (-len(cursor) % 4)
+    created, _, inbox_id = base64.urlsafe_b64decode(padded.encode()).decode().partition("|")
+    return datetime.fromisoformat(created), uuid.UUID(inbox_id)
+
+
+def _escape_like(term: str) -> str:
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _filter_clauses(workspace_id: uuid.UUID, flt: InboxFilter) -> list[Any]:
+    clauses: list[Any] = [EmailInbox.workspace_id == workspace_id]
+    if flt.search:
+        pattern = f"%{_escape_like(flt.search)}%"
+        clauses.append(
+            or_(
+                EmailInbox.name.ilike(pattern, escape="\\"),  # type: ignore[attr-defined]
+                EmailInbox.email.ilike(pattern, escape="\\"),  # type: ignore[attr-defined]
+                EmailInbox.display_name.ilike(pattern, escape="\\"),  # type: ignore[attr-defined]
+            )
+        )
+    if flt.status is not None:
+        clauses.append(EmailInbox.status == flt.status)
+    if flt.department is not None:
+        clauses.append(EmailInbox.department == flt.department)
+    if flt.tag is not None:
+        clauses.append(EmailInbox.tags.contains([flt.tag]))  # type: ignore[attr-defined]
+    if flt.active is not None:
+        clauses.append(EmailInbox.active == flt.active)
+    return clauses
+
+
+async def list_inboxes(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    *,
+    first: int,
+    after: tuple[datetime, uuid.UUID] | None,
+    flt: InboxFilter,
+    with_total: bool = True,
+) -> Page:
+    clauses = _filter_clauses(workspace_id, flt)
+    page_clauses = list(clauses)
+    if after is not None:
+        created, last_id = after
+        page_clauses.append(
+            or_(
+                EmailInbox.created_at > created,
+                and_(EmailInbox.created_at == created, EmailInbox.id > last_id),  # type: ignore[arg-type]
+            )
+        )
+    statement = (
+        select(EmailInbox)
+        .where(*page_clauses)
+        .order_by(EmailInbox.created_at, EmailInbox.id)  # type: ignore[arg-type]
+        .limit(first + 1)
+    )
+    rows = list((await session.execute(statement)).scalars())
+    total = -1
+    if with_total:
+        total = int(
+            (
+                await session.execute(
+                    select(func.count()).select_from(EmailInbox).where(*clauses)
+                )
+            ).scalar_one()
+        )
+    return Page(items=rows[:first], has_next_page=len(rows) > first, total_count=total)
+
+
+async def update_inbox(
+    session: AsyncSession,
+    *,
+    workspace_id: uuid.UUID,
+    inbox_id: uuid.UUID,
+    changes: Mapping[str, Any],
+    new_passwords: Mapping[str, str],
+    keyring: KeyRing,
+    expected_version: int | None = None,
+) -> tuple[EmailInbox, ConnectionTest | None]:
+    """Apply a partial update. A change to connection settings re-queues verification."""
+    inbox = await get_inbox(session, workspace_id, inbox_id, for_update=True)
+    if expected_version is not None and inbox.version != expected_version:
+        raise VersionConflictError(expected_version, inbox.version)
+    values: dict[str, Any] = {
+        key: value for key, value in changes.items() if getattr(inbox, key) != value
+    }
+    for column, password in new_passwords.items():
+        current = decrypt_password(keyring, inbox, column).reveal()
+        if current != password:
+            values[column] = encrypt_password(keyring, inbox.id, column, password)
+    if not values:
+        return inbox, None
+    reverify = bool(CONNECTION_FIELDS & values.keys())
+    if reverify:
+        values["status"] = InboxStatus.PENDING.value
+        values["status_reason"] = None
+    values["version"] = inbox.version + 1
+    values["updated_at"] = utcnow()
+    try:
+        async with session.begin_nested():
+            await session.execute(
+                update(EmailInbox).where(EmailInbox.id == inbox.id).values(**values)  # type: ignore[arg-type]
+            )
+    except IntegrityError as exc:
+        email = str(values.get("email", inbox.email))
+        existing = await find_id_by_email(session, workspace_id, email)
+        raise DuplicateEmailError(email, existing) from exc
+    await session.refresh(inbox)
+    test = None
+    if reverify:
+        await jobs.cancel_open_tests(session, inbox.id)
+        test = await jobs.enqueue_test(session, inbox, reason="SETTINGS_CHANGED")
+    await events.publish(
+        session, events.Event(events.EventKind.UPDATED, workspace_id, inbox.id, inbox.version)
+    )
+    if reverify:
+        await events.publish(
+            session,
+            events.Event(events.EventKind.STATUS_CHANGED, workspace_id, inbox.id, inbox.version),
+        )
+    return inbox, test
+
+
+async def delete_inbox(session: AsyncSession, workspace_id: uuid.UUID, inbox_id: uuid.UUID) -> None:
+    inbox = await get_inbox(session, workspace_id, inbox_id, for_update=True)
+    await session.delete(inbox)
+    await session.flush()
+    await events.publish(
+        session,
+        events.Event(events.EventKind.DELETED, workspace_id, inbox_id, inbox.version + 1),
+    )
+
+
+async def rotate_secrets(session: AsyncSession, keyring: KeyRing, batch_size: int = 200) -> int:
+    """Re-encrypt one batch of passwords under the newest key; returns how many rows changed.
+
+    Each row is rewritten with a compare-and-set on the old ciphertext, so an update that lands
+    between our read and our write wins and is not overwritten. Callers loop until it returns 0.
+    """
+    primary = keyring.primary_key_id
+    prefix = b"v1" + bytes([len(primary.encode())]) + primary.encode()
+    stale = or_(
+        func.substring(EmailInbox.smtp_password, 1, len(prefix)) != prefix,
+        func.substring(EmailInbox.imap_password, 1, len(prefix)) != prefix,
+    )
+    rows = list(
+        (
+            await session.execute(
+                select(EmailInbox).where(stale).limit(batch_size).with_for_update(skip_locked=True)
+            )
+        ).scalars()
+    )
+    for inbox in rows:
+        values = {
+            column: encrypt_password(
+                keyring, inbox.id, column, decrypt_password(keyring, inbox, column).reveal()
+            )
+            for column in PASSWORD_COLUMNS
+        }
+        await session.execute(
+            update(EmailInbox)
+            .where(
+                EmailInbox.id == inbox.id,  # type: ignore[arg-type]
+                EmailInbox.smtp_password == inbox.smtp_password,  # type: ignore[arg-type]
+                EmailInbox.imap_password == inbox.imap_password,  # type: ignore[arg-type]
+            )
+            .values(**values)
+        )
+    return len(rows)

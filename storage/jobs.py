@@ -1,0 +1,199 @@
+"""Connection tests as durable jobs in Postgres.
+
+A ``connection_test`` row is both what the user sees (state, per-side results) and the job a
+worker runs. A partial unique index allows one open (QUEUED or RUNNING) test per inbox, so a
+second request gets the first test back, and a worker holds a test through a lease that a dead
+worker's successor can take over once it expires.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage import events
+from storage.errors import NotFoundError
+from storage.models import OPEN_TEST_STATES, ConnectionTest, EmailInbox, TestState, utcnow
+
+JOBS_CHANNEL = "inboxd_jobs"
+
+
+async def get_open_test(session: AsyncSession, inbox_id: uuid.UUID) -> ConnectionTest | None:
+    result = await session.execute(
+        select(ConnectionTest).where(
+            ConnectionTest.inbox_id == inbox_id,
+            ConnectionTest.state.in_(OPEN_TEST_STATES),  # type: ignore[attr-defined]
+        )
+    )
+    return result.scalar_one_or_none()
+
+
+async def enqueue_test(
+    session: AsyncSession, inbox: EmailInbox, *, reason: str, round_trip: bool = False
+) -> ConnectionTest:
+    """Queue a test of ``inbox``, or return the one already queued or running."""
+    test_id = uuid.uuid4()
+    statement = (
+        insert(ConnectionTest)
+        .values(
+            id=test_id,
+            inbox_id=inbox.id,
+            workspace_id=inbox.workspace_id,
+            state=TestState.QUEUED.value,
+            reason=reason,
+            round_trip=round_trip,
+            inbox_version=inbox.version,
+            attempts=0,
+            run_after=func.now(),
+            created_at=func.now(),
+            version=1,
+        )
+        .on_conflict_do_nothing(
+            index_elements=["inbox_id"],
+            index_where=text("state IN ('QUEUED', 'RUNNING')"),
+        )
+        .returning(ConnectionTest.id)
+    )
+    inserted = (await session.execute(statement)).scalar_one_or_none()
+    if inserted is None:
+        existing = await get_open_test(session, inbox.id)
+        if existing is not None:
+            return existing
+        raise RuntimeError("open connection test vanished while enqueueing")  # pragma: no cover
+    await session.execute(text(f"NOTIFY {JOBS_CHANNEL}"))
+    test = await get_test(session, inbox.workspace_id, test_id)
+    await publish_test(session, test)
+    return test
+
+
+async def publish_test(session: AsyncSession, test: ConnectionTest) -> None:
+    await events.publish(
+        session,
+        events.Event(
+            events.EventKind.TEST_CHANGED,
+            test.workspace_id,
+            test.inbox_id,
+            test.version,
+            test_id=test.id,
+        ),
+    )
+
+
+async def cancel_open_tests(session: AsyncSession, inbox_id: uuid.UUID) -> None:
+    """Supersede open tests: their results would describe settings that no longer exist."""
+    cancelled = await session.execute(
+        update(ConnectionTest)
+        .where(
+            ConnectionTest.inbox_id == inbox_id,  # type: ignore[arg-type]
+            ConnectionTest.state.in_(OPEN_TEST_STATES),  # type: ignore[attr-defined]
+        )
+        .values(
+            state=TestState.CANCELLED.value,
+            error="Superseded by a change to the inbox's connection settings.",
+            finished_at=func.now(),
+            lease_expires_at=None,
+            version=ConnectionTest.version + 1,
+        )
+        .returning(ConnectionTest)
+    )
+    for test in cancelled.scalars():
+        await publish_test(session, test)
+
+
+async def get_test(
+    session: AsyncSession, workspace_id: uuid.UUID, test_id: uuid.UUID
+) -> ConnectionTest:
+    result = await session.execute(
+        select(ConnectionTest).where(
+            ConnectionTest.id == test_id, ConnectionTest.workspace_id == workspace_id
+        )
+    )
+    test = result.scalar_one_or_none()
+    if test is None:
+        raise NotFoundError("connection test", test_id)
+    return test
+
+
+async def list_tests(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    inbox_id: uuid.UUID,
+    *,
+    first: int,
+    before: datetime | None = None,
+) -> tuple[list[ConnectionTest], bool]:
+    """Newest first."""
+    clauses: list[Any] = [
+        ConnectionTest.workspace_id == workspace_id,
+        ConnectionTest.inbox_id == inbox_id,
+    ]
+    if before is not None:
+        clauses.append(ConnectionTest.created_at < before)
+    rows = list(
+        (
+            await session.execute(
+                select(ConnectionTest)
+                .where(*clauses)
+                .order_by(ConnectionTest.created_at.desc())  # type: ignore[attr-defined]
+                .limit(first + 1)
+            )
+        ).scalars()
+    )
+    return rows[:first], len(rows) > first
+
+
+async def claim_tests(
+    session: AsyncSession, *, worker_id: str, lease: timedelta, limit: int
+) -> Sequence[ConnectionTest]:
+    """Take up to ``limit`` runnable tests: queued and due, or running with an expired lease."""
+    result = await session.execute(
+        text(
+            """
+            UPDATE connection_test AS t
+               SET state = 'RUNNING',
+                   attempts = t.attempts + 1,
+                   lease_expires_at = now() + make_interval(secs => :lease),
+                   worker_id = :worker_id,
+                   started_at = coalesce(t.started_at, now()),
+                   version = t.version + 1
+             WHERE t.id IN (
+                   SELECT id FROM connection_test
+                    WHERE (state = 'QUEUED' AND run_after <= now())
+                       OR (state = 'RUNNING' AND lease_expires_at < now())
+                    ORDER BY run_after
+                    LIMIT :limit
+                    FOR UPDATE SKIP LOCKED)
+         RETURNING t.id
+            """
+        ),
+        {"lease": lease.total_seconds(), "worker_id": worker_id, "limit": limit},
+    )
+    ids = [row[0] for row in result]
+    if not ids:
+        return []
+    rows = await session.execute(
+        select(ConnectionTest).where(ConnectionTest.id.in_(ids))  # type: ignore[attr-defined]
+    )
+    return list(rows.scalars())
+
+
+async def extend_lease(
+    session: AsyncSession, test_id: uuid.UUID, worker_id: str, lease: timedelta
+) -> bool:
+    result = await session.execute(
+        update(ConnectionTest)
+        .where(
+            ConnectionTest.id == test_id,  # type: ignore[arg-type]
+            ConnectionTest.worker_id == worker_id,  # type: ignore[arg-type]
+            ConnectionTest.state == TestState.RUNNING.value,  # type: ignore[arg-type]
+        )
+        .values(lease_expires_at=utcnow() + lease)
+        .returning(ConnectionTest.id)
+    )
+    return result.scalar_one_or_none() is not None

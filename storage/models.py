@@ -1,0 +1,195 @@
+"""Tables. One ``table=True`` model per table; columns mirror the GraphQL contract in snake_case.
+
+Enumerations are stored as short text, not Postgres enum types, so adding a value is a code
+change and never a blocking ``ALTER TYPE`` migration.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import Column, DateTime, Index, LargeBinary, Text, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(nullable: bool = True) -> Any:
+    return Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=nullable),
+    )
+
+
+class InboxStatus(str, Enum):
+    PENDING = "PENDING"
+    VERIFYING = "VERIFYING"
+    ACTIVE = "ACTIVE"
+    FAILED = "FAILED"
+
+
+class DeleteMessagePolicy(str, Enum):
+    DONT_DELETE = "DONT_DELETE"
+    DELETE_ON_RECEIVE = "DELETE_ON_RECEIVE"
+    DELETE_WHEN_DELETED = "DELETE_WHEN_DELETED"
+
+
+class Permission(str, Enum):
+    MANAGE_EMAIL_INBOX = "manage-email-inbox"
+    VIEW_EMAIL_INBOX = "view-email-inbox"
+
+
+class TestState(str, Enum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    PASSED = "PASSED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+OPEN_TEST_STATES = (TestState.QUEUED.value, TestState.RUNNING.value)
+
+
+class Workspace(SQLModel, table=True):
+    __tablename__ = "workspace"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    name: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    max_inboxes: int = Field(default=10, nullable=False)
+    subscription_active: bool = Field(default=True, nullable=False)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_key"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    workspace_id: uuid.UUID = Field(foreign_key="workspace.id", ondelete="CASCADE", index=True)
+    name: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    # The visible part of the key (``inbx_<prefix>_...``): identifies it in logs and the audit.
+    prefix: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    key_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    permissions: list[str] = Field(
+        default_factory=list, sa_column=Column(ARRAY(Text), nullable=False)
+    )
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    last_used_at: datetime | None = _ts()
+    revoked_at: datetime | None = _ts()
+
+
+class EmailInbox(SQLModel, table=True):
+    __tablename__ = "email_inbox"
+    __table_args__ = (
+        Index("uq_email_inbox_workspace_email", "workspace_id", "email", unique=True),
+        Index("ix_email_inbox_workspace_created", "workspace_id", "created_at", "id"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    workspace_id: uuid.UUID = Field(foreign_key="workspace.id", ondelete="CASCADE")
+    name: str = Field(sa_column=Column(Text, nullable=False))
+    email: str = Field(sa_column=Column(Text, nullable=False))
+    display_name: str = Field(sa_column=Column(Text, nullable=False))
+    description: str | None = Field(default=None, sa_column=Column(Text))
+    sender_info: str | None = Field(default=None, sa_column=Column(Text))
+    department: str | None = Field(default=None, sa_column=Column(Text))
+    active: bool = Field(default=True, nullable=False)
+    provider: str = Field(default="CUSTOM", sa_column=Column(Text, nullable=False))
+    status: str = Field(default=InboxStatus.PENDING.value, sa_column=Column(Text, nullable=False))
+    status_reason: str | None = Field(default=None, sa_column=Column(Text))
+
+    smtp_host: str = Field(sa_column=Column(Text, nullable=False))
+    smtp_port: int = Field(nullable=False)
+    smtp_security: str = Field(sa_column=Column(Text, nullable=False))
+    smtp_username: str = Field(sa_column=Column(Text, nullable=False))
+    smtp_password: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    smtp_tls_certificate_sha256: str | None = Field(default=None, sa_column=Column(Text))
+
+    imap_host: str = Field(sa_column=Column(Text, nullable=False))
+    imap_port: int = Field(nullable=False)
+    imap_security: str = Field(sa_column=Column(Text, nullable=False))
+    imap_username: str = Field(sa_column=Column(Text, nullable=False))
+    imap_password: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    imap_tls_certificate_sha256: str | None = Field(default=None, sa_column=Column(Text))
+
+    daily_send_limit: int = Field(default=15, nullable=False)
+    sending_enabled: bool = Field(default=True, nullable=False)
+    signature: str | None = Field(default=None, sa_column=Column(Text))
+    tags: list[str] = Field(default_factory=list, sa_column=Column(ARRAY(Text), nullable=False))
+    reply_to: str | None = Field(default=None, sa_column=Column(Text))
+    delete_message_policy: str = Field(
+        default=DeleteMessagePolicy.DONT_DELETE.value, sa_column=Column(Text, nullable=False)
+    )
+    notify_on_new_messages: bool = Field(default=False, nullable=False)
+    notification_email: str | None = Field(default=None, sa_column=Column(Text))
+    dkim_selectors: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    )
+    setup_status: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    last_verified_at: datetime | None = _ts()
+    last_check_at: datetime | None = _ts()
+    error_count: int = Field(default=0, nullable=False)
+    last_message_id: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    version: int = Field(default=1, nullable=False)
+
+
+class ConnectionTest(SQLModel, table=True):
+    """One verification of an inbox, and the durable job that performs it."""
+
+    __tablename__ = "connection_test"
+    __table_args__ = (
+        # At most one open test per inbox: the second request gets the first one back.
+        Index(
+            "uq_connection_test_open_per_inbox",
+            "inbox_id",
+            unique=True,
+            postgresql_where=text("state IN ('QUEUED', 'RUNNING')"),
+        ),
+        Index("ix_connection_test_inbox_created", "inbox_id", "created_at"),
+        Index(
+            "ix_connection_test_runnable",
+            "run_after",
+            postgresql_where=text("state IN ('QUEUED', 'RUNNING')"),
+        ),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    inbox_id: uuid.UUID = Field(foreign_key="email_inbox.id", ondelete="CASCADE")
+    workspace_id: uuid.UUID = Field(foreign_key="workspace.id", ondelete="CASCADE", index=True)
+    state: str = Field(default=TestState.QUEUED.value, sa_column=Column(Text, nullable=False))
+    reason: str = Field(default="CREATED", sa_column=Column(Text, nullable=False))
+    round_trip: bool = Field(default=False, nullable=False)
+    inbox_version: int = Field(default=1, nullable=False)
+    attempts: int = Field(default=0, nullable=False)
+    run_after: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    lease_expires_at: datetime | None = _ts()
+    worker_id: str | None = Field(default=None, sa_column=Column(Text))
+    smtp_result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    imap_result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    dns_result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    round_trip_result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    started_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+    version: int = Field(default=1, nullable=False)

@@ -1,0 +1,58 @@
+"""A throwaway database per test run: on the server named by INBOXD_TEST_DATABASE_URL, or on an
+embedded Postgres (pgserver) when that is unset, so the suite needs nothing installed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+ENV = "INBOXD_TEST_DATABASE_URL"
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+async def _admin(url: str, statement: str) -> None:
+    connection = await asyncpg.connect(url, timeout=10)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@contextmanager
+def server_url(tmp: Path) -> Iterator[tuple[str, Path | None]]:
+    """The admin URL of a Postgres server, and pgserver's data dir if embedded."""
+    configured = os.environ.get(ENV)
+    if configured:
+        yield configured, None
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        server = pgserver.get_server(str(tmp / "pg"), cleanup_mode="delete")
+    try:
+        yield str(server.get_uri()), tmp / "pg"
+    finally:
+        server.cleanup()
+
+
+@contextmanager
+def scratch_database(admin_url: str) -> Iterator[str]:
+    name = f"inboxd_test_{secrets.token_hex(4)}"
+    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield with_database(admin_url, name)
+    finally:
+        asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
