@@ -18,6 +18,7 @@ from inboxd.runtime import (
 )
 from inboxd.settings import Settings, load_settings
 from storage import api_keys, inboxes, workspaces
+from storage.db import Database
 from storage.errors import NotFoundError
 from storage.migrate import upgrade
 from storage.models import Permission
@@ -26,11 +27,12 @@ from storage.secrets import KeyRing
 log = get_logger("inboxd.cli")
 
 
-def _prepare(settings: Settings) -> Resolved:
+def _prepare(settings: Settings, *, migrate: bool = True) -> Resolved:
     resolved = resolve(settings)
     for note in resolved.notes:
         print(note, flush=True)
-    upgrade(resolved.database_url)
+    if migrate:
+        upgrade(resolved.database_url)
     return resolved
 
 
@@ -40,7 +42,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from inboxd.app import create_app
     from inboxd.worker import build_state, start_background
 
-    resolved = _prepare(settings)
+    resolved = _prepare(settings, migrate=not args.no_migrate)
     state = build_state(settings, resolved)
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -64,7 +66,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                 "  try: curl -s -H 'Authorization: Bearer "
                 + key
                 + f"' -H 'Content-Type: application/json' -d "
-                "'{\"query\":\"{ viewer { workspace { name } inboxUsage inboxLimit } }\"}' "
+                '\'{"query":"{ viewer { workspace { name } inboxUsage inboxLimit } }"}\' '
                 f"http://{host}:{port}/graphql"
             )
         elif resolved.embedded:
@@ -72,6 +74,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                 "  the admin API key was printed on first start; make another with "
                 "`inboxd apikey create --workspace default --permission manage-email-inbox`"
             )
+        lines.append("  press Ctrl+C to stop")
         print("\n".join(lines), flush=True)
 
     async def on_shutdown() -> None:
@@ -135,20 +138,29 @@ async def _with_db(settings: Settings, resolved: Resolved, args: argparse.Namesp
                     return 2
                 print(f"revoked at {when.isoformat()}")
         if args.command == "rotate-keys":
-            total = 0
-            while True:
-                async with db.transaction() as session:
-                    changed = await inboxes.rotate_secrets(session, resolved.keyring)
-                total += changed
-                if changed == 0:
-                    break
-            print(
-                f"re-encrypted {total} inboxes under key {resolved.keyring.primary_key_id!r}",
-                flush=True,
-            )
+            await _rotate_keys(db, resolved.keyring)
     finally:
         await db.dispose()
     return 0
+
+
+async def _rotate_keys(db: Database, keyring: KeyRing) -> None:
+    rotated, unreadable, after = 0, [], None
+    while True:
+        async with db.transaction() as session:
+            batch = await inboxes.rotate_secrets(session, keyring, after=after)
+        rotated += batch.rotated
+        unreadable += batch.unreadable
+        if batch.last_id is None:
+            break
+        after = batch.last_id
+    print(f"re-encrypted {rotated} inboxes under key {keyring.primary_key_id!r}", flush=True)
+    if unreadable:
+        print(
+            f"{len(unreadable)} inboxes could not be decrypted with any key in the ring and were "
+            "left unchanged: " + ", ".join(str(i) for i in unreadable),
+            file=sys.stderr,
+        )
 
 
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
@@ -182,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the API (and, by default, the worker)")
     serve.add_argument("--port", type=int, default=None, help="0 picks a free port")
+    serve.add_argument(
+        "--no-migrate", action="store_true", help="skip migrations (run `inboxd migrate` first)"
+    )
     serve.set_defaults(func=cmd_serve)
     sub.add_parser("worker", help="run verification workers only").set_defaults(func=cmd_worker)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)

@@ -17,8 +17,14 @@ SENSITIVE_KEY = re.compile(
 # API keys and password-ish assignments that slip into free text (exception messages, URLs).
 SENSITIVE_TEXT = (
     (re.compile(r"inbx_[0-9a-f]{12}_[A-Za-z0-9_\-]+"), lambda m: m.group(0)[:17] + "***"),
-    (re.compile(r"(?i)(password|passwd|pwd)(\s*[=:]\s*)\S+"), lambda m: m.group(1) + m.group(2) + "***"),
-    (re.compile(r"(postgres(?:ql)?(?:\+asyncpg)?://[^:/@\s]+:)[^@\s]+@"), lambda m: m.group(1) + "***@"),
+    (
+        re.compile(r"(?i)(password|passwd|pwd)(\s*[=:]\s*)\S+"),
+        lambda m: m.group(1) + m.group(2) + "***",
+    ),
+    (
+        re.compile(r"(postgres(?:ql)?(?:\+asyncpg)?://[^:/@\s]+:)[^@\s]+@"),
+        lambda m: m.group(1) + "***@",
+    ),
 )
 REDACTED = "***"
 

@@ -32,14 +32,16 @@ class Resolved:
 
 
 def start_embedded_postgres(data_dir: Path) -> tuple[str, Any]:
-    import pgserver  # imported late: only the embedded default needs it
-
     pg_dir = data_dir / "postgres"
     pg_dir.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
         warnings.simplefilter("ignore")
-        server = pgserver.get_server(str(pg_dir.resolve()), cleanup_mode="stop")
+        import pgserver  # imported late: only the embedded default needs it
+
+        server = pgserver.get_server(  # type: ignore[attr-defined]
+            str(pg_dir.resolve()), cleanup_mode="stop"
+        )
     return str(server.get_uri()), server
 
 

@@ -6,10 +6,10 @@ The table is data, not logic: discovery, input defaults and probe hints all read
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Provider(str, Enum):
+class Provider(StrEnum):
     CUSTOM = "CUSTOM"
     GMAIL = "GMAIL"
     OFFICE365 = "OFFICE365"
@@ -21,7 +21,7 @@ class Provider(str, Enum):
     AOL = "AOL"
 
 
-class Security(str, Enum):
+class Security(StrEnum):
     TLS = "TLS"
     STARTTLS = "STARTTLS"
     NONE = "NONE"

@@ -59,7 +59,5 @@ def require(principal: Principal | None, permission: Permission) -> Principal:
             "A valid API key is required: send 'Authorization: Bearer <key>' or 'X-Api-Key'.",
         )
     if not principal.can(permission):
-        raise AuthError(
-            "FORBIDDEN", f"This API key lacks the '{permission.value}' permission."
-        )
+        raise AuthError("FORBIDDEN", f"This API key lacks the '{permission.value}' permission.")
     return principal

@@ -271,7 +271,11 @@ def _server_endpoint(
         security = Security.STARTTLS if protocol == "smtp" else Security.TLS
     if port is None:
         port = default_port(protocol, security)
-    return {f"{protocol}_host": host, f"{protocol}_port": port, f"{protocol}_security": security.value}
+    return {
+        f"{protocol}_host": host,
+        f"{protocol}_port": port,
+        f"{protocol}_security": security.value,
+    }
 
 
 def normalize_create(data: Mapping[str, Any]) -> NormalizedInbox:

@@ -68,7 +68,8 @@ class VersionConflict(UserError):
 def validation_error(exc: InputInvalid) -> ValidationError:
     return ValidationError(
         code="VALIDATION_FAILED",
-        message="Some fields are invalid: " + "; ".join(f"{i.field} {i.message}" for i in exc.issues),
+        message="Some fields are invalid: "
+        + "; ".join(f"{i.field} {i.message}" for i in exc.issues),
         fields=[FieldError.from_issue(i) for i in exc.issues],
     )
 

@@ -26,8 +26,10 @@ def provided(value: Any) -> Any:
     return value
 
 
-@strawberry.input(description="SMTP or IMAP server settings. Omitted port and security are "
-                  "inferred from each other (465/993 implicit TLS, 587/143 STARTTLS).")
+@strawberry.input(
+    description="SMTP or IMAP server settings. Omitted port and security are "
+    "inferred from each other (465/993 implicit TLS, 587/143 STARTTLS)."
+)
 class ServerInput:
     host: str | None = UNSET
     port: int | None = UNSET

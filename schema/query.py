@@ -58,7 +58,9 @@ class Query:
                 error.message, extensions={"code": "BAD_USER_INPUT"}
             ) from None
         edges = [
-            EmailInboxEdge(cursor=encode_cursor(row.created_at, row.id), node=EmailInbox.from_row(row))
+            EmailInboxEdge(
+                cursor=encode_cursor(row.created_at, row.id), node=EmailInbox.from_row(row)
+            )
             for row in page.items
         ]
         return EmailInboxConnection(

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
+from typing import Any, cast
+
 import strawberry
 from strawberry.scalars import JSON
 
 from mail import presets
 from storage import models
 
-InboxStatus = strawberry.enum(models.InboxStatus, description="Where an inbox's verification stands.")
+InboxStatus = strawberry.enum(
+    models.InboxStatus, description="Where an inbox's verification stands."
+)
 Provider = strawberry.enum(presets.Provider, description="Mail provider; CUSTOM for any other.")
 Security = strawberry.enum(
     presets.Security,
@@ -38,6 +42,10 @@ class ServerSettings:
     tls_certificate_sha256: str | None = strawberry.field(
         description="Pinned SHA-256 fingerprint of the server's certificate, if any."
     )
+
+
+def _json(value: dict[str, Any] | None) -> JSON | None:
+    return cast(JSON, value)
 
 
 def _server(row: models.EmailInbox, side: str) -> ServerSettings:
@@ -111,7 +119,7 @@ class EmailInbox:
             notify_on_new_messages=row.notify_on_new_messages,
             notification_email=row.notification_email,
             dkim_selectors=list(row.dkim_selectors or []),
-            setup_status=row.setup_status,
+            setup_status=_json(row.setup_status),
             last_verified_at=row.last_verified_at,
             last_check_at=row.last_check_at,
             error_count=row.error_count,
@@ -184,14 +192,13 @@ class ConnectionTest:
             state=models.TestState(row.state),
             reason=row.reason,
             attempts=row.attempts,
-            smtp=row.smtp_result,
-            imap=row.imap_result,
-            dns=row.dns_result,
-            round_trip=row.round_trip_result,
+            smtp=_json(row.smtp_result),
+            imap=_json(row.imap_result),
+            dns=_json(row.dns_result),
+            round_trip=_json(row.round_trip_result),
             error=row.error,
             created_at=row.created_at,
             started_at=row.started_at,
             finished_at=row.finished_at,
             version=row.version,
         )
-

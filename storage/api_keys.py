@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from storage.errors import NotFoundError
 from storage.models import ApiKey, Permission, utcnow
@@ -85,7 +86,7 @@ async def authenticate(
     if prefix is None:
         return None
     row = (
-        await session.execute(select(ApiKey).where(ApiKey.prefix == prefix))
+        await session.execute(select(ApiKey).where(col(ApiKey.prefix) == prefix))
     ).scalar_one_or_none()
     if row is None or row.revoked_at is not None:
         return None
@@ -95,7 +96,7 @@ async def authenticate(
     # Recording every use would add a write to every read; a minute's precision is plenty.
     if row.last_used_at is None or now - row.last_used_at > touch_interval:
         await session.execute(
-            update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now)  # type: ignore[arg-type]
+            update(ApiKey).where(col(ApiKey.id) == row.id).values(last_used_at=now)
         )
     return Principal(
         api_key_id=row.id,
@@ -111,10 +112,10 @@ async def is_active(session: AsyncSession, api_key_id: uuid.UUID) -> bool:
 
 
 async def revoke_api_key(session: AsyncSession, prefix: str) -> datetime:
-    """Revoke by the visible prefix (or the whole key). Returns when it was revoked."""
-    prefix = split_key(prefix) or prefix
+    """Revoke by the whole key, its visible part (``inbx_<prefix>``) or the bare prefix."""
+    prefix = split_key(prefix) or prefix.removeprefix(KEY_PREFIX).partition("_")[0]
     row = (
-        await session.execute(select(ApiKey).where(ApiKey.prefix == prefix))
+        await session.execute(select(ApiKey).where(col(ApiKey.prefix) == prefix))
     ).scalar_one_or_none()
     if row is None:
         raise NotFoundError("api key", prefix)
@@ -126,6 +127,8 @@ async def revoke_api_key(session: AsyncSession, prefix: str) -> datetime:
 
 async def list_api_keys(session: AsyncSession, workspace_id: uuid.UUID) -> list[ApiKey]:
     result = await session.execute(
-        select(ApiKey).where(ApiKey.workspace_id == workspace_id).order_by(ApiKey.created_at)  # type: ignore[arg-type]
+        select(ApiKey)
+        .where(col(ApiKey.workspace_id) == workspace_id)
+        .order_by(col(ApiKey.created_at))
     )
     return list(result.scalars())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import orjson
 from sqlalchemy import text
@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 CHANNEL = "inboxd_events"
 
 
-class EventKind(str, Enum):
+class EventKind(StrEnum):
     CREATED = "CREATED"
     UPDATED = "UPDATED"
     DELETED = "DELETED"

@@ -17,6 +17,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from storage import events, jobs
 from storage.errors import (
@@ -27,7 +28,7 @@ from storage.errors import (
     VersionConflictError,
 )
 from storage.models import ConnectionTest, EmailInbox, InboxStatus, Workspace, utcnow
-from storage.secrets import KeyRing, Secret, associated_data
+from storage.secrets import DecryptionError, KeyRing, Secret, associated_data
 
 TABLE = "email_inbox"
 PASSWORD_COLUMNS = ("smtp_password", "imap_password")
@@ -53,7 +54,7 @@ async def _lock_workspace(session: AsyncSession, workspace_id: uuid.UUID) -> Wor
     # pass the plan limit.
     workspace = (
         await session.execute(
-            select(Workspace).where(Workspace.id == workspace_id).with_for_update()
+            select(Workspace).where(col(Workspace.id) == workspace_id).with_for_update()
         )
     ).scalar_one_or_none()
     if workspace is None:
@@ -63,7 +64,9 @@ async def _lock_workspace(session: AsyncSession, workspace_id: uuid.UUID) -> Wor
 
 async def count_inboxes(session: AsyncSession, workspace_id: uuid.UUID) -> int:
     result = await session.execute(
-        select(func.count()).select_from(EmailInbox).where(EmailInbox.workspace_id == workspace_id)
+        select(func.count())
+        .select_from(EmailInbox)
+        .where(col(EmailInbox.workspace_id) == workspace_id)
     )
     return int(result.scalar_one())
 
@@ -72,8 +75,8 @@ async def find_id_by_email(
     session: AsyncSession, workspace_id: uuid.UUID, email: str
 ) -> uuid.UUID | None:
     result = await session.execute(
-        select(EmailInbox.id).where(
-            EmailInbox.workspace_id == workspace_id, EmailInbox.email == email
+        select(col(EmailInbox.id)).where(
+            col(EmailInbox.workspace_id) == workspace_id, col(EmailInbox.email) == email
         )
     )
     return result.scalar_one_or_none()
@@ -115,7 +118,7 @@ async def create_inbox(
         insert(EmailInbox)
         .values(row)
         .on_conflict_do_nothing(index_elements=["workspace_id", "email"])
-        .returning(EmailInbox.id)
+        .returning(col(EmailInbox.id))
     )
     inserted = (await session.execute(statement)).scalar_one_or_none()
     if inserted is None:
@@ -133,7 +136,7 @@ async def get_inbox(
     session: AsyncSession, workspace_id: uuid.UUID, inbox_id: uuid.UUID, *, for_update: bool = False
 ) -> EmailInbox:
     statement = select(EmailInbox).where(
-        EmailInbox.id == inbox_id, EmailInbox.workspace_id == workspace_id
+        col(EmailInbox.id) == inbox_id, col(EmailInbox.workspace_id) == workspace_id
     )
     if for_update:
         statement = statement.with_for_update()
@@ -150,7 +153,8 @@ async def get_inboxes_by_ids(
         return {}
     result = await session.execute(
         select(EmailInbox).where(
-            EmailInbox.workspace_id == workspace_id, EmailInbox.id.in_(ids)  # type: ignore[attr-defined]
+            col(EmailInbox.workspace_id) == workspace_id,
+            col(EmailInbox.id).in_(ids),
         )
     )
     return {inbox.id: inbox for inbox in result.scalars()}
@@ -189,24 +193,24 @@ def _escape_like(term: str) -> str:
 
 
 def _filter_clauses(workspace_id: uuid.UUID, flt: InboxFilter) -> list[Any]:
-    clauses: list[Any] = [EmailInbox.workspace_id == workspace_id]
+    clauses: list[Any] = [col(EmailInbox.workspace_id) == workspace_id]
     if flt.search:
         pattern = f"%{_escape_like(flt.search)}%"
         clauses.append(
             or_(
-                EmailInbox.name.ilike(pattern, escape="\\"),  # type: ignore[attr-defined]
-                EmailInbox.email.ilike(pattern, escape="\\"),  # type: ignore[attr-defined]
-                EmailInbox.display_name.ilike(pattern, escape="\\"),  # type: ignore[attr-defined]
+                col(EmailInbox.name).ilike(pattern, escape="\\"),
+                col(EmailInbox.email).ilike(pattern, escape="\\"),
+                col(EmailInbox.display_name).ilike(pattern, escape="\\"),
             )
         )
     if flt.status is not None:
-        clauses.append(EmailInbox.status == flt.status)
+        clauses.append(col(EmailInbox.status) == flt.status)
     if flt.department is not None:
-        clauses.append(EmailInbox.department == flt.department)
+        clauses.append(col(EmailInbox.department) == flt.department)
     if flt.tag is not None:
-        clauses.append(EmailInbox.tags.contains([flt.tag]))  # type: ignore[attr-defined]
+        clauses.append(col(EmailInbox.tags).contains([flt.tag]))
     if flt.active is not None:
-        clauses.append(EmailInbox.active == flt.active)
+        clauses.append(col(EmailInbox.active) == flt.active)
     return clauses
 
 
@@ -225,14 +229,14 @@ async def list_inboxes(
         created, last_id = after
         page_clauses.append(
             or_(
-                EmailInbox.created_at > created,
-                and_(EmailInbox.created_at == created, EmailInbox.id > last_id),  # type: ignore[arg-type]
+                col(EmailInbox.created_at) > created,
+                and_(col(EmailInbox.created_at) == created, col(EmailInbox.id) > last_id),
             )
         )
     statement = (
         select(EmailInbox)
         .where(*page_clauses)
-        .order_by(EmailInbox.created_at, EmailInbox.id)  # type: ignore[arg-type]
+        .order_by(col(EmailInbox.created_at), col(EmailInbox.id))
         .limit(first + 1)
     )
     rows = list((await session.execute(statement)).scalars())
@@ -240,9 +244,7 @@ async def list_inboxes(
     if with_total:
         total = int(
             (
-                await session.execute(
-                    select(func.count()).select_from(EmailInbox).where(*clauses)
-                )
+                await session.execute(select(func.count()).select_from(EmailInbox).where(*clauses))
             ).scalar_one()
         )
     return Page(items=rows[:first], has_next_page=len(rows) > first, total_count=total)
@@ -280,7 +282,7 @@ async def update_inbox(
     try:
         async with session.begin_nested():
             await session.execute(
-                update(EmailInbox).where(EmailInbox.id == inbox.id).values(**values)  # type: ignore[arg-type]
+                update(EmailInbox).where(col(EmailInbox.id) == inbox.id).values(**values)
             )
     except IntegrityError as exc:
         email = str(values.get("email", inbox.email))
@@ -312,39 +314,47 @@ async def delete_inbox(session: AsyncSession, workspace_id: uuid.UUID, inbox_id:
     )
 
 
-async def rotate_secrets(session: AsyncSession, keyring: KeyRing, batch_size: int = 200) -> int:
-    """Re-encrypt one batch of passwords under the newest key; returns how many rows changed.
+@dataclass(slots=True)
+class RotationBatch:
+    rotated: int
+    unreadable: list[uuid.UUID]
+    last_id: uuid.UUID | None  # None: no rows after ``after``; rotation is complete
 
-    Each row is rewritten with a compare-and-set on the old ciphertext, so an update that lands
-    between our read and our write wins and is not overwritten. Callers loop until it returns 0.
+
+async def rotate_secrets(
+    session: AsyncSession,
+    keyring: KeyRing,
+    *,
+    after: uuid.UUID | None = None,
+    batch_size: int = 200,
+) -> RotationBatch:
+    """Re-encrypt the passwords of one batch of rows (by id, after ``after``) under the newest key.
+
+    Rows are locked only for their batch's short transaction, so the API keeps serving: every
+    process holds all keys and reads both old and new ciphertexts. A row that does not decrypt
+    is reported and left as it is, never overwritten.
     """
-    primary = keyring.primary_key_id
-    prefix = b"v1" + bytes([len(primary.encode())]) + primary.encode()
-    stale = or_(
-        func.substring(EmailInbox.smtp_password, 1, len(prefix)) != prefix,
-        func.substring(EmailInbox.imap_password, 1, len(prefix)) != prefix,
-    )
-    rows = list(
-        (
-            await session.execute(
-                select(EmailInbox).where(stale).limit(batch_size).with_for_update(skip_locked=True)
-            )
-        ).scalars()
-    )
+    statement = select(EmailInbox).order_by(col(EmailInbox.id)).limit(batch_size).with_for_update()
+    if after is not None:
+        statement = statement.where(col(EmailInbox.id) > after)
+    rows = list((await session.execute(statement)).scalars())
+    rotated = 0
+    unreadable: list[uuid.UUID] = []
     for inbox in rows:
-        values = {
-            column: encrypt_password(
-                keyring, inbox.id, column, decrypt_password(keyring, inbox, column).reveal()
-            )
-            for column in PASSWORD_COLUMNS
-        }
+        if not any(keyring.needs_rotation(getattr(inbox, c)) for c in PASSWORD_COLUMNS):
+            continue
+        try:
+            values = {
+                column: encrypt_password(
+                    keyring, inbox.id, column, decrypt_password(keyring, inbox, column).reveal()
+                )
+                for column in PASSWORD_COLUMNS
+            }
+        except DecryptionError:
+            unreadable.append(inbox.id)
+            continue
         await session.execute(
-            update(EmailInbox)
-            .where(
-                EmailInbox.id == inbox.id,  # type: ignore[arg-type]
-                EmailInbox.smtp_password == inbox.smtp_password,  # type: ignore[arg-type]
-                EmailInbox.imap_password == inbox.imap_password,  # type: ignore[arg-type]
-            )
-            .values(**values)
+            update(EmailInbox).where(col(EmailInbox.id) == inbox.id).values(**values)
         )
-    return len(rows)
+        rotated += 1
+    return RotationBatch(rotated, unreadable, rows[-1].id if rows else None)

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from storage import events
 from storage.errors import NotFoundError
@@ -27,8 +28,8 @@ JOBS_CHANNEL = "inboxd_jobs"
 async def get_open_test(session: AsyncSession, inbox_id: uuid.UUID) -> ConnectionTest | None:
     result = await session.execute(
         select(ConnectionTest).where(
-            ConnectionTest.inbox_id == inbox_id,
-            ConnectionTest.state.in_(OPEN_TEST_STATES),  # type: ignore[attr-defined]
+            col(ConnectionTest.inbox_id) == inbox_id,
+            col(ConnectionTest.state).in_(OPEN_TEST_STATES),
         )
     )
     return result.scalar_one_or_none()
@@ -58,7 +59,7 @@ async def enqueue_test(
             index_elements=["inbox_id"],
             index_where=text("state IN ('QUEUED', 'RUNNING')"),
         )
-        .returning(ConnectionTest.id)
+        .returning(col(ConnectionTest.id))
     )
     inserted = (await session.execute(statement)).scalar_one_or_none()
     if inserted is None:
@@ -90,8 +91,8 @@ async def cancel_open_tests(session: AsyncSession, inbox_id: uuid.UUID) -> None:
     cancelled = await session.execute(
         update(ConnectionTest)
         .where(
-            ConnectionTest.inbox_id == inbox_id,  # type: ignore[arg-type]
-            ConnectionTest.state.in_(OPEN_TEST_STATES),  # type: ignore[attr-defined]
+            col(ConnectionTest.inbox_id) == inbox_id,
+            col(ConnectionTest.state).in_(OPEN_TEST_STATES),
         )
         .values(
             state=TestState.CANCELLED.value,
@@ -111,7 +112,7 @@ async def get_test(
 ) -> ConnectionTest:
     result = await session.execute(
         select(ConnectionTest).where(
-            ConnectionTest.id == test_id, ConnectionTest.workspace_id == workspace_id
+            col(ConnectionTest.id) == test_id, col(ConnectionTest.workspace_id) == workspace_id
         )
     )
     test = result.scalar_one_or_none()
@@ -130,17 +131,17 @@ async def list_tests(
 ) -> tuple[list[ConnectionTest], bool]:
     """Newest first."""
     clauses: list[Any] = [
-        ConnectionTest.workspace_id == workspace_id,
-        ConnectionTest.inbox_id == inbox_id,
+        col(ConnectionTest.workspace_id) == workspace_id,
+        col(ConnectionTest.inbox_id) == inbox_id,
     ]
     if before is not None:
-        clauses.append(ConnectionTest.created_at < before)
+        clauses.append(col(ConnectionTest.created_at) < before)
     rows = list(
         (
             await session.execute(
                 select(ConnectionTest)
                 .where(*clauses)
-                .order_by(ConnectionTest.created_at.desc())  # type: ignore[attr-defined]
+                .order_by(col(ConnectionTest.created_at).desc())
                 .limit(first + 1)
             )
         ).scalars()
@@ -177,9 +178,7 @@ async def claim_tests(
     ids = [row[0] for row in result]
     if not ids:
         return []
-    rows = await session.execute(
-        select(ConnectionTest).where(ConnectionTest.id.in_(ids))  # type: ignore[attr-defined]
-    )
+    rows = await session.execute(select(ConnectionTest).where(col(ConnectionTest.id).in_(ids)))
     return list(rows.scalars())
 
 
@@ -189,11 +188,11 @@ async def extend_lease(
     result = await session.execute(
         update(ConnectionTest)
         .where(
-            ConnectionTest.id == test_id,  # type: ignore[arg-type]
-            ConnectionTest.worker_id == worker_id,  # type: ignore[arg-type]
-            ConnectionTest.state == TestState.RUNNING.value,  # type: ignore[arg-type]
+            col(ConnectionTest.id) == test_id,
+            col(ConnectionTest.worker_id) == worker_id,
+            col(ConnectionTest.state) == TestState.RUNNING.value,
         )
         .values(lease_expires_at=utcnow() + lease)
-        .returning(ConnectionTest.id)
+        .returning(col(ConnectionTest.id))
     )
     return result.scalar_one_or_none() is not None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Index, LargeBinary, Text, text
@@ -27,25 +27,25 @@ def _ts(nullable: bool = True) -> Any:
     )
 
 
-class InboxStatus(str, Enum):
+class InboxStatus(StrEnum):
     PENDING = "PENDING"
     VERIFYING = "VERIFYING"
     ACTIVE = "ACTIVE"
     FAILED = "FAILED"
 
 
-class DeleteMessagePolicy(str, Enum):
+class DeleteMessagePolicy(StrEnum):
     DONT_DELETE = "DONT_DELETE"
     DELETE_ON_RECEIVE = "DELETE_ON_RECEIVE"
     DELETE_WHEN_DELETED = "DELETE_WHEN_DELETED"
 
 
-class Permission(str, Enum):
+class Permission(StrEnum):
     MANAGE_EMAIL_INBOX = "manage-email-inbox"
     VIEW_EMAIL_INBOX = "view-email-inbox"
 
 
-class TestState(str, Enum):
+class TestState(StrEnum):
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
     PASSED = "PASSED"

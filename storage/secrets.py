@@ -94,12 +94,14 @@ class KeyRing:
         if not keys:
             raise KeyRingError("the key ring needs at least one key")
         self._ciphers: dict[str, AESGCM] = {}
+        self._keys: dict[str, bytes] = {}
         for key_id, key in keys:
             if not key_id or len(key_id.encode()) > 255 or ":" in key_id or "," in key_id:
                 raise KeyRingError(f"invalid key id {key_id!r}")
             if len(key) != 32:
                 raise KeyRingError(f"key {key_id!r} must be 32 bytes (AES-256), got {len(key)}")
             self._ciphers[key_id] = AESGCM(key)
+            self._keys[key_id] = key
         self.primary_key_id = keys[-1][0]
 
     def __repr__(self) -> str:
@@ -145,7 +147,9 @@ class KeyRing:
         try:
             return Secret(cipher.decrypt(env.nonce, env.ciphertext, aad).decode())
         except InvalidTag as exc:
-            raise DecryptionError("secret does not belong to this row/column or was altered") from exc
+            raise DecryptionError(
+                "secret does not belong to this row/column or was altered"
+            ) from exc
 
     def needs_rotation(self, blob: bytes) -> bool:
         return _unpack(blob).key_id != self.primary_key_id

@@ -6,6 +6,7 @@ import uuid
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from storage.errors import NotFoundError
 from storage.models import Workspace
@@ -30,7 +31,7 @@ async def get_workspace(session: AsyncSession, workspace_id: uuid.UUID) -> Works
 
 
 async def find_workspace(session: AsyncSession, name: str) -> Workspace | None:
-    result = await session.execute(select(Workspace).where(Workspace.name == name))
+    result = await session.execute(select(Workspace).where(col(Workspace.name) == name))
     return result.scalar_one_or_none()
 
 
@@ -48,5 +49,5 @@ async def set_plan(
         values["subscription_active"] = subscription_active
     if values:
         await session.execute(
-            update(Workspace).where(Workspace.id == workspace_id).values(**values)  # type: ignore[arg-type]
+            update(Workspace).where(col(Workspace.id) == workspace_id).values(**values)
         )

@@ -127,7 +127,10 @@ TenantFactory = Callable[..., Awaitable[Tenant]]
 @pytest.fixture
 def make_tenant(db: Database, anonymous: GraphQLClient) -> TenantFactory:
     async def make(
-        *, max_inboxes: int = 50, subscription_active: bool = True, permissions: tuple[Permission, ...] = ALL_PERMISSIONS
+        *,
+        max_inboxes: int = 50,
+        subscription_active: bool = True,
+        permissions: tuple[Permission, ...] = ALL_PERMISSIONS,
     ) -> Tenant:
         async with db.transaction() as session:
             workspace = await workspaces.create_workspace(

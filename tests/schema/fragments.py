@@ -15,20 +15,16 @@ DUPLICATE = "... on DuplicateEmailInbox { email existingId }"
 LIMIT = "... on InboxLimitReached { currentUsage maxInboxes requested }"
 NOT_FOUND = "... on NotFound { id }"
 
-CREATE = (
-    """
+CREATE = """
 mutation Create($input: CreateEmailInboxInput!) {
   createEmailInbox(input: $input) {
     __typename
     ... on CreateEmailInboxSuccess { inbox { %s } warnings { field message } }
     %s
   }
-}"""
-    % (INBOX_FIELDS, COMMON + DUPLICATE + LIMIT)
-)
+}""" % (INBOX_FIELDS, COMMON + DUPLICATE + LIMIT)
 
-UPDATE = (
-    """
+UPDATE = """
 mutation Update($id: ID!, $input: UpdateEmailInboxInput!, $expectedVersion: Int) {
   updateEmailInbox(id: $id, input: $input, expectedVersion: $expectedVersion) {
     __typename
@@ -36,17 +32,12 @@ mutation Update($id: ID!, $input: UpdateEmailInboxInput!, $expectedVersion: Int)
     ... on VersionConflict { expectedVersion currentVersion }
     %s
   }
-}"""
-    % (INBOX_FIELDS, COMMON + DUPLICATE + NOT_FOUND)
-)
+}""" % (INBOX_FIELDS, COMMON + DUPLICATE + NOT_FOUND)
 
-DELETE = (
-    """
+DELETE = """
 mutation Delete($id: ID!) {
   deleteEmailInbox(id: $id) { __typename ... on DeleteEmailInboxSuccess { id } %s }
-}"""
-    % (COMMON + NOT_FOUND)
-)
+}""" % (COMMON + NOT_FOUND)
 
 GET = "query Get($id: ID!) { emailInbox(id: $id) { %s } }" % INBOX_FIELDS
 

@@ -118,16 +118,20 @@ async def test_defaults_and_imap_derived_from_smtp(tenant):
 async def test_port_and_security_inferred_from_each_other(tenant):
     by_security = await create(
         tenant.client,
-        {"email": "a@example.com", "smtp": {"host": "smtp.example.com", "security": "TLS",
-                                             "password": "x"},
-         "imap": {"host": "imap.example.com", "security": "STARTTLS"}},
+        {
+            "email": "a@example.com",
+            "smtp": {"host": "smtp.example.com", "security": "TLS", "password": "x"},
+            "imap": {"host": "imap.example.com", "security": "STARTTLS"},
+        },
     )
     assert by_security["inbox"]["smtp"]["port"] == 465
     assert by_security["inbox"]["imap"]["port"] == 143
     by_port = await create(
         tenant.client,
-        {"email": "b@example.com", "smtp": {"host": "smtp.example.com", "port": 465,
-                                             "password": "x"}},
+        {
+            "email": "b@example.com",
+            "smtp": {"host": "smtp.example.com", "port": 465, "password": "x"},
+        },
     )
     assert by_port["inbox"]["smtp"]["security"] == "TLS"
 
@@ -135,8 +139,11 @@ async def test_port_and_security_inferred_from_each_other(tenant):
 async def test_provider_preset_fills_imap(tenant):
     created = await create(
         tenant.client,
-        {"email": "me@gmail.com", "provider": "GMAIL",
-         "smtp": {"host": "smtp.gmail.com", "password": "app-pass"}},
+        {
+            "email": "me@gmail.com",
+            "provider": "GMAIL",
+            "smtp": {"host": "smtp.gmail.com", "password": "app-pass"},
+        },
     )
     assert created["inbox"]["imap"]["host"] == "imap.gmail.com"
     assert created["inbox"]["imap"]["port"] == 993
@@ -175,7 +182,13 @@ async def test_validation_names_each_field(tenant):
     assert created["code"] == "VALIDATION_FAILED"
     fields = {f["field"]: f["message"] for f in created["fields"]}
     assert set(fields) >= {
-        "email", "name", "description", "smtp.host", "smtp.port", "imap.port", "replyTo",
+        "email",
+        "name",
+        "description",
+        "smtp.host",
+        "smtp.port",
+        "imap.port",
+        "replyTo",
         "tags[0]",
     }
     assert "65535" in fields["smtp.port"]
@@ -186,8 +199,9 @@ async def test_validation_names_each_field(tenant):
 
 
 async def test_missing_password_is_a_field_error(tenant):
-    created = await create(tenant.client, {"email": "a@example.com",
-                                           "smtp": {"host": "smtp.example.com"}})
+    created = await create(
+        tenant.client, {"email": "a@example.com", "smtp": {"host": "smtp.example.com"}}
+    )
     assert [f["field"] for f in created["fields"]] == ["smtp.password"]
 
 
@@ -211,8 +225,13 @@ async def test_same_email_allowed_in_another_workspace(make_tenant):
 
 async def test_racing_duplicate_creates_store_one(tenant):
     results = await asyncio.gather(
-        *(create(tenant.client, minimal_input(f"RACE@example.com".lower() if i % 2 else
-                                              "Race@Example.com")) for i in range(8))
+        *(
+            create(
+                tenant.client,
+                minimal_input("RACE@example.com".lower() if i % 2 else "Race@Example.com"),
+            )
+            for i in range(8)
+        )
     )
     kinds = sorted(r["__typename"] for r in results)
     assert kinds.count("CreateEmailInboxSuccess") == 1
@@ -279,7 +298,9 @@ async def test_list_pagination_and_filters(tenant):
         return sorted(e["node"]["email"] for e in page["edges"])
 
     assert await emails({"department": "sales"}) == [
-        "user1@example.com", "user3@example.com", "user5@example.com"
+        "user1@example.com",
+        "user3@example.com",
+        "user5@example.com",
     ]
     assert await emails({"tag": "vip"}) == ["user0@example.com", "user1@example.com"]
     assert await emails({"active": False}) == ["user3@example.com"]
@@ -339,7 +360,9 @@ async def test_update_round_trips_and_keeps_password(tenant):
 async def test_changing_host_requires_password(tenant):
     inbox = (await create(tenant.client, minimal_input()))["inbox"]
     refused = (
-        await tenant.client(UPDATE, {"id": inbox["id"], "input": {"smtp": {"host": "evil.example"}}})
+        await tenant.client(
+            UPDATE, {"id": inbox["id"], "input": {"smtp": {"host": "evil.example"}}}
+        )
     ).data["updateEmailInbox"]
     assert refused["__typename"] == "ValidationError"
     assert refused["fields"][0]["field"] == "smtp.password"
@@ -389,11 +412,10 @@ async def test_delete(tenant):
 
 async def test_no_password_reachable_through_any_field(tenant):
     await create(tenant.client, FULL_INPUT)
-    introspection = await tenant.client(
-        '{ __type(name: "ServerSettings") { fields { name } } }'
-    )
+    introspection = await tenant.client('{ __type(name: "ServerSettings") { fields { name } } }')
     names = {f["name"] for f in introspection.data["__type"]["fields"]}
     assert not {n for n in names if "password" in n.lower() and n != "hasPassword"}
-    listed = await tenant.client(LIST.replace("tags active", "tags active smtp { host }"),
-                                 {"first": 5})
+    listed = await tenant.client(
+        LIST.replace("tags active", "tags active smtp { host }"), {"first": 5}
+    )
     assert "smtp-secret-123" not in str(listed.body)

@@ -1,0 +1,105 @@
+"""Health endpoints, logs, GraphiQL and the exported schema."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import httpx
+
+from inboxd.app import create_app
+from inboxd.logs import configure_logging, redact_text
+from inboxd.settings import Settings
+from resolvers.state import AppState
+from schema import export_sdl
+from storage.db import create_database
+from tests.conftest import serve_app
+from tests.schema.fragments import CREATE, minimal_input
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_exported_sdl_matches_the_code():
+    committed = (ROOT / "schema.graphql").read_text()
+    assert committed == export_sdl(), "schema.graphql is stale: run `inboxd export-schema`"
+
+
+async def test_healthz_and_readyz(base_url):
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        ready = await http.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["database"] == "up"
+
+
+async def test_readyz_fails_when_the_database_is_unreachable(keyring):
+    dead = create_database("postgresql://nobody@127.0.0.1:1/none", connect_timeout=2)
+    state = AppState(db=dead, keyring=keyring)
+    server, task, url = await serve_app(create_app(Settings(), state))
+    try:
+        async with httpx.AsyncClient(base_url=url) as http:
+            assert (await http.get("/healthz")).status_code == 200
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["database"] == "down"
+    finally:
+        server.should_exit = True
+        await task
+        await dead.dispose()
+
+
+async def test_graphiql_is_served_only_when_enabled(base_url, state):
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        page = await http.get("/graphql", headers={"accept": "text/html"})
+        assert page.status_code == 200 and "graphiql" in page.text.lower()
+    production = Settings(environment="production")
+    assert production.graphiql_enabled is False
+    server, task, url = await serve_app(create_app(production, state))
+    try:
+        async with httpx.AsyncClient(base_url=url) as http:
+            page = await http.get("/graphql", headers={"accept": "text/html"})
+            assert "graphiql" not in page.text.lower()
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_logs_are_json_and_never_hold_secrets(tenant, capfd):
+    configure_logging("INFO")
+    try:
+        password = "Secret-In-Logs-4410"
+        await tenant.client(
+            CREATE,
+            {
+                "input": minimal_input(
+                    "logs@example.com", smtp={"host": "smtp.example.com", "password": password}
+                )
+            },
+        )
+        logging.getLogger("inboxd.test").info("probe", extra={"password": password})
+        from inboxd.logs import get_logger
+
+        get_logger("inboxd.test").info(
+            "event with secrets",
+            password=password,
+            authorization=f"Bearer {tenant.key}",
+            note=f"login with password={password} key {tenant.key}",
+        )
+    finally:
+        configure_logging("WARNING")
+    err = capfd.readouterr().err
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(line.get("event") == "request" and line.get("path") == "/graphql" for line in lines)
+    assert any(line.get("event") == "event with secrets" for line in lines)
+    assert password not in err
+    assert tenant.key not in err
+
+
+def test_redact_text_scrubs_keys_and_passwords():
+    text = (
+        "key inbx_0123456789ab_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG password=hunter2 "
+        "postgresql://u:pw@host/db"
+    )
+    scrubbed = redact_text(text)
+    assert "abcdefghij" not in scrubbed and "hunter2" not in scrubbed and ":pw@" not in scrubbed
+    assert "inbx_0123456789ab" in scrubbed

@@ -1,0 +1,175 @@
+"""Credentials at rest: encrypted, bound to their row and column, rotatable."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text, update
+
+from storage import inboxes
+from storage.models import EmailInbox
+from storage.secrets import DecryptionError, KeyRing, Secret, associated_data
+from tests.schema.fragments import CREATE, GET, minimal_input
+
+
+def pg_dump() -> Path:
+    # pgserver ships a PostgreSQL 16 client, which dumps the 15 server CI uses as well.
+    import pgserver
+
+    return Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_dump"
+
+
+def test_secret_is_redacted_in_repr_and_str():
+    secret = Secret("hunter2-very-secret")
+    assert "hunter2" not in repr(secret) and "hunter2" not in str(secret)
+    assert "hunter2" not in f"{secret} {secret!r} {[secret]}"
+    assert secret.reveal() == "hunter2-very-secret"
+
+
+def test_key_ring_round_trip_and_binding():
+    ring = KeyRing.parse(KeyRing.generate_spec("a"))
+    row_a, row_b = uuid.uuid4(), uuid.uuid4()
+    blob = ring.encrypt("pw", associated_data("email_inbox", "smtp_password", row_a))
+    assert b"pw" not in blob
+    assert (
+        ring.decrypt(blob, associated_data("email_inbox", "smtp_password", row_a)).reveal() == "pw"
+    )
+    with pytest.raises(DecryptionError):
+        ring.decrypt(blob, associated_data("email_inbox", "smtp_password", row_b))
+    with pytest.raises(DecryptionError):
+        ring.decrypt(blob, associated_data("email_inbox", "imap_password", row_a))
+    tampered = blob[:-1] + bytes([blob[-1] ^ 1])
+    with pytest.raises(DecryptionError):
+        ring.decrypt(tampered, associated_data("email_inbox", "smtp_password", row_a))
+
+
+def test_key_ring_refuses_bad_keys_without_echoing_them():
+    with pytest.raises(ValueError) as bad_length:
+        KeyRing.parse("k1:c2hvcnQ=")
+    assert "32 bytes" in str(bad_length.value)
+    with pytest.raises(ValueError) as bad_b64:
+        KeyRing.parse("k1:!!!not-base64-secret!!!")
+    assert "not-base64-secret" not in str(bad_b64.value)
+
+
+def test_old_keys_still_decrypt_after_a_new_one_is_added():
+    old = KeyRing.generate_spec("old")
+    ring_old = KeyRing.parse(old)
+    aad = associated_data("email_inbox", "smtp_password", uuid.uuid4())
+    blob = ring_old.encrypt("pw", aad)
+    ring_both = KeyRing.parse(old + "," + KeyRing.generate_spec("new"))
+    assert ring_both.primary_key_id == "new"
+    assert ring_both.decrypt(blob, aad).reveal() == "pw"
+    assert ring_both.needs_rotation(blob)
+
+
+async def test_pg_dump_holds_no_plaintext_password(tenant, database_url, pg_server):
+    password = "Plaintext-Must-Not-Leak-7731"
+    created = await tenant.client(
+        CREATE,
+        {
+            "input": minimal_input(
+                "dump@example.com", smtp={"host": "smtp.example.com", "password": password}
+            )
+        },
+    )
+    assert created.data["createEmailInbox"]["__typename"] == "CreateEmailInboxSuccess"
+    dump = subprocess.run(
+        [str(pg_dump()), "--data-only", "--dbname", database_url],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert b"dump@example.com" in dump  # the dump did capture the row
+    assert password.encode() not in dump
+    assert password.encode().hex().encode() not in dump
+
+
+async def test_ciphertext_moved_to_another_row_fails_to_decrypt(tenant, db, keyring):
+    one = (await tenant.client(CREATE, {"input": minimal_input("one@example.com")})).data[
+        "createEmailInbox"
+    ]["inbox"]
+    two = (await tenant.client(CREATE, {"input": minimal_input("two@example.com")})).data[
+        "createEmailInbox"
+    ]["inbox"]
+    async with db.transaction() as session:
+        stolen = (
+            await session.execute(
+                select(EmailInbox.smtp_password).where(EmailInbox.id == uuid.UUID(one["id"]))
+            )
+        ).scalar_one()
+        await session.execute(
+            update(EmailInbox)
+            .where(EmailInbox.id == uuid.UUID(two["id"]))
+            .values(smtp_password=stolen)
+        )
+    async with db.sessions() as session:
+        row = await inboxes.get_inbox(session, tenant.workspace.id, uuid.UUID(two["id"]))
+        with pytest.raises(DecryptionError):
+            inboxes.decrypt_password(keyring, row, "smtp_password")
+        row_one = await inboxes.get_inbox(session, tenant.workspace.id, uuid.UUID(one["id"]))
+        assert inboxes.decrypt_password(keyring, row_one, "smtp_password").reveal() == (
+            "app-password-1"
+        )
+
+
+async def test_rotation_re_encrypts_everything_and_keeps_it_readable(tenant, db, keyring):
+    ids = []
+    for i in range(5):
+        created = await tenant.client(
+            CREATE,
+            {
+                "input": minimal_input(
+                    f"rot{i}@example.com", smtp={"host": "smtp.example.com", "password": f"pw-{i}"}
+                )
+            },
+        )
+        ids.append(uuid.UUID(created.data["createEmailInbox"]["inbox"]["id"]))
+    rotated = KeyRing.parse(
+        ",".join(f"{kid}:{key}" for kid, key in _specs(keyring))
+        + ","
+        + KeyRing.generate_spec("test2")
+    )
+    total = await rotate_all(db, rotated)
+    assert total >= 5
+    async with db.sessions() as session:
+        for i, inbox_id in enumerate(ids):
+            row = await inboxes.get_inbox(session, tenant.workspace.id, inbox_id)
+            assert not rotated.needs_rotation(row.smtp_password)
+            assert not rotated.needs_rotation(row.imap_password)
+            assert inboxes.decrypt_password(rotated, row, "smtp_password").reveal() == f"pw-{i}"
+            # The new key alone now suffices for these rows.
+            new_only = KeyRing.parse(
+                ",".join(f"{k}:{v}" for k, v in _specs(rotated) if k == "test2")
+            )
+            assert inboxes.decrypt_password(new_only, row, "imap_password").reveal() == f"pw-{i}"
+    # Rotate back so other tests' rows stay readable under the session key ring.
+    await rotate_all(db, KeyRing.parse(",".join(f"{k}:{v}" for k, v in reversed(_specs(rotated)))))
+    read = await tenant.client(GET, {"id": str(ids[0])})
+    assert read.data["emailInbox"]["smtp"]["hasPassword"] is True
+    async with db.sessions() as session:
+        count = (await session.execute(text("SELECT count(*) FROM email_inbox"))).scalar_one()
+    assert count >= 5
+
+
+async def rotate_all(db, ring: KeyRing) -> int:
+    total, after = 0, None
+    while True:
+        async with db.transaction() as session:
+            batch = await inboxes.rotate_secrets(session, ring, after=after, batch_size=2)
+        total += batch.rotated
+        if batch.last_id is None:
+            return total
+        after = batch.last_id
+
+
+def _specs(ring: KeyRing) -> list[tuple[str, str]]:
+    import base64
+
+    return [
+        (kid, base64.b64encode(ring._keys[kid]).decode())  # test-only access to raw keys
+        for kid in ring.key_ids
+    ]
