@@ -47,12 +47,20 @@ class Settings(BaseSettings):
     allow_private_hosts: bool = False
     allowed_ports: list[int] | None = Field(default=None)
 
+    # Domain DNS checks (MX, SPF, DKIM, DMARC) run beside every verification.
+    dns_check_enabled: bool = True
+    dns_nameservers: list[str] | None = None  # default: the system's resolvers
+    dns_port: int = 53
+    dns_timeout: float = 3.0
+    dns_lifetime: float = 5.0
+
     worker_enabled: bool = True
     worker_concurrency: int = 8
     job_lease_seconds: float = 60.0
     job_max_attempts: int = 5
     job_retry_base_seconds: float = 5.0
     job_poll_interval_seconds: float = 15.0
+    shutdown_grace_seconds: float = 10.0
 
     @cached_property
     def graphiql_enabled(self) -> bool:

@@ -1,14 +1,68 @@
-"""Background work that runs beside the API: verification workers and the event listener."""
+"""Background work beside the API: the LISTEN hub and the verification workers.
+
+A worker claims due connection tests from Postgres (``FOR UPDATE SKIP LOCKED``), holds each
+under a lease that it renews while the probes run, and records the outcome only if it still
+holds the lease. It wakes on NOTIFY when a test is queued, and polls now and then as a safety
+net (a retry coming due makes no NOTIFY).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import os
+import socket
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import structlog
+from sqlalchemy.exc import DBAPIError, OperationalError
+
 from inboxd.runtime import Resolved, open_database
 from inboxd.settings import Settings
+from mail.dns_lookup import DnsSettings
+from mail.network import NetworkPolicy
+from mail.probes import ProbeSettings
 from resolvers.state import AppState
+from resolvers.verification import VerificationConfig, verify
+from storage import jobs
+from storage.listener import EventHub
+
+log = structlog.get_logger("inboxd.worker")
+
+
+def verification_config(settings: Settings) -> VerificationConfig:
+    network = NetworkPolicy(
+        allow_private_hosts=settings.allow_private_hosts,
+        allowed_ports=frozenset(settings.allowed_ports) if settings.allowed_ports else None,
+        dns_timeout=settings.dns_lifetime,
+    )
+    dns = None
+    if settings.dns_check_enabled:
+        dns = DnsSettings(
+            port=settings.dns_port, timeout=settings.dns_timeout, lifetime=settings.dns_lifetime
+        )
+        if settings.dns_nameservers:
+            dns = dataclasses.replace(dns, nameservers=list(settings.dns_nameservers))
+    return VerificationConfig(
+        smtp=ProbeSettings(
+            connect_timeout=settings.smtp_connect_timeout,
+            overall_timeout=settings.smtp_timeout,
+            network=network,
+            ca_file=settings.tls_ca_file,
+        ),
+        imap=ProbeSettings(
+            connect_timeout=settings.imap_connect_timeout,
+            overall_timeout=settings.imap_timeout,
+            network=network,
+            ca_file=settings.tls_ca_file,
+        ),
+        dns=dns,
+        max_attempts=settings.job_max_attempts,
+        retry_base=timedelta(seconds=settings.job_retry_base_seconds),
+    )
 
 
 def build_state(settings: Settings, resolved: Resolved) -> AppState:
@@ -17,31 +71,139 @@ def build_state(settings: Settings, resolved: Resolved) -> AppState:
         keyring=resolved.keyring,
         max_page_size=settings.max_page_size,
         api_key_touch_interval=timedelta(seconds=settings.api_key_touch_interval_seconds),
+        hub=EventHub(resolved.database_url, connect_timeout=settings.db_connect_timeout),
     )
 
 
-@dataclass(slots=True)
-class Background:
-    settings: Settings
+@dataclass
+class Worker:
     state: AppState
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    hub: EventHub
+    config: VerificationConfig
+    concurrency: int = 8
+    lease: timedelta = timedelta(seconds=60)
+    poll_interval: float = 15.0
+    worker_id: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    )
+    running: dict[uuid.UUID, asyncio.Task[None]] = field(default_factory=dict)
+    _task: asyncio.Task[None] | None = None
+    _stopping: bool = False
 
     async def start(self) -> None:
-        return None
+        self._task = asyncio.create_task(self._loop(), name=f"worker-{self.worker_id}")
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming, let running tests finish within ``grace``, release the rest."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.running:
+            _, pending = await asyncio.wait(list(self.running.values()), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        waker = self.hub.job_waker()
+        backoff = 0.5
+        while not self._stopping:
+            waker.clear()
+            try:
+                claimed = await self._claim()
+                backoff = 0.5
+            except (OSError, OperationalError, DBAPIError, TimeoutError) as exc:
+                log.warning("claiming failed; database unavailable?", error=type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            if claimed and len(self.running) < self.concurrency:
+                continue  # there may be more due right now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waker.wait(), self.poll_interval)
+
+    async def _claim(self) -> int:
+        free = self.concurrency - len(self.running)
+        if free <= 0:
+            return 0
+        async with self.state.db.transaction() as session:
+            tests = await jobs.claim_tests(
+                session, worker_id=self.worker_id, lease=self.lease, limit=free
+            )
+        for test in tests:
+            task = asyncio.create_task(self._run(test.id), name=f"test-{test.id}")
+            self.running[test.id] = task
+        return len(tests)
+
+    async def _run(self, test_id: uuid.UUID) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(test_id))
+        try:
+            await verify(self.state.db, self.state.keyring, self.config, test_id, self.worker_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The lease expires and another attempt follows; nothing is recorded half-way.
+            log.exception("connection test crashed", test_id=str(test_id))
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            self.running.pop(test_id, None)
+            # A slot is free: look for queued work now rather than at the next poll.
+            self.hub.wake_workers()
+
+    async def _heartbeat(self, test_id: uuid.UUID) -> None:
+        interval = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self.state.db.transaction() as session:
+                    held = await jobs.extend_lease(session, test_id, self.worker_id, self.lease)
+            except (OSError, OperationalError, DBAPIError, TimeoutError):
+                continue
+            if not held:
+                return
+
+
+@dataclass
+class Background:
+    """What ``inboxd serve`` runs beside the API: the hub always, a worker unless disabled."""
+
+    settings: Settings
+    state: AppState
+    run_worker: bool = True
+    worker: Worker | None = None
+
+    async def start(self) -> None:
+        assert self.state.hub is not None
+        await self.state.hub.start()
+        if self.run_worker:
+            self.worker = Worker(
+                self.state,
+                self.state.hub,
+                verification_config(self.settings),
+                concurrency=self.settings.worker_concurrency,
+                lease=timedelta(seconds=self.settings.job_lease_seconds),
+                poll_interval=self.settings.job_poll_interval_seconds,
+            )
+            await self.worker.start()
 
     async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.worker is not None:
+            await self.worker.stop(self.settings.shutdown_grace_seconds)
+        if self.state.hub is not None:
+            await self.state.hub.stop()
 
 
 def start_background(settings: Settings, resolved: Resolved, state: AppState) -> Background:
-    return Background(settings, state)
+    return Background(settings, state, run_worker=settings.worker_enabled)
 
 
 async def run_worker_forever(settings: Settings, resolved: Resolved) -> None:
     state = build_state(settings, resolved)
-    background = start_background(settings, resolved, state)
+    background = Background(settings, state, run_worker=True)
     await background.start()
     try:
         await asyncio.Event().wait()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from resolvers.state import AppState
@@ -132,3 +134,39 @@ async def viewer(state: AppState, principal: Principal) -> Viewer:
         workspace = await workspaces.get_workspace(session, principal.workspace_id)
         usage = await inboxes.count_inboxes(session, principal.workspace_id)
     return Viewer(workspace, sorted(principal.permissions), usage)
+
+
+async def get_test(state: AppState, principal: Principal, raw_id: str) -> ConnectionTest | None:
+    try:
+        test_id = uuid.UUID(str(raw_id))
+    except ValueError:
+        return None
+    async with state.db.sessions() as session:
+        try:
+            return await jobs.get_test(session, principal.workspace_id, test_id)
+        except NotFoundError:
+            return None
+
+
+def encode_test_cursor(test: ConnectionTest) -> str:
+    return base64.urlsafe_b64encode(test.created_at.isoformat().encode()).decode().rstrip("=")
+
+
+async def list_tests(
+    state: AppState, principal: Principal, inbox_id: str, *, first: int, after: str | None
+) -> tuple[list[ConnectionTest], bool]:
+    if not 0 <= first <= state.max_page_size:
+        raise InputInvalid(
+            [FieldIssue("first", f"must be between 0 and {state.max_page_size} (got {first})")]
+        )
+    before = None
+    if after:
+        try:
+            padded = after + "=" * (-len(after) % 4)
+            before = datetime.fromisoformat(base64.urlsafe_b64decode(padded).decode())
+        except ValueError as exc:
+            raise InputInvalid([FieldIssue("after", "is not a cursor from this API")]) from exc
+    async with state.db.sessions() as session:
+        return await jobs.list_tests(
+            session, principal.workspace_id, parse_id(inbox_id), first=first, before=before
+        )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from storage.db import Database
+from storage.listener import EventHub
 from storage.secrets import KeyRing
 
 
@@ -15,3 +16,5 @@ class AppState:
     keyring: KeyRing
     max_page_size: int = 100
     api_key_touch_interval: timedelta = timedelta(seconds=60)
+    # The process's LISTEN hub; subscriptions need it, plain queries and mutations do not.
+    hub: EventHub | None = None

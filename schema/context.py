@@ -10,6 +10,7 @@ from strawberry.types import Info as StrawberryInfo
 
 from resolvers.auth import AuthError, require
 from resolvers.state import AppState
+from resolvers.validation import InputInvalid
 from storage.api_keys import Principal
 from storage.models import Permission
 
@@ -30,6 +31,18 @@ Info = StrawberryInfo[Context, None]
 
 def auth_error(exc: AuthError) -> GraphQLError:
     return GraphQLError(str(exc), extensions={"code": exc.code})
+
+
+def bad_input(exc: InputInvalid) -> GraphQLError:
+    """Invalid arguments to a query field: a top-level error naming each argument at fault."""
+    detail = "; ".join(f"{i.field} {i.message}" for i in exc.issues)
+    return GraphQLError(
+        f"Invalid arguments: {detail}",
+        extensions={
+            "code": "BAD_USER_INPUT",
+            "fields": [{"field": i.field, "message": i.message} for i in exc.issues],
+        },
+    )
 
 
 def caller(info: Info, permission: Permission) -> Principal:

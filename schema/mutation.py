@@ -19,7 +19,7 @@ from schema.errors import (
     user_error,
 )
 from schema.inputs import CreateEmailInboxInput, UpdateEmailInboxInput, provided
-from schema.types import EmailInbox
+from schema.types import ConnectionTest, EmailInbox
 from storage.errors import StorageError
 from storage.models import Permission
 
@@ -54,6 +54,17 @@ CreateEmailInboxPayload = Annotated[
 UpdateEmailInboxPayload = Annotated[
     UpdateEmailInboxSuccess | ValidationError | DuplicateEmailInbox | NotFound | VersionConflict,
     strawberry.union("UpdateEmailInboxPayload"),
+]
+
+
+@strawberry.type
+class TestConnectionSuccess:
+    connection_test: ConnectionTest
+
+
+TestConnectionPayload = Annotated[
+    TestConnectionSuccess | ValidationError | NotFound,
+    strawberry.union("TestConnectionPayload"),
 ]
 DeleteEmailInboxPayload = Annotated[
     DeleteEmailInboxSuccess | ValidationError | NotFound,
@@ -109,3 +120,15 @@ class Mutation:
         except (InputInvalid, StorageError) as exc:
             return user_error(exc)  # type: ignore[return-value]
         return DeleteEmailInboxSuccess(id=strawberry.ID(str(deleted)))
+
+    @strawberry.mutation(
+        description="Verify the inbox's SMTP and IMAP settings again. Returns the queued test, "
+        "or the one already queued or running."
+    )
+    async def test_connection(self, info: Info, id: strawberry.ID) -> TestConnectionPayload:
+        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
+        try:
+            test = await inboxes.test_connection(info.context.state, principal, id)
+        except (InputInvalid, StorageError) as exc:
+            return user_error(exc)  # type: ignore[return-value]
+        return TestConnectionSuccess(connection_test=ConnectionTest.from_row(test))

@@ -4,10 +4,10 @@ import strawberry
 
 from resolvers import inboxes
 from resolvers.validation import InputInvalid
-from schema.context import Info, caller
-from schema.errors import validation_error
+from schema.context import Info, bad_input, caller
 from schema.inputs import EmailInboxFilter
 from schema.types import (
+    ConnectionTest,
     EmailInbox,
     EmailInboxConnection,
     EmailInboxEdge,
@@ -53,10 +53,7 @@ class Query:
                 info.context.state, principal, first=first, after=after, flt=_filter(filter)
             )
         except InputInvalid as exc:
-            error = validation_error(exc)
-            raise strawberry.exceptions.StrawberryGraphQLError(
-                error.message, extensions={"code": "BAD_USER_INPUT"}
-            ) from None
+            raise bad_input(exc) from None
         edges = [
             EmailInboxEdge(
                 cursor=encode_cursor(row.created_at, row.id), node=EmailInbox.from_row(row)
@@ -73,6 +70,12 @@ class Query:
             ),
             total_count=page.total_count,
         )
+
+    @strawberry.field(description="One connection test of the caller's workspace, or null.")
+    async def connection_test(self, info: Info, id: strawberry.ID) -> ConnectionTest | None:
+        principal = caller(info, Permission.VIEW_EMAIL_INBOX)
+        row = await inboxes.get_test(info.context.state, principal, id)
+        return ConnectionTest.from_row(row) if row else None
 
     @strawberry.field(description="Who is calling: workspace, permissions, inbox usage and limit.")
     async def viewer(self, info: Info) -> Viewer:

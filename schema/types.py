@@ -10,8 +10,12 @@ from typing import Any, cast
 import strawberry
 from strawberry.scalars import JSON
 
-from mail import presets
+from mail import presets, results
+from resolvers import inboxes
+from resolvers.validation import InputInvalid
+from schema.context import Info, bad_input, caller
 from storage import models
+from storage.models import Permission
 
 InboxStatus = strawberry.enum(
     models.InboxStatus, description="Where an inbox's verification stands."
@@ -94,6 +98,33 @@ class EmailInbox:
     updated_at: datetime
     version: int
 
+    @strawberry.field(description="Verification history, newest first.")
+    async def connection_tests(
+        self, info: Info, first: int = 10, after: str | None = None
+    ) -> ConnectionTestConnection:
+        principal = caller(info, Permission.VIEW_EMAIL_INBOX)
+        try:
+            rows, has_next = await inboxes.list_tests(
+                info.context.state, principal, str(self.id), first=first, after=after
+            )
+        except InputInvalid as exc:
+            raise bad_input(exc) from None
+        edges = [
+            ConnectionTestEdge(
+                cursor=inboxes.encode_test_cursor(r), node=ConnectionTest.from_row(r)
+            )
+            for r in rows
+        ]
+        return ConnectionTestConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=has_next,
+                has_previous_page=after is not None,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+        )
+
     @classmethod
     def from_row(cls, row: models.EmailInbox) -> EmailInbox:
         return cls(
@@ -167,18 +198,91 @@ class Viewer:
     inbox_limit: int
 
 
+ProbeCode = strawberry.enum(
+    results.ProbeCode,
+    description="What a probe found. TIMEOUT, CONNECTION_REFUSED and HOST_NOT_FOUND are "
+    "retried automatically; every other failure needs a change to the inbox's settings.",
+)
+
+
+@strawberry.type(description="The TLS session and the server certificate a probe saw.")
+class TlsDetails:
+    version: str | None
+    cipher: str | None
+    subject: str | None
+    issuer: str | None
+    not_before: str | None
+    not_after: str | None
+    sha256_fingerprint: str | None = strawberry.field(
+        description="Pin this (`tlsCertificateSha256`) to trust a self-signed certificate."
+    )
+    trusted: bool
+    pinned: bool
+
+
+@strawberry.type(description="One side's verification: did the login work, and if not, why.")
+class ProbeResult:
+    ok: bool
+    code: ProbeCode  # type: ignore[valid-type]
+    message: str
+    hint: str | None = strawberry.field(description="What to change to fix it.")
+    field: str | None = strawberry.field(description="The input to fix, e.g. `smtp.password`.")
+    latency_ms: int
+    tls: TlsDetails | None
+    capabilities: list[str]
+    auth_mechanisms: list[str]
+    greeting: str | None
+    size_limit: int | None
+    message_count: int | None
+    transient: bool
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ProbeResult | None:
+        if not data:
+            return None
+        result = results.ProbeResult.from_dict(data)
+        tls = result.tls
+        return cls(
+            ok=result.ok,
+            code=result.code,
+            message=result.message,
+            hint=result.hint,
+            field=result.field,
+            latency_ms=result.latency_ms,
+            tls=TlsDetails(
+                version=tls.version,
+                cipher=tls.cipher,
+                subject=tls.subject,
+                issuer=tls.issuer,
+                not_before=tls.not_before,
+                not_after=tls.not_after,
+                sha256_fingerprint=tls.sha256_fingerprint,
+                trusted=tls.trusted,
+                pinned=tls.pinned,
+            )
+            if tls
+            else None,
+            capabilities=result.capabilities,
+            auth_mechanisms=result.auth_mechanisms,
+            greeting=result.greeting,
+            size_limit=result.size_limit,
+            message_count=result.message_count,
+            transient=result.transient,
+        )
+
+
 @strawberry.type(description="One verification of an inbox's SMTP and IMAP settings.")
 class ConnectionTest:
     id: strawberry.ID
     inbox_id: strawberry.ID
     state: ConnectionTestState  # type: ignore[valid-type]
-    reason: str
+    reason: str = strawberry.field(description="Why it ran: CREATED, SETTINGS_CHANGED, MANUAL.")
     attempts: int
-    smtp: JSON | None
-    imap: JSON | None
-    dns: JSON | None
+    smtp: ProbeResult | None
+    imap: ProbeResult | None
+    dns: JSON | None = strawberry.field(description="The domain setup check run beside it.")
     round_trip: JSON | None
-    error: str | None
+    error: str | None = strawberry.field(description="Summary of what failed, if anything.")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -192,8 +296,8 @@ class ConnectionTest:
             state=models.TestState(row.state),
             reason=row.reason,
             attempts=row.attempts,
-            smtp=_json(row.smtp_result),
-            imap=_json(row.imap_result),
+            smtp=ProbeResult.from_dict(row.smtp_result),
+            imap=ProbeResult.from_dict(row.imap_result),
             dns=_json(row.dns_result),
             round_trip=_json(row.round_trip_result),
             error=row.error,
@@ -202,3 +306,15 @@ class ConnectionTest:
             finished_at=row.finished_at,
             version=row.version,
         )
+
+
+@strawberry.type
+class ConnectionTestEdge:
+    cursor: str
+    node: ConnectionTest
+
+
+@strawberry.type
+class ConnectionTestConnection:
+    edges: list[ConnectionTestEdge]
+    page_info: PageInfo

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,7 +21,14 @@ from sqlmodel import col
 
 from storage import events
 from storage.errors import NotFoundError
-from storage.models import OPEN_TEST_STATES, ConnectionTest, EmailInbox, TestState, utcnow
+from storage.models import (
+    OPEN_TEST_STATES,
+    ConnectionTest,
+    EmailInbox,
+    InboxStatus,
+    TestState,
+    utcnow,
+)
 
 JOBS_CHANNEL = "inboxd_jobs"
 
@@ -196,3 +204,117 @@ async def extend_lease(
         .returning(col(ConnectionTest.id))
     )
     return result.scalar_one_or_none() is not None
+
+
+async def _set_inbox_status(
+    session: AsyncSession, inbox_id: uuid.UUID, values: dict[str, Any]
+) -> EmailInbox | None:
+    result = await session.execute(
+        update(EmailInbox)
+        .where(col(EmailInbox.id) == inbox_id)
+        .values(**values, version=EmailInbox.version + 1, updated_at=func.now())
+        .returning(EmailInbox)
+    )
+    inbox = result.scalar_one_or_none()
+    if inbox is not None:
+        await events.publish(
+            session,
+            events.Event(
+                events.EventKind.STATUS_CHANGED, inbox.workspace_id, inbox.id, inbox.version
+            ),
+        )
+    return inbox
+
+
+async def mark_verifying(session: AsyncSession, test: ConnectionTest) -> None:
+    """A worker took ``test``: the inbox is VERIFYING and subscribers hear both changes."""
+    await publish_test(session, test)
+    await _set_inbox_status(
+        session, test.inbox_id, {"status": InboxStatus.VERIFYING.value, "status_reason": None}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TestOutcome:
+    passed: bool
+    smtp: dict[str, Any] | None
+    imap: dict[str, Any] | None
+    dns: dict[str, Any] | None = None
+    round_trip: dict[str, Any] | None = None
+    reason: str | None = None
+    # Set for a transient failure worth another attempt: when to try again.
+    retry_at: datetime | None = None
+
+
+async def record_outcome(
+    session: AsyncSession, test_id: uuid.UUID, worker_id: str, outcome: TestOutcome
+) -> ConnectionTest | None:
+    """Store a finished attempt, if ``worker_id`` still holds the test. None: it lost the lease
+    or the test was cancelled, and its result is discarded."""
+    retrying = outcome.retry_at is not None
+    state = (
+        TestState.QUEUED if retrying else TestState.PASSED if outcome.passed else TestState.FAILED
+    )
+    result = await session.execute(
+        update(ConnectionTest)
+        .where(
+            col(ConnectionTest.id) == test_id,
+            col(ConnectionTest.worker_id) == worker_id,
+            col(ConnectionTest.state) == TestState.RUNNING.value,
+        )
+        .values(
+            state=state.value,
+            smtp_result=outcome.smtp,
+            imap_result=outcome.imap,
+            dns_result=outcome.dns,
+            round_trip_result=outcome.round_trip,
+            error=outcome.reason,
+            run_after=outcome.retry_at if retrying else ConnectionTest.run_after,
+            lease_expires_at=None,
+            worker_id=None,
+            finished_at=None if retrying else func.now(),
+            version=ConnectionTest.version + 1,
+        )
+        .returning(ConnectionTest)
+    )
+    test = result.scalar_one_or_none()
+    if test is None:
+        return None
+    await publish_test(session, test)
+    if retrying:
+        assert outcome.retry_at is not None
+        await _set_inbox_status(
+            session,
+            test.inbox_id,
+            {
+                "status": InboxStatus.PENDING.value,
+                "status_reason": f"{outcome.reason} Retrying at "
+                f"{outcome.retry_at.isoformat(timespec='seconds')}.",
+                "last_check_at": func.now(),
+            },
+        )
+        return test
+    values: dict[str, Any] = {
+        "status": (InboxStatus.ACTIVE if outcome.passed else InboxStatus.FAILED).value,
+        "status_reason": outcome.reason,
+        "last_check_at": func.now(),
+        "error_count": 0 if outcome.passed else EmailInbox.error_count + 1,
+    }
+    if outcome.passed:
+        values["last_verified_at"] = func.now()
+    if outcome.dns is not None:
+        values["setup_status"] = outcome.dns
+    await _set_inbox_status(session, test.inbox_id, values)
+    return test
+
+
+async def load_for_run(
+    session: AsyncSession, test_id: uuid.UUID
+) -> tuple[ConnectionTest, EmailInbox]:
+    test = (
+        await session.execute(select(ConnectionTest).where(col(ConnectionTest.id) == test_id))
+    ).scalar_one()
+    inbox = (
+        await session.execute(select(EmailInbox).where(col(EmailInbox.id) == test.inbox_id))
+    ).scalar_one()
+    return test, inbox

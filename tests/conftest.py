@@ -10,9 +10,11 @@ import asyncio
 import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -20,16 +22,24 @@ import uvicorn
 from inboxd.app import create_app
 from inboxd.logs import configure_logging
 from inboxd.settings import Settings
+from inboxd.worker import Background
 from resolvers.state import AppState
 from storage import api_keys, workspaces
 from storage.db import Database, create_database
+from storage.listener import EventHub
 from storage.migrate import upgrade
 from storage.models import Permission, Workspace
 from storage.secrets import KeyRing
-from tests.support.database import scratch_database, server_url
+from tests.support.database import create_scratch, drop_scratch, scratch_database, server_url
 from tests.support.graphql import GraphQLClient
+from tests.support.mailservers import MailCerts, make_certs
 
 ALL_PERMISSIONS = (Permission.MANAGE_EMAIL_INBOX, Permission.VIEW_EMAIL_INBOX)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quiet_logs() -> None:
+    configure_logging("WARNING")
 
 
 @pytest.fixture(scope="session")
@@ -51,9 +61,35 @@ def keyring() -> KeyRing:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str) -> Settings:
-    configure_logging("WARNING")
-    return Settings(database_url=database_url, allow_private_hosts=True, graphiql=True)
+def certs(tmp_path_factory: pytest.TempPathFactory) -> MailCerts:
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+def make_settings(database_url: str, certs: MailCerts, **overrides: Any) -> Settings:
+    """Settings for an in-test server: private hosts allowed (every peer is on loopback), no
+    DNS checks unless a test points them at its own DNS server, short timeouts and backoff."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "allow_private_hosts": True,
+        "graphiql": True,
+        "tls_ca_file": certs.ca_file,
+        "dns_check_enabled": False,
+        "smtp_connect_timeout": 2.0,
+        "smtp_timeout": 5.0,
+        "imap_connect_timeout": 2.0,
+        "imap_timeout": 5.0,
+        "job_retry_base_seconds": 0.2,
+        "job_lease_seconds": 5.0,
+        "job_poll_interval_seconds": 1.0,
+        "shutdown_grace_seconds": 2.0,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, certs: MailCerts) -> Settings:
+    return make_settings(database_url, certs)
 
 
 @pytest.fixture(scope="session")
@@ -61,11 +97,6 @@ async def db(database_url: str) -> AsyncIterator[Database]:
     database = create_database(database_url, pool_size=5)
     yield database
     await database.dispose()
-
-
-@pytest.fixture(scope="session")
-def state(db: Database, keyring: KeyRing) -> AppState:
-    return AppState(db=db, keyring=keyring, max_page_size=100, api_key_touch_interval=timedelta(0))
 
 
 def free_port() -> int:
@@ -94,12 +125,56 @@ async def serve_app(app: object) -> tuple[uvicorn.Server, asyncio.Task[None], st
     return server, task, f"http://127.0.0.1:{port}"
 
 
+@dataclass
+class Stack:
+    """A running inboxd: API on a loopback port, the LISTEN hub and (optionally) a worker."""
+
+    settings: Settings
+    state: AppState
+    base_url: str
+    background: Background
+
+
+@asynccontextmanager
+async def running_stack(
+    settings: Settings, keyring: KeyRing, *, worker: bool
+) -> AsyncIterator[Stack]:
+    assert settings.database_url
+    state = AppState(
+        db=create_database(settings.database_url, pool_size=5),
+        keyring=keyring,
+        max_page_size=100,
+        api_key_touch_interval=timedelta(0),
+        hub=EventHub(settings.database_url, connect_timeout=2),
+    )
+    background = Background(settings, state, run_worker=worker)
+    app = create_app(settings, state, on_startup=background.start, on_shutdown=background.stop)
+    server, task, url = await serve_app(app)
+    assert state.hub is not None
+    await asyncio.wait_for(state.hub.wait_connected(), 10)
+    try:
+        yield Stack(settings, state, url, background)
+    finally:
+        server.should_exit = True
+        await task
+        await state.db.dispose()
+
+
 @pytest.fixture(scope="session")
-async def base_url(settings: Settings, state: AppState) -> AsyncIterator[str]:
-    server, task, url = await serve_app(create_app(settings, state))
-    yield url
-    server.should_exit = True
-    await task
+async def stack(settings: Settings, keyring: KeyRing) -> AsyncIterator[Stack]:
+    # No worker here: inboxes made by these tests name hosts that must never be contacted.
+    async with running_stack(settings, keyring, worker=False) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def state(stack: Stack) -> AppState:
+    return stack.state
+
+
+@pytest.fixture(scope="session")
+def base_url(stack: Stack) -> str:
+    return stack.base_url
 
 
 @pytest.fixture(scope="session")
@@ -148,3 +223,46 @@ def make_tenant(db: Database, anonymous: GraphQLClient) -> TenantFactory:
 @pytest.fixture
 async def tenant(make_tenant: TenantFactory) -> Tenant:
     return await make_tenant()
+
+
+@dataclass
+class Verifier:
+    """A stack with a worker, on its own database: only loopback hosts are ever created here."""
+
+    stack: Stack
+    db: Database
+    anonymous: GraphQLClient
+
+    async def tenant(self, **kwargs: Any) -> Tenant:
+        async with self.db.transaction() as session:
+            workspace = await workspaces.create_workspace(
+                session, f"ws-{secrets.token_hex(6)}", max_inboxes=kwargs.get("max_inboxes", 500)
+            )
+            _, key = await api_keys.create_api_key(session, workspace.id, ALL_PERMISSIONS)
+        return Tenant(workspace, key, self.anonymous.with_key(key))
+
+
+@asynccontextmanager
+async def verifier_on(
+    admin_url: str, certs: MailCerts, keyring: KeyRing, **overrides: Any
+) -> AsyncIterator[Verifier]:
+    url = await create_scratch(admin_url)
+    try:
+        await asyncio.to_thread(upgrade, url)
+        settings = make_settings(url, certs, **overrides)
+        async with running_stack(settings, keyring, worker=True) as running:
+            client = GraphQLClient(running.base_url)
+            try:
+                yield Verifier(running, running.state.db, client)
+            finally:
+                await client.aclose()
+    finally:
+        await drop_scratch(admin_url, url)
+
+
+@pytest.fixture(scope="module")
+async def verifier(
+    pg_server: tuple[str, Path | None], certs: MailCerts, keyring: KeyRing
+) -> AsyncIterator[Verifier]:
+    async with verifier_on(pg_server[0], certs, keyring) as running:
+        yield running

@@ -48,6 +48,17 @@ def server_url(tmp: Path) -> Iterator[tuple[str, Path | None]]:
         server.cleanup()
 
 
+async def create_scratch(admin_url: str) -> str:
+    name = f"inboxd_test_{secrets.token_hex(4)}"
+    await _admin(admin_url, f'CREATE DATABASE "{name}"')
+    return with_database(admin_url, name)
+
+
+async def drop_scratch(admin_url: str, url: str) -> None:
+    name = urlsplit(url).path.lstrip("/")
+    await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @contextmanager
 def scratch_database(admin_url: str) -> Iterator[str]:
     name = f"inboxd_test_{secrets.token_hex(4)}"

@@ -1,0 +1,73 @@
+"""What a probe connects to and how: plain values, free of storage or schema types."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Protocol
+
+from mail.network import NetworkPolicy
+from mail.presets import Security
+
+
+class SecretLike(Protocol):
+    """Anything that hands out a secret only when asked (the storage layer's sealed value)."""
+
+    def reveal(self) -> str: ...
+
+
+class PlainSecret:
+    """A SecretLike over a str that keeps the value out of repr/str (tests, CLI input)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "PlainSecret('***')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+    security: Security
+    username: str
+    # repr=False: an Endpoint in a log line or traceback must not show even a secret's repr.
+    password: SecretLike = dataclasses.field(repr=False)
+    tls_certificate_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        # Callers holding the raw "STARTTLS" string get the enum: probes compare by identity.
+        object.__setattr__(self, "security", Security(self.security))
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSettings:
+    """Limits for one probe.
+
+    `connect_timeout` bounds each network wait: TCP connect, TLS handshake and every server
+    reply (greeting included). `overall_timeout` bounds the whole probe, DNS to logout.
+    `ca_file` adds a PEM bundle to the system trust store. `ehlo_hostname` is what SMTP
+    EHLO announces; the default avoids a reverse lookup of this machine's name.
+    """
+
+    connect_timeout: float = 10.0
+    overall_timeout: float = 30.0
+    network: NetworkPolicy = dataclasses.field(default_factory=NetworkPolicy)
+    ca_file: str | None = None
+    ehlo_hostname: str = "localhost"
+
+    def __post_init__(self) -> None:
+        # Checked here so a bad value fails at configuration time, not mid-connection.
+        name = self.ehlo_hostname
+        if not name or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in name):
+            raise ValueError("ehlo_hostname must be a non-empty name without spaces")
+        if self.connect_timeout <= 0 or self.overall_timeout <= 0:
+            raise ValueError("timeouts must be positive")

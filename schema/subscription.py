@@ -1,0 +1,150 @@
+"""Live updates over graphql-transport-ws. Each subscription registers with the process's
+LISTEN hub before its first read, so no change can slip between the read and the watch."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncGenerator
+from enum import Enum
+
+import strawberry
+from graphql import GraphQLError
+
+from resolvers import inboxes
+from schema.context import Info, caller
+from schema.types import ConnectionTest, EmailInbox
+from storage.events import Event, EventKind
+from storage.listener import EventHub
+from storage.models import Permission, TestState
+
+FINAL_TEST_STATES = {TestState.PASSED.value, TestState.FAILED.value, TestState.CANCELLED.value}
+
+
+@strawberry.enum(description="What happened to an inbox.")
+class EmailInboxEventKind(Enum):
+    CREATED = "CREATED"
+    UPDATED = "UPDATED"
+    DELETED = "DELETED"
+    STATUS_CHANGED = "STATUS_CHANGED"
+    RESYNC = "RESYNC"
+
+
+@strawberry.type(
+    description="A change to an inbox of the workspace. RESYNC: the server lost "
+    "its database connection for a while; re-read what you display."
+)
+class EmailInboxEvent:
+    kind: EmailInboxEventKind
+    inbox_id: strawberry.ID | None
+    version: int | None
+    inbox: EmailInbox | None = strawberry.field(description="Current state; null once deleted.")
+
+
+def _hub(info: Info) -> EventHub:
+    hub = info.context.state.hub
+    if hub is None:
+        raise GraphQLError(
+            "Subscriptions are not available on this server.", extensions={"code": "UNAVAILABLE"}
+        )
+    return hub
+
+
+def _uuid(raw: str, kind: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError:
+        raise GraphQLError(f"No {kind} with id {raw}.", extensions={"code": "NOT_FOUND"}) from None
+
+
+INBOX_EVENT_KINDS = {
+    EventKind.CREATED,
+    EventKind.UPDATED,
+    EventKind.DELETED,
+    EventKind.STATUS_CHANGED,
+}
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description="The inbox now, then after every change; completes when it is deleted."
+    )
+    async def email_inbox_status(
+        self, info: Info, id: strawberry.ID
+    ) -> AsyncGenerator[EmailInbox, None]:
+        principal = caller(info, Permission.VIEW_EMAIL_INBOX)
+        state, hub = info.context.state, _hub(info)
+        inbox_id = _uuid(id, "email inbox")
+        async with hub.watch(
+            principal.workspace_id,
+            lambda e: e.inbox_id == inbox_id and e.kind in INBOX_EVENT_KINDS,
+        ) as watcher:
+            last_version = None
+            while True:
+                row = await inboxes.get_inbox(state, principal, id)
+                if row is None:
+                    if last_version is None:
+                        raise GraphQLError(
+                            f"No email inbox with id {id}.", extensions={"code": "NOT_FOUND"}
+                        )
+                    return
+                if row.version != last_version:
+                    last_version = row.version
+                    yield EmailInbox.from_row(row)
+                await watcher.queue.get()
+
+    @strawberry.subscription(
+        description="The test now, then each change; completes when the test has finished."
+    )
+    async def connection_test(
+        self, info: Info, id: strawberry.ID
+    ) -> AsyncGenerator[ConnectionTest, None]:
+        principal = caller(info, Permission.VIEW_EMAIL_INBOX)
+        state, hub = info.context.state, _hub(info)
+        test_id = _uuid(id, "connection test")
+        async with hub.watch(
+            principal.workspace_id,
+            lambda e: e.test_id == test_id or (e.kind is EventKind.DELETED),
+        ) as watcher:
+            last_version = None
+            while True:
+                row = await inboxes.get_test(state, principal, id)
+                if row is None:
+                    if last_version is None:
+                        raise GraphQLError(
+                            f"No connection test with id {id}.", extensions={"code": "NOT_FOUND"}
+                        )
+                    return  # its inbox was deleted
+                if row.version != last_version:
+                    last_version = row.version
+                    yield ConnectionTest.from_row(row)
+                if row.state in FINAL_TEST_STATES:
+                    return
+                await watcher.queue.get()
+
+    @strawberry.subscription(
+        description="Created, updated, deleted and status-changed events for every inbox of "
+        "the caller's workspace."
+    )
+    async def email_inbox_events(self, info: Info) -> AsyncGenerator[EmailInboxEvent, None]:
+        principal = caller(info, Permission.VIEW_EMAIL_INBOX)
+        state, hub = info.context.state, _hub(info)
+        async with hub.watch(
+            principal.workspace_id, lambda e: e.kind in INBOX_EVENT_KINDS
+        ) as watcher:
+            while True:
+                item = await watcher.queue.get()
+                if not isinstance(item, Event):
+                    yield EmailInboxEvent(
+                        kind=EmailInboxEventKind.RESYNC, inbox_id=None, version=None, inbox=None
+                    )
+                    continue
+                row = None
+                if item.kind is not EventKind.DELETED:
+                    row = await inboxes.get_inbox(state, principal, str(item.inbox_id))
+                yield EmailInboxEvent(
+                    kind=EmailInboxEventKind(item.kind.value),
+                    inbox_id=strawberry.ID(str(item.inbox_id)),
+                    version=item.version,
+                    inbox=EmailInbox.from_row(row) if row else None,
+                )

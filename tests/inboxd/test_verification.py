@@ -1,0 +1,443 @@
+"""Background verification against real SMTP and IMAP servers on loopback, watched live."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import Verifier
+from tests.support.mailservers import (
+    ImapMode,
+    ImapServer,
+    MailCerts,
+    SmtpMode,
+    SmtpServer,
+    closed_port,
+)
+from tests.support.ws import WSClient
+
+USER = "alice@example.test"
+PASSWORD = "Verify-Canary-9931"
+USERS = {USER: PASSWORD}
+
+CREATE = """
+mutation($input: CreateEmailInboxInput!) {
+  createEmailInbox(input: $input) {
+    __typename
+    ... on CreateEmailInboxSuccess { inbox { id status version } }
+    ... on UserError { code message }
+  }
+}"""
+STATUS = """
+subscription($id: ID!) {
+  emailInboxStatus(id: $id) { id status statusReason version lastVerifiedAt }
+}"""
+TEST_FIELDS = """
+  id state attempts error
+  smtp { ok code message hint field latencyMs capabilities authMechanisms greeting sizeLimit
+         tls { version subject issuer notAfter sha256Fingerprint trusted pinned } }
+  imap { ok code message hint field latencyMs capabilities messageCount
+         tls { version sha256Fingerprint trusted pinned } }
+"""
+INBOX_TESTS = (
+    "query($id: ID!) { emailInbox(id: $id) { status statusReason errorCount lastVerifiedAt "
+    "connectionTests(first: 5) { edges { node { %s } } } } }" % TEST_FIELDS
+)
+TEST_CONNECTION = (
+    "mutation($id: ID!) { testConnection(id: $id) { __typename "
+    "... on TestConnectionSuccess { connectionTest { id state } } "
+    "... on UserError { code message } } }"
+)
+
+
+@pytest.fixture(scope="module")
+def servers(certs: MailCerts) -> Iterator[dict[str, object]]:
+    ctx = certs.server_context
+    with (
+        SmtpServer(SmtpMode.STARTTLS, USERS, ssl_context=ctx) as smtp_starttls,
+        SmtpServer(SmtpMode.TLS, USERS, ssl_context=ctx) as smtp_tls,
+        ImapServer(ImapMode.TLS, USERS, ssl_context=ctx) as imap_tls,
+        ImapServer(ImapMode.STARTTLS, USERS, ssl_context=ctx) as imap_starttls,
+    ):
+        yield {
+            "smtp_starttls": smtp_starttls,
+            "smtp_tls": smtp_tls,
+            "imap_tls": imap_tls,
+            "imap_starttls": imap_starttls,
+        }
+
+
+def inbox_input(
+    smtp_port: int,
+    smtp_security: str,
+    imap_port: int,
+    imap_security: str,
+    *,
+    email: str,
+    smtp_password: str = PASSWORD,
+    imap_password: str = PASSWORD,
+    **extra: object,
+) -> dict[str, object]:
+    return {
+        "email": email,
+        "smtp": {
+            "host": "127.0.0.1",
+            "port": smtp_port,
+            "security": smtp_security,
+            "username": USER,
+            "password": smtp_password,
+        },
+        "imap": {
+            "host": "127.0.0.1",
+            "port": imap_port,
+            "security": imap_security,
+            "username": USER,
+            "password": imap_password,
+        },
+        **extra,
+    }
+
+
+async def watch_until_final(ws: WSClient, sub_id: str) -> list[dict[str, object]]:
+    seen = []
+    async for message in ws.stream(sub_id, timeout=20):
+        assert message["type"] == "next", message
+        inbox = message["payload"]["data"]["emailInboxStatus"]
+        seen.append(inbox)
+        if inbox["status"] in ("ACTIVE", "FAILED"):
+            return seen
+    return seen
+
+
+async def create_and_watch(verifier: Verifier, tenant, input: dict[str, object]):
+    created = await tenant.client(CREATE, {"input": input})
+    payload = created.data["createEmailInbox"]
+    assert payload["__typename"] == "CreateEmailInboxSuccess", payload
+    inbox_id = payload["inbox"]["id"]
+    ws = await WSClient.connect(verifier.stack.base_url, tenant.key)
+    try:
+        sub = await ws.subscribe(STATUS, {"id": inbox_id})
+        seen = await watch_until_final(ws, sub)
+    finally:
+        await ws.close()
+    return inbox_id, seen
+
+
+def statuses(seen: list[dict[str, object]]) -> list[object]:
+    return [s["status"] for s in seen]
+
+
+@pytest.mark.parametrize(
+    ("smtp_kind", "imap_kind"),
+    [("smtp_starttls", "imap_tls"), ("smtp_tls", "imap_starttls")],
+)
+async def test_good_credentials_go_pending_verifying_active(
+    verifier, servers, smtp_kind, imap_kind
+):
+    tenant = await verifier.tenant()
+    smtp, imap = servers[smtp_kind], servers[imap_kind]
+    inbox_id, seen = await create_and_watch(
+        verifier,
+        tenant,
+        inbox_input(
+            smtp.port,
+            "STARTTLS" if smtp_kind == "smtp_starttls" else "TLS",
+            imap.port,
+            "TLS" if imap_kind == "imap_tls" else "STARTTLS",
+            email=f"{smtp_kind}@example.com",
+        ),
+    )
+    # The subscriber may join after PENDING; it then starts at the current state.
+    assert statuses(seen)[-1] == "ACTIVE"
+    order = ["PENDING", "VERIFYING", "ACTIVE"]
+    assert [order.index(s) for s in statuses(seen)] == sorted(
+        order.index(s) for s in statuses(seen)
+    )
+    assert "VERIFYING" in statuses(seen)
+    assert seen[-1]["lastVerifiedAt"] is not None
+    versions = [s["version"] for s in seen]
+    assert versions == sorted(set(versions))
+
+    detail = (await tenant.client(INBOX_TESTS, {"id": inbox_id})).data["emailInbox"]
+    test = detail["connectionTests"]["edges"][0]["node"]
+    assert test["state"] == "PASSED" and test["attempts"] == 1
+    assert test["smtp"]["ok"] and test["imap"]["ok"]
+    assert test["smtp"]["tls"]["trusted"] and test["smtp"]["tls"]["version"].startswith("TLS")
+    assert test["smtp"]["tls"]["sha256Fingerprint"]
+    assert "PLAIN" in test["smtp"]["authMechanisms"]
+    assert test["imap"]["messageCount"] is not None
+    assert any(c.upper() == "IDLE" for c in test["imap"]["capabilities"])
+    assert PASSWORD not in str(detail)
+
+
+async def test_subscriber_sees_pending_then_verifying_then_active(verifier, servers):
+    """Subscribe first, then create: the whole sequence is seen in order."""
+    tenant = await verifier.tenant()
+    ws = await WSClient.connect(verifier.stack.base_url, tenant.key)
+    try:
+        sub = await ws.subscribe(
+            "subscription { emailInboxEvents { kind inboxId version inbox { status } } }"
+        )
+        await asyncio.sleep(0.2)
+        created = await tenant.client(
+            CREATE,
+            {
+                "input": inbox_input(
+                    servers["smtp_starttls"].port,
+                    "STARTTLS",
+                    servers["imap_tls"].port,
+                    "TLS",
+                    email="order@example.com",
+                )
+            },
+        )
+        inbox_id = created.data["createEmailInbox"]["inbox"]["id"]
+        kinds = []
+        while True:
+            message = await ws.next_payload(sub, timeout=20)
+            event = message["payload"]["data"]["emailInboxEvents"]
+            assert event["inboxId"] == inbox_id
+            kinds.append((event["kind"], event["version"]))
+            if event["inbox"]["status"] in ("ACTIVE", "FAILED"):
+                break
+        assert kinds[0] == ("CREATED", 1)
+        assert [k for k, _ in kinds[1:]] == ["STATUS_CHANGED", "STATUS_CHANGED"]
+        assert [v for _, v in kinds] == [1, 2, 3]
+    finally:
+        await ws.close()
+
+
+@pytest.mark.parametrize("side", ["smtp", "imap"])
+async def test_wrong_password_fails_fast_with_the_field(verifier, servers, side):
+    tenant = await verifier.tenant()
+    wrong = {f"{side}_password": "not-the-password"}
+    started = time.monotonic()
+    inbox_id, seen = await create_and_watch(
+        verifier,
+        tenant,
+        inbox_input(
+            servers["smtp_starttls"].port,
+            "STARTTLS",
+            servers["imap_tls"].port,
+            "TLS",
+            email=f"wrong-{side}@example.com",
+            **wrong,
+        ),
+    )
+    elapsed = time.monotonic() - started
+    assert statuses(seen)[-1] == "FAILED"
+    # Far below the 5 s probe timeout: the server's refusal is reported as such.
+    assert elapsed < 2.5
+    detail = (await tenant.client(INBOX_TESTS, {"id": inbox_id})).data["emailInbox"]
+    test = detail["connectionTests"]["edges"][0]["node"]
+    result = test[side]
+    other = test["imap" if side == "smtp" else "smtp"]
+    assert result["ok"] is False and result["code"] == "AUTH_FAILED"
+    assert result["field"] == f"{side}.password"
+    assert other["ok"] is True
+    assert test["state"] == "FAILED" and test["attempts"] == 1  # never retried
+    assert detail["status"] == "FAILED" and "AUTH_FAILED" in detail["statusReason"]
+    assert detail["errorCount"] == 1
+
+
+async def test_provider_hint_on_auth_failure(verifier, servers):
+    tenant = await verifier.tenant()
+    inbox_id, _seen = await create_and_watch(
+        verifier,
+        tenant,
+        inbox_input(
+            servers["smtp_starttls"].port,
+            "STARTTLS",
+            servers["imap_tls"].port,
+            "TLS",
+            email="someone@gmail.com",
+            provider="GMAIL",
+            smtp_password="nope",
+        ),
+    )
+    detail = (await tenant.client(INBOX_TESTS, {"id": inbox_id})).data["emailInbox"]
+    hint = detail["connectionTests"]["edges"][0]["node"]["smtp"]["hint"]
+    assert "app password" in hint.lower()
+
+
+async def test_closed_port_is_connection_refused_and_retried(verifier, servers):
+    tenant = await verifier.tenant()
+    inbox_id, seen = await create_and_watch(
+        verifier,
+        tenant,
+        inbox_input(
+            closed_port(), "STARTTLS", servers["imap_tls"].port, "TLS", email="closed@example.com"
+        ),
+    )
+    assert statuses(seen)[-1] == "FAILED"
+    detail = (await tenant.client(INBOX_TESTS, {"id": inbox_id})).data["emailInbox"]
+    test = detail["connectionTests"]["edges"][0]["node"]
+    assert test["smtp"]["code"] == "CONNECTION_REFUSED"
+    assert test["smtp"]["field"] == "smtp.port"
+    # Transient: retried with backoff up to the attempt limit, then FAILED.
+    assert test["attempts"] == verifier.stack.settings.job_max_attempts
+
+
+async def test_implicit_tls_against_starttls_port_explains(verifier, servers):
+    tenant = await verifier.tenant()
+    inbox_id, _ = await create_and_watch(
+        verifier,
+        tenant,
+        inbox_input(
+            servers["smtp_starttls"].port,
+            "TLS",
+            servers["imap_tls"].port,
+            "TLS",
+            email="mismatch@example.com",
+        ),
+    )
+    detail = (await tenant.client(INBOX_TESTS, {"id": inbox_id})).data["emailInbox"]
+    smtp = detail["connectionTests"]["edges"][0]["node"]["smtp"]
+    assert smtp["code"] == "PROTOCOL_ERROR"
+    assert "STARTTLS" in smtp["hint"]
+
+
+async def test_self_signed_certificate_then_pinned(verifier, certs, servers):
+    tenant = await verifier.tenant()
+    with SmtpServer(SmtpMode.TLS, USERS, ssl_context=certs.untrusted_context) as self_signed:
+        inbox_id, _ = await create_and_watch(
+            verifier,
+            tenant,
+            inbox_input(
+                self_signed.port,
+                "TLS",
+                servers["imap_tls"].port,
+                "TLS",
+                email="selfsigned@example.com",
+            ),
+        )
+        detail = (await tenant.client(INBOX_TESTS, {"id": inbox_id})).data["emailInbox"]
+        smtp = detail["connectionTests"]["edges"][0]["node"]["smtp"]
+        assert smtp["code"] == "CERTIFICATE_UNTRUSTED"
+        assert smtp["field"] == "smtp.tlsCertificateSha256"
+        fingerprint = smtp["tls"]["sha256Fingerprint"]
+        assert fingerprint and fingerprint in smtp["message"] + (smtp["hint"] or "")
+        assert self_signed.auth_attempts == 0  # no credential sent to an unverified server
+
+        ws = await WSClient.connect(verifier.stack.base_url, tenant.key)
+        try:
+            sub = await ws.subscribe(STATUS, {"id": inbox_id})
+            first = await ws.next_payload(sub)
+            assert first["payload"]["data"]["emailInboxStatus"]["status"] == "FAILED"
+            pinned = await tenant.client(
+                "mutation($id: ID!, $input: UpdateEmailInboxInput!) { updateEmailInbox(id: $id,"
+                " input: $input) { __typename } }",
+                {"id": inbox_id, "input": {"smtp": {"tlsCertificateSha256": fingerprint}}},
+            )
+            assert pinned.data["updateEmailInbox"]["__typename"] == "UpdateEmailInboxSuccess"
+            seen = await watch_until_final(ws, sub)
+        finally:
+            await ws.close()
+        assert statuses(seen)[0] == "PENDING"
+        assert statuses(seen)[-1] == "ACTIVE"
+        detail = (await tenant.client(INBOX_TESTS, {"id": inbox_id})).data["emailInbox"]
+        latest = detail["connectionTests"]["edges"][0]["node"]["smtp"]
+        assert latest["ok"] and latest["tls"]["pinned"] and not latest["tls"]["trusted"]
+
+
+async def test_test_connection_returns_the_open_test(verifier, servers):
+    tenant = await verifier.tenant()
+    inbox_id, _ = await create_and_watch(
+        verifier,
+        tenant,
+        inbox_input(
+            servers["smtp_starttls"].port,
+            "STARTTLS",
+            servers["imap_tls"].port,
+            "TLS",
+            email="again@example.com",
+        ),
+    )
+    results = await asyncio.gather(
+        *(tenant.client(TEST_CONNECTION, {"id": inbox_id}) for _ in range(5))
+    )
+    ids = {r.data["testConnection"]["connectionTest"]["id"] for r in results}
+    assert len(ids) == 1  # one test, returned to every caller
+    test_id = ids.pop()
+    ws = await WSClient.connect(verifier.stack.base_url, tenant.key)
+    try:
+        sub = await ws.subscribe(
+            "subscription($id: ID!) { connectionTest(id: $id) { id state } }", {"id": test_id}
+        )
+        states = []
+        async for message in ws.stream(sub, timeout=20):
+            if message["type"] == "next":
+                states.append(message["payload"]["data"]["connectionTest"]["state"])
+        assert message["type"] == "complete"
+        assert states[-1] == "PASSED"
+    finally:
+        await ws.close()
+    history = (await tenant.client(INBOX_TESTS, {"id": inbox_id})).data["emailInbox"]
+    assert len(history["connectionTests"]["edges"]) == 2
+    missing = await tenant.client(TEST_CONNECTION, {"id": "00000000-0000-0000-0000-000000000000"})
+    assert missing.data["testConnection"]["__typename"] == "NotFound"
+
+
+async def test_private_host_refused_when_not_allowed(pg_server, certs, keyring, servers):
+    from tests.conftest import verifier_on
+
+    attempts_before = servers["smtp_starttls"].auth_attempts
+    async with verifier_on(pg_server[0], certs, keyring, allow_private_hosts=False) as strict:
+        tenant = await strict.tenant()
+        inbox_id, seen = await create_and_watch(
+            strict,
+            tenant,
+            inbox_input(
+                servers["smtp_starttls"].port,
+                "STARTTLS",
+                servers["imap_tls"].port,
+                "TLS",
+                email="private@example.com",
+            ),
+        )
+        detail = (await tenant.client(INBOX_TESTS, {"id": inbox_id})).data["emailInbox"]
+        test = detail["connectionTests"]["edges"][0]["node"]
+        assert test["smtp"]["code"] == "HOST_NOT_ALLOWED"
+        assert test["imap"]["code"] == "HOST_NOT_ALLOWED"
+        assert statuses(seen)[-1] == "FAILED"
+        assert "not allowed" in test["smtp"]["message"]
+        # Refused before connecting: the server never saw a login.
+        assert servers["smtp_starttls"].auth_attempts == attempts_before
+
+
+async def test_subscription_needs_a_valid_key(verifier):
+    ws = await WSClient.connect(verifier.stack.base_url, "inbx_bogus", ack=False)
+    try:
+        with pytest.raises(ConnectionClosed):
+            await ws.receive(timeout=5)
+        assert ws.connection.close_code == 4403
+    finally:
+        await ws.close()
+
+
+async def test_subscription_to_another_workspace_inbox_is_not_found(verifier, servers):
+    owner, stranger = await verifier.tenant(), await verifier.tenant()
+    inbox_id, _ = await create_and_watch(
+        verifier,
+        owner,
+        inbox_input(
+            servers["smtp_starttls"].port,
+            "STARTTLS",
+            servers["imap_tls"].port,
+            "TLS",
+            email="mine@example.com",
+        ),
+    )
+    ws = await WSClient.connect(verifier.stack.base_url, stranger.key)
+    try:
+        sub = await ws.subscribe(STATUS, {"id": inbox_id})
+        message = await ws.next_payload(sub)
+        assert message["type"] in ("error", "next")
+        errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
+        assert errors[0]["extensions"]["code"] == "NOT_FOUND"
+    finally:
+        await ws.close()
