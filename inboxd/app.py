@@ -119,6 +119,12 @@ def create_app(
         except Exception as exc:  # any failure means "not ready"; the reason is logged
             log.warning("readiness check failed", error=type(exc).__name__)
             return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
+        # Without its LISTEN connection this process cannot deliver subscription events.
+        if state.hub is not None and not state.hub.connected:
+            return JSONResponse(
+                {"status": "unavailable", "database": "up", "events": "reconnecting"},
+                status_code=503,
+            )
         return JSONResponse({"status": "ok", "database": "up"})
 
     @asynccontextmanager

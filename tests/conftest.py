@@ -244,13 +244,13 @@ class Verifier:
 
 @asynccontextmanager
 async def verifier_on(
-    admin_url: str, certs: MailCerts, keyring: KeyRing, **overrides: Any
+    admin_url: str, certs: MailCerts, keyring: KeyRing, *, worker: bool = True, **overrides: Any
 ) -> AsyncIterator[Verifier]:
     url = await create_scratch(admin_url)
     try:
         await asyncio.to_thread(upgrade, url)
         settings = make_settings(url, certs, **overrides)
-        async with running_stack(settings, keyring, worker=True) as running:
+        async with running_stack(settings, keyring, worker=worker) as running:
             client = GraphQLClient(running.base_url)
             try:
                 yield Verifier(running, running.state.db, client)

@@ -29,6 +29,9 @@ def run(
 def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INBOXD_")}
     env["INBOXD_LOG_LEVEL"] = "WARNING"
+    # The inboxes these tests create name hosts that must never be contacted from a test.
+    env["INBOXD_WORKER_ENABLED"] = "false"
+    env["INBOXD_DNS_CHECK_ENABLED"] = "false"
     env.update(extra)
     return env
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -441,3 +442,69 @@ async def test_subscription_to_another_workspace_inbox_is_not_found(verifier, se
         assert errors[0]["extensions"]["code"] == "NOT_FOUND"
     finally:
         await ws.close()
+
+
+async def test_no_credential_in_logs_jobs_or_notify_payloads(verifier, servers, capfd):
+    import asyncpg
+    from sqlalchemy import text
+
+    from inboxd.logs import configure_logging
+
+    canary_good, canary_bad = PASSWORD, "Wrong-Canary-Leak-8812"
+    payloads: list[str] = []
+    listener = await asyncpg.connect(verifier.stack.settings.database_url)
+    for channel in ("inboxd_events", "inboxd_jobs"):
+        await listener.add_listener(channel, lambda *args: payloads.append(args[3]))
+    configure_logging("DEBUG")
+    try:
+        tenant = await verifier.tenant()
+        ids = []
+        for email, smtp_password in (
+            ("leak1@example.com", canary_good),
+            ("leak2@example.com", canary_bad),
+        ):
+            inbox_id, seen = await create_and_watch(
+                verifier,
+                tenant,
+                inbox_input(
+                    servers["smtp_starttls"].port,
+                    "STARTTLS",
+                    servers["imap_tls"].port,
+                    "TLS",
+                    email=email,
+                    smtp_password=smtp_password,
+                ),
+            )
+            ids.append(inbox_id)
+        assert statuses(seen)[-1] == "FAILED"
+        await asyncio.sleep(0.2)
+    finally:
+        configure_logging("WARNING")
+        await listener.close()
+    async with verifier.db.sessions() as session:
+        rows = (
+            (
+                await session.execute(
+                    text(
+                        "SELECT row_to_json(t)::text FROM connection_test t"
+                        " WHERE inbox_id = ANY(:ids)"
+                    ),
+                    {"ids": [uuid.UUID(i) for i in ids]},
+                )
+            )
+            .scalars()
+            .all()
+        )
+    captured = capfd.readouterr()
+    # Everything inboxd (and its libraries) logged; the test's own mail servers log the logins
+    # they receive, and they are not inboxd.
+    logs = "\n".join(
+        line
+        for line in (captured.out + captured.err).splitlines()
+        if '"logger": "pymap' not in line and '"logger": "mail.log"' not in line
+    )
+    assert payloads and rows and "connection test finished" in logs
+    for canary in (canary_good, canary_bad):
+        assert canary not in logs
+        assert all(canary not in p for p in payloads)
+        assert all(canary not in r for r in rows)

@@ -67,3 +67,33 @@ def scratch_database(admin_url: str) -> Iterator[str]:
         yield with_database(admin_url, name)
     finally:
         asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+class EmbeddedPostgres:
+    """A private pgserver instance that a test may stop and start (never the machine's server)."""
+
+    def __init__(self, directory: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pgserver
+
+        self.server = pgserver.get_server(str(directory), cleanup_mode="delete")
+        self.pgdata = Path(self.server.pgdata)
+        self.url = str(self.server.get_uri())
+
+    def _pg_ctl(self, *args: str) -> None:
+        from pgserver._commands import pg_ctl
+
+        pg_ctl(list(args), pgdata=self.pgdata, user=self.server.system_user, timeout=30)
+
+    def stop(self) -> None:
+        self._pg_ctl("-w", "-m", "fast", "stop")
+
+    def start(self) -> None:
+        socket_dir = str(self.pgdata)
+        self._pg_ctl(
+            "-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(self.pgdata / "log"), "start"
+        )
+
+    def close(self) -> None:
+        self.server.cleanup()

@@ -18,6 +18,8 @@ class WSClient:
     def __init__(self, connection: ClientConnection) -> None:
         self.connection = connection
         self._ids = itertools.count(1)
+        # Messages that arrived for one subscription while another was being read.
+        self._pending: dict[str, list[dict[str, Any]]] = {}
 
     @classmethod
     async def connect(cls, base_url: str, key: str | None, *, ack: bool = True) -> WSClient:
@@ -51,6 +53,8 @@ class WSClient:
 
     async def next_payload(self, sub_id: str, timeout: float = 10) -> dict[str, Any]:
         """The next message for ``sub_id``: a ``next`` payload, or the ``complete``/``error``."""
+        if self._pending.get(sub_id):
+            return self._pending[sub_id].pop(0)
         while True:
             message = await self.receive(timeout)
             if message.get("type") == "ping":
@@ -58,6 +62,7 @@ class WSClient:
                 continue
             if message.get("id") == sub_id:
                 return message
+            self._pending.setdefault(str(message.get("id")), []).append(message)
 
     async def stream(self, sub_id: str, timeout: float = 10) -> AsyncIterator[dict[str, Any]]:
         while True:

@@ -1,0 +1,364 @@
+"""Several inboxd processes on one database, a database restart, and a worker killed mid-job."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from storage import api_keys, workspaces
+from storage.db import create_database
+from storage.migrate import upgrade
+from storage.models import ConnectionTest, EmailInbox, Permission
+from storage.secrets import KeyRing
+from tests.conftest import verifier_on
+from tests.support.database import EmbeddedPostgres
+from tests.support.mailservers import ImapMode, ImapServer, MailCerts, SmtpMode, SmtpServer
+from tests.support.ws import WSClient
+
+pytestmark = pytest.mark.slow
+
+USER = "alice@example.test"
+PASSWORD = "Process-Canary-5521"
+
+
+def key_spec(ring: KeyRing) -> str:
+    return ",".join(f"{k}:{base64.b64encode(ring._keys[k]).decode()}" for k in ring.key_ids)
+
+
+def process_env(database_url: str, keyring: KeyRing, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INBOXD_")}
+    env.update(
+        INBOXD_DATABASE_URL=database_url,
+        INBOXD_ENCRYPTION_KEYS=key_spec(keyring),
+        INBOXD_LOG_LEVEL="WARNING",
+        INBOXD_DNS_CHECK_ENABLED="false",
+        INBOXD_ALLOW_PRIVATE_HOSTS="true",
+        **extra,
+    )
+    return env
+
+
+class ServeProcess:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.log_file = log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "inboxd.cli", "serve", "--port", "0"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=self.log_file,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        lines = []
+        while True:
+            line = self.proc.stdout.readline()
+            assert line, "inboxd serve exited:\n" + "\n".join(lines) + log.read_text()
+            lines.append(line)
+            if "press Ctrl+C to stop" in line:
+                break
+        match = re.search(r"serving GraphQL at (http://\S+)/graphql", "".join(lines))
+        assert match
+        self.base_url = match.group(1)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        finally:
+            assert self.proc.stdout is not None
+            self.proc.stdout.close()
+            self.log_file.close()
+
+
+async def make_tenant(database_url: str) -> str:
+    db = create_database(database_url, pool_size=1)
+    try:
+        async with db.transaction() as session:
+            workspace = await workspaces.create_workspace(session, f"ws-{uuid.uuid4().hex[:8]}")
+            _, key = await api_keys.create_api_key(
+                session,
+                workspace.id,
+                [Permission.MANAGE_EMAIL_INBOX, Permission.VIEW_EMAIL_INBOX],
+            )
+        return key
+    finally:
+        await db.dispose()
+
+
+async def gql(base_url: str, key: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=15) as http:
+        response = await http.post(
+            "/graphql",
+            json={"query": query, "variables": variables},
+            headers={"authorization": f"Bearer {key}"},
+        )
+    body = response.json()
+    assert not body.get("errors"), body
+    return body["data"]  # type: ignore[no-any-return]
+
+
+CREATE = """mutation($input: CreateEmailInboxInput!) { createEmailInbox(input: $input) {
+  ... on CreateEmailInboxSuccess { inbox { id } } } }"""
+RENAME = """mutation($id: ID!, $name: String!) { updateEmailInbox(id: $id, input: {name: $name}) {
+  __typename } }"""
+STATUS = "subscription($id: ID!) { emailInboxStatus(id: $id) { name version } }"
+EVENTS = "subscription { emailInboxEvents { kind inboxId version inbox { name } } }"
+
+
+async def next_inbox_event(ws: WSClient, sub: str, timeout: float) -> dict[str, Any]:
+    """The next event that is not a RESYNC notice."""
+    deadline = time.monotonic() + timeout
+    while True:
+        message = await ws.next_payload(sub, timeout=max(0.1, deadline - time.monotonic()))
+        assert message["type"] == "next", message
+        event = message["payload"]["data"]["emailInboxEvents"]
+        if event["kind"] != "RESYNC":
+            return event  # type: ignore[no-any-return]
+
+
+async def readyz(base_url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=base_url, timeout=2) as http:
+        while time.monotonic() < deadline:
+            try:
+                if (await http.get("/readyz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise AssertionError("inboxd did not become ready again")
+
+
+async def test_events_cross_processes_and_survive_a_postgres_restart(tmp_path, keyring):
+    postgres = EmbeddedPostgres(tmp_path / "pg")
+    processes: list[ServeProcess] = []
+    try:
+        await asyncio.to_thread(upgrade, postgres.url)
+        key = await make_tenant(postgres.url)
+        # No worker: these inboxes name hosts that must never be contacted.
+        env = process_env(postgres.url, keyring, INBOXD_WORKER_ENABLED="false")
+        a = ServeProcess(env, tmp_path / "a.log")
+        processes.append(a)
+        b = ServeProcess(env, tmp_path / "b.log")
+        processes.append(b)
+
+        ws = await WSClient.connect(b.base_url, key)
+        try:
+            sub = await ws.subscribe(EVENTS)
+            status_sub = None
+            await asyncio.sleep(0.3)
+            created = await gql(
+                a.base_url,
+                key,
+                CREATE,
+                {
+                    "input": {
+                        "email": "multi@example.com",
+                        "smtp": {"host": "smtp.example.com", "password": PASSWORD},
+                    }
+                },
+            )
+            inbox_id = created["createEmailInbox"]["inbox"]["id"]
+            event = await next_inbox_event(ws, sub, timeout=10)
+            assert (event["kind"], event["inboxId"], event["version"]) == ("CREATED", inbox_id, 1)
+            status_sub = await ws.subscribe(STATUS, {"id": inbox_id})
+            first = await ws.next_payload(status_sub)
+            assert first["payload"]["data"]["emailInboxStatus"]["version"] == 1
+
+            await asyncio.to_thread(postgres.stop)
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(postgres.start)
+            started = time.monotonic()
+            await readyz(a.base_url, timeout=30)
+            await readyz(b.base_url, timeout=30)
+            # The API recovers by itself; retry the write until the pool has reconnected.
+            while True:
+                try:
+                    renamed = await gql(a.base_url, key, RENAME, {"id": inbox_id, "name": "after"})
+                    break
+                except (AssertionError, httpx.HTTPError):
+                    assert time.monotonic() - started < 30
+                    await asyncio.sleep(0.3)
+            assert renamed["updateEmailInbox"]["__typename"] == "UpdateEmailInboxSuccess"
+            event = await next_inbox_event(ws, sub, timeout=20)
+            assert event["kind"] == "UPDATED"
+            assert event["inbox"]["name"] == "after"
+            status = await ws.next_payload(status_sub, timeout=20)
+            assert status["payload"]["data"]["emailInboxStatus"]["name"] == "after"
+        finally:
+            await ws.close()
+    finally:
+        for process in processes:
+            process.stop()
+        await asyncio.to_thread(postgres.close)
+
+
+class StallFirstProxy:
+    """Forwards to a real server, except that the first connection is held silent: the probe
+    that makes it hangs until its worker dies. Records how many connections overlap."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.connections = 0
+        self.open = 0
+        self.max_open = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open += 1
+        self.max_open = max(self.max_open, self.open)
+        try:
+            if self.connections == 1:
+                await reader.read()  # until the client side is gone
+                return
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+            async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+                try:
+                    while data := await src.read(65536):
+                        dst.write(data)
+                        await dst.drain()
+                finally:
+                    dst.close()
+
+            await asyncio.gather(
+                pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
+            )
+        finally:
+            self.open -= 1
+            writer.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def test_killed_worker_job_is_finished_by_another(
+    pg_server, certs: MailCerts, keyring, tmp_path
+):
+    users = {USER: PASSWORD}
+    async with verifier_on(pg_server[0], certs, keyring, worker=False) as stack:
+        tenant = await stack.tenant()
+        with (
+            SmtpServer(SmtpMode.STARTTLS, users, ssl_context=certs.server_context) as smtp,
+            ImapServer(ImapMode.TLS, users, ssl_context=certs.server_context) as imap,
+        ):
+            proxy = StallFirstProxy(smtp.port)
+            proxy_port = await proxy.start()
+            created = await tenant.client(
+                CREATE,
+                {
+                    "input": {
+                        "email": "killed@example.com",
+                        "smtp": {
+                            "host": "127.0.0.1",
+                            "port": proxy_port,
+                            "security": "STARTTLS",
+                            "username": USER,
+                            "password": PASSWORD,
+                        },
+                        "imap": {
+                            "host": "127.0.0.1",
+                            "port": imap.port,
+                            "security": "TLS",
+                            "username": USER,
+                            "password": PASSWORD,
+                        },
+                    }
+                },
+            )
+            inbox_id = uuid.UUID(created.data["createEmailInbox"]["inbox"]["id"])
+            env = process_env(
+                stack.stack.settings.database_url or "",
+                keyring,
+                INBOXD_TLS_CA_FILE=certs.ca_file,
+                INBOXD_JOB_LEASE_SECONDS="2",
+                INBOXD_JOB_POLL_INTERVAL_SECONDS="0.5",
+                INBOXD_SMTP_CONNECT_TIMEOUT="30",
+                INBOXD_SMTP_TIMEOUT="60",
+            )
+            first = subprocess.Popen(
+                [sys.executable, "-m", "inboxd.cli", "worker"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            second = None
+            try:
+
+                async def test_row() -> ConnectionTest:
+                    async with stack.db.sessions() as session:
+                        return (
+                            await session.execute(
+                                select(ConnectionTest).where(ConnectionTest.inbox_id == inbox_id)
+                            )
+                        ).scalar_one()
+
+                deadline = time.monotonic() + 30
+                while not (proxy.connections >= 1 and (await test_row()).state == "RUNNING"):
+                    assert time.monotonic() < deadline, "the first worker never took the job"
+                    await asyncio.sleep(0.1)
+                first.send_signal(signal.SIGKILL)
+                first.wait(timeout=10)
+                killed_at = time.monotonic()
+
+                second = subprocess.Popen(
+                    [sys.executable, "-m", "inboxd.cli", "worker"],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                deadline = time.monotonic() + 40
+                while (row := await test_row()).state in ("QUEUED", "RUNNING"):
+                    assert time.monotonic() < deadline, "the job was never finished"
+                    await asyncio.sleep(0.2)
+                finished_at = time.monotonic()
+            finally:
+                for process in (first, second):
+                    if process is not None and process.poll() is None:
+                        process.send_signal(signal.SIGTERM)
+                        process.wait(timeout=20)
+                await proxy.close()
+
+            assert row.state == "PASSED", row.error
+            assert row.attempts == 2  # the dead worker's attempt, then the successor's
+            assert finished_at - killed_at < 30
+            assert proxy.max_open == 1  # never two probes of this inbox at once
+            async with stack.db.sessions() as session:
+                inbox = (
+                    await session.execute(select(EmailInbox).where(EmailInbox.id == inbox_id))
+                ).scalar_one()
+                tests = (
+                    (
+                        await session.execute(
+                            select(ConnectionTest).where(ConnectionTest.inbox_id == inbox_id)
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+            assert inbox.status == "ACTIVE"
+            assert len(tests) == 1
