@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     graphiql: bool | None = None  # default: on in development, off in production
+    # The legacy subscriptions-transport-ws protocol ("graphql-ws"), for old clients only.
+    legacy_graphql_ws: bool = False
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -53,6 +55,9 @@ class Settings(BaseSettings):
     dns_port: int = 53
     dns_timeout: float = 3.0
     dns_lifetime: float = 5.0
+    # Round-trip test: how long to wait for the message to arrive over IMAP, and how often to look.
+    round_trip_timeout: float = 60.0
+    round_trip_poll_interval: float = 2.0
 
     worker_enabled: bool = True
     worker_concurrency: int = 8

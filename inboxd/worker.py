@@ -62,6 +62,8 @@ def verification_config(settings: Settings) -> VerificationConfig:
         dns=dns,
         max_attempts=settings.job_max_attempts,
         retry_base=timedelta(seconds=settings.job_retry_base_seconds),
+        round_trip_timeout=settings.round_trip_timeout,
+        round_trip_poll_interval=settings.round_trip_poll_interval,
     )
 
 
@@ -72,6 +74,7 @@ def build_state(settings: Settings, resolved: Resolved) -> AppState:
         max_page_size=settings.max_page_size,
         api_key_touch_interval=timedelta(seconds=settings.api_key_touch_interval_seconds),
         hub=EventHub(resolved.database_url, connect_timeout=settings.db_connect_timeout),
+        dns=verification_config(settings).dns,
     )
 
 

@@ -10,7 +10,7 @@ import contextlib
 import contextvars
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from mail.endpoint import Endpoint, ProbeSettings
@@ -231,6 +231,69 @@ def _classify(exc: BaseException) -> ProbeFailure:
     return ProbeFailure(ProbeCode.UNEXPECTED, f"Unexpected error: {type(exc).__name__}.")
 
 
+@contextlib.contextmanager
+def secrets_scope(*endpoints: Endpoint) -> Iterator[tuple[str, ...]]:
+    """Within the block, server_text() scrubs every password form of `endpoints`.
+
+    Yields those forms (longest first) for the final pass over result texts (final_scrub).
+    """
+    forms = {form for endpoint in endpoints for form in _secret_forms(endpoint)}
+    secrets = tuple(sorted(forms, key=len, reverse=True))
+    token = _SECRETS.set(secrets)
+    try:
+        yield secrets
+    finally:
+        _SECRETS.reset(token)
+
+
+def final_scrub(text: str | None, secrets: Sequence[str]) -> str | None:
+    """The last pass over a result's own wording before it leaves the mail layer."""
+    return scrub(text, secrets, min_len=_FINAL_PASS_MIN_LEN)
+
+
+async def resolve_checked(endpoint: Endpoint, settings: ProbeSettings) -> ResolvedTarget:
+    """The endpoint's address through the network guard; refusals raise ProbeFailure."""
+    try:
+        return await resolve_target(endpoint.host, endpoint.port, settings.network)
+    except TargetError as exc:
+        raise ProbeFailure(exc.code, exc.message, field=exc.field) from None
+
+
+async def attempt(body: Callable[[], Awaitable[None]], within: float) -> ProbeFailure | None:
+    """Run `body` within `within` seconds; None on success, else the failure to report.
+
+    Every exception is translated (ProbeFailure as is, others by _classify), so a caller
+    never raises for a peer's behaviour.
+    """
+    try:
+        async with asyncio.timeout(within):
+            await body()
+    except ProbeFailure as exc:
+        return exc
+    except TimeoutError:
+        return ProbeFailure(
+            ProbeCode.TIMEOUT, f"The server did not finish within {within:g} s.", field="host"
+        )
+    except Exception as exc:  # a probe reports; it never raises for a peer's behaviour
+        return _classify(exc)
+    return None
+
+
+def failure_result(protocol: Protocol, failure: ProbeFailure, provider: str | None) -> ProbeResult:
+    """A failed ProbeResult: the provider's app-password hint on AUTH_FAILED, field prefixed."""
+    hint = failure.hint
+    if failure.code is ProbeCode.AUTH_FAILED:
+        hint = app_password_hint(provider) or hint
+    return ProbeResult(
+        protocol=protocol,
+        ok=False,
+        code=failure.code,
+        message=failure.message,
+        hint=hint,
+        field=f"{protocol}.{failure.field}" if failure.field else None,
+    )
+
+
 async def run_probe(
     protocol: Protocol,
     endpoint: Endpoint,
@@ -239,12 +302,8 @@ async def run_probe(
     steps: Steps,
 ) -> ProbeResult:
     started = time.monotonic()
-    secrets = _secret_forms(endpoint)
-    token = _SECRETS.set(secrets)
-    try:
+    with secrets_scope(endpoint) as secrets:
         return await _run(protocol, endpoint, settings, provider, steps, started, secrets)
-    finally:
-        _SECRETS.reset(token)
 
 
 async def _run(
@@ -257,24 +316,12 @@ async def _run(
     secrets: tuple[str, ...],
 ) -> ProbeResult:
     facts = ProbeFacts(deadline=asyncio.get_running_loop().time() + settings.overall_timeout)
-    failure: ProbeFailure | None = None
-    try:
-        async with asyncio.timeout(settings.overall_timeout):
-            try:
-                target = await resolve_target(endpoint.host, endpoint.port, settings.network)
-            except TargetError as exc:
-                raise ProbeFailure(exc.code, exc.message, field=exc.field) from None
-            await steps(endpoint, settings, target, facts)
-    except ProbeFailure as exc:
-        failure = exc
-    except TimeoutError:
-        failure = ProbeFailure(
-            ProbeCode.TIMEOUT,
-            f"The server did not finish within {settings.overall_timeout:g} s.",
-            field="host",
-        )
-    except Exception as exc:  # a probe reports; it never raises for a peer's behaviour
-        failure = _classify(exc)
+
+    async def body() -> None:
+        target = await resolve_checked(endpoint, settings)
+        await steps(endpoint, settings, target, facts)
+
+    failure = await attempt(body, settings.overall_timeout)
 
     latency_ms = int((time.monotonic() - started) * 1000)
     if failure is None:
@@ -285,17 +332,7 @@ async def _run(
             message=f"Logged in to {endpoint.host}:{endpoint.port} as {endpoint.username}.",
         )
     else:
-        hint = failure.hint
-        if failure.code is ProbeCode.AUTH_FAILED:
-            hint = app_password_hint(provider) or hint
-        result = ProbeResult(
-            protocol=protocol,
-            ok=False,
-            code=failure.code,
-            message=failure.message,
-            hint=hint,
-            field=f"{protocol}.{failure.field}" if failure.field else None,
-        )
+        result = failure_result(protocol, failure, provider)
         facts.tls = failure.tls or facts.tls
     result.latency_ms = latency_ms
     result.tls = facts.tls
@@ -305,8 +342,7 @@ async def _run(
     result.size_limit = facts.size_limit
     result.message_count = facts.message_count
 
-    long_enough = _FINAL_PASS_MIN_LEN
-    result.message = scrub(result.message, secrets, min_len=long_enough) or ""
-    result.hint = scrub(result.hint, secrets, min_len=long_enough)
-    result.greeting = scrub(result.greeting, secrets, min_len=long_enough)
+    result.message = final_scrub(result.message, secrets) or ""
+    result.hint = final_scrub(result.hint, secrets)
+    result.greeting = final_scrub(result.greeting, secrets)
     return result

@@ -48,6 +48,22 @@ async def probe_smtp(
 async def _steps(
     endpoint: Endpoint, settings: ProbeSettings, target: ResolvedTarget, facts: ProbeFacts
 ) -> None:
+    smtp = await open_smtp_session(endpoint, settings, target, facts)
+    await close_smtp_session(smtp, settings, facts)
+
+
+async def open_smtp_session(
+    endpoint: Endpoint, settings: ProbeSettings, target: ResolvedTarget, facts: ProbeFacts
+) -> aiosmtplib.SMTP:
+    """An SMTP client connected to the checked `target`, TLS verified (or pinned) as
+    configured, EHLO done and logged in, exactly as the probe does it.
+
+    Records what it learns in `facts` (TLS, capabilities...). Failures raise ProbeFailure
+    or an exception `attempt`/`run_probe` classifies; the connection is closed then. Call
+    inside `secrets_scope` so quoted server texts are scrubbed, and end the session with
+    close_smtp_session.
+    """
+
     async def open_with(context: ssl.SSLContext | None) -> aiosmtplib.SMTP:
         return await _open(endpoint, settings, target, facts, context)
 
@@ -67,6 +83,17 @@ async def _steps(
     try:
         await _ehlo(smtp, facts)
         await _authenticate(smtp, endpoint, facts)
+    except BaseException:
+        smtp.close()
+        raise
+    return smtp
+
+
+async def close_smtp_session(
+    smtp: aiosmtplib.SMTP, settings: ProbeSettings, facts: ProbeFacts
+) -> None:
+    """QUIT if `facts.deadline` leaves time for it, then close. Never raises."""
+    try:
         # Some servers drop the connection right after AUTH; the login already succeeded.
         budget = courtesy_budget(facts, min(_QUIT_TIMEOUT, settings.connect_timeout))
         if budget > 0:

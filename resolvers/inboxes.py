@@ -9,8 +9,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from resolvers.domain import fill_from_discovery
 from resolvers.state import AppState
-from resolvers.validation import FieldIssue, InputInvalid, normalize_create, normalize_update
+from resolvers.validation import (
+    FieldIssue,
+    InputInvalid,
+    Problems,
+    normalize_create,
+    normalize_email,
+    normalize_update,
+    parse_id,
+)
 from storage import inboxes, jobs, workspaces
 from storage.api_keys import Principal
 from storage.errors import NotFoundError
@@ -22,13 +31,6 @@ class InboxWrite:
     inbox: EmailInbox
     test: ConnectionTest | None
     warnings: list[FieldIssue]
-
-
-def parse_id(raw: str, field: str = "id") -> uuid.UUID:
-    try:
-        return uuid.UUID(str(raw))
-    except ValueError as exc:
-        raise InputInvalid([FieldIssue(field, "is not a valid id")]) from exc
 
 
 async def get_inbox(state: AppState, principal: Principal, raw_id: str) -> EmailInbox | None:
@@ -70,7 +72,7 @@ async def list_inboxes(
 async def create_inbox(
     state: AppState, principal: Principal, data: Mapping[str, Any]
 ) -> InboxWrite:
-    normalized = normalize_create(data)
+    normalized = normalize_create(await fill_from_discovery(state, data))
     async with state.db.transaction() as session:
         inbox, test = await inboxes.create_inbox(
             session,
@@ -114,12 +116,29 @@ async def delete_inbox(state: AppState, principal: Principal, raw_id: str) -> uu
 
 
 async def test_connection(
-    state: AppState, principal: Principal, raw_id: str, *, round_trip: bool = False
+    state: AppState,
+    principal: Principal,
+    raw_id: str,
+    *,
+    round_trip: bool = False,
+    to: str | None = None,
 ) -> ConnectionTest:
+    """Queue a verification (with a send-and-receive round trip if asked) of an inbox."""
     inbox_id = parse_id(raw_id)
+    recipient = None
+    if to is not None:
+        problems = Problems()
+        recipient = normalize_email(to, "to", problems)
+        problems.raise_if_any()
     async with state.db.transaction() as session:
         inbox = await inboxes.get_inbox(session, principal.workspace_id, inbox_id)
-        return await jobs.enqueue_test(session, inbox, reason="MANUAL", round_trip=round_trip)
+        return await jobs.enqueue_test(
+            session,
+            inbox,
+            reason="ROUND_TRIP" if round_trip else "MANUAL",
+            round_trip=round_trip,
+            round_trip_to=recipient,
+        )
 
 
 @dataclass(frozen=True, slots=True)

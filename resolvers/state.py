@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from mail.dns_lookup import DnsSettings
 from storage.db import Database
 from storage.listener import EventHub
 from storage.secrets import KeyRing
@@ -18,3 +19,5 @@ class AppState:
     api_key_touch_interval: timedelta = timedelta(seconds=60)
     # The process's LISTEN hub; subscriptions need it, plain queries and mutations do not.
     hub: EventHub | None = None
+    # Where DNS questions go (domain checks, discovery); None: DNS checks are off.
+    dns: DnsSettings | None = None

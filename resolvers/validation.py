@@ -7,6 +7,7 @@ Input arrives as plain dicts holding only the keys the caller sent (snake_case, 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,13 @@ DEFAULT_DAILY_SEND_LIMIT = 15
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _SELECTOR = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
+
+
+def parse_id(raw: str, field: str = "id") -> uuid.UUID:
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError as exc:
+        raise InputInvalid([FieldIssue(field, "is not a valid id")]) from exc
 
 
 def camel(name: str) -> str:

@@ -15,10 +15,11 @@ from typing import Any
 
 import structlog
 
-from mail.dns_checks import check_domain_setup
 from mail.dns_lookup import DnsSettings
 from mail.presets import Security
 from mail.probes import Endpoint, ProbeResult, ProbeSettings, probe_imap, probe_smtp
+from mail.roundtrip import run_round_trip
+from resolvers.domain import dns_status_for
 from storage import inboxes, jobs
 from storage.db import Database
 from storage.models import ConnectionTest, EmailInbox, utcnow
@@ -35,6 +36,8 @@ class VerificationConfig:
     max_attempts: int = 5
     retry_base: timedelta = timedelta(seconds=5)
     retry_cap: timedelta = timedelta(minutes=10)
+    round_trip_timeout: float = 60.0
+    round_trip_poll_interval: float = 2.0
 
 
 def _endpoint(inbox: EmailInbox, side: str, keyring: KeyRing) -> Endpoint:
@@ -62,34 +65,73 @@ def summarize(smtp: ProbeResult, imap: ProbeResult) -> str | None:
 
 
 async def _dns(inbox: EmailInbox, config: VerificationConfig) -> dict[str, Any] | None:
-    if config.dns is None:
-        return None
-    try:
-        status = await check_domain_setup(
-            inbox.email.rpartition("@")[2],
-            smtp_host=inbox.smtp_host,
-            dkim_selectors=list(inbox.dkim_selectors or []),
-            settings=config.dns,
-        )
-    except ValueError as exc:  # a domain DNS cannot even ask about
-        return {"error": str(exc)}
-    return status.to_dict()
+    # Reported beside the logins; never fails the verification.
+    return None if config.dns is None else await dns_status_for(inbox, config.dns)
+
+
+async def _round_trip(
+    inbox: EmailInbox,
+    test: ConnectionTest,
+    smtp: Endpoint,
+    imap: Endpoint,
+    config: VerificationConfig,
+) -> dict[str, Any]:
+    result = await run_round_trip(
+        smtp,
+        imap,
+        from_address=inbox.email,
+        to_address=test.round_trip_to or inbox.email,
+        smtp_settings=config.smtp,
+        imap_settings=config.imap,
+        receive_timeout=config.round_trip_timeout,
+        poll_interval=config.round_trip_poll_interval,
+        provider=inbox.provider,
+        from_name=inbox.display_name,
+    )
+    return result.to_dict()
+
+
+def _skipped_round_trip() -> dict[str, Any]:
+    return {
+        "ok": False,
+        "sent": False,
+        "received": None,
+        "deleted": False,
+        "delay_ms": None,
+        "message_id": "",
+        "code": "SKIPPED",
+        "message": "No test message was sent: the SMTP or IMAP login failed first.",
+        "hint": "Fix the login problem reported beside this, then send the test again.",
+        "field": None,
+    }
 
 
 async def run_attempt(
     inbox: EmailInbox, test: ConnectionTest, keyring: KeyRing, config: VerificationConfig
 ) -> jobs.TestOutcome:
+    smtp_endpoint = _endpoint(inbox, "smtp", keyring)
+    imap_endpoint = _endpoint(inbox, "imap", keyring)
     smtp, imap, dns = await asyncio.gather(
-        probe_smtp(_endpoint(inbox, "smtp", keyring), config.smtp, inbox.provider),
-        probe_imap(_endpoint(inbox, "imap", keyring), config.imap, inbox.provider),
+        probe_smtp(smtp_endpoint, config.smtp, inbox.provider),
+        probe_imap(imap_endpoint, config.imap, inbox.provider),
         _dns(inbox, config),
     )
-    passed = smtp.ok and imap.ok
+    logins_ok = smtp.ok and imap.ok
+    passed = logins_ok
     reason = summarize(smtp, imap)
+    round_trip = None
+    if test.round_trip:
+        if logins_ok:
+            round_trip = await _round_trip(inbox, test, smtp_endpoint, imap_endpoint, config)
+            passed = bool(round_trip["ok"])
+            if not passed:
+                reason = f"Round trip {round_trip['code']}: {round_trip['message']}"
+        else:
+            round_trip = _skipped_round_trip()
     retry_at = None
     # Only network weather is retried. Never a refused login: providers lock accounts that
     # keep retrying a bad password.
-    transient = not passed and all(r.ok or r.transient for r in (smtp, imap))
+    transient = not logins_ok and all(r.ok or r.transient for r in (smtp, imap))
     if transient and test.attempts < config.max_attempts:
         retry_at = utcnow() + retry_delay(test.attempts, config)
     return jobs.TestOutcome(
@@ -97,8 +139,11 @@ async def run_attempt(
         smtp=smtp.to_dict(),
         imap=imap.to_dict(),
         dns=dns,
+        round_trip=round_trip,
         reason=reason,
         retry_at=retry_at,
+        # The inbox's status is about its logins; a missing test message fails only the test.
+        inbox_active=logins_ok,
     )
 
 

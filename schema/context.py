@@ -45,6 +45,10 @@ def bad_input(exc: InputInvalid) -> GraphQLError:
     )
 
 
+def unavailable(exc: Exception) -> GraphQLError:
+    return GraphQLError(str(exc), extensions={"code": "UNAVAILABLE"})
+
+
 def caller(info: Info, permission: Permission) -> Principal:
     """The principal, if it holds ``permission``; else a top-level UNAUTHENTICATED/FORBIDDEN."""
     try:

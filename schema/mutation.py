@@ -4,10 +4,10 @@ from typing import Annotated
 
 import strawberry
 
-from resolvers import inboxes
+from resolvers import domain, inboxes
 from resolvers.inboxes import InboxWrite
 from resolvers.validation import InputInvalid
-from schema.context import Info, caller
+from schema.context import Info, caller, unavailable
 from schema.errors import (
     DuplicateEmailInbox,
     FieldError,
@@ -66,6 +66,17 @@ TestConnectionPayload = Annotated[
     TestConnectionSuccess | ValidationError | NotFound,
     strawberry.union("TestConnectionPayload"),
 ]
+
+
+@strawberry.type
+class CheckDomainSetupSuccess:
+    inbox: EmailInbox
+
+
+CheckDomainSetupPayload = Annotated[
+    CheckDomainSetupSuccess | ValidationError | NotFound,
+    strawberry.union("CheckDomainSetupPayload"),
+]
 DeleteEmailInboxPayload = Annotated[
     DeleteEmailInboxSuccess | ValidationError | NotFound,
     strawberry.union("DeleteEmailInboxPayload"),
@@ -122,13 +133,48 @@ class Mutation:
         return DeleteEmailInboxSuccess(id=strawberry.ID(str(deleted)))
 
     @strawberry.mutation(
-        description="Verify the inbox's SMTP and IMAP settings again. Returns the queued test, "
-        "or the one already queued or running."
+        description="Verify the inbox's SMTP and IMAP settings again (and, with roundTrip, send "
+        "itself a message and wait for it over IMAP). Returns the queued test, or the one "
+        "already queued or running."
     )
-    async def test_connection(self, info: Info, id: strawberry.ID) -> TestConnectionPayload:
+    async def test_connection(
+        self, info: Info, id: strawberry.ID, round_trip: bool = False
+    ) -> TestConnectionPayload:
         principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
         try:
-            test = await inboxes.test_connection(info.context.state, principal, id)
+            test = await inboxes.test_connection(
+                info.context.state, principal, id, round_trip=round_trip
+            )
         except (InputInvalid, StorageError) as exc:
             return user_error(exc)  # type: ignore[return-value]
         return TestConnectionSuccess(connection_test=ConnectionTest.from_row(test))
+
+    @strawberry.mutation(
+        description="Send a real test message through the inbox's SMTP, to `to` or (default) "
+        "the inbox itself; sent to itself, it is awaited over IMAP and then deleted. Runs as a "
+        "connection test: follow it with the `connectionTest` subscription."
+    )
+    async def send_test_email(
+        self, info: Info, id: strawberry.ID, to: str | None = None
+    ) -> TestConnectionPayload:
+        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
+        try:
+            test = await inboxes.test_connection(
+                info.context.state, principal, id, round_trip=True, to=to
+            )
+        except (InputInvalid, StorageError) as exc:
+            return user_error(exc)  # type: ignore[return-value]
+        return TestConnectionSuccess(connection_test=ConnectionTest.from_row(test))
+
+    @strawberry.mutation(
+        description="Check the inbox domain's MX, SPF, DKIM and DMARC records again, now."
+    )
+    async def check_domain_setup(self, info: Info, id: strawberry.ID) -> CheckDomainSetupPayload:
+        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
+        try:
+            row = await domain.check_domain_setup(info.context.state, principal, id)
+        except (InputInvalid, StorageError) as exc:
+            return user_error(exc)  # type: ignore[return-value]
+        except domain.DnsUnavailable as exc:
+            raise unavailable(exc) from None
+        return CheckDomainSetupSuccess(inbox=EmailInbox.from_row(row))

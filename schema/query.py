@@ -2,15 +2,16 @@ from __future__ import annotations
 
 import strawberry
 
-from resolvers import inboxes
+from resolvers import domain, inboxes
 from resolvers.validation import InputInvalid
-from schema.context import Info, bad_input, caller
+from schema.context import Info, bad_input, caller, unavailable
 from schema.inputs import EmailInboxFilter
 from schema.types import (
     ConnectionTest,
     EmailInbox,
     EmailInboxConnection,
     EmailInboxEdge,
+    MailSettingsDiscovery,
     PageInfo,
     Viewer,
     WorkspaceInfo,
@@ -76,6 +77,20 @@ class Query:
         principal = caller(info, Permission.VIEW_EMAIL_INBOX)
         row = await inboxes.get_test(info.context.state, principal, id)
         return ConnectionTest.from_row(row) if row else None
+
+    @strawberry.field(
+        description="Suggested SMTP and IMAP settings for an address: provider presets (by "
+        "domain, then by MX host), then RFC 6186/8314 SRV records, then conventional names."
+    )
+    async def discover_mail_settings(self, info: Info, email: str) -> MailSettingsDiscovery:
+        caller(info, Permission.VIEW_EMAIL_INBOX)
+        try:
+            found = await domain.discover(info.context.state, email)
+        except InputInvalid as exc:
+            raise bad_input(exc) from None
+        except domain.DnsUnavailable as exc:
+            raise unavailable(exc) from None
+        return MailSettingsDiscovery.from_discovery(found)
 
     @strawberry.field(description="Who is calling: workspace, permissions, inbox usage and limit.")
     async def viewer(self, info: Info) -> Viewer:

@@ -10,7 +10,7 @@ from typing import Any, cast
 import strawberry
 from strawberry.scalars import JSON
 
-from mail import presets, results
+from mail import discovery, dns_checks, presets, results
 from resolvers import inboxes
 from resolvers.validation import InputInvalid
 from schema.context import Info, bad_input, caller
@@ -63,6 +63,137 @@ def _server(row: models.EmailInbox, side: str) -> ServerSettings:
     )
 
 
+CheckState = strawberry.enum(
+    dns_checks.CheckState,
+    description="PASS: fine. WARN: works, should improve. FAIL: wrong, fix it. MISSING: no "
+    "record. ERROR: DNS did not answer (timeout, SERVFAIL); says nothing about the record.",
+)
+
+
+@strawberry.type(description="One DNS record family of the inbox's domain.")
+class RecordCheck:
+    state: CheckState  # type: ignore[valid-type]
+    records: list[str]
+    message: str = strawberry.field(description="What was found, and what to add or change.")
+    details: JSON
+
+
+@strawberry.type(description="The inbox domain's mail DNS: MX, SPF, DKIM and DMARC.")
+class DomainSetupStatus:
+    domain: str
+    smtp_host: str | None
+    checked_at: datetime
+    overall: CheckState  # type: ignore[valid-type]
+    mx: RecordCheck
+    spf: RecordCheck
+    dkim: RecordCheck
+    dmarc: RecordCheck
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> DomainSetupStatus | None:
+        if not data or "mx" not in data:
+            return None
+        status = dns_checks.DomainSetupStatus.from_dict(data)
+
+        def record(check: dns_checks.RecordCheck) -> RecordCheck:
+            return RecordCheck(
+                state=check.state,
+                records=list(check.records),
+                message=check.message,
+                details=cast(JSON, check.details),
+            )
+
+        return cls(
+            domain=status.domain,
+            smtp_host=status.smtp_host,
+            checked_at=status.checked_at,
+            overall=status.overall,
+            mx=record(status.mx),
+            spf=record(status.spf),
+            dkim=record(status.dkim),
+            dmarc=record(status.dmarc),
+        )
+
+
+DiscoverySource = strawberry.enum(discovery.DiscoverySource)
+
+
+@strawberry.type(description="Suggested server settings, where they came from, and how sure.")
+class ServerSuggestion:
+    host: str
+    port: int
+    security: Security  # type: ignore[valid-type]
+    source: DiscoverySource  # type: ignore[valid-type]
+    confidence: float
+
+
+@strawberry.type(description="Mail settings discovered for an address; both sides null if none.")
+class MailSettingsDiscovery:
+    email: str
+    domain: str
+    provider: Provider | None  # type: ignore[valid-type]
+    smtp: ServerSuggestion | None
+    imap: ServerSuggestion | None
+    errors: list[str] = strawberry.field(
+        description="DNS lookups that failed: the answer may be incomplete."
+    )
+
+    @classmethod
+    def from_discovery(cls, found: discovery.Discovery) -> MailSettingsDiscovery:
+        def side(s: discovery.ServerSuggestion | None) -> ServerSuggestion | None:
+            if s is None:
+                return None
+            return ServerSuggestion(
+                host=s.host,
+                port=s.port,
+                security=s.security,
+                source=s.source,
+                confidence=s.confidence,
+            )
+
+        return cls(
+            email=found.email,
+            domain=found.domain,
+            provider=found.provider,
+            smtp=side(found.smtp),
+            imap=side(found.imap),
+            errors=list(found.errors),
+        )
+
+
+@strawberry.type(description="A real message sent through SMTP and looked for over IMAP.")
+class RoundTripResult:
+    ok: bool
+    sent: bool
+    received: bool | None = strawberry.field(
+        description="Null when the message went to another address (not checked)."
+    )
+    deleted: bool
+    delay_ms: int | None
+    message_id: str
+    code: str
+    message: str
+    hint: str | None
+    field: str | None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> RoundTripResult | None:
+        if not data:
+            return None
+        return cls(
+            ok=bool(data.get("ok")),
+            sent=bool(data.get("sent")),
+            received=data.get("received"),
+            deleted=bool(data.get("deleted")),
+            delay_ms=data.get("delay_ms"),
+            message_id=str(data.get("message_id", "")),
+            code=str(data.get("code", "")),
+            message=str(data.get("message", "")),
+            hint=data.get("hint"),
+            field=data.get("field"),
+        )
+
+
 @strawberry.type(description="An email address with SMTP for outgoing and IMAP for incoming mail.")
 class EmailInbox:
     id: strawberry.ID
@@ -87,7 +218,7 @@ class EmailInbox:
     notify_on_new_messages: bool
     notification_email: str | None
     dkim_selectors: list[str]
-    setup_status: JSON | None = strawberry.field(
+    setup_status: DomainSetupStatus | None = strawberry.field(
         description="DNS setup check of the inbox's domain (MX, SPF, DKIM, DMARC)."
     )
     last_verified_at: datetime | None
@@ -150,7 +281,7 @@ class EmailInbox:
             notify_on_new_messages=row.notify_on_new_messages,
             notification_email=row.notification_email,
             dkim_selectors=list(row.dkim_selectors or []),
-            setup_status=_json(row.setup_status),
+            setup_status=DomainSetupStatus.from_dict(row.setup_status),
             last_verified_at=row.last_verified_at,
             last_check_at=row.last_check_at,
             error_count=row.error_count,
@@ -280,8 +411,10 @@ class ConnectionTest:
     attempts: int
     smtp: ProbeResult | None
     imap: ProbeResult | None
-    dns: JSON | None = strawberry.field(description="The domain setup check run beside it.")
-    round_trip: JSON | None
+    dns: DomainSetupStatus | None = strawberry.field(
+        description="The domain setup check run beside it."
+    )
+    round_trip: RoundTripResult | None
     error: str | None = strawberry.field(description="Summary of what failed, if anything.")
     created_at: datetime
     started_at: datetime | None
@@ -298,8 +431,8 @@ class ConnectionTest:
             attempts=row.attempts,
             smtp=ProbeResult.from_dict(row.smtp_result),
             imap=ProbeResult.from_dict(row.imap_result),
-            dns=_json(row.dns_result),
-            round_trip=_json(row.round_trip_result),
+            dns=DomainSetupStatus.from_dict(row.dns_result),
+            round_trip=RoundTripResult.from_dict(row.round_trip_result),
             error=row.error,
             created_at=row.created_at,
             started_at=row.started_at,

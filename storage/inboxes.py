@@ -358,3 +358,20 @@ async def rotate_secrets(
         )
         rotated += 1
     return RotationBatch(rotated, unreadable, rows[-1].id if rows else None)
+
+
+async def set_setup_status(
+    session: AsyncSession, workspace_id: uuid.UUID, inbox_id: uuid.UUID, status: dict[str, Any]
+) -> EmailInbox:
+    """Store a fresh DNS setup check; subscribers hear of it as an update."""
+    inbox = await get_inbox(session, workspace_id, inbox_id, for_update=True)
+    await session.execute(
+        update(EmailInbox)
+        .where(col(EmailInbox.id) == inbox_id)
+        .values(setup_status=status, version=inbox.version + 1, updated_at=utcnow())
+    )
+    await session.refresh(inbox)
+    await events.publish(
+        session, events.Event(events.EventKind.UPDATED, workspace_id, inbox.id, inbox.version)
+    )
+    return inbox

@@ -44,7 +44,12 @@ async def get_open_test(session: AsyncSession, inbox_id: uuid.UUID) -> Connectio
 
 
 async def enqueue_test(
-    session: AsyncSession, inbox: EmailInbox, *, reason: str, round_trip: bool = False
+    session: AsyncSession,
+    inbox: EmailInbox,
+    *,
+    reason: str,
+    round_trip: bool = False,
+    round_trip_to: str | None = None,
 ) -> ConnectionTest:
     """Queue a test of ``inbox``, or return the one already queued or running."""
     test_id = uuid.uuid4()
@@ -57,6 +62,7 @@ async def enqueue_test(
             state=TestState.QUEUED.value,
             reason=reason,
             round_trip=round_trip,
+            round_trip_to=round_trip_to,
             inbox_version=inbox.version,
             attempts=0,
             run_after=func.now(),
@@ -244,6 +250,8 @@ class TestOutcome:
     reason: str | None = None
     # Set for a transient failure worth another attempt: when to try again.
     retry_at: datetime | None = None
+    # The inbox's status; None: the same as ``passed``.
+    inbox_active: bool | None = None
 
 
 async def record_outcome(
@@ -294,13 +302,14 @@ async def record_outcome(
             },
         )
         return test
+    active = outcome.passed if outcome.inbox_active is None else outcome.inbox_active
     values: dict[str, Any] = {
-        "status": (InboxStatus.ACTIVE if outcome.passed else InboxStatus.FAILED).value,
+        "status": (InboxStatus.ACTIVE if active else InboxStatus.FAILED).value,
         "status_reason": outcome.reason,
         "last_check_at": func.now(),
-        "error_count": 0 if outcome.passed else EmailInbox.error_count + 1,
+        "error_count": 0 if active else EmailInbox.error_count + 1,
     }
-    if outcome.passed:
+    if active:
         values["last_verified_at"] = func.now()
     if outcome.dns is not None:
         values["setup_status"] = outcome.dns

@@ -175,6 +175,8 @@ class ConnectionTest(SQLModel, table=True):
     state: str = Field(default=TestState.QUEUED.value, sa_column=Column(Text, nullable=False))
     reason: str = Field(default="CREATED", sa_column=Column(Text, nullable=False))
     round_trip: bool = Field(default=False, nullable=False)
+    # Recipient of the round-trip test message; None: the inbox's own address.
+    round_trip_to: str | None = Field(default=None, sa_column=Column(Text))
     inbox_version: int = Field(default=1, nullable=False)
     attempts: int = Field(default=0, nullable=False)
     run_after: datetime = Field(

@@ -22,7 +22,7 @@ import uvicorn
 from inboxd.app import create_app
 from inboxd.logs import configure_logging
 from inboxd.settings import Settings
-from inboxd.worker import Background
+from inboxd.worker import Background, verification_config
 from resolvers.state import AppState
 from storage import api_keys, workspaces
 from storage.db import Database, create_database
@@ -31,6 +31,7 @@ from storage.migrate import upgrade
 from storage.models import Permission, Workspace
 from storage.secrets import KeyRing
 from tests.support.database import create_scratch, drop_scratch, scratch_database, server_url
+from tests.support.dnsserver import DnsTestServer
 from tests.support.graphql import GraphQLClient
 from tests.support.mailservers import MailCerts, make_certs
 
@@ -61,19 +62,34 @@ def keyring() -> KeyRing:
 
 
 @pytest.fixture(scope="session")
+def dns_server() -> Iterator[DnsTestServer]:
+    """The only DNS server in-test inboxd processes ask; tests add the zones they need."""
+    with DnsTestServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> MailCerts:
     return make_certs(tmp_path_factory.mktemp("certs"))
 
 
-def make_settings(database_url: str, certs: MailCerts, **overrides: Any) -> Settings:
-    """Settings for an in-test server: private hosts allowed (every peer is on loopback), no
-    DNS checks unless a test points them at its own DNS server, short timeouts and backoff."""
+def make_settings(
+    database_url: str, certs: MailCerts, dns: DnsTestServer | None, **overrides: Any
+) -> Settings:
+    """Settings for an in-test server: private hosts allowed (every peer is on loopback), DNS
+    asked only of the test's own DNS server (or not at all), short timeouts and backoff."""
     values: dict[str, Any] = {
         "database_url": database_url,
         "allow_private_hosts": True,
         "graphiql": True,
         "tls_ca_file": certs.ca_file,
-        "dns_check_enabled": False,
+        "dns_check_enabled": dns is not None,
+        "dns_nameservers": dns.nameservers if dns else None,
+        "dns_port": dns.port if dns else 53,
+        "dns_timeout": 1.0,
+        "dns_lifetime": 2.0,
+        "round_trip_timeout": 5.0,
+        "round_trip_poll_interval": 0.2,
         "smtp_connect_timeout": 2.0,
         "smtp_timeout": 5.0,
         "imap_connect_timeout": 2.0,
@@ -88,8 +104,8 @@ def make_settings(database_url: str, certs: MailCerts, **overrides: Any) -> Sett
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, certs: MailCerts) -> Settings:
-    return make_settings(database_url, certs)
+def settings(database_url: str, certs: MailCerts, dns_server: DnsTestServer) -> Settings:
+    return make_settings(database_url, certs, dns_server)
 
 
 @pytest.fixture(scope="session")
@@ -146,6 +162,7 @@ async def running_stack(
         max_page_size=100,
         api_key_touch_interval=timedelta(0),
         hub=EventHub(settings.database_url, connect_timeout=2),
+        dns=verification_config(settings).dns,
     )
     background = Background(settings, state, run_worker=worker)
     app = create_app(settings, state, on_startup=background.start, on_shutdown=background.stop)
@@ -244,12 +261,18 @@ class Verifier:
 
 @asynccontextmanager
 async def verifier_on(
-    admin_url: str, certs: MailCerts, keyring: KeyRing, *, worker: bool = True, **overrides: Any
+    admin_url: str,
+    certs: MailCerts,
+    keyring: KeyRing,
+    *,
+    worker: bool = True,
+    dns: DnsTestServer | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Verifier]:
     url = await create_scratch(admin_url)
     try:
         await asyncio.to_thread(upgrade, url)
-        settings = make_settings(url, certs, **overrides)
+        settings = make_settings(url, certs, dns, **overrides)
         async with running_stack(settings, keyring, worker=worker) as running:
             client = GraphQLClient(running.base_url)
             try:
@@ -262,7 +285,10 @@ async def verifier_on(
 
 @pytest.fixture(scope="module")
 async def verifier(
-    pg_server: tuple[str, Path | None], certs: MailCerts, keyring: KeyRing
+    pg_server: tuple[str, Path | None],
+    certs: MailCerts,
+    keyring: KeyRing,
+    dns_server: DnsTestServer,
 ) -> AsyncIterator[Verifier]:
-    async with verifier_on(pg_server[0], certs, keyring) as running:
+    async with verifier_on(pg_server[0], certs, keyring, dns=dns_server) as running:
         yield running

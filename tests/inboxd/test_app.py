@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
 
 import httpx
+import pytest
 
 from inboxd.app import create_app
 from inboxd.logs import configure_logging, redact_text
@@ -103,3 +105,14 @@ def test_redact_text_scrubs_keys_and_passwords():
     scrubbed = redact_text(text)
     assert "abcdefghij" not in scrubbed and "hunter2" not in scrubbed and ":pw@" not in scrubbed
     assert "inbx_0123456789ab" in scrubbed
+
+
+async def test_legacy_graphql_ws_protocol_is_off_by_default(base_url):
+    import websockets
+
+    url = base_url.replace("http://", "ws://") + "/graphql"
+    async with websockets.connect(url, subprotocols=["graphql-ws"]) as ws:
+        # Strawberry accepts then closes with 4406 "Subprotocol not acceptable".
+        with pytest.raises(websockets.exceptions.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == 4406

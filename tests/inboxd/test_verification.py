@@ -18,6 +18,7 @@ from tests.support.mailservers import (
     SmtpMode,
     SmtpServer,
     closed_port,
+    deliver_to,
 )
 from tests.support.ws import WSClient
 
@@ -508,3 +509,163 @@ async def test_no_credential_in_logs_jobs_or_notify_payloads(verifier, servers, 
         assert canary not in logs
         assert all(canary not in p for p in payloads)
         assert all(canary not in r for r in rows)
+
+
+ROUND_TRIP_FIELDS = """
+  id state error
+  smtp { ok } imap { ok }
+  roundTrip { ok sent received deleted delayMs messageId code message hint field }
+"""
+SEND_TEST = (
+    "mutation($id: ID!, $to: String) { sendTestEmail(id: $id, to: $to) { __typename "
+    "... on TestConnectionSuccess { connectionTest { id state } } "
+    "... on ValidationError { fields { field message } } } }"
+)
+WATCH_TEST = "subscription($id: ID!) { connectionTest(id: $id) { %s } }" % ROUND_TRIP_FIELDS
+
+
+async def run_test_to_end(verifier, tenant, test_id: str) -> dict[str, object]:
+    ws = await WSClient.connect(verifier.stack.base_url, tenant.key)
+    try:
+        sub = await ws.subscribe(WATCH_TEST, {"id": test_id})
+        last = None
+        async for message in ws.stream(sub, timeout=30):
+            if message["type"] == "next":
+                last = message["payload"]["data"]["connectionTest"]
+        assert message["type"] == "complete", message
+        assert last is not None
+        return last
+    finally:
+        await ws.close()
+
+
+async def test_round_trip_sent_received_and_deleted(verifier, certs):
+    tenant = await verifier.tenant()
+    email = "roundtrip@example.com"
+    imap = ImapServer(ImapMode.TLS, USERS, ssl_context=certs.server_context)
+    with (
+        imap,
+        SmtpServer(
+            SmtpMode.STARTTLS,
+            USERS,
+            ssl_context=certs.server_context,
+            on_message=deliver_to(imap, lambda rcpt: USER if rcpt.lower() == email else None),
+        ) as smtp,
+    ):
+        inbox_id, seen = await create_and_watch(
+            verifier, tenant, inbox_input(smtp.port, "STARTTLS", imap.port, "TLS", email=email)
+        )
+        assert statuses(seen)[-1] == "ACTIVE"
+        sent = await tenant.client(SEND_TEST, {"id": inbox_id})
+        test_id = sent.data["sendTestEmail"]["connectionTest"]["id"]
+        result = await run_test_to_end(verifier, tenant, test_id)
+        assert result["state"] == "PASSED", result
+        trip = result["roundTrip"]
+        assert trip["ok"] and trip["sent"] and trip["received"] and trip["deleted"]
+        assert trip["delayMs"] is not None and trip["code"] == "OK"
+        assert imap.message_count(USER) == 0  # the test message was cleaned up
+        assert len(smtp.messages) == 1
+        assert smtp.messages[0].rcpt_tos == [email]
+
+        # The same through testConnection(roundTrip: true).
+        again = await tenant.client(
+            "mutation($id: ID!) { testConnection(id: $id, roundTrip: true) { "
+            "... on TestConnectionSuccess { connectionTest { id } } } }",
+            {"id": inbox_id},
+        )
+        result = await run_test_to_end(
+            verifier, tenant, again.data["testConnection"]["connectionTest"]["id"]
+        )
+        assert result["state"] == "PASSED" and result["roundTrip"]["received"] is True
+
+
+async def test_round_trip_sent_but_not_received(verifier, servers):
+    tenant = await verifier.tenant()
+    # These servers do not share a mailbox: what SMTP accepts never reaches the IMAP inbox.
+    inbox_id, _seen = await create_and_watch(
+        verifier,
+        tenant,
+        inbox_input(
+            servers["smtp_starttls"].port,
+            "STARTTLS",
+            servers["imap_tls"].port,
+            "TLS",
+            email="lost@example.com",
+        ),
+    )
+    sent = await tenant.client(SEND_TEST, {"id": inbox_id})
+    result = await run_test_to_end(
+        verifier, tenant, sent.data["sendTestEmail"]["connectionTest"]["id"]
+    )
+    assert result["state"] == "FAILED"
+    trip = result["roundTrip"]
+    assert trip["sent"] is True and trip["received"] is False and trip["ok"] is False
+    assert trip["code"] == "NOT_RECEIVED"
+    assert "not received" in trip["message"].lower()
+    assert trip["hint"]
+    assert "NOT_RECEIVED" in result["error"]
+    # The logins work: the inbox stays ACTIVE; only the test failed.
+    detail = (await tenant.client(INBOX_TESTS, {"id": inbox_id})).data["emailInbox"]
+    assert detail["status"] == "ACTIVE"
+
+
+async def test_send_test_email_to_another_address(verifier, servers):
+    tenant = await verifier.tenant()
+    inbox_id, _ = await create_and_watch(
+        verifier,
+        tenant,
+        inbox_input(
+            servers["smtp_starttls"].port,
+            "STARTTLS",
+            servers["imap_tls"].port,
+            "TLS",
+            email="sender@example.com",
+        ),
+    )
+    before = len(servers["smtp_starttls"].messages)
+    bad = await tenant.client(SEND_TEST, {"id": inbox_id, "to": "nope"})
+    assert bad.data["sendTestEmail"]["fields"][0]["field"] == "to"
+    sent = await tenant.client(SEND_TEST, {"id": inbox_id, "to": "Colleague@Example.org"})
+    result = await run_test_to_end(
+        verifier, tenant, sent.data["sendTestEmail"]["connectionTest"]["id"]
+    )
+    assert result["state"] == "PASSED"
+    assert result["roundTrip"]["sent"] is True and result["roundTrip"]["received"] is None
+    delivered = servers["smtp_starttls"].messages[before:]
+    assert [m.rcpt_tos for m in delivered] == [["colleague@example.org"]]
+
+
+async def test_verification_fills_setup_status_without_failing(verifier, servers, dns_server):
+    dns_server.add_records(
+        {
+            "dns-checked.com": {"MX": "0 ."},
+            "_dmarc.dns-checked.com": {"TXT": "v=DMARC1; p=none"},
+        }
+    )
+    tenant = await verifier.tenant()
+    inbox_id, seen = await create_and_watch(
+        verifier,
+        tenant,
+        inbox_input(
+            servers["smtp_starttls"].port,
+            "STARTTLS",
+            servers["imap_tls"].port,
+            "TLS",
+            email="ops@dns-checked.com",
+        ),
+    )
+    assert statuses(seen)[-1] == "ACTIVE"  # a poor DNS setup never fails the verification
+    detail = (
+        await tenant.client(
+            "query($id: ID!) { emailInbox(id: $id) { setupStatus { domain mx { state message } "
+            "spf { state } dmarc { state } } connectionTests(first: 1) { edges { node { "
+            "dns { mx { state } } } } } } }",
+            {"id": inbox_id},
+        )
+    ).data["emailInbox"]
+    status = detail["setupStatus"]
+    assert status["domain"] == "dns-checked.com"
+    assert status["mx"]["state"] == "FAIL"
+    assert status["spf"]["state"] == "MISSING"
+    assert status["dmarc"]["state"] == "WARN"
+    assert detail["connectionTests"]["edges"][0]["node"]["dns"]["mx"]["state"] == "FAIL"
