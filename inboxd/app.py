@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -21,12 +24,15 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
+from inboxd.guards import RequestGuard, TokenBuckets
 from inboxd.logs import get_logger
 from inboxd.settings import Settings
 from resolvers.auth import authenticate, key_from_connection_params, key_from_headers
 from resolvers.state import AppState
 from schema import build_schema
 from schema.context import Context
+from schema.extensions import UNAVAILABLE_ERRORS, Limits
+from storage import api_keys
 
 log = get_logger("inboxd.http")
 
@@ -34,7 +40,14 @@ log = get_logger("inboxd.http")
 class InboxdGraphQL(GraphQL[Context, None]):
     def __init__(self, state: AppState, settings: Settings) -> None:
         super().__init__(
-            build_schema(),
+            build_schema(
+                Limits(
+                    max_depth=settings.max_query_depth,
+                    max_aliases=settings.max_aliases,
+                    max_tokens=settings.max_tokens,
+                    introspection=settings.introspection_enabled,
+                )
+            ),
             graphql_ide="graphiql" if settings.graphiql_enabled else None,
             allow_queries_via_get=True,
             subscription_protocols=(
@@ -42,30 +55,97 @@ class InboxdGraphQL(GraphQL[Context, None]):
                 if settings.legacy_graphql_ws
                 else (GRAPHQL_TRANSPORT_WS_PROTOCOL,)
             ),
+            connection_init_wait_timeout=timedelta(
+                seconds=settings.ws_connection_init_timeout_seconds
+            ),
+            max_subscriptions_per_connection=settings.ws_max_subscriptions_per_connection,
         )
         self.state = state
+        self.settings = settings
+        # Open websocket connections per API key, in this process.
+        self.connections: Counter[uuid.UUID] = Counter()
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
-        principal = None
-        if isinstance(request, Request):
-            principal = await authenticate(self.state, key_from_headers(request.headers))
-        return Context(
+        context = Context(
             state=self.state,
-            principal=principal,
+            principal=None,
             request_id=request.scope.get("inboxd.request_id") or uuid.uuid4().hex,
             client_address=request.client.host if request.client else None,
         )
+        if isinstance(request, Request):
+            try:
+                context.principal = await authenticate(
+                    self.state, key_from_headers(request.headers)
+                )
+            except UNAVAILABLE_ERRORS as exc:
+                # Every field answers SERVICE_UNAVAILABLE instead of the request crashing.
+                context.unavailable = True
+                log.warning(
+                    "database unavailable", request_id=context.request_id, error=type(exc).__name__
+                )
+        else:
+            request.scope["inboxd.context"] = context
+        return context
 
     async def on_ws_connect(self, context: Context) -> None:
-        principal = await authenticate(
-            self.state, key_from_connection_params(context.connection_params)
-        )
+        try:
+            principal = await authenticate(
+                self.state, key_from_connection_params(context.connection_params)
+            )
+        except UNAVAILABLE_ERRORS:
+            raise ConnectionRejectionError({"message": "Service unavailable."}) from None
         if principal is None:
             raise ConnectionRejectionError({"message": "A valid API key is required."})
+        if self.connections[principal.api_key_id] >= self.settings.ws_max_connections_per_key:
+            raise ConnectionRejectionError(
+                {"message": "Too many open connections for this API key."}
+            )
+        self.connections[principal.api_key_id] += 1
         context.principal = principal
+        context.counted = True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await super().__call__(scope, receive, send)
+            return
+        watcher: asyncio.Task[None] | None = None
+
+        async def watch_key(websocket: WebSocket, context: Context) -> None:
+            # A revoked key's subscriptions end: re-check it while the connection is open.
+            while True:
+                await asyncio.sleep(self.settings.ws_key_recheck_seconds)
+                if context.principal is None:
+                    continue
+                try:
+                    async with self.state.db.sessions() as session:
+                        active = await api_keys.is_active(session, context.principal.api_key_id)
+                except UNAVAILABLE_ERRORS:
+                    continue
+                if not active:
+                    await websocket.close(code=4403, reason="API key revoked")
+                    return
+
+        async def tracking_receive() -> Message:
+            nonlocal watcher
+            message = await receive()
+            context = scope.get("inboxd.context")
+            if watcher is None and context is not None:
+                watcher = asyncio.create_task(watch_key(WebSocket(scope, receive, send), context))
+            return message
+
+        try:
+            await super().__call__(scope, tracking_receive, send)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            context = scope.get("inboxd.context")
+            if context is not None and context.counted and context.principal is not None:
+                self.connections[context.principal.api_key_id] -= 1
+                if self.connections[context.principal.api_key_id] <= 0:
+                    del self.connections[context.principal.api_key_id]
 
 
 class RequestLogMiddleware:
@@ -148,6 +228,14 @@ def create_app(
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
         ],
-        middleware=[Middleware(RequestLogMiddleware)],
+        middleware=[
+            Middleware(RequestLogMiddleware),
+            Middleware(
+                RequestGuard,
+                path="/graphql",
+                max_body_bytes=settings.max_body_bytes,
+                buckets=TokenBuckets(settings.rate_limit_requests_per_minute),
+            ),
+        ],
         lifespan=lifespan,
     )

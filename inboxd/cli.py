@@ -47,6 +47,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.host, args.port if args.port is not None else settings.port))
+    # Listen now: the banner is printed during start-up, before uvicorn accepts, and a
+    # client that reads it and connects at once must queue, not be refused.
+    sock.listen(2048)
     port = sock.getsockname()[1]
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     background = start_background(settings, resolved, state)

@@ -86,6 +86,11 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # Strawberry logs every client mistake (bad query, failed validation) as an ERROR with the
+    # query text; unexpected errors are logged by inboxd's own masking, with the request id.
+    logging.getLogger("strawberry.execution").setLevel(logging.CRITICAL)
+    # pgserver narrates every start of the embedded database at INFO.
+    logging.getLogger("pgserver").setLevel(max(root.level, logging.WARNING))
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -34,6 +34,22 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    # Abuse limits (GraphQL, HTTP, websockets, rates).
+    introspection: bool | None = None  # default: on in development, off in production
+    max_query_depth: int = 10
+    max_aliases: int = 15
+    max_tokens: int = 2_000
+    max_body_bytes: int = 256 * 1024
+    ws_connection_init_timeout_seconds: float = 10.0
+    ws_max_subscriptions_per_connection: int = 20
+    ws_max_connections_per_key: int = 50
+    ws_key_recheck_seconds: float = 30.0
+    rate_limit_requests_per_minute: int = 600  # per API key, per process
+    rate_limit_tests_per_inbox_per_minute: int = 3  # testConnection + sendTestEmail, global
+    # Logins for the same username on the same host are at least this far apart, whichever
+    # workspace asks: inboxd must not become a password-guessing machine.
+    verification_spacing_seconds: float = 10.0
+
     db_pool_size: int = 10
     db_connect_timeout: float = 10.0
     db_statement_timeout_ms: int = 15_000
@@ -71,6 +87,12 @@ class Settings(BaseSettings):
     def graphiql_enabled(self) -> bool:
         if self.graphiql is not None:
             return self.graphiql
+        return self.environment is Environment.DEVELOPMENT
+
+    @cached_property
+    def introspection_enabled(self) -> bool:
+        if self.introspection is not None:
+            return self.introspection
         return self.environment is Environment.DEVELOPMENT
 
     @property

@@ -75,6 +75,8 @@ def build_state(settings: Settings, resolved: Resolved) -> AppState:
         api_key_touch_interval=timedelta(seconds=settings.api_key_touch_interval_seconds),
         hub=EventHub(resolved.database_url, connect_timeout=settings.db_connect_timeout),
         dns=verification_config(settings).dns,
+        verification_spacing=timedelta(seconds=settings.verification_spacing_seconds),
+        tests_per_inbox_per_minute=settings.rate_limit_tests_per_inbox_per_minute,
     )
 
 
@@ -105,9 +107,17 @@ class Worker:
                 await self._task
         if self.running:
             _, pending = await asyncio.wait(list(self.running.values()), timeout=grace)
+            unfinished = [test_id for test_id, task in self.running.items() if task in pending]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            for test_id in unfinished:
+                try:
+                    async with self.state.db.transaction() as session:
+                        released = await jobs.release(session, test_id, self.worker_id)
+                except (OSError, OperationalError, DBAPIError, TimeoutError):
+                    released = False  # its lease expires and another worker takes it
+                log.info("released unfinished test", test_id=str(test_id), released=released)
 
     async def _loop(self) -> None:
         waker = self.hub.job_waker()

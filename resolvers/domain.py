@@ -11,7 +11,7 @@ from mail.dns_lookup import DnsSettings
 from mail.presets import Provider, preset_for_domain
 from resolvers.state import AppState
 from resolvers.validation import FieldIssue, InputInvalid, parse_id
-from storage import inboxes
+from storage import audit, inboxes
 from storage.api_keys import Principal
 from storage.models import EmailInbox
 
@@ -51,14 +51,25 @@ async def domain_status(state: AppState, inbox: EmailInbox) -> dict[str, Any]:
     return await dns_status_for(inbox, _dns(state))
 
 
-async def check_domain_setup(state: AppState, principal: Principal, raw_id: str) -> EmailInbox:
+async def check_domain_setup(
+    state: AppState, principal: Principal, raw_id: str, *, client_address: str | None = None
+) -> EmailInbox:
     inbox_id = parse_id(raw_id)
     async with state.db.sessions() as session:
         inbox = await inboxes.get_inbox(session, principal.workspace_id, inbox_id)
     # DNS is asked outside any transaction: no row stays locked while a resolver is slow.
     status = await domain_status(state, inbox)
     async with state.db.transaction() as session:
-        return await inboxes.set_setup_status(session, principal.workspace_id, inbox_id, status)
+        inbox = await inboxes.set_setup_status(session, principal.workspace_id, inbox_id, status)
+        await audit.record(
+            session,
+            workspace_id=principal.workspace_id,
+            action="DOMAIN_CHECKED",
+            inbox_id=inbox_id,
+            api_key_prefix=principal.key_prefix,
+            client_address=client_address,
+        )
+        return inbox
 
 
 async def fill_from_discovery(state: AppState, data: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from resolvers.domain import fill_from_discovery
 from resolvers.state import AppState
@@ -15,15 +18,16 @@ from resolvers.validation import (
     FieldIssue,
     InputInvalid,
     Problems,
+    camel,
     normalize_create,
     normalize_email,
     normalize_update,
     parse_id,
 )
-from storage import inboxes, jobs, workspaces
+from storage import audit, inboxes, jobs, workspaces
 from storage.api_keys import Principal
-from storage.errors import NotFoundError
-from storage.models import ConnectionTest, EmailInbox, Workspace
+from storage.errors import NotFoundError, RateLimitedError
+from storage.models import AuditEvent, ConnectionTest, EmailInbox, Workspace, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +73,43 @@ async def list_inboxes(
         )
 
 
+async def _audit(
+    session: AsyncSession,
+    principal: Principal,
+    action: str,
+    inbox_id: uuid.UUID | None,
+    client_address: str | None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    await audit.record(
+        session,
+        workspace_id=principal.workspace_id,
+        action=action,
+        inbox_id=inbox_id,
+        api_key_prefix=principal.key_prefix,
+        client_address=client_address,
+        details=details,
+    )
+
+
+def changed_fields(values: Mapping[str, Any], passwords: Mapping[str, str]) -> list[str]:
+    """The input paths (never the values) an update touched, e.g. ``smtp.password``."""
+
+    def path(column: str) -> str:
+        side, _, rest = column.partition("_")
+        if side in ("smtp", "imap") and rest:
+            return f"{side}.{camel(rest)}"
+        return camel(column)
+
+    return sorted({path(k) for k in values} | {path(k) for k in passwords})
+
+
 async def create_inbox(
-    state: AppState, principal: Principal, data: Mapping[str, Any]
+    state: AppState,
+    principal: Principal,
+    data: Mapping[str, Any],
+    *,
+    client_address: str | None = None,
 ) -> InboxWrite:
     normalized = normalize_create(await fill_from_discovery(state, data))
     async with state.db.transaction() as session:
@@ -81,6 +120,15 @@ async def create_inbox(
             smtp_password=normalized.passwords["smtp_password"],
             imap_password=normalized.passwords["imap_password"],
             keyring=state.keyring,
+            spacing=state.verification_spacing,
+        )
+        await _audit(
+            session,
+            principal,
+            "INBOX_CREATED",
+            inbox.id,
+            client_address,
+            {"email": inbox.email},
         )
     return InboxWrite(inbox, test, normalized.warnings)
 
@@ -91,11 +139,14 @@ async def update_inbox(
     raw_id: str,
     data: Mapping[str, Any],
     expected_version: int | None = None,
+    *,
+    client_address: str | None = None,
 ) -> InboxWrite:
     inbox_id = parse_id(raw_id)
     async with state.db.transaction() as session:
         current = await inboxes.get_inbox(session, principal.workspace_id, inbox_id)
         normalized = normalize_update(current, data)
+        before = current.version
         inbox, test = await inboxes.update_inbox(
             session,
             workspace_id=principal.workspace_id,
@@ -104,14 +155,27 @@ async def update_inbox(
             new_passwords=normalized.passwords,
             keyring=state.keyring,
             expected_version=expected_version,
+            spacing=state.verification_spacing,
         )
+        if inbox.version != before:
+            await _audit(
+                session,
+                principal,
+                "INBOX_UPDATED",
+                inbox.id,
+                client_address,
+                {"fields": changed_fields(normalized.values, normalized.passwords)},
+            )
     return InboxWrite(inbox, test, normalized.warnings)
 
 
-async def delete_inbox(state: AppState, principal: Principal, raw_id: str) -> uuid.UUID:
+async def delete_inbox(
+    state: AppState, principal: Principal, raw_id: str, *, client_address: str | None = None
+) -> uuid.UUID:
     inbox_id = parse_id(raw_id)
     async with state.db.transaction() as session:
         await inboxes.delete_inbox(session, principal.workspace_id, inbox_id)
+        await _audit(session, principal, "INBOX_DELETED", inbox_id, client_address)
     return inbox_id
 
 
@@ -122,8 +186,13 @@ async def test_connection(
     *,
     round_trip: bool = False,
     to: str | None = None,
+    client_address: str | None = None,
 ) -> ConnectionTest:
-    """Queue a verification (with a send-and-receive round trip if asked) of an inbox."""
+    """Queue a verification (with a send-and-receive round trip if asked) of an inbox.
+
+    The test already open for the inbox is returned as it is. New ones are limited per inbox
+    (``tests_per_inbox_per_minute``), counted in Postgres so the limit holds across processes.
+    """
     inbox_id = parse_id(raw_id)
     recipient = None
     if to is not None:
@@ -131,14 +200,38 @@ async def test_connection(
         recipient = normalize_email(to, "to", problems)
         problems.raise_if_any()
     async with state.db.transaction() as session:
-        inbox = await inboxes.get_inbox(session, principal.workspace_id, inbox_id)
-        return await jobs.enqueue_test(
+        # The row lock makes concurrent requests for one inbox count one after the other.
+        inbox = await inboxes.get_inbox(session, principal.workspace_id, inbox_id, for_update=True)
+        existing = await jobs.get_open_test(session, inbox.id)
+        if existing is not None:
+            return existing
+        limit = state.tests_per_inbox_per_minute
+        if limit > 0:
+            window = timedelta(minutes=1)
+            recent = await jobs.manual_tests_since(session, inbox.id, window)
+            if len(recent) >= limit:
+                wait = (recent[-limit] + window - utcnow()).total_seconds()
+                raise RateLimitedError(
+                    max(1, math.ceil(wait)),
+                    f"at most {limit} connection tests per inbox per minute",
+                )
+        test = await jobs.enqueue_test(
             session,
             inbox,
             reason="ROUND_TRIP" if round_trip else "MANUAL",
             round_trip=round_trip,
             round_trip_to=recipient,
+            spacing=state.verification_spacing,
         )
+        await _audit(
+            session,
+            principal,
+            "TEST_EMAIL_REQUESTED" if round_trip else "CONNECTION_TEST_REQUESTED",
+            inbox.id,
+            client_address,
+            {"to": recipient} if recipient else None,
+        )
+        return test
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,4 +281,36 @@ async def list_tests(
     async with state.db.sessions() as session:
         return await jobs.list_tests(
             session, principal.workspace_id, parse_id(inbox_id), first=first, before=before
+        )
+
+
+def encode_audit_cursor(event: AuditEvent) -> str:
+    raw = f"{event.at.isoformat()}|{event.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+async def audit_log(
+    state: AppState,
+    principal: Principal,
+    *,
+    first: int,
+    after: str | None,
+    inbox_id: str | None,
+) -> tuple[list[AuditEvent], bool]:
+    if not 0 <= first <= state.max_page_size:
+        raise InputInvalid(
+            [FieldIssue("first", f"must be between 0 and {state.max_page_size} (got {first})")]
+        )
+    before = None
+    if after:
+        try:
+            padded = after + "=" * (-len(after) % 4)
+            at, _, last_id = base64.urlsafe_b64decode(padded).decode().partition("|")
+            before = (datetime.fromisoformat(at), uuid.UUID(last_id))
+        except ValueError as exc:
+            raise InputInvalid([FieldIssue("after", "is not a cursor from this API")]) from exc
+    inbox = parse_id(inbox_id, "inboxId") if inbox_id else None
+    async with state.db.sessions() as session:
+        return await audit.list_events(
+            session, principal.workspace_id, first=first, before=before, inbox_id=inbox
         )

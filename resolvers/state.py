@@ -21,3 +21,7 @@ class AppState:
     hub: EventHub | None = None
     # Where DNS questions go (domain checks, discovery); None: DNS checks are off.
     dns: DnsSettings | None = None
+    # Minimum time between logins to the same account (see storage.jobs.spaced_start).
+    verification_spacing: timedelta = timedelta(0)
+    # testConnection/sendTestEmail per inbox per minute; 0 means no limit.
+    tests_per_inbox_per_minute: int = 0

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import strawberry
-from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
+from schema.extensions import Limits, schema_extensions
 from schema.mutation import Mutation
 from schema.query import Query
 from schema.subscription import Subscription
 
 
-def build_schema() -> strawberry.Schema:
+def build_schema(limits: Limits | None = None) -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        config=StrawberryConfig(auto_camel_case=True),
-        # Parsing and validating the same document again on every request costs most of a
-        # request's time; both caches are keyed by the document text.
-        extensions=[lambda: ParserCache(maxsize=256), lambda: ValidationCache(maxsize=256)],
+        # No "did you mean" hints: they map the schema for whoever probes it.
+        config=StrawberryConfig(auto_camel_case=True, disable_field_suggestions=True),
+        extensions=schema_extensions(limits or Limits()),
     )
 
 

@@ -23,6 +23,10 @@ class Context:
     client_address: str | None = None
     # Set by Strawberry from a websocket's connection_init payload.
     connection_params: dict[str, Any] | None = None
+    # The database could not be asked who is calling: fields answer SERVICE_UNAVAILABLE.
+    unavailable: bool = False
+    # This websocket connection is counted against its key's connection limit.
+    counted: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -51,6 +55,11 @@ def unavailable(exc: Exception) -> GraphQLError:
 
 def caller(info: Info, permission: Permission) -> Principal:
     """The principal, if it holds ``permission``; else a top-level UNAUTHENTICATED/FORBIDDEN."""
+    if info.context.unavailable:
+        raise GraphQLError(
+            "The service is temporarily unavailable (database unreachable); retry shortly.",
+            extensions={"code": "SERVICE_UNAVAILABLE", "requestId": info.context.request_id},
+        )
     try:
         return require(info.context.principal, permission)
     except AuthError as exc:

@@ -9,6 +9,7 @@ from storage.errors import (
     DuplicateEmailError,
     InboxLimitError,
     NotFoundError,
+    RateLimitedError,
     StorageError,
     SubscriptionInactiveError,
     VersionConflictError,
@@ -59,6 +60,11 @@ class NotFound(UserError):
     id: strawberry.ID
 
 
+@strawberry.type(description="Too many requests of this kind; try again after the wait.")
+class RateLimited(UserError):
+    retry_after_seconds: int
+
+
 @strawberry.type(description="Someone else changed the object first; re-read and retry.")
 class VersionConflict(UserError):
     expected_version: int
@@ -105,6 +111,12 @@ def user_error(exc: StorageError | InputInvalid) -> UserError:
                 code="NOT_FOUND",
                 message=f"No {exc.kind} with id {exc.id} in this workspace.",
                 id=strawberry.ID(str(exc.id)),
+            )
+        case RateLimitedError():
+            return RateLimited(
+                code="RATE_LIMITED",
+                message=f"Rate limited: {exc.what}. Retry in {exc.retry_after_seconds} s.",
+                retry_after_seconds=exc.retry_after_seconds,
             )
         case VersionConflictError():
             return VersionConflict(

@@ -13,6 +13,7 @@ from schema.errors import (
     FieldError,
     InboxLimitReached,
     NotFound,
+    RateLimited,
     SubscriptionRequired,
     ValidationError,
     VersionConflict,
@@ -63,7 +64,7 @@ class TestConnectionSuccess:
 
 
 TestConnectionPayload = Annotated[
-    TestConnectionSuccess | ValidationError | NotFound,
+    TestConnectionSuccess | ValidationError | NotFound | RateLimited,
     strawberry.union("TestConnectionPayload"),
 ]
 
@@ -97,7 +98,12 @@ class Mutation:
     ) -> CreateEmailInboxPayload:
         principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
         try:
-            write = await inboxes.create_inbox(info.context.state, principal, provided(input))
+            write = await inboxes.create_inbox(
+                info.context.state,
+                principal,
+                provided(input),
+                client_address=info.context.client_address,
+            )
         except (InputInvalid, StorageError) as exc:
             return user_error(exc)  # type: ignore[return-value]
         return CreateEmailInboxSuccess(
@@ -115,7 +121,12 @@ class Mutation:
         principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
         try:
             write = await inboxes.update_inbox(
-                info.context.state, principal, id, provided(input), expected_version
+                info.context.state,
+                principal,
+                id,
+                provided(input),
+                expected_version,
+                client_address=info.context.client_address,
             )
         except (InputInvalid, StorageError) as exc:
             return user_error(exc)  # type: ignore[return-value]
@@ -127,7 +138,9 @@ class Mutation:
     async def delete_email_inbox(self, info: Info, id: strawberry.ID) -> DeleteEmailInboxPayload:
         principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
         try:
-            deleted = await inboxes.delete_inbox(info.context.state, principal, id)
+            deleted = await inboxes.delete_inbox(
+                info.context.state, principal, id, client_address=info.context.client_address
+            )
         except (InputInvalid, StorageError) as exc:
             return user_error(exc)  # type: ignore[return-value]
         return DeleteEmailInboxSuccess(id=strawberry.ID(str(deleted)))
@@ -143,7 +156,11 @@ class Mutation:
         principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
         try:
             test = await inboxes.test_connection(
-                info.context.state, principal, id, round_trip=round_trip
+                info.context.state,
+                principal,
+                id,
+                round_trip=round_trip,
+                client_address=info.context.client_address,
             )
         except (InputInvalid, StorageError) as exc:
             return user_error(exc)  # type: ignore[return-value]
@@ -160,7 +177,12 @@ class Mutation:
         principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
         try:
             test = await inboxes.test_connection(
-                info.context.state, principal, id, round_trip=True, to=to
+                info.context.state,
+                principal,
+                id,
+                round_trip=True,
+                to=to,
+                client_address=info.context.client_address,
             )
         except (InputInvalid, StorageError) as exc:
             return user_error(exc)  # type: ignore[return-value]
@@ -172,7 +194,9 @@ class Mutation:
     async def check_domain_setup(self, info: Info, id: strawberry.ID) -> CheckDomainSetupPayload:
         principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
         try:
-            row = await domain.check_domain_setup(info.context.state, principal, id)
+            row = await domain.check_domain_setup(
+                info.context.state, principal, id, client_address=info.context.client_address
+            )
         except (InputInvalid, StorageError) as exc:
             return user_error(exc)  # type: ignore[return-value]
         except domain.DnsUnavailable as exc:

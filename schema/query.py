@@ -7,6 +7,9 @@ from resolvers.validation import InputInvalid
 from schema.context import Info, bad_input, caller, unavailable
 from schema.inputs import EmailInboxFilter
 from schema.types import (
+    AuditEvent,
+    AuditEventConnection,
+    AuditEventEdge,
     ConnectionTest,
     EmailInbox,
     EmailInboxConnection,
@@ -91,6 +94,37 @@ class Query:
         except domain.DnsUnavailable as exc:
             raise unavailable(exc) from None
         return MailSettingsDiscovery.from_discovery(found)
+
+    @strawberry.field(
+        description="The workspace's audit trail, newest first (needs manage-email-inbox)."
+    )
+    async def audit_log(
+        self,
+        info: Info,
+        first: int = 20,
+        after: str | None = None,
+        inbox_id: strawberry.ID | None = None,
+    ) -> AuditEventConnection:
+        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
+        try:
+            rows, has_next = await inboxes.audit_log(
+                info.context.state, principal, first=first, after=after, inbox_id=inbox_id
+            )
+        except InputInvalid as exc:
+            raise bad_input(exc) from None
+        edges = [
+            AuditEventEdge(cursor=inboxes.encode_audit_cursor(r), node=AuditEvent.from_row(r))
+            for r in rows
+        ]
+        return AuditEventConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=has_next,
+                has_previous_page=after is not None,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+        )
 
     @strawberry.field(description="Who is calling: workspace, permissions, inbox usage and limit.")
     async def viewer(self, info: Info) -> Viewer:

@@ -451,3 +451,41 @@ class ConnectionTestEdge:
 class ConnectionTestConnection:
     edges: list[ConnectionTestEdge]
     page_info: PageInfo
+
+
+@strawberry.type(description="Who did what to which inbox, when, from where. Never a secret.")
+class AuditEvent:
+    id: strawberry.ID
+    action: str = strawberry.field(
+        description="INBOX_CREATED, INBOX_UPDATED, INBOX_DELETED, CONNECTION_TEST_REQUESTED, "
+        "TEST_EMAIL_REQUESTED, DOMAIN_CHECKED."
+    )
+    inbox_id: strawberry.ID | None
+    api_key_prefix: str | None = strawberry.field(description="The visible part of the key.")
+    client_address: str | None
+    details: JSON = strawberry.field(description="E.g. the names of the fields changed.")
+    at: datetime
+
+    @classmethod
+    def from_row(cls, row: models.AuditEvent) -> AuditEvent:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            action=row.action,
+            inbox_id=strawberry.ID(str(row.inbox_id)) if row.inbox_id else None,
+            api_key_prefix=row.api_key_prefix,
+            client_address=row.client_address,
+            details=cast(JSON, row.details),
+            at=row.at,
+        )
+
+
+@strawberry.type
+class AuditEventEdge:
+    cursor: str
+    node: AuditEvent
+
+
+@strawberry.type
+class AuditEventConnection:
+    edges: list[AuditEventEdge]
+    page_info: PageInfo

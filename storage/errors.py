@@ -40,3 +40,10 @@ class VersionConflictError(StorageError):
         super().__init__(f"the inbox changed (version {actual}, expected {expected})")
         self.expected = expected
         self.actual = actual
+
+
+class RateLimitedError(StorageError):
+    def __init__(self, retry_after_seconds: int, what: str) -> None:
+        super().__init__(f"{what}; retry in {retry_after_seconds} s")
+        self.retry_after_seconds = retry_after_seconds
+        self.what = what

@@ -10,7 +10,7 @@ import base64
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
@@ -90,6 +90,7 @@ async def create_inbox(
     smtp_password: str,
     imap_password: str,
     keyring: KeyRing,
+    spacing: timedelta = timedelta(0),
 ) -> tuple[EmailInbox, ConnectionTest]:
     """Insert an inbox in PENDING and queue its first verification, in the caller's transaction."""
     workspace = await _lock_workspace(session, workspace_id)
@@ -125,7 +126,7 @@ async def create_inbox(
         existing = await find_id_by_email(session, workspace_id, values["email"])
         raise DuplicateEmailError(values["email"], existing)
     inbox = await get_inbox(session, workspace_id, inbox_id)
-    test = await jobs.enqueue_test(session, inbox, reason="CREATED")
+    test = await jobs.enqueue_test(session, inbox, reason="CREATED", spacing=spacing)
     await events.publish(
         session, events.Event(events.EventKind.CREATED, workspace_id, inbox_id, inbox.version)
     )
@@ -259,6 +260,7 @@ async def update_inbox(
     new_passwords: Mapping[str, str],
     keyring: KeyRing,
     expected_version: int | None = None,
+    spacing: timedelta = timedelta(0),
 ) -> tuple[EmailInbox, ConnectionTest | None]:
     """Apply a partial update. A change to connection settings re-queues verification."""
     inbox = await get_inbox(session, workspace_id, inbox_id, for_update=True)
@@ -292,7 +294,7 @@ async def update_inbox(
     test = None
     if reverify:
         await jobs.cancel_open_tests(session, inbox.id)
-        test = await jobs.enqueue_test(session, inbox, reason="SETTINGS_CHANGED")
+        test = await jobs.enqueue_test(session, inbox, reason="SETTINGS_CHANGED", spacing=spacing)
     await events.publish(
         session, events.Event(events.EventKind.UPDATED, workspace_id, inbox.id, inbox.version)
     )

@@ -31,6 +31,8 @@ from storage.models import (
 )
 
 JOBS_CHANNEL = "inboxd_jobs"
+# Tests a user asked for (rate limited per inbox), as opposed to ones inboxd queued itself.
+USER_REQUESTED_REASONS = ("MANUAL", "ROUND_TRIP")
 
 
 async def get_open_test(session: AsyncSession, inbox_id: uuid.UUID) -> ConnectionTest | None:
@@ -43,6 +45,66 @@ async def get_open_test(session: AsyncSession, inbox_id: uuid.UUID) -> Connectio
     return result.scalar_one_or_none()
 
 
+async def spaced_start(
+    session: AsyncSession, inbox: EmailInbox, spacing: timedelta
+) -> datetime | None:
+    """When a new login to this inbox's accounts may happen at the earliest, or None for now.
+
+    Every inbox that logs in as the same username on the same host counts, in any workspace,
+    so a thousand inboxes with guessed passwords cannot turn inboxd into a brute-forcer. The
+    advisory locks make concurrent enqueues for one account line up instead of colliding.
+    """
+    if spacing <= timedelta(0):
+        return None
+    accounts = sorted(
+        {
+            f"{inbox.smtp_host}|{inbox.smtp_username}".lower(),
+            f"{inbox.imap_host}|{inbox.imap_username}".lower(),
+        }
+    )
+    for account in accounts:
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:account))"), {"account": account}
+        )
+    latest = (
+        await session.execute(
+            text(
+                """
+                SELECT max(t.run_after) FROM connection_test t
+                  JOIN email_inbox i ON i.id = t.inbox_id
+                 WHERE t.run_after > now() - make_interval(secs => :spacing)
+                   AND ((i.smtp_host = :smtp_host AND i.smtp_username = :smtp_username)
+                     OR (i.imap_host = :imap_host AND i.imap_username = :imap_username))
+                """
+            ),
+            {
+                "spacing": spacing.total_seconds(),
+                "smtp_host": inbox.smtp_host,
+                "smtp_username": inbox.smtp_username,
+                "imap_host": inbox.imap_host,
+                "imap_username": inbox.imap_username,
+            },
+        )
+    ).scalar_one_or_none()
+    return None if latest is None else latest + spacing
+
+
+async def manual_tests_since(
+    session: AsyncSession, inbox_id: uuid.UUID, window: timedelta
+) -> list[datetime]:
+    """Creation times of user-requested tests of the inbox within ``window``, oldest first."""
+    result = await session.execute(
+        select(col(ConnectionTest.created_at))
+        .where(
+            col(ConnectionTest.inbox_id) == inbox_id,
+            col(ConnectionTest.reason).in_(USER_REQUESTED_REASONS),
+            col(ConnectionTest.created_at) > func.now() - window,
+        )
+        .order_by(col(ConnectionTest.created_at))
+    )
+    return list(result.scalars())
+
+
 async def enqueue_test(
     session: AsyncSession,
     inbox: EmailInbox,
@@ -50,8 +112,13 @@ async def enqueue_test(
     reason: str,
     round_trip: bool = False,
     round_trip_to: str | None = None,
+    spacing: timedelta = timedelta(0),
 ) -> ConnectionTest:
     """Queue a test of ``inbox``, or return the one already queued or running."""
+    existing = await get_open_test(session, inbox.id)
+    if existing is not None:
+        return existing
+    not_before = await spaced_start(session, inbox, spacing)
     test_id = uuid.uuid4()
     statement = (
         insert(ConnectionTest)
@@ -65,7 +132,7 @@ async def enqueue_test(
             round_trip_to=round_trip_to,
             inbox_version=inbox.version,
             attempts=0,
-            run_after=func.now(),
+            run_after=func.greatest(func.now(), not_before) if not_before else func.now(),
             created_at=func.now(),
             version=1,
         )
@@ -327,3 +394,40 @@ async def load_for_run(
         await session.execute(select(EmailInbox).where(col(EmailInbox.id) == test.inbox_id))
     ).scalar_one()
     return test, inbox
+
+
+async def release(session: AsyncSession, test_id: uuid.UUID, worker_id: str) -> bool:
+    """Give back a test this worker holds but will not finish (shutting down): it is queued
+    again at once, its attempt not counted, for any worker to take."""
+    result = await session.execute(
+        update(ConnectionTest)
+        .where(
+            col(ConnectionTest.id) == test_id,
+            col(ConnectionTest.worker_id) == worker_id,
+            col(ConnectionTest.state) == TestState.RUNNING.value,
+        )
+        .values(
+            state=TestState.QUEUED.value,
+            worker_id=None,
+            lease_expires_at=None,
+            run_after=func.now(),
+            attempts=func.greatest(ConnectionTest.attempts - 1, 0),
+            version=ConnectionTest.version + 1,
+        )
+        .returning(ConnectionTest)
+    )
+    test = result.scalar_one_or_none()
+    if test is None:
+        return False
+    await publish_test(session, test)
+    await _set_inbox_status(
+        session,
+        test.inbox_id,
+        {
+            "status": InboxStatus.PENDING.value,
+            "status_reason": "Verification was interrupted "
+            "by a server shutdown and is queued again.",
+        },
+    )
+    await session.execute(text(f"NOTIFY {JOBS_CHANNEL}"))
+    return True

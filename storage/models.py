@@ -92,6 +92,9 @@ class EmailInbox(SQLModel, table=True):
     __table_args__ = (
         Index("uq_email_inbox_workspace_email", "workspace_id", "email", unique=True),
         Index("ix_email_inbox_workspace_created", "workspace_id", "created_at", "id"),
+        # Verification spacing looks up every inbox that logs in as the same account.
+        Index("ix_email_inbox_smtp_account", "smtp_host", "smtp_username"),
+        Index("ix_email_inbox_imap_account", "imap_host", "imap_username"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -195,3 +198,29 @@ class ConnectionTest(SQLModel, table=True):
     started_at: datetime | None = _ts()
     finished_at: datetime | None = _ts()
     version: int = Field(default=1, nullable=False)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who did what to which inbox, when and from where. Never holds a secret: updates record
+    the names of the fields that changed, not their values."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (
+        Index("ix_audit_event_workspace_at", "workspace_id", "at", "id"),
+        Index("ix_audit_event_inbox_at", "inbox_id", "at"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    workspace_id: uuid.UUID = Field(foreign_key="workspace.id", ondelete="CASCADE")
+    # Not a foreign key: the trail outlives the inbox it describes.
+    inbox_id: uuid.UUID | None = Field(default=None)
+    action: str = Field(sa_column=Column(Text, nullable=False))
+    api_key_prefix: str | None = Field(default=None, sa_column=Column(Text))
+    client_address: str | None = Field(default=None, sa_column=Column(Text))
+    details: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column(JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    )
+    at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )

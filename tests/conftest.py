@@ -89,6 +89,9 @@ def make_settings(
         "dns_timeout": 1.0,
         "dns_lifetime": 2.0,
         "round_trip_timeout": 5.0,
+        # Tests log in as the same few accounts again and again; spacing has its own test.
+        "verification_spacing_seconds": 0.0,
+        "rate_limit_tests_per_inbox_per_minute": 100,
         "round_trip_poll_interval": 0.2,
         "smtp_connect_timeout": 2.0,
         "smtp_timeout": 5.0,
@@ -163,6 +166,8 @@ async def running_stack(
         api_key_touch_interval=timedelta(0),
         hub=EventHub(settings.database_url, connect_timeout=2),
         dns=verification_config(settings).dns,
+        verification_spacing=timedelta(seconds=settings.verification_spacing_seconds),
+        tests_per_inbox_per_minute=settings.rate_limit_tests_per_inbox_per_minute,
     )
     background = Background(settings, state, run_worker=worker)
     app = create_app(settings, state, on_startup=background.start, on_shutdown=background.stop)

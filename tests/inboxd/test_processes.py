@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
+from websockets.exceptions import ConnectionClosed
 
 from storage import api_keys, workspaces
 from storage.db import create_database
@@ -362,3 +363,100 @@ async def test_killed_worker_job_is_finished_by_another(
                 )
             assert inbox.status == "ACTIVE"
             assert len(tests) == 1
+
+
+async def test_sigterm_releases_running_jobs_and_closes_subscriptions(
+    pg_server, certs: MailCerts, keyring, tmp_path
+):
+    users = {USER: PASSWORD}
+    async with verifier_on(pg_server[0], certs, keyring, worker=False) as stack:
+        tenant = await stack.tenant()
+        with (
+            SmtpServer(SmtpMode.STARTTLS, users, ssl_context=certs.server_context) as smtp,
+            ImapServer(ImapMode.TLS, users, ssl_context=certs.server_context) as imap,
+        ):
+            proxy = StallFirstProxy(smtp.port)
+            proxy_port = await proxy.start()
+            env = process_env(
+                stack.stack.settings.database_url or "",
+                keyring,
+                INBOXD_TLS_CA_FILE=certs.ca_file,
+                INBOXD_SMTP_CONNECT_TIMEOUT="30",
+                INBOXD_SMTP_TIMEOUT="60",
+                INBOXD_SHUTDOWN_GRACE_SECONDS="1",
+                INBOXD_JOB_POLL_INTERVAL_SECONDS="0.5",
+            )
+            served = ServeProcess(env, tmp_path / "serve.log")
+            replacement = None
+            try:
+                created = await gql(
+                    served.base_url,
+                    tenant.key,
+                    CREATE,
+                    {
+                        "input": {
+                            "email": "sigterm@example.com",
+                            "smtp": {
+                                "host": "127.0.0.1",
+                                "port": proxy_port,
+                                "security": "STARTTLS",
+                                "username": USER,
+                                "password": PASSWORD,
+                            },
+                            "imap": {
+                                "host": "127.0.0.1",
+                                "port": imap.port,
+                                "security": "TLS",
+                                "username": USER,
+                                "password": PASSWORD,
+                            },
+                        }
+                    },
+                )
+                inbox_id = uuid.UUID(created["createEmailInbox"]["inbox"]["id"])
+                ws = await WSClient.connect(served.base_url, tenant.key)
+                await ws.subscribe(STATUS, {"id": str(inbox_id)})
+
+                async def test_row() -> ConnectionTest:
+                    async with stack.db.sessions() as session:
+                        return (
+                            await session.execute(
+                                select(ConnectionTest).where(ConnectionTest.inbox_id == inbox_id)
+                            )
+                        ).scalar_one()
+
+                deadline = time.monotonic() + 30
+                while (await test_row()).state != "RUNNING" or proxy.connections < 1:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.1)
+
+                served.proc.send_signal(signal.SIGTERM)
+                stopped = time.monotonic()
+                await asyncio.to_thread(served.proc.wait, 30)
+                assert time.monotonic() - stopped < 15
+                # The subscriber was told the server is going away, not left hanging.
+                with pytest.raises(ConnectionClosed):
+                    while True:
+                        await ws.receive(timeout=10)
+                assert ws.connection.close_code in (1001, 1012)
+                released = await test_row()
+                assert released.state == "QUEUED" and released.worker_id is None
+                assert released.attempts == 0
+
+                replacement = subprocess.Popen(
+                    [sys.executable, "-m", "inboxd.cli", "worker"],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                deadline = time.monotonic() + 30
+                while (row := await test_row()).state in ("QUEUED", "RUNNING"):
+                    assert time.monotonic() < deadline, "the released job was never finished"
+                    await asyncio.sleep(0.2)
+                assert row.state == "PASSED" and row.attempts == 1
+            finally:
+                served.stop()
+                if replacement is not None:
+                    replacement.send_signal(signal.SIGTERM)
+                    replacement.wait(timeout=20)
+                await proxy.close()

@@ -1,0 +1,98 @@
+"""Cross-cutting GraphQL behaviour: limits on what a document may ask, and error masking."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from graphql import GraphQLError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
+
+log = structlog.get_logger("inboxd.graphql")
+
+# The database is down or unreachable: the request may succeed if retried shortly.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    DBAPIError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_depth: int = 10
+    max_aliases: int = 15
+    max_tokens: int = 2_000
+    introspection: bool = True
+
+
+def is_unexpected(error: GraphQLError) -> bool:
+    """Errors we raised on purpose carry no original error (or a GraphQLError); the rest are
+    bugs or outages, and their text (SQL, paths, values) must not reach the client."""
+    original = error.original_error
+    return original is not None and not isinstance(original, GraphQLError)
+
+
+class MaskUnexpectedErrors(MaskErrors):
+    """Logs each unexpected error with the request id and returns only that id, or a
+    SERVICE_UNAVAILABLE error when the database cannot be reached."""
+
+    def __init__(self) -> None:
+        super().__init__(should_mask_error=is_unexpected)
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        context = getattr(self.execution_context, "context", None)
+        request_id = getattr(context, "request_id", None) or "unknown"
+        original = error.original_error
+        if isinstance(original, UNAVAILABLE_ERRORS):
+            log.warning(
+                "database unavailable", request_id=request_id, error=type(original).__name__
+            )
+            return GraphQLError(
+                "The service is temporarily unavailable (database unreachable); retry shortly.",
+                nodes=error.nodes,
+                path=error.path,
+                extensions={"code": "SERVICE_UNAVAILABLE", "requestId": request_id},
+            )
+        log.error(
+            "unexpected error",
+            request_id=request_id,
+            path=list(error.path or []),
+            exc_info=original,
+        )
+        return GraphQLError(
+            f"Unexpected error (request id {request_id}).",
+            nodes=error.nodes,
+            path=error.path,
+            extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
+        )
+
+
+def schema_extensions(limits: Limits) -> list[Callable[[], SchemaExtension]]:
+    extensions: list[Callable[[], SchemaExtension]] = [
+        # Parsing and validating the same document on every request costs most of a small
+        # request's time; both caches are keyed by the document text and bounded.
+        lambda: ParserCache(maxsize=256),
+        lambda: ValidationCache(maxsize=256),
+        lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
+        lambda: QueryDepthLimiter(max_depth=limits.max_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=limits.max_aliases),
+        MaskUnexpectedErrors,
+    ]
+    if not limits.introspection:
+        extensions.append(DisableIntrospection)
+    return extensions
