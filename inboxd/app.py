@@ -8,6 +8,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +18,8 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -35,6 +37,8 @@ from schema.extensions import UNAVAILABLE_ERRORS, Limits
 from storage import api_keys
 
 log = get_logger("inboxd.http")
+STATIC_DIR = Path(__file__).parent / "static"
+GRAPHIQL_HTML = (STATIC_DIR / "graphiql.html").read_text(encoding="utf-8")
 
 
 class InboxdGraphQL(GraphQL[Context, None]):
@@ -67,6 +71,12 @@ class InboxdGraphQL(GraphQL[Context, None]):
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
+
+    @property
+    def graphql_ide_html(self) -> str:
+        # Strawberry's page loads GraphiQL from a CDN and is blank offline; this one loads the
+        # copies inboxd ships under /static/graphiql.
+        return GRAPHIQL_HTML
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         context = Context(
@@ -227,6 +237,11 @@ def create_app(
             Route("/readyz", readyz),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
+            *(
+                [Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")]
+                if settings.graphiql_enabled
+                else []
+            ),
         ],
         middleware=[
             Middleware(RequestLogMiddleware),

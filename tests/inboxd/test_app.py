@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from pathlib import Path
 
 import httpx
@@ -54,6 +55,11 @@ async def test_graphiql_is_served_only_when_enabled(base_url, state):
     async with httpx.AsyncClient(base_url=base_url) as http:
         page = await http.get("/graphql", headers={"accept": "text/html"})
         assert page.status_code == 200 and "graphiql" in page.text.lower()
+        # Everything the page loads is served by inboxd: it works without internet access.
+        assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert assets and all(a.startswith("/static/") for a in assets)
+        for asset in assets:
+            assert (await http.get(asset)).status_code == 200
     production = Settings(environment="production")
     assert production.graphiql_enabled is False
     server, task, url = await serve_app(create_app(production, state))
@@ -61,6 +67,7 @@ async def test_graphiql_is_served_only_when_enabled(base_url, state):
         async with httpx.AsyncClient(base_url=url) as http:
             page = await http.get("/graphql", headers={"accept": "text/html"})
             assert "graphiql" not in page.text.lower()
+            assert (await http.get("/static/graphiql/graphiql.min.js")).status_code == 404
     finally:
         server.should_exit = True
         await task
