@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import base64
 import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from resolvers.domain import fill_from_discovery
+from resolvers.pagination import check_first, decode_cursor
 from resolvers.state import AppState
 from resolvers.validation import (
     FieldIssue,
-    InputInvalid,
     Problems,
     camel,
     normalize_create,
@@ -57,16 +56,8 @@ async def list_inboxes(
     after: str | None,
     flt: inboxes.InboxFilter,
 ) -> inboxes.Page:
-    if not 0 <= first <= state.max_page_size:
-        raise InputInvalid(
-            [FieldIssue("first", f"must be between 0 and {state.max_page_size} (got {first})")]
-        )
-    cursor = None
-    if after:
-        try:
-            cursor = inboxes.decode_cursor(after)
-        except ValueError as exc:
-            raise InputInvalid([FieldIssue("after", "is not a cursor from this API")]) from exc
+    check_first(first, state.max_page_size)
+    cursor = decode_cursor(after)
     async with state.db.sessions() as session:
         return await inboxes.list_inboxes(
             session, principal.workspace_id, first=first, after=cursor, flt=flt
@@ -260,33 +251,15 @@ async def get_test(state: AppState, principal: Principal, raw_id: str) -> Connec
             return None
 
 
-def encode_test_cursor(test: ConnectionTest) -> str:
-    return base64.urlsafe_b64encode(test.created_at.isoformat().encode()).decode().rstrip("=")
-
-
 async def list_tests(
     state: AppState, principal: Principal, inbox_id: str, *, first: int, after: str | None
 ) -> tuple[list[ConnectionTest], bool]:
-    if not 0 <= first <= state.max_page_size:
-        raise InputInvalid(
-            [FieldIssue("first", f"must be between 0 and {state.max_page_size} (got {first})")]
-        )
-    before = None
-    if after:
-        try:
-            padded = after + "=" * (-len(after) % 4)
-            before = datetime.fromisoformat(base64.urlsafe_b64decode(padded).decode())
-        except ValueError as exc:
-            raise InputInvalid([FieldIssue("after", "is not a cursor from this API")]) from exc
+    check_first(first, state.max_page_size)
+    before = decode_cursor(after)
     async with state.db.sessions() as session:
         return await jobs.list_tests(
             session, principal.workspace_id, parse_id(inbox_id), first=first, before=before
         )
-
-
-def encode_audit_cursor(event: AuditEvent) -> str:
-    raw = f"{event.at.isoformat()}|{event.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 async def audit_log(
@@ -297,18 +270,8 @@ async def audit_log(
     after: str | None,
     inbox_id: str | None,
 ) -> tuple[list[AuditEvent], bool]:
-    if not 0 <= first <= state.max_page_size:
-        raise InputInvalid(
-            [FieldIssue("first", f"must be between 0 and {state.max_page_size} (got {first})")]
-        )
-    before = None
-    if after:
-        try:
-            padded = after + "=" * (-len(after) % 4)
-            at, _, last_id = base64.urlsafe_b64decode(padded).decode().partition("|")
-            before = (datetime.fromisoformat(at), uuid.UUID(last_id))
-        except ValueError as exc:
-            raise InputInvalid([FieldIssue("after", "is not a cursor from this API")]) from exc
+    check_first(first, state.max_page_size)
+    before = decode_cursor(after)
     inbox = parse_id(inbox_id, "inboxId") if inbox_id else None
     async with state.db.sessions() as session:
         return await audit.list_events(

@@ -3,6 +3,7 @@ from __future__ import annotations
 import strawberry
 
 from resolvers import domain, inboxes
+from resolvers.pagination import encode_cursor
 from resolvers.validation import InputInvalid
 from schema.context import Info, bad_input, caller, unavailable
 from schema.inputs import EmailInboxFilter
@@ -15,11 +16,11 @@ from schema.types import (
     EmailInboxConnection,
     EmailInboxEdge,
     MailSettingsDiscovery,
-    PageInfo,
     Viewer,
     WorkspaceInfo,
+    page_info,
 )
-from storage.inboxes import InboxFilter, encode_cursor
+from storage.inboxes import InboxFilter
 from storage.models import Permission
 
 
@@ -66,12 +67,7 @@ class Query:
         ]
         return EmailInboxConnection(
             edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next_page,
-                has_previous_page=after is not None,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=edges[-1].cursor if edges else None,
-            ),
+            page_info=page_info([e.cursor for e in edges], page.has_next_page, after),
             total_count=page.total_count,
         )
 
@@ -113,17 +109,11 @@ class Query:
         except InputInvalid as exc:
             raise bad_input(exc) from None
         edges = [
-            AuditEventEdge(cursor=inboxes.encode_audit_cursor(r), node=AuditEvent.from_row(r))
+            AuditEventEdge(cursor=encode_cursor(r.at, r.id), node=AuditEvent.from_row(r))
             for r in rows
         ]
         return AuditEventConnection(
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=has_next,
-                has_previous_page=after is not None,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=edges[-1].cursor if edges else None,
-            ),
+            edges=edges, page_info=page_info([e.cursor for e in edges], has_next, after)
         )
 
     @strawberry.field(description="Who is calling: workspace, permissions, inbox usage and limit.")

@@ -12,6 +12,7 @@ from strawberry.scalars import JSON
 
 from mail import discovery, dns_checks, presets, results
 from resolvers import inboxes
+from resolvers.pagination import encode_cursor
 from resolvers.validation import InputInvalid
 from schema.context import Info, bad_input, caller
 from storage import models
@@ -242,18 +243,12 @@ class EmailInbox:
             raise bad_input(exc) from None
         edges = [
             ConnectionTestEdge(
-                cursor=inboxes.encode_test_cursor(r), node=ConnectionTest.from_row(r)
+                cursor=encode_cursor(r.created_at, r.id), node=ConnectionTest.from_row(r)
             )
             for r in rows
         ]
         return ConnectionTestConnection(
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=has_next,
-                has_previous_page=after is not None,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=edges[-1].cursor if edges else None,
-            ),
+            edges=edges, page_info=page_info([e.cursor for e in edges], has_next, after)
         )
 
     @classmethod
@@ -298,6 +293,15 @@ class PageInfo:
     has_previous_page: bool
     start_cursor: str | None
     end_cursor: str | None
+
+
+def page_info(cursors: list[str], has_next: bool, after: str | None) -> PageInfo:
+    return PageInfo(
+        has_next_page=has_next,
+        has_previous_page=after is not None,
+        start_cursor=cursors[0] if cursors else None,
+        end_cursor=cursors[-1] if cursors else None,
+    )
 
 
 @strawberry.type

@@ -6,7 +6,6 @@ indistinguishable from one that does not exist.
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -175,18 +174,6 @@ class Page:
     items: list[EmailInbox]
     has_next_page: bool
     total_count: int
-
-
-def encode_cursor(created_at: datetime, inbox_id: uuid.UUID) -> str:
-    raw = f"{created_at.isoformat()}|{inbox_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """Raises ValueError for anything that is not a cursor this server made."""
-    padded = cursor + "=" * (-len(cursor) % 4)
-    created, _, inbox_id = base64.urlsafe_b64decode(padded.encode()).decode().partition("|")
-    return datetime.fromisoformat(created), uuid.UUID(inbox_id)
 
 
 def _escape_like(term: str) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -208,21 +208,27 @@ async def list_tests(
     inbox_id: uuid.UUID,
     *,
     first: int,
-    before: datetime | None = None,
+    before: tuple[datetime, uuid.UUID] | None = None,
 ) -> tuple[list[ConnectionTest], bool]:
-    """Newest first."""
+    """Newest first, after the (created_at, id) cursor ``before``."""
     clauses: list[Any] = [
         col(ConnectionTest.workspace_id) == workspace_id,
         col(ConnectionTest.inbox_id) == inbox_id,
     ]
     if before is not None:
-        clauses.append(col(ConnectionTest.created_at) < before)
+        at, last_id = before
+        clauses.append(
+            or_(
+                col(ConnectionTest.created_at) < at,
+                and_(col(ConnectionTest.created_at) == at, col(ConnectionTest.id) < last_id),
+            )
+        )
     rows = list(
         (
             await session.execute(
                 select(ConnectionTest)
                 .where(*clauses)
-                .order_by(col(ConnectionTest.created_at).desc())
+                .order_by(col(ConnectionTest.created_at).desc(), col(ConnectionTest.id).desc())
                 .limit(first + 1)
             )
         ).scalars()
