@@ -8,11 +8,12 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
+from cross_web import HTTPException
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -23,8 +24,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
+from strawberry.http import GraphQLRequestData
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from inboxd.guards import RequestGuard, TokenBuckets
 from inboxd.logs import get_logger
@@ -37,6 +42,10 @@ from schema.extensions import UNAVAILABLE_ERRORS, Limits
 from storage import api_keys
 
 log = get_logger("inboxd.http")
+HTTP_OPERATIONS = {
+    "GET": {OperationType.QUERY},
+    "POST": {OperationType.QUERY, OperationType.MUTATION},
+}
 STATIC_DIR = Path(__file__).parent / "static"
 GRAPHIQL_HTML = (STATIC_DIR / "graphiql.html").read_text(encoding="utf-8")
 
@@ -71,6 +80,18 @@ class InboxdGraphQL(GraphQL[Context, None]):
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
+
+    def decode_json(self, data: str | bytes) -> object:
+        return orjson.loads(data)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        try:
+            parsed = self.decode_json(data)
+        except (ValueError, UnicodeDecodeError) as exc:  # orjson's errors are ValueErrors
+            raise HTTPException(400, "The request body is not valid JSON (UTF-8).") from exc
+        if not isinstance(parsed, dict | list):
+            raise HTTPException(400, 'The request body must be a JSON object: {"query": ...}.')
+        return parsed
 
     @property
     def graphql_ide_html(self) -> str:
@@ -118,6 +139,9 @@ class InboxdGraphQL(GraphQL[Context, None]):
         context.counted = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+            return
         if scope["type"] != "websocket":
             await super().__call__(scope, receive, send)
             return
@@ -156,6 +180,58 @@ class InboxdGraphQL(GraphQL[Context, None]):
                 self.connections[context.principal.api_key_id] -= 1
                 if self.connections[context.principal.api_key_id] <= 0:
                     del self.connections[context.principal.api_key_id]
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: Any,
+        sub_response: Any,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        # Strawberry would also run subscriptions here, for multipart/SSE streaming, which
+        # inboxd does not offer: over plain HTTP a subscription is a clear 400, not a crash.
+        allowed = HTTP_OPERATIONS[request_adapter.method]
+        try:
+            return await self.schema.execute(
+                request_data.query,
+                root_value=root_value,
+                variable_values=request_data.variables,
+                context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types=allowed,
+                operation_extensions=request_data.extensions,
+            )
+        except CannotGetOperationTypeError as exc:
+            raise HTTPException(400, exc.as_http_error_reason()) from exc
+        except InvalidOperationTypeError as exc:
+            if exc.operation_type is OperationType.SUBSCRIPTION:
+                raise HTTPException(
+                    400,
+                    "Subscriptions are served over a websocket at /graphql "
+                    "(protocol graphql-transport-ws), not over HTTP.",
+                ) from exc
+            raise HTTPException(400, exc.as_http_error_reason(request_adapter.method)) from exc
+        except MissingQueryError as exc:
+            raise HTTPException(400, "No GraphQL query found in the request.") from exc
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Strawberry answers malformed requests in plain text; clients expect GraphQL's JSON.
+        try:
+            response = await self.run(Request(scope=scope, receive=receive))
+        except HTTPException as exc:
+            response = Response(
+                orjson.dumps(
+                    {
+                        "data": None,
+                        "errors": [{"message": exc.reason, "extensions": {"code": "BAD_REQUEST"}}],
+                    }
+                ),
+                status_code=exc.status_code,
+                media_type="application/json",
+            )
+        await response(scope, receive, send)
 
 
 class RequestLogMiddleware:

@@ -259,21 +259,27 @@ async def resolve_checked(endpoint: Endpoint, settings: ProbeSettings) -> Resolv
         raise ProbeFailure(exc.code, exc.message, field=exc.field) from None
 
 
-async def attempt(body: Callable[[], Awaitable[None]], within: float) -> ProbeFailure | None:
+async def attempt(
+    body: Callable[[], Awaitable[None]], within: float, step_timeout: float | None = None
+) -> ProbeFailure | None:
     """Run `body` within `within` seconds; None on success, else the failure to report.
 
     Every exception is translated (ProbeFailure as is, others by _classify), so a caller
-    never raises for a peer's behaviour.
+    never raises for a peer's behaviour. A timeout names the limit that fired: the whole
+    probe's (`within`) or one step's (`step_timeout`, the per-reply wait inside `body`).
     """
+    limit = asyncio.timeout(within)
     try:
-        async with asyncio.timeout(within):
+        async with limit:
             await body()
     except ProbeFailure as exc:
         return exc
     except TimeoutError:
-        return ProbeFailure(
-            ProbeCode.TIMEOUT, f"The server did not finish within {within:g} s.", field="host"
-        )
+        if limit.expired() or step_timeout is None:
+            message = f"The server did not finish within {within:g} s."
+        else:
+            message = f"The server stopped answering: no reply within {step_timeout:g} s."
+        return ProbeFailure(ProbeCode.TIMEOUT, message, field="host")
     except Exception as exc:  # a probe reports; it never raises for a peer's behaviour
         return _classify(exc)
     return None
@@ -321,7 +327,7 @@ async def _run(
         target = await resolve_checked(endpoint, settings)
         await steps(endpoint, settings, target, facts)
 
-    failure = await attempt(body, settings.overall_timeout)
+    failure = await attempt(body, settings.overall_timeout, settings.connect_timeout)
 
     latency_ms = int((time.monotonic() - started) * 1000)
     if failure is None:
