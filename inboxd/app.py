@@ -17,7 +17,7 @@ from cross_web import HTTPException
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -78,8 +78,10 @@ class InboxdGraphQL(GraphQL[Context, None]):
         # Open websocket connections per API key, in this process.
         self.connections: Counter[uuid.UUID] = Counter()
 
-    def encode_json(self, data: object) -> bytes:
-        return orjson.dumps(data)
+    def encode_json(self, data: object) -> str:
+        # A str, not bytes: Strawberry sends bytes as binary websocket frames, which
+        # graphql-ws clients (and browsers) do not read as messages.
+        return orjson.dumps(data).decode()
 
     def decode_json(self, data: str | bytes) -> object:
         return orjson.loads(data)
@@ -220,6 +222,8 @@ class InboxdGraphQL(GraphQL[Context, None]):
         # Strawberry answers malformed requests in plain text; clients expect GraphQL's JSON.
         try:
             response = await self.run(Request(scope=scope, receive=receive))
+        except ClientDisconnect:
+            return  # nobody is left to answer
         except HTTPException as exc:
             response = Response(
                 orjson.dumps(

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.dataloader import DataLoader
 
 from resolvers.domain import fill_from_discovery
 from resolvers.pagination import check_first, decode_cursor
@@ -46,6 +48,35 @@ async def get_inbox(state: AppState, principal: Principal, raw_id: str) -> Email
             return await inboxes.get_inbox(session, principal.workspace_id, inbox_id)
         except NotFoundError:
             return None
+
+
+async def read_shared(
+    state: AppState, principal: Principal, inbox_id: uuid.UUID, version: int
+) -> EmailInbox | None:
+    """The inbox as of event ``version``, read once per process however many subscribers
+    asked: one status change must not turn into ten thousand identical SELECTs."""
+    key = (principal.workspace_id, inbox_id, version)
+    future = state.shared_reads.get(key)
+    if future is None:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        state.shared_reads[key] = future
+        try:
+            async with state.db.sessions() as session:
+                row: EmailInbox | None = await inboxes.get_inbox(
+                    session, principal.workspace_id, inbox_id
+                )
+        except NotFoundError:
+            row = None
+        except BaseException as exc:
+            future.set_exception(exc)
+            state.shared_reads.pop(key, None)
+            raise
+        future.set_result(row)
+        # Late subscribers of the same event still share it; then it is dropped.
+        loop.call_later(5.0, state.shared_reads.pop, key, None)
+        return row
+    return cast(EmailInbox | None, await asyncio.shield(future))
 
 
 async def list_inboxes(
@@ -277,3 +308,25 @@ async def audit_log(
         return await audit.list_events(
             session, principal.workspace_id, first=first, before=before, inbox_id=inbox
         )
+
+
+TestsPage = tuple[list[ConnectionTest], bool]
+
+
+def tests_loader(state: AppState, principal: Principal) -> DataLoader[tuple[str, int], TestsPage]:
+    """Per-request batching of ``EmailInbox.connectionTests(first)``: one query for a whole
+    list of inboxes instead of one per inbox."""
+
+    async def load(keys: list[tuple[str, int]]) -> list[TestsPage]:
+        by_first: dict[int, list[uuid.UUID]] = {}
+        for raw_id, first in keys:
+            by_first.setdefault(first, []).append(uuid.UUID(raw_id))
+        pages: dict[tuple[str, int], TestsPage] = {}
+        async with state.db.sessions() as session:
+            for first, ids in by_first.items():
+                found = await jobs.latest_tests(session, principal.workspace_id, ids, first)
+                for inbox_id, page in found.items():
+                    pages[(str(inbox_id), first)] = page
+        return [pages[key] for key in keys]
+
+    return DataLoader(load_fn=load)

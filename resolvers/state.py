@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import uuid
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from mail.dns_lookup import DnsSettings
@@ -25,3 +27,7 @@ class AppState:
     verification_spacing: timedelta = timedelta(0)
     # testConnection/sendTestEmail per inbox per minute; 0 means no limit.
     tests_per_inbox_per_minute: int = 0
+    # Reads shared by every subscriber of one inbox after one event (see inboxes.read_shared).
+    shared_reads: dict[tuple[uuid.UUID, uuid.UUID, int], asyncio.Future[object]] = field(
+        default_factory=dict
+    )

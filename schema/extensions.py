@@ -9,6 +9,7 @@ import structlog
 from graphql import GraphQLError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from strawberry.extensions import (
+    AddValidationRules,
     DisableIntrospection,
     MaskErrors,
     MaxAliasesLimiter,
@@ -83,14 +84,19 @@ class MaskUnexpectedErrors(MaskErrors):
 
 
 def schema_extensions(limits: Limits) -> list[Callable[[], SchemaExtension]]:
+    # The limiters' rule classes are built once: built per request (as their constructors
+    # do), each request would bring new rules and the validation cache would never hit.
+    limit_rules = [
+        *QueryDepthLimiter(max_depth=limits.max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
+    ]
     extensions: list[Callable[[], SchemaExtension]] = [
         # Parsing and validating the same document on every request costs most of a small
         # request's time; both caches are keyed by the document text and bounded.
         lambda: ParserCache(maxsize=256),
         lambda: ValidationCache(maxsize=256),
         lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
-        lambda: QueryDepthLimiter(max_depth=limits.max_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=limits.max_aliases),
+        lambda: AddValidationRules(limit_rules),
         MaskUnexpectedErrors,
     ]
     if not limits.introspection:

@@ -80,18 +80,22 @@ class Subscription:
             lambda e: e.inbox_id == inbox_id and e.kind in INBOX_EVENT_KINDS,
         ) as watcher:
             last_version = None
+            row = await inboxes.get_inbox(state, principal, id)
+            if row is None:
+                raise GraphQLError(
+                    f"No email inbox with id {id}.", extensions={"code": "NOT_FOUND"}
+                )
             while True:
-                row = await inboxes.get_inbox(state, principal, id)
                 if row is None:
-                    if last_version is None:
-                        raise GraphQLError(
-                            f"No email inbox with id {id}.", extensions={"code": "NOT_FOUND"}
-                        )
-                    return
+                    return  # deleted
                 if row.version != last_version:
                     last_version = row.version
                     yield EmailInbox.from_row(row)
-                await watcher.queue.get()
+                item = await watcher.queue.get()
+                if isinstance(item, Event):
+                    row = await inboxes.read_shared(state, principal, inbox_id, item.version)
+                else:  # RESYNC: events may have been missed, read the current state
+                    row = await inboxes.get_inbox(state, principal, id)
 
     @strawberry.subscription(
         description="The test now, then each change; completes when the test has finished."
@@ -141,7 +145,7 @@ class Subscription:
                     continue
                 row = None
                 if item.kind is not EventKind.DELETED:
-                    row = await inboxes.get_inbox(state, principal, str(item.inbox_id))
+                    row = await inboxes.read_shared(state, principal, item.inbox_id, item.version)
                 yield EmailInboxEvent(
                     kind=EmailInboxEventKind(item.kind.value),
                     inbox_id=strawberry.ID(str(item.inbox_id)),

@@ -12,7 +12,7 @@ from strawberry.scalars import JSON
 
 from mail import discovery, dns_checks, presets, results
 from resolvers import inboxes
-from resolvers.pagination import encode_cursor
+from resolvers.pagination import check_first, encode_cursor
 from resolvers.validation import InputInvalid
 from schema.context import Info, bad_input, caller
 from storage import models
@@ -236,9 +236,18 @@ class EmailInbox:
     ) -> ConnectionTestConnection:
         principal = caller(info, Permission.VIEW_EMAIL_INBOX)
         try:
-            rows, has_next = await inboxes.list_tests(
-                info.context.state, principal, str(self.id), first=first, after=after
-            )
+            check_first(first, info.context.state.max_page_size)
+            if after is None:
+                # The usual case (a list of inboxes, each with its latest tests) is batched.
+                loader = info.context.extra.get("tests_loader")
+                if loader is None:
+                    loader = inboxes.tests_loader(info.context.state, principal)
+                    info.context.extra["tests_loader"] = loader
+                rows, has_next = await loader.load((str(self.id), first))
+            else:
+                rows, has_next = await inboxes.list_tests(
+                    info.context.state, principal, str(self.id), first=first, after=after
+                )
         except InputInvalid as exc:
             raise bad_input(exc) from None
         edges = [

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlmodel import col
 
 from storage import events
@@ -437,3 +438,38 @@ async def release(session: AsyncSession, test_id: uuid.UUID, worker_id: str) -> 
     )
     await session.execute(text(f"NOTIFY {JOBS_CHANNEL}"))
     return True
+
+
+async def latest_tests(
+    session: AsyncSession, workspace_id: uuid.UUID, inbox_ids: Sequence[uuid.UUID], first: int
+) -> dict[uuid.UUID, tuple[list[ConnectionTest], bool]]:
+    """The newest ``first`` tests of each inbox (and whether it has more), in one query."""
+    ranked = (
+        select(
+            ConnectionTest,
+            func.row_number()
+            .over(
+                partition_by=col(ConnectionTest.inbox_id),
+                order_by=(col(ConnectionTest.created_at).desc(), col(ConnectionTest.id).desc()),
+            )
+            .label("rank"),
+        )
+        .where(
+            col(ConnectionTest.workspace_id) == workspace_id,
+            col(ConnectionTest.inbox_id).in_(inbox_ids),
+        )
+        .subquery()
+    )
+    rows = await session.execute(
+        select(aliased(ConnectionTest, ranked), ranked.c.rank)
+        .where(ranked.c.rank <= first + 1)
+        .order_by(ranked.c.inbox_id, ranked.c.rank)
+    )
+    found: dict[uuid.UUID, tuple[list[ConnectionTest], bool]] = {i: ([], False) for i in inbox_ids}
+    for test, rank in rows:
+        tests, _ = found[test.inbox_id]
+        if rank <= first:
+            tests.append(test)
+        else:
+            found[test.inbox_id] = (tests, True)
+    return found

@@ -38,6 +38,9 @@ class WSClient:
 
     async def receive(self, timeout: float = 10) -> dict[str, Any]:
         raw = await asyncio.wait_for(self.connection.recv(), timeout)
+        # graphql-transport-ws messages are text frames; browsers and graphql-ws clients
+        # do not read binary ones.
+        assert isinstance(raw, str), f"binary websocket frame: {raw!r}"
         return json.loads(raw)  # type: ignore[no-any-return]
 
     async def subscribe(self, query: str, variables: dict[str, Any] | None = None) -> str:
