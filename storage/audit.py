@@ -6,10 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from storage.db import older_than
 from storage.models import AuditEvent
 
 
@@ -49,13 +50,7 @@ async def list_events(
     if inbox_id is not None:
         clauses.append(col(AuditEvent.inbox_id) == inbox_id)
     if before is not None:
-        at, last_id = before
-        clauses.append(
-            or_(
-                col(AuditEvent.at) < at,
-                and_(col(AuditEvent.at) == at, col(AuditEvent.id) < last_id),
-            )
-        )
+        clauses.append(older_than(col(AuditEvent.at), col(AuditEvent.id), before))
     rows = list(
         (
             await session.execute(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from sqlalchemy import ColumnElement, and_, or_
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -78,3 +82,11 @@ def create_database(
     )
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     return Database(url=url, engine=engine, sessions=sessions)
+
+
+def older_than(
+    at_column: Any, id_column: Any, cursor: tuple[datetime, uuid.UUID]
+) -> ColumnElement[bool]:
+    """Keyset condition for newest-first pages: rows after ``cursor`` in (at, id) order."""
+    at, row_id = cursor
+    return or_(at_column < at, and_(at_column == at, id_column < row_id))

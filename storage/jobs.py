@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlmodel import col
 
 from storage import events
+from storage.db import older_than
 from storage.errors import NotFoundError
 from storage.models import (
     OPEN_TEST_STATES,
@@ -217,13 +218,7 @@ async def list_tests(
         col(ConnectionTest.inbox_id) == inbox_id,
     ]
     if before is not None:
-        at, last_id = before
-        clauses.append(
-            or_(
-                col(ConnectionTest.created_at) < at,
-                and_(col(ConnectionTest.created_at) == at, col(ConnectionTest.id) < last_id),
-            )
-        )
+        clauses.append(older_than(col(ConnectionTest.created_at), col(ConnectionTest.id), before))
     rows = list(
         (
             await session.execute(

@@ -359,7 +359,7 @@ async def test_revoked_key_subscriptions_end(database_url, certs, keyring, make_
 
 # --- audit trail --------------------------------------------------------------------------
 
-AUDIT = """query($inboxId: ID, $after: String) { auditLog(first: 10, inboxId: $inboxId,
+AUDIT = """query($inboxId: ID, $after: String) { auditLog(first: 4, inboxId: $inboxId,
   after: $after) { edges { cursor node { action inboxId apiKeyPrefix clientAddress details at } }
   pageInfo { hasNextPage endCursor } } }"""
 
@@ -403,3 +403,43 @@ async def test_audit_trail(make_tenant, db, anonymous):
     assert (await stranger.client(AUDIT, {"inboxId": inbox["id"]})).data["auditLog"]["edges"] == []
     view_only = await tenant.key_with(db, Permission.VIEW_EMAIL_INBOX)
     assert (await anonymous.with_key(view_only)(AUDIT, {})).error_codes() == ["FORBIDDEN"]
+
+
+async def test_audit_log_and_test_history_page_by_cursor(tenant, db):
+    inbox = (await tenant.client(CREATE, {"input": minimal_input("paged@example.com")})).data[
+        "createEmailInbox"
+    ]["inbox"]
+    for i in range(4):
+        await tenant.client(UPDATE, {"id": inbox["id"], "input": {"name": f"name {i}"}})
+        async with db.transaction() as session:  # finish the open test, as a worker would
+            await session.execute(
+                update(ConnectionTest)
+                .where(ConnectionTest.inbox_id == uuid.UUID(inbox["id"]))
+                .values(state="PASSED")
+            )
+        await tenant.client(TEST_CONNECTION, {"id": inbox["id"]})
+
+    actions, after = [], None
+    while True:
+        page = (await tenant.client(AUDIT, {"inboxId": inbox["id"], "after": after})).data[
+            "auditLog"
+        ]
+        actions += [edge["node"]["action"] for edge in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert len(actions) == 9 and actions[-1] == "INBOX_CREATED"  # 1 create, 4 updates, 4 tests
+
+    history_query = """query($id: ID!, $after: String) { emailInbox(id: $id) {
+      connectionTests(first: 2, after: $after) { edges { node { id } }
+        pageInfo { hasNextPage endCursor } } } }"""
+    seen, after = [], None
+    while True:
+        page = (await tenant.client(history_query, {"id": inbox["id"], "after": after})).data[
+            "emailInbox"
+        ]["connectionTests"]
+        seen += [edge["node"]["id"] for edge in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert len(seen) == len(set(seen)) == 5  # the create's test and four requested ones
