@@ -3,20 +3,25 @@ LISTEN hub before its first read, so no change can slip between the read and the
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from enum import Enum
+from functools import partial
+from typing import TypeVar
 
 import strawberry
 from graphql import GraphQLError
 
 from resolvers import inboxes
 from schema.context import Info, caller
+from schema.extensions import UNAVAILABLE_ERRORS
 from schema.types import ConnectionTest, EmailInbox
 from storage.events import Event, EventKind
 from storage.listener import EventHub
 from storage.models import Permission, TestState
 
+T = TypeVar("T")
 FINAL_TEST_STATES = {TestState.PASSED.value, TestState.FAILED.value, TestState.CANCELLED.value}
 
 
@@ -38,6 +43,19 @@ class EmailInboxEvent:
     inbox_id: strawberry.ID | None
     version: int | None
     inbox: EmailInbox | None = strawberry.field(description="Current state; null once deleted.")
+
+
+async def _read(read: Callable[[], Awaitable[T]]) -> T:
+    """A subscription's read, retried through a short database outage instead of ending the
+    subscription: the listener has just reconnected, the pool may still be catching up."""
+    delay = 0.2
+    for _ in range(8):
+        try:
+            return await read()
+        except UNAVAILABLE_ERRORS:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 3.0)
+    return await read()
 
 
 def _hub(info: Info) -> EventHub:
@@ -93,9 +111,11 @@ class Subscription:
                     yield EmailInbox.from_row(row)
                 item = await watcher.queue.get()
                 if isinstance(item, Event):
-                    row = await inboxes.read_shared(state, principal, inbox_id, item.version)
+                    row = await _read(
+                        partial(inboxes.read_shared, state, principal, inbox_id, item.version)
+                    )
                 else:  # RESYNC: events may have been missed, read the current state
-                    row = await inboxes.get_inbox(state, principal, id)
+                    row = await _read(partial(inboxes.get_inbox, state, principal, id))
 
     @strawberry.subscription(
         description="The test now, then each change; completes when the test has finished."
@@ -112,7 +132,7 @@ class Subscription:
         ) as watcher:
             last_version = None
             while True:
-                row = await inboxes.get_test(state, principal, id)
+                row = await _read(partial(inboxes.get_test, state, principal, id))
                 if row is None:
                     if last_version is None:
                         raise GraphQLError(
@@ -145,7 +165,9 @@ class Subscription:
                     continue
                 row = None
                 if item.kind is not EventKind.DELETED:
-                    row = await inboxes.read_shared(state, principal, item.inbox_id, item.version)
+                    row = await _read(
+                        partial(inboxes.read_shared, state, principal, item.inbox_id, item.version)
+                    )
                 yield EmailInboxEvent(
                     kind=EmailInboxEventKind(item.kind.value),
                     inbox_id=strawberry.ID(str(item.inbox_id)),

@@ -66,10 +66,9 @@ def create_database(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        # No pre-ping: it costs three round trips per checkout. A connection that died with
-        # the server fails its request once (answered SERVICE_UNAVAILABLE), and SQLAlchemy
-        # then invalidates the pool so the next checkouts reconnect.
-        pool_pre_ping=False,
+        # Pre-ping costs three round trips per checkout, but without it every pooled connection
+        # left from before a database restart fails one request or subscription read first.
+        pool_pre_ping=True,
         pool_recycle=1800,
         pool_timeout=connect_timeout,
         connect_args={

@@ -3,10 +3,11 @@
 Three numbers per operation, all measured on the engine the running server uses:
 
 - ``statements``: SQL statements SQLAlchemy sends (``before_cursor_execute``).
-- ``checkouts``: pool checkouts, i.e. sessions opened. Each costs two round trips of
-  transaction control (``BEGIN`` and ``COMMIT``/``ROLLBACK``); the pool does not pre-ping.
+- ``checkouts``: pool checkouts, i.e. sessions opened. With ``pool_pre_ping=True`` each one
+  costs three extra round trips before the first statement (``BEGIN; SELECT ;; ROLLBACK``),
+  plus two of transaction control (``BEGIN`` and ``COMMIT``/``ROLLBACK``).
 - ``round_trips``: everything asyncpg sends and waits for: the statements above plus the
-  transaction control (asyncpg's query logger sees those).
+  transaction control and pre-ping queries (asyncpg's query logger sees those).
 
 The counts are exact on purpose: a change that adds a query makes a test here fail, and whoever
 made it either removes the query or updates the count and its comment. The list tests pin the
@@ -100,8 +101,8 @@ class Recorder:
 
     def _connect(self, dbapi_connection: Any, _record: Any) -> None:
         # asyncpg's own query logger sees what SQLAlchemy sends outside cursor.execute:
-        # BEGIN/COMMIT/ROLLBACK (prepared statements it runs for cursor.execute are not
-        # logged, so nothing is counted twice).
+        # BEGIN/COMMIT/ROLLBACK and the pre-ping's "SELECT ;" (prepared statements it runs for
+        # cursor.execute are not logged, so nothing is counted twice).
         dbapi_connection._connection.add_query_logger(self._query)
 
     @contextmanager
@@ -135,8 +136,8 @@ async def recording(engine: AsyncEngine) -> AsyncIterator[Recorder]:
 
 
 async def measured(engine: AsyncEngine, operation: Any) -> Counts:
-    """Run ``operation`` once to warm the pool and the statement caches, then count a second
-    run (so creates must vary their input)."""
+    """Run ``operation`` once to warm the pool and the statement caches (a fresh connection
+    skips its first pre-ping), then count a second run (so creates must vary their input)."""
     async with recording(engine) as recorder:
         await operation()
         await asyncio.sleep(0.05)
@@ -188,8 +189,8 @@ async def test_create_inbox(tenant, state):
     assert len(counts.statements) == 13, counts.listing()
     # Two sessions: one for authentication, one for the mutation.
     assert counts.checkouts == 2
-    # + per session: BEGIN, COMMIT = 2 each.
-    assert counts.round_trips == 13 + 2 * 2, counts.control
+    # + per session: pre-ping (BEGIN, ";", ROLLBACK), BEGIN, COMMIT = 5 each.
+    assert counts.round_trips == 13 + 2 * 5, counts.control
 
 
 async def test_read_one_inbox(tenant, state):
@@ -204,8 +205,8 @@ async def test_read_one_inbox(tenant, state):
     # 1 SELECT api_key, 2 UPDATE api_key.last_used_at, 3 SELECT email_inbox by id + workspace.
     assert len(counts.statements) == 3, counts.listing()
     assert counts.checkouts == 2
-    # Authentication: BEGIN + COMMIT; read: BEGIN + ROLLBACK.
-    assert counts.round_trips == 3 + 2 * 2, counts.control
+    # Authentication: pre-ping (3) + BEGIN + COMMIT; read: pre-ping (3) + BEGIN + ROLLBACK.
+    assert counts.round_trips == 3 + 2 * 5, counts.control
 
 
 @pytest.fixture
@@ -234,7 +235,7 @@ async def test_list_is_constant_in_page_size(fifty, state):
     # 3 SELECT the page (LIMIT first + 1), 4 SELECT count(*) for totalCount.
     assert len(five.statements) == 4, five.listing()
     assert five.checkouts == 2
-    assert five.round_trips == 4 + 2 * 2, five.control
+    assert five.round_trips == 4 + 2 * 5, five.control
     # No N+1: fifty rows cost exactly what five do.
     assert all_fifty.summary() == five.summary()
 
@@ -313,4 +314,4 @@ async def test_verification_job(jobs_stack):
     #  10 UPDATE email_inbox (status FAILED) ... RETURNING, 11 pg_notify STATUS_CHANGED
     assert len(counts.statements) == 11, counts.listing()
     assert counts.checkouts == 3
-    assert counts.round_trips == 11 + 3 * 2, counts.control
+    assert counts.round_trips == 11 + 3 * 5, counts.control
