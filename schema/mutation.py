@@ -88,6 +88,25 @@ def _warnings(write: InboxWrite) -> list[FieldError]:
     return [FieldError.from_issue(w) for w in write.warnings]
 
 
+async def _queue_test(
+    info: Info, id: strawberry.ID, *, round_trip: bool, to: str | None = None
+) -> TestConnectionPayload:
+    """testConnection and sendTestEmail: both queue a connection test of the inbox."""
+    principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
+    try:
+        test = await inboxes.test_connection(
+            info.context.state,
+            principal,
+            id,
+            round_trip=round_trip,
+            to=to,
+            client_address=info.context.client_address,
+        )
+    except (InputInvalid, StorageError) as exc:
+        return user_error(exc)  # type: ignore[return-value]
+    return TestConnectionSuccess(connection_test=ConnectionTest.from_row(test))
+
+
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
@@ -153,18 +172,7 @@ class Mutation:
     async def test_connection(
         self, info: Info, id: strawberry.ID, round_trip: bool = False
     ) -> TestConnectionPayload:
-        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
-        try:
-            test = await inboxes.test_connection(
-                info.context.state,
-                principal,
-                id,
-                round_trip=round_trip,
-                client_address=info.context.client_address,
-            )
-        except (InputInvalid, StorageError) as exc:
-            return user_error(exc)  # type: ignore[return-value]
-        return TestConnectionSuccess(connection_test=ConnectionTest.from_row(test))
+        return await _queue_test(info, id, round_trip=round_trip)
 
     @strawberry.mutation(
         description="Send a real test message through the inbox's SMTP, to `to` or (default) "
@@ -174,19 +182,7 @@ class Mutation:
     async def send_test_email(
         self, info: Info, id: strawberry.ID, to: str | None = None
     ) -> TestConnectionPayload:
-        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
-        try:
-            test = await inboxes.test_connection(
-                info.context.state,
-                principal,
-                id,
-                round_trip=True,
-                to=to,
-                client_address=info.context.client_address,
-            )
-        except (InputInvalid, StorageError) as exc:
-            return user_error(exc)  # type: ignore[return-value]
-        return TestConnectionSuccess(connection_test=ConnectionTest.from_row(test))
+        return await _queue_test(info, id, round_trip=True, to=to)
 
     @strawberry.mutation(
         description="Check the inbox domain's MX, SPF, DKIM and DMARC records again, now."
