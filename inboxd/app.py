@@ -38,7 +38,8 @@ from resolvers.auth import authenticate, key_from_connection_params, key_from_he
 from resolvers.state import AppState
 from schema import build_schema
 from schema.context import Context
-from schema.extensions import UNAVAILABLE_ERRORS, Limits
+from schema.extensions import UNAVAILABLE_ERRORS, Limits, limit_rules
+from schema.fastpath import Fallback, PlanCache
 from storage import api_keys
 
 log = get_logger("inboxd.http")
@@ -52,15 +53,15 @@ GRAPHIQL_HTML = (STATIC_DIR / "graphiql.html").read_text(encoding="utf-8")
 
 class InboxdGraphQL(GraphQL[Context, None]):
     def __init__(self, state: AppState, settings: Settings) -> None:
+        limits = Limits(
+            max_depth=settings.max_query_depth,
+            max_aliases=settings.max_aliases,
+            max_tokens=settings.max_tokens,
+            introspection=settings.introspection_enabled,
+        )
+        schema = build_schema(limits)
         super().__init__(
-            build_schema(
-                Limits(
-                    max_depth=settings.max_query_depth,
-                    max_aliases=settings.max_aliases,
-                    max_tokens=settings.max_tokens,
-                    introspection=settings.introspection_enabled,
-                )
-            ),
+            schema,
             graphql_ide="graphiql" if settings.graphiql_enabled else None,
             allow_queries_via_get=True,
             subscription_protocols=(
@@ -77,6 +78,8 @@ class InboxdGraphQL(GraphQL[Context, None]):
         self.settings = settings
         # Open websocket connections per API key, in this process.
         self.connections: Counter[uuid.UUID] = Counter()
+        # Compiled plans for the queries clients send over and over (see schema.fastpath).
+        self.plans = PlanCache(schema._schema, limit_rules(limits), max_tokens=settings.max_tokens)
 
     def encode_json(self, data: object) -> str:
         # A str, not bytes: Strawberry sends bytes as binary websocket frames, which
@@ -218,10 +221,46 @@ class InboxdGraphQL(GraphQL[Context, None]):
         except MissingQueryError as exc:
             raise HTTPException(400, "No GraphQL query found in the request.") from exc
 
+    async def _compiled(self, request: Request) -> Response | None:
+        """The answer of a compiled plan (``schema.fastpath``), or None: Strawberry answers.
+
+        Only POSTed JSON queries whose document compiled; anything unusual (bad JSON, bad
+        variables, an error in a resolver) goes to Strawberry, which reports it exactly.
+        """
+        if request.method != "POST":
+            return None
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(body, dict):
+            return None
+        query, operation_name = body.get("query"), body.get("operationName")
+        variables = body.get("variables")
+        if (
+            not isinstance(query, str)
+            or not isinstance(operation_name, str | None)
+            or not isinstance(variables, dict | None)
+        ):
+            return None
+        plan = self.plans.get(query, operation_name)
+        if plan is None:
+            return None
+        coerced = plan.coerce_variables(variables or {})
+        if coerced is None:
+            return None
+        context = await self.get_context(request, None)
+        try:
+            data = await plan.execute(context, coerced)
+        except Fallback:
+            return await self.run(request, context=context)
+        return Response(orjson.dumps({"data": data}), media_type="application/json")
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Strawberry answers malformed requests in plain text; clients expect GraphQL's JSON.
         try:
-            response = await self.run(Request(scope=scope, receive=receive))
+            request = Request(scope=scope, receive=receive)
+            response = await self._compiled(request) or await self.run(request)
         except ClientDisconnect:
             return  # nobody is left to answer
         except HTTPException as exc:
@@ -311,7 +350,7 @@ def create_app(
             if on_shutdown is not None:
                 await on_shutdown()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
@@ -334,3 +373,5 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+    app.state.graphql = graphql
+    return app

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import structlog
 from graphql import GraphQLError
+from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from strawberry.extensions import (
     AddValidationRules,
-    DisableIntrospection,
     MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
@@ -83,22 +83,29 @@ class MaskUnexpectedErrors(MaskErrors):
         )
 
 
-def schema_extensions(limits: Limits) -> list[Callable[[], SchemaExtension]]:
-    # The limiters' rule classes are built once: built per request (as their constructors
-    # do), each request would bring new rules and the validation cache would never hit.
-    limit_rules = [
+def limit_rules(limits: Limits) -> list[type[ASTValidationRule]]:
+    """Validation rules beyond the specification's, shared by Strawberry's validation and the
+    compiled fast path (``schema.fastpath``), so both accept the same documents."""
+    rules = [
         *QueryDepthLimiter(max_depth=limits.max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
     ]
+    if not limits.introspection:
+        rules.append(NoSchemaIntrospectionCustomRule)
+    return rules
+
+
+def schema_extensions(limits: Limits) -> list[Callable[[], SchemaExtension]]:
+    # The limiters' rule classes are built once: built per request (as their constructors
+    # do), each request would bring new rules and the validation cache would never hit.
+    rules = limit_rules(limits)
     extensions: list[Callable[[], SchemaExtension]] = [
         # Parsing and validating the same document on every request costs most of a small
         # request's time; both caches are keyed by the document text and bounded.
         lambda: ParserCache(maxsize=256),
         lambda: ValidationCache(maxsize=256),
         lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
-        lambda: AddValidationRules(limit_rules),
+        lambda: AddValidationRules(rules),
         MaskUnexpectedErrors,
     ]
-    if not limits.introspection:
-        extensions.append(DisableIntrospection)
     return extensions

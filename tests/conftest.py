@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from starlette.applications import Starlette
 
 from inboxd.app import create_app
 from inboxd.logs import configure_logging
@@ -152,6 +153,7 @@ class Stack:
     state: AppState
     base_url: str
     background: Background
+    app: Starlette
 
 
 @asynccontextmanager
@@ -175,7 +177,7 @@ async def running_stack(
     assert state.hub is not None
     await asyncio.wait_for(state.hub.wait_connected(), 10)
     try:
-        yield Stack(settings, state, url, background)
+        yield Stack(settings, state, url, background, app)
     finally:
         server.should_exit = True
         await task

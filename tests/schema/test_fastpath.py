@@ -1,0 +1,238 @@
+"""The compiled executor (``schema.fastpath``) answers exactly as Strawberry and graphql-core do.
+
+Each document runs both ways on the same database and context: through ``Plan.execute`` and
+through ``strawberry.Schema.execute``. The answers must be byte-identical once encoded (same
+keys, same order, same serialised values). Documents the plan cannot answer exactly (errors,
+directives, introspection) must fall back to Strawberry, and the HTTP answer must then be
+Strawberry's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import graphql
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis_graphql import queries
+from sqlalchemy import text
+
+from inboxd.app import InboxdGraphQL
+from mail.results import ProbeCode, ProbeResult
+from resolvers.auth import authenticate
+from schema.context import Context
+from schema.fastpath import Fallback
+from tests.conftest import Stack, Tenant
+from tests.schema.fragments import CREATE, GET, INBOX_FIELDS, LIST, minimal_input
+
+SCHEMA = (Path(__file__).resolve().parents[2] / "schema.graphql").read_text()
+
+NESTED = """
+query Nested($id: ID!, $first: Int!) {
+  first: emailInbox(id: $id) { ...Basics }
+  first: emailInbox(id: $id) { name smtp { host } }
+  other: emailInbox(id: $id) {
+    __typename
+    ... on EmailInbox { tags status }
+    connectionTests(first: $first) {
+      __typename
+      pageInfo { hasNextPage endCursor startCursor hasPreviousPage }
+      edges { cursor node { id inboxId state reason attempts smtp { code message } dns { overall }
+                            createdAt startedAt finishedAt version } }
+    }
+  }
+  missing: emailInbox(id: "5b0c1c4e-0000-4000-8000-000000000000") { id }
+  malformed: emailInbox(id: "not-a-uuid") { id }
+  viewer { workspace { id name maxInboxes subscriptionActive } permissions inboxUsage }
+  auditLog(first: 3) { edges { cursor node { id action inboxId apiKeyPrefix details at } } }
+}
+fragment Basics on EmailInbox { id email imap { port security hasPassword } }
+"""
+
+LIST_WITH_TESTS = """
+query ListWithTests($first: Int!) {
+  emailInboxes(first: $first) {
+    totalCount
+    edges { node { id email connectionTests(first: 2) { edges { node { id state } } } } }
+  }
+}"""
+
+
+def view_of(stack: Stack) -> InboxdGraphQL:
+    view = stack.app.state.graphql
+    assert isinstance(view, InboxdGraphQL)
+    return view
+
+
+async def context_for(stack: Stack, key: str | None) -> Context:
+    principal = await authenticate(stack.state, key)
+    return Context(state=stack.state, principal=principal, request_id=uuid.uuid4().hex)
+
+
+async def both_ways(
+    stack: Stack, key: str | None, query: str, variables: dict[str, Any]
+) -> tuple[bytes | None, bytes]:
+    """(the plan's answer or None if it fell back, Strawberry's answer), JSON-encoded."""
+    view = view_of(stack)
+    plan = view.plans.get(query, None)
+    assert plan is not None, "the document should compile"
+    coerced = plan.coerce_variables(variables)
+    assert coerced is not None
+    try:
+        fast: bytes | None = orjson.dumps(
+            {"data": await plan.execute(await context_for(stack, key), coerced)}
+        )
+    except Fallback:
+        fast = None
+    slow = await view.schema.execute(
+        query, variable_values=variables, context_value=await context_for(stack, key)
+    )
+    body: dict[str, Any] = {"data": slow.data}
+    if slow.errors:
+        body["errors"] = [e.formatted for e in slow.errors]
+    return fast, orjson.dumps(body)
+
+
+async def seed(tenant: Tenant, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        created = await tenant.client(
+            CREATE,
+            {
+                "input": minimal_input(
+                    f"fast-{uuid.uuid4().hex[:8]}@example.com", tags=["a", "b"], department="ops"
+                )
+            },
+        )
+        ids.append(created.data["createEmailInbox"]["inbox"]["id"])
+    return ids
+
+
+async def test_compiled_answers_equal_strawberrys(stack: Stack, tenant: Tenant) -> None:
+    ids = await seed(tenant, 3)
+    # Results of a finished test, so JSON columns and nested objects are not all null.
+    async with stack.state.db.transaction() as session:
+        await session.execute(
+            text(
+                "UPDATE connection_test SET state = 'FAILED', attempts = 1, started_at = now(), "
+                "finished_at = now(), smtp_result = CAST(:smtp AS jsonb) WHERE inbox_id = :id"
+            ),
+            {
+                "id": uuid.UUID(ids[0]),
+                "smtp": orjson.dumps(
+                    ProbeResult(
+                        "smtp", False, ProbeCode.AUTH_FAILED, "Wrong password.", latency_ms=3
+                    ).to_dict()
+                ).decode(),
+            },
+        )
+    cases: list[tuple[str, dict[str, Any]]] = [
+        (GET, {"id": ids[0]}),
+        (GET, {"id": str(uuid.uuid4())}),
+        (LIST, {"first": 2}),
+        (LIST, {"first": 50, "filter": {"department": "ops", "tag": "a"}}),
+        (NESTED, {"id": ids[0], "first": 2}),
+        (LIST_WITH_TESTS, {"first": 10}),
+    ]
+    for query, variables in cases:
+        fast, slow = await both_ways(stack, tenant.key, query, variables)
+        assert fast is not None, (query, slow)
+        assert fast == slow, query
+
+
+async def test_errors_fall_back_to_strawberry(stack: Stack, tenant: Tenant) -> None:
+    ids = await seed(tenant, 1)
+    # No key: the resolver refuses, and only Strawberry knows how to report it.
+    fast, slow = await both_ways(stack, None, GET, {"id": ids[0]})
+    assert fast is None
+    assert b"UNAUTHENTICATED" in slow
+    # Over HTTP the fallback's answer is what the client gets.
+    anonymous = tenant.client.with_key(None)
+    response = await anonymous(GET, {"id": ids[0]})
+    assert response.error_codes() == ["UNAUTHENTICATED"]
+    assert response.body["data"] == {"emailInbox": None}
+    # A page size over the limit: a BAD_USER_INPUT error from the resolver.
+    response = await tenant.client(LIST, {"first": 10_000})
+    assert response.error_codes() == ["BAD_USER_INPUT"]
+
+
+def test_what_is_not_compiled(stack: Stack) -> None:
+    plans = view_of(stack).plans
+    assert plans.get(GET, None) is not None
+    assert plans.get(LIST, None) is not None
+    # Directives, introspection, mutations, invalid documents: Strawberry answers.
+    skip = "query($id: ID!, $s: Boolean!) { emailInbox(id: $id) { id name @skip(if: $s) } }"
+    assert plans.get(skip, None) is None
+    assert plans.get("{ __schema { queryType { name } } }", None) is None
+    assert plans.get(CREATE, None) is None
+    assert plans.get("{ emailInbox { nope } }", None) is None
+    assert plans.get("{ emailInbox(id: ", None) is None
+    # Two operations: the name chooses; an unknown name compiles nothing.
+    two = f"{GET}\nquery Other {{ viewer {{ inboxUsage }} }}"
+    assert plans.get(two, "Other") is not None
+    assert plans.get(two, "Nope") is None
+
+
+async def test_http_answers_come_from_the_plan(stack: Stack, tenant: Tenant) -> None:
+    ids = await seed(tenant, 1)
+    query = f"query ViaHttp($id: ID!) {{ emailInbox(id: $id) {{ {INBOX_FIELDS} }} }}"
+    view = view_of(stack)
+    calls = 0
+    original = view.run
+
+    async def counting_run(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await original(*args, **kwargs)
+
+    view.run = counting_run  # type: ignore[method-assign]
+    try:
+        response = await tenant.client(query, {"id": ids[0]})
+    finally:
+        del view.run
+    assert response.data["emailInbox"]["id"] == ids[0]
+    assert calls == 0, "a compiled query should not reach Strawberry's view"
+    _, slow = await both_ways(stack, tenant.key, query, {"id": ids[0]})
+    assert orjson.loads(slow) == response.body
+
+
+@pytest.mark.slow
+async def test_generated_queries_agree(stack: Stack, tenant: Tenant) -> None:
+    """Queries generated from the schema: wherever the plan answers, it answers the same."""
+    ids = await seed(tenant, 2)
+    loop = asyncio.get_running_loop()
+    compared = 0
+
+    id_values = st.sampled_from([*ids, str(uuid.uuid4()), "x"])
+    strategy = queries(
+        SCHEMA,
+        fields=["emailInbox", "emailInboxes", "viewer", "auditLog", "connectionTest"],
+        custom_scalars={"ID": id_values.map(lambda v: graphql.StringValueNode(value=v))},
+    )
+
+    @settings(
+        max_examples=150,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(strategy)
+    def check(query: str) -> None:
+        nonlocal compared
+        if view_of(stack).plans.get(query, None) is None:
+            return
+        fast, slow = asyncio.run_coroutine_threadsafe(
+            both_ways(stack, tenant.key, query, {}), loop
+        ).result(timeout=30)
+        if fast is not None:
+            compared += 1
+            assert fast == slow, query
+
+    await asyncio.to_thread(check)
+    assert compared >= 50
