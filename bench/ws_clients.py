@@ -12,6 +12,8 @@ ready or has failed, prints ``READY {"connected": n, "failed": m, ...}``. It the
 line ``go`` on stdin (the benchmark has committed a status change), records the monotonic time
 at which each connection receives the next version, and prints ``RESULT {"times": [...]}``
 after all have it or --deliver-seconds passed. Everything is bounded by --max-seconds.
+With --idle a connection is ready once upgraded and sends nothing (the uvicorn floor,
+bench/floors/ws_idle.py).
 """
 
 from __future__ import annotations
@@ -52,8 +54,10 @@ def frame(payload: bytes, opcode: int = 0x1) -> bytes:
 
 
 class Subscriber(asyncio.Protocol):
-    def __init__(self, host: str, port: int, key: str, inbox_id: str) -> None:
+    def __init__(self, host: str, port: int, key: str, inbox_id: str, idle: bool = False) -> None:
         self.host, self.port, self.key, self.inbox_id = host, port, key, inbox_id
+        # Idle: ready once upgraded, no graphql-transport-ws (for the uvicorn floor).
+        self.idle = idle
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.upgraded = False
@@ -98,6 +102,9 @@ class Subscriber(asyncio.Protocol):
                 self.fail(f"upgrade refused: {head[:60]!r}")
                 return
             self.upgraded = True
+            if self.idle:
+                self.ready.set_result(0)
+                return
             self.send(
                 {"type": "connection_init", "payload": {"authorization": f"Bearer {self.key}"}}
             )
@@ -177,7 +184,7 @@ async def run(args: argparse.Namespace) -> None:
             try:
                 _, protocol = await asyncio.wait_for(
                     loop.create_connection(
-                        lambda: Subscriber(args.host, args.port, args.key, args.inbox),
+                        lambda: Subscriber(args.host, args.port, args.key, args.inbox, args.idle),
                         args.host,
                         args.port,
                     ),
@@ -224,8 +231,11 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--key", required=True)
-    parser.add_argument("--inbox", required=True)
+    parser.add_argument("--key", default="")
+    parser.add_argument("--inbox", default="")
+    parser.add_argument(
+        "--idle", action="store_true", help="only open websockets (floor: bench/floors/ws_idle.py)"
+    )
     parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--connect-concurrency", type=int, default=100)
     parser.add_argument("--ready-timeout", type=float, default=60.0)

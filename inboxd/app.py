@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,15 +33,17 @@ from strawberry.types.graphql import OperationType
 from inboxd.guards import RequestGuard, TokenBuckets
 from inboxd.logs import get_logger
 from inboxd.settings import Settings
-from resolvers.auth import authenticate, key_from_connection_params, key_from_headers
+from inboxd.ws import LegacyConnection, WebSocketServer
+from resolvers.auth import authenticate, key_from_headers
 from resolvers.state import AppState
 from schema import build_schema
 from schema.context import Context
 from schema.extensions import UNAVAILABLE_ERRORS, Limits, limit_rules
 from schema.fastpath import Fallback, PlanCache
-from storage import api_keys
 
 log = get_logger("inboxd.http")
+# The legacy websocket connection being admitted (on_ws_connect runs in its task).
+LEGACY_CONNECTION: ContextVar[LegacyConnection] = ContextVar("inboxd_legacy_connection")
 HTTP_OPERATIONS = {
     "GET": {OperationType.QUERY},
     "POST": {OperationType.QUERY, OperationType.MUTATION},
@@ -76,8 +77,8 @@ class InboxdGraphQL(GraphQL[Context, None]):
         )
         self.state = state
         self.settings = settings
-        # Open websocket connections per API key, in this process.
-        self.connections: Counter[uuid.UUID] = Counter()
+        # graphql-transport-ws; Strawberry's handler serves only the legacy graphql-ws.
+        self.ws = WebSocketServer(schema, state, settings)
         # Compiled plans for the queries clients send over and over (see schema.fastpath).
         self.plans = PlanCache(schema._schema, limit_rules(limits), max_tokens=settings.max_tokens)
 
@@ -127,19 +128,11 @@ class InboxdGraphQL(GraphQL[Context, None]):
         return context
 
     async def on_ws_connect(self, context: Context) -> None:
-        try:
-            principal = await authenticate(
-                self.state, key_from_connection_params(context.connection_params)
-            )
-        except UNAVAILABLE_ERRORS:
-            raise ConnectionRejectionError({"message": "Service unavailable."}) from None
+        # Only the legacy graphql-ws protocol (Strawberry's handler) comes here.
+        connection = LEGACY_CONNECTION.get()
+        principal = await self.ws.admit(context.connection_params, connection)
         if principal is None:
             raise ConnectionRejectionError({"message": "A valid API key is required."})
-        if self.connections[principal.api_key_id] >= self.settings.ws_max_connections_per_key:
-            raise ConnectionRejectionError(
-                {"message": "Too many open connections for this API key."}
-            )
-        self.connections[principal.api_key_id] += 1
         context.principal = principal
         context.counted = True
 
@@ -147,44 +140,20 @@ class InboxdGraphQL(GraphQL[Context, None]):
         if scope["type"] == "http":
             await self._http(scope, receive, send)
             return
+        if scope["type"] == "websocket" and self.ws.accepts(scope):
+            await self.ws(scope, receive, send)  # graphql-transport-ws: inboxd.ws
+            return
         if scope["type"] != "websocket":
             await super().__call__(scope, receive, send)
             return
-        watcher: asyncio.Task[None] | None = None
-
-        async def watch_key(websocket: WebSocket, context: Context) -> None:
-            # A revoked key's subscriptions end: re-check it while the connection is open.
-            while True:
-                await asyncio.sleep(self.settings.ws_key_recheck_seconds)
-                if context.principal is None:
-                    continue
-                try:
-                    async with self.state.db.sessions() as session:
-                        active = await api_keys.is_active(session, context.principal.api_key_id)
-                except UNAVAILABLE_ERRORS:
-                    continue
-                if not active:
-                    await websocket.close(code=4403, reason="API key revoked")
-                    return
-
-        async def tracking_receive() -> Message:
-            nonlocal watcher
-            message = await receive()
-            context = scope.get("inboxd.context")
-            if watcher is None and context is not None:
-                watcher = asyncio.create_task(watch_key(WebSocket(scope, receive, send), context))
-            return message
-
+        connection = LegacyConnection(send)
+        LEGACY_CONNECTION.set(connection)
         try:
-            await super().__call__(scope, tracking_receive, send)
+            await super().__call__(scope, receive, send)
         finally:
-            if watcher is not None:
-                watcher.cancel()
             context = scope.get("inboxd.context")
             if context is not None and context.counted and context.principal is not None:
-                self.connections[context.principal.api_key_id] -= 1
-                if self.connections[context.principal.api_key_id] <= 0:
-                    del self.connections[context.principal.api_key_id]
+                self.ws.release(context.principal, connection)
 
     async def execute_single(
         self,

@@ -47,6 +47,26 @@ class Watcher:
             self.queue.put_nowait(RESYNC)
 
 
+class CallbackWatcher:
+    """Interest in some events, handed to ``deliver`` synchronously from the listener's
+    callback: one such watcher serves a whole group of subscribers, so it must not block."""
+
+    __slots__ = ("accepts", "deliver", "workspace_id")
+
+    def __init__(
+        self,
+        workspace_id: uuid.UUID | None,
+        accepts: Callable[[Event], bool],
+        deliver: Callable[[object], None],
+    ) -> None:
+        self.workspace_id = workspace_id
+        self.accepts = accepts
+        self.deliver = deliver
+
+    def offer(self, item: object) -> None:
+        self.deliver(item)
+
+
 class EventHub:
     def __init__(
         self,
@@ -60,7 +80,7 @@ class EventHub:
         self._connect_timeout = connect_timeout
         self._max_backoff = max_backoff
         self._health_interval = health_interval
-        self._watchers: set[Watcher] = set()
+        self._watchers: set[Watcher | CallbackWatcher] = set()
         self._job_wakers: set[asyncio.Event] = set()
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -104,6 +124,21 @@ class EventHub:
             yield watcher
         finally:
             self._watchers.discard(watcher)
+
+    def add(
+        self,
+        workspace_id: uuid.UUID | None,
+        accepts: Callable[[Event], bool],
+        deliver: Callable[[object], None],
+    ) -> CallbackWatcher:
+        """Hand each accepted event, and RESYNC after a reconnect, to ``deliver`` until
+        ``remove``."""
+        watcher = CallbackWatcher(workspace_id, accepts, deliver)
+        self._watchers.add(watcher)
+        return watcher
+
+    def remove(self, watcher: CallbackWatcher) -> None:
+        self._watchers.discard(watcher)
 
     def _dispatch(self, channel: str, payload: str) -> None:
         if channel == JOBS_CHANNEL:
