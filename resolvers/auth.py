@@ -46,9 +46,9 @@ def key_from_connection_params(params: object) -> str | None:
 async def authenticate(state: AppState, key: str | None) -> Principal | None:
     if not key:
         return None
-    async with state.db.transaction() as session:
+    async with state.db.connection() as connection:
         return await api_keys.authenticate(
-            session, key, touch_interval=state.api_key_touch_interval
+            connection, key, touch_interval=state.api_key_touch_interval
         )
 
 

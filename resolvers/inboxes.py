@@ -27,8 +27,9 @@ from resolvers.validation import (
 )
 from storage import audit, inboxes, jobs, workspaces
 from storage.api_keys import Principal
-from storage.errors import NotFoundError, RateLimitedError
+from storage.errors import RateLimitedError
 from storage.models import AuditEvent, ConnectionTest, EmailInbox, Workspace, utcnow
+from storage.rows import InboxRow, TestRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,21 +39,18 @@ class InboxWrite:
     warnings: list[FieldIssue]
 
 
-async def get_inbox(state: AppState, principal: Principal, raw_id: str) -> EmailInbox | None:
+async def get_inbox(state: AppState, principal: Principal, raw_id: str) -> InboxRow | None:
     try:
         inbox_id = uuid.UUID(str(raw_id))
     except ValueError:
         return None
-    async with state.db.sessions() as session:
-        try:
-            return await inboxes.get_inbox(session, principal.workspace_id, inbox_id)
-        except NotFoundError:
-            return None
+    async with state.db.connection() as connection:
+        return await inboxes.read_inbox(connection, principal.workspace_id, inbox_id)
 
 
 async def read_shared(
     state: AppState, principal: Principal, inbox_id: uuid.UUID, version: int
-) -> EmailInbox | None:
+) -> InboxRow | None:
     """The inbox as of event ``version``, read once per process however many subscribers
     asked: one status change must not turn into ten thousand identical SELECTs."""
     key = (principal.workspace_id, inbox_id, version)
@@ -62,12 +60,8 @@ async def read_shared(
         future = loop.create_future()
         state.shared_reads[key] = future
         try:
-            async with state.db.sessions() as session:
-                row: EmailInbox | None = await inboxes.get_inbox(
-                    session, principal.workspace_id, inbox_id
-                )
-        except NotFoundError:
-            row = None
+            async with state.db.connection() as connection:
+                row = await inboxes.read_inbox(connection, principal.workspace_id, inbox_id)
         except BaseException as exc:
             future.set_exception(exc)
             state.shared_reads.pop(key, None)
@@ -76,7 +70,7 @@ async def read_shared(
         # Late subscribers of the same event still share it; then it is dropped.
         loop.call_later(5.0, state.shared_reads.pop, key, None)
         return row
-    return cast(EmailInbox | None, await asyncio.shield(future))
+    return cast(InboxRow | None, await asyncio.shield(future))
 
 
 async def list_inboxes(
@@ -89,9 +83,9 @@ async def list_inboxes(
 ) -> inboxes.Page:
     check_first(first, state.max_page_size)
     cursor = decode_cursor(after)
-    async with state.db.sessions() as session:
-        return await inboxes.list_inboxes(
-            session, principal.workspace_id, first=first, after=cursor, flt=flt
+    async with state.db.connection() as connection:
+        return await inboxes.read_page(
+            connection, principal.workspace_id, first=first, after=cursor, flt=flt
         )
 
 
@@ -270,16 +264,13 @@ async def viewer(state: AppState, principal: Principal) -> Viewer:
     return Viewer(workspace, sorted(principal.permissions), usage)
 
 
-async def get_test(state: AppState, principal: Principal, raw_id: str) -> ConnectionTest | None:
+async def get_test(state: AppState, principal: Principal, raw_id: str) -> TestRow | None:
     try:
         test_id = uuid.UUID(str(raw_id))
     except ValueError:
         return None
-    async with state.db.sessions() as session:
-        try:
-            return await jobs.get_test(session, principal.workspace_id, test_id)
-        except NotFoundError:
-            return None
+    async with state.db.connection() as connection:
+        return await jobs.read_test(connection, principal.workspace_id, test_id)
 
 
 async def list_tests(
@@ -310,7 +301,7 @@ async def audit_log(
         )
 
 
-TestsPage = tuple[list[ConnectionTest], bool]
+TestsPage = tuple[list[TestRow], bool]
 
 
 def tests_loader(state: AppState, principal: Principal) -> DataLoader[tuple[str, int], TestsPage]:
@@ -322,9 +313,9 @@ def tests_loader(state: AppState, principal: Principal) -> DataLoader[tuple[str,
         for raw_id, first in keys:
             by_first.setdefault(first, []).append(uuid.UUID(raw_id))
         pages: dict[tuple[str, int], TestsPage] = {}
-        async with state.db.sessions() as session:
+        async with state.db.connection() as connection:
             for first, ids in by_first.items():
-                found = await jobs.latest_tests(session, principal.workspace_id, ids, first)
+                found = await jobs.latest_tests(connection, principal.workspace_id, ids, first)
                 for inbox_id, page in found.items():
                     pages[(str(inbox_id), first)] = page
         return [pages[key] for key in keys]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import asyncpg
 import structlog
 from graphql import GraphQLError
 from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule
@@ -24,6 +25,10 @@ log = structlog.get_logger("inboxd.graphql")
 
 # The database is down or unreachable: the request may succeed if retried shortly.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    # Server shutting down or starting, statement timeout (57xxx).
+    asyncpg.exceptions.OperatorInterventionError,
     OperationalError,
     InterfaceError,
     DBAPIError,

@@ -17,6 +17,7 @@ from resolvers.validation import InputInvalid
 from schema.context import Info, bad_input, caller
 from storage import models
 from storage.models import Permission
+from storage.rows import InboxRow, TestRow
 
 InboxStatus = strawberry.enum(
     models.InboxStatus, description="Where an inbox's verification stands."
@@ -53,7 +54,7 @@ def _json(value: dict[str, Any] | None) -> JSON | None:
     return cast(JSON, value)
 
 
-def _server(row: models.EmailInbox, side: str) -> ServerSettings:
+def _server(row: models.EmailInbox | InboxRow, side: str) -> ServerSettings:
     return ServerSettings(
         host=getattr(row, f"{side}_host"),
         port=getattr(row, f"{side}_port"),
@@ -261,7 +262,7 @@ class EmailInbox:
         )
 
     @classmethod
-    def from_row(cls, row: models.EmailInbox) -> EmailInbox:
+    def from_row(cls, row: models.EmailInbox | InboxRow) -> EmailInbox:
         return cls(
             id=strawberry.ID(str(row.id)),
             name=row.name,
@@ -435,7 +436,7 @@ class ConnectionTest:
     version: int
 
     @classmethod
-    def from_row(cls, row: models.ConnectionTest) -> ConnectionTest:
+    def from_row(cls, row: models.ConnectionTest | TestRow) -> ConnectionTest:
         return cls(
             id=strawberry.ID(str(row.id)),
             inbox_id=strawberry.ID(str(row.inbox_id)),

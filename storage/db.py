@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
+import orjson
 from sqlalchemy import ColumnElement, and_, or_
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -40,18 +43,83 @@ def redact_url(url: str) -> str:
     return url
 
 
+async def _reset_connection(connection: Any) -> None:
+    # asyncpg's default reset (advisory unlocks, CLOSE ALL, UNLISTEN *, RESET ALL) is a round
+    # trip per release. Connections of this pool only ever run single statements in
+    # autocommit: no locks, listeners or settings to undo; an aborted transaction is the one
+    # thing that could linger.
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
+
+
 @dataclass(slots=True)
 class Database:
+    """Two pools on one database: SQLAlchemy sessions for writes and anything transactional,
+    and plain asyncpg connections for the hot reads (authentication, inbox reads, pages),
+    which would otherwise spend more time in the ORM than in Postgres.
+
+    The asyncpg pool needs no pre-ping: a connection the server closed (a restart) is
+    noticed by asyncpg and replaced when it is next acquired.
+    """
+
     url: str
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    pool_size: int = 10
+    connect_timeout: float = 10.0
+    statement_timeout_ms: int = 15_000
+    # Called with every query the asyncpg pool runs (tests count statements with this).
+    query_loggers: list[Callable[[Any], None]] = field(default_factory=list)
+    _pool: Any = None
+    _pool_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         async with self.sessions() as session, session.begin():
             yield session
 
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        """A pooled asyncpg connection (autocommit: one statement, one round trip)."""
+        pool = self._pool or await self._open_pool()
+        async with pool.acquire(timeout=self.connect_timeout) as connection:
+            yield connection
+
+    async def _open_pool(self) -> Any:
+        async with self._pool_lock:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    asyncpg_url(self.url),
+                    min_size=1,
+                    max_size=self.pool_size,
+                    timeout=self.connect_timeout,
+                    init=self._init_connection,
+                    reset=_reset_connection,
+                    server_settings={
+                        "statement_timeout": str(self.statement_timeout_ms),
+                        "application_name": "inboxd",
+                    },
+                )
+            return self._pool
+
+    async def _init_connection(self, connection: Any) -> None:
+        # JSONB as Python values, as the ORM's JSONB columns give them.
+        await connection.set_type_codec(
+            "jsonb",
+            encoder=lambda value: orjson.dumps(value).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+        for logger in self.query_loggers:
+            connection.add_query_logger(logger)
+
+    async def close_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
     async def dispose(self) -> None:
+        await self.close_pool()
         await self.engine.dispose()
 
 
@@ -80,7 +148,14 @@ def create_database(
         },
     )
     sessions = async_sessionmaker(engine, expire_on_commit=False)
-    return Database(url=url, engine=engine, sessions=sessions)
+    return Database(
+        url=url,
+        engine=engine,
+        sessions=sessions,
+        pool_size=pool_size,
+        connect_timeout=connect_timeout,
+        statement_timeout_ms=statement_timeout_ms,
+    )
 
 
 def older_than(

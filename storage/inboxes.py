@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +27,7 @@ from storage.errors import (
     VersionConflictError,
 )
 from storage.models import ConnectionTest, EmailInbox, InboxStatus, Workspace, utcnow
+from storage.rows import InboxRow, columns
 from storage.secrets import DecryptionError, KeyRing, Secret, associated_data
 
 TABLE = "email_inbox"
@@ -171,39 +172,63 @@ class InboxFilter:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    items: list[EmailInbox]
+    items: list[InboxRow]
     has_next_page: bool
     total_count: int
+
+
+INBOX_COLUMNS = columns(EmailInbox)
+# SQL below is assembled from fixed fragments (column names, clauses); values are always
+# positional parameters, hence the S608 exemptions.
+READ_INBOX_SQL = f"SELECT {INBOX_COLUMNS} FROM email_inbox WHERE id = $1 AND workspace_id = $2"  # noqa: S608
+
+
+async def read_inbox(
+    connection: Any, workspace_id: uuid.UUID, inbox_id: uuid.UUID
+) -> InboxRow | None:
+    """One inbox of the workspace, for display (no ORM object, no transaction)."""
+    row: InboxRow | None = await connection.fetchrow(
+        READ_INBOX_SQL, inbox_id, workspace_id, record_class=InboxRow
+    )
+    return row
 
 
 def _escape_like(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _filter_clauses(workspace_id: uuid.UUID, flt: InboxFilter) -> list[Any]:
-    clauses: list[Any] = [col(EmailInbox.workspace_id) == workspace_id]
+def _filter_sql(workspace_id: uuid.UUID, flt: InboxFilter) -> tuple[list[str], list[Any]]:
+    """WHERE clauses (positional parameters) and their arguments."""
+    args: list[Any] = [workspace_id]
+    clauses = ["workspace_id = $1"]
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
     if flt.search:
-        pattern = f"%{_escape_like(flt.search)}%"
+        pattern = arg(f"%{_escape_like(flt.search)}%")
         clauses.append(
-            or_(
-                col(EmailInbox.name).ilike(pattern, escape="\\"),
-                col(EmailInbox.email).ilike(pattern, escape="\\"),
-                col(EmailInbox.display_name).ilike(pattern, escape="\\"),
+            "("
+            + " OR ".join(
+                f"{column} ILIKE {pattern} ESCAPE '\\'"
+                for column in ("name", "email", "display_name")
             )
+            + ")"
         )
     if flt.status is not None:
-        clauses.append(col(EmailInbox.status) == flt.status)
+        clauses.append(f"status = {arg(flt.status)}")
     if flt.department is not None:
-        clauses.append(col(EmailInbox.department) == flt.department)
+        clauses.append(f"department = {arg(flt.department)}")
     if flt.tag is not None:
-        clauses.append(col(EmailInbox.tags).contains([flt.tag]))
+        clauses.append(f"tags @> ARRAY[{arg(flt.tag)}::text]")
     if flt.active is not None:
-        clauses.append(col(EmailInbox.active) == flt.active)
-    return clauses
+        clauses.append(f"active = {arg(flt.active)}")
+    return clauses, args
 
 
-async def list_inboxes(
-    session: AsyncSession,
+async def read_page(
+    connection: Any,
     workspace_id: uuid.UUID,
     *,
     first: int,
@@ -211,29 +236,29 @@ async def list_inboxes(
     flt: InboxFilter,
     with_total: bool = True,
 ) -> Page:
-    clauses = _filter_clauses(workspace_id, flt)
-    page_clauses = list(clauses)
+    """A page of the workspace's inboxes, oldest first, after the keyset cursor ``after``.
+
+    The SQL text depends only on which filters are set, so asyncpg's statement cache keeps
+    one prepared statement per shape.
+    """
+    clauses, args = _filter_sql(workspace_id, flt)
+    page_clauses, page_args = list(clauses), list(args)
     if after is not None:
-        created, last_id = after
-        page_clauses.append(
-            or_(
-                col(EmailInbox.created_at) > created,
-                and_(col(EmailInbox.created_at) == created, col(EmailInbox.id) > last_id),
-            )
-        )
-    statement = (
-        select(EmailInbox)
-        .where(*page_clauses)
-        .order_by(col(EmailInbox.created_at), col(EmailInbox.id))
-        .limit(first + 1)
+        n = len(page_args)
+        page_clauses.append(f"(created_at, id) > (${n + 1}, ${n + 2})")
+        page_args += list(after)
+    page_args.append(first + 1)
+    rows: list[InboxRow] = await connection.fetch(
+        f"SELECT {INBOX_COLUMNS} FROM email_inbox WHERE {' AND '.join(page_clauses)} "  # noqa: S608
+        f"ORDER BY created_at, id LIMIT ${len(page_args)}",
+        *page_args,
+        record_class=InboxRow,
     )
-    rows = list((await session.execute(statement)).scalars())
     total = -1
     if with_total:
-        total = int(
-            (
-                await session.execute(select(func.count()).select_from(EmailInbox).where(*clauses))
-            ).scalar_one()
+        total = await connection.fetchval(
+            f"SELECT count(*) FROM email_inbox WHERE {' AND '.join(clauses)}",  # noqa: S608
+            *args,
         )
     return Page(items=rows[:first], has_next_page=len(rows) > first, total_count=total)
 

@@ -17,7 +17,6 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 from sqlmodel import col
 
 from storage import events
@@ -31,6 +30,7 @@ from storage.models import (
     TestState,
     utcnow,
 )
+from storage.rows import TestRow, columns
 
 JOBS_CHANNEL = "inboxd_jobs"
 # Tests a user asked for (rate limited per inbox), as opposed to ones inboxd queued itself.
@@ -435,35 +435,37 @@ async def release(session: AsyncSession, test_id: uuid.UUID, worker_id: str) -> 
     return True
 
 
+TEST_COLUMNS = columns(ConnectionTest)
+# Assembled from column names only; values are positional parameters.
+LATEST_TESTS_SQL = (
+    f"SELECT {TEST_COLUMNS}, rank FROM ("  # noqa: S608
+    f"SELECT {TEST_COLUMNS}, row_number() OVER "
+    "(PARTITION BY inbox_id ORDER BY created_at DESC, id DESC) AS rank "
+    "FROM connection_test WHERE workspace_id = $1 AND inbox_id = ANY($2::uuid[])"
+    ") ranked WHERE rank <= $3 ORDER BY inbox_id, rank"
+)
+READ_TEST_SQL = f"SELECT {TEST_COLUMNS} FROM connection_test WHERE id = $1 AND workspace_id = $2"  # noqa: S608
+
+
+async def read_test(connection: Any, workspace_id: uuid.UUID, test_id: uuid.UUID) -> TestRow | None:
+    """One test of the workspace, for display (no ORM object, no transaction)."""
+    row: TestRow | None = await connection.fetchrow(
+        READ_TEST_SQL, test_id, workspace_id, record_class=TestRow
+    )
+    return row
+
+
 async def latest_tests(
-    session: AsyncSession, workspace_id: uuid.UUID, inbox_ids: Sequence[uuid.UUID], first: int
-) -> dict[uuid.UUID, tuple[list[ConnectionTest], bool]]:
+    connection: Any, workspace_id: uuid.UUID, inbox_ids: Sequence[uuid.UUID], first: int
+) -> dict[uuid.UUID, tuple[list[TestRow], bool]]:
     """The newest ``first`` tests of each inbox (and whether it has more), in one query."""
-    ranked = (
-        select(
-            ConnectionTest,
-            func.row_number()
-            .over(
-                partition_by=col(ConnectionTest.inbox_id),
-                order_by=(col(ConnectionTest.created_at).desc(), col(ConnectionTest.id).desc()),
-            )
-            .label("rank"),
-        )
-        .where(
-            col(ConnectionTest.workspace_id) == workspace_id,
-            col(ConnectionTest.inbox_id).in_(inbox_ids),
-        )
-        .subquery()
+    rows = await connection.fetch(
+        LATEST_TESTS_SQL, workspace_id, list(inbox_ids), first + 1, record_class=TestRow
     )
-    rows = await session.execute(
-        select(aliased(ConnectionTest, ranked), ranked.c.rank)
-        .where(ranked.c.rank <= first + 1)
-        .order_by(ranked.c.inbox_id, ranked.c.rank)
-    )
-    found: dict[uuid.UUID, tuple[list[ConnectionTest], bool]] = {i: ([], False) for i in inbox_ids}
-    for test, rank in rows:
+    found: dict[uuid.UUID, tuple[list[TestRow], bool]] = {i: ([], False) for i in inbox_ids}
+    for test in rows:
         tests, _ = found[test.inbox_id]
-        if rank <= first:
+        if test["rank"] <= first:
             tests.append(test)
         else:
             found[test.inbox_id] = (tests, True)

@@ -2,10 +2,13 @@
 
 Three numbers per operation, all measured on the engine the running server uses:
 
-- ``statements``: SQL statements SQLAlchemy sends (``before_cursor_execute``).
-- ``checkouts``: pool checkouts, i.e. sessions opened. With ``pool_pre_ping=True`` each one
-  costs three extra round trips before the first statement (``BEGIN; SELECT ;; ROLLBACK``),
-  plus two of transaction control (``BEGIN`` and ``COMMIT``/``ROLLBACK``).
+- ``statements``: SQL statements SQLAlchemy sends (``before_cursor_execute``) plus those run
+  on the plain asyncpg pool of the hot reads (``Database.connection``, counted by a query
+  logger on its connections). Those run in autocommit: one statement, one round trip.
+- ``checkouts``: SQLAlchemy pool checkouts, i.e. sessions opened. With ``pool_pre_ping=True``
+  each one costs three extra round trips before the first statement
+  (``BEGIN; SELECT ;; ROLLBACK``), plus two of transaction control (``BEGIN`` and
+  ``COMMIT``/``ROLLBACK``).
 - ``round_trips``: everything asyncpg sends and waits for: the statements above plus the
   transaction control and pre-ping queries (asyncpg's query logger sees those).
 
@@ -29,12 +32,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mail.network import NetworkPolicy
 from mail.probes import ProbeSettings
 from resolvers.verification import VerificationConfig, verify
 from storage import jobs, models
+from storage.db import Database
+from storage.rows import InboxRow, TestRow
 from storage.secrets import KeyRing
 from tests.conftest import Tenant, TenantFactory, Verifier, verifier_on
 from tests.schema.fragments import CREATE, GET, LIST
@@ -81,11 +85,15 @@ class Counts:
 
 
 class Recorder:
-    """Listens on one engine; ``counting()`` collects what happens inside it."""
+    """Listens on one database's two pools; ``counting()`` collects what happens inside it."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+    def __init__(self, db: Database) -> None:
+        self.db = db
         self.current: Counts | None = None
+
+    def _plain(self, record: Any) -> None:
+        if self.current is not None:
+            self.current.statements.append(" ".join(record.query.split()))
 
     def _statement(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         if self.current is not None:
@@ -115,11 +123,14 @@ class Recorder:
 
 
 @asynccontextmanager
-async def recording(engine: AsyncEngine) -> AsyncIterator[Recorder]:
-    recorder = Recorder(engine)
+async def recording(db: Database) -> AsyncIterator[Recorder]:
+    recorder = Recorder(db)
+    engine = db.engine
     sync_engine = engine.sync_engine
-    # A fresh pool, so that every connection used from here on carries the query logger.
+    # Fresh pools, so that every connection used from here on carries the query logger.
     await engine.dispose()
+    await db.close_pool()
+    db.query_loggers.append(recorder._plain)
     listeners = [
         (sync_engine, "before_cursor_execute", recorder._statement),
         (sync_engine, "checkout", recorder._checkout),
@@ -132,13 +143,15 @@ async def recording(engine: AsyncEngine) -> AsyncIterator[Recorder]:
     finally:
         for target, name, fn in listeners:
             event.remove(target, name, fn)
+        db.query_loggers.remove(recorder._plain)
         await engine.dispose()  # drop the connections that carry our logger
+        await db.close_pool()
 
 
-async def measured(engine: AsyncEngine, operation: Any) -> Counts:
+async def measured(db: Database, operation: Any) -> Counts:
     """Run ``operation`` once to warm the pool and the statement caches (a fresh connection
     skips its first pre-ping), then count a second run (so creates must vary their input)."""
-    async with recording(engine) as recorder:
+    async with recording(db) as recorder:
         await operation()
         await asyncio.sleep(0.05)
         with recorder.counting() as counts:
@@ -167,9 +180,9 @@ def _creator(tenant: Tenant) -> Any:
 
 
 async def test_create_inbox(tenant, state):
-    counts = await measured(state.db.engine, _creator(tenant))
+    counts = await measured(state.db, _creator(tenant))
     _report("create", counts)
-    # Authentication (own session, committed):
+    # Authentication (plain asyncpg pool, autocommit):
     #   1 SELECT api_key by prefix
     #   2 UPDATE api_key.last_used_at (the test stack touches on every use: interval 0)
     # createEmailInbox (one transaction):
@@ -187,10 +200,10 @@ async def test_create_inbox(tenant, state):
     #  12 pg_notify CREATED
     #  13 INSERT audit_event (flush)
     assert len(counts.statements) == 13, counts.listing()
-    # Two sessions: one for authentication, one for the mutation.
-    assert counts.checkouts == 2
-    # + per session: pre-ping (BEGIN, ";", ROLLBACK), BEGIN, COMMIT = 5 each.
-    assert counts.round_trips == 13 + 2 * 5, counts.control
+    # One session, for the mutation.
+    assert counts.checkouts == 1
+    # + pre-ping (BEGIN, ";", ROLLBACK), BEGIN, COMMIT.
+    assert counts.round_trips == 13 + 5, counts.control
 
 
 async def test_read_one_inbox(tenant, state):
@@ -200,13 +213,13 @@ async def test_read_one_inbox(tenant, state):
         response = await tenant.client(GET, {"id": inbox_id})
         assert response.data["emailInbox"]["id"] == inbox_id
 
-    counts = await measured(state.db.engine, read)
+    counts = await measured(state.db, read)
     _report("read", counts)
-    # 1 SELECT api_key, 2 UPDATE api_key.last_used_at, 3 SELECT email_inbox by id + workspace.
+    # 1 SELECT api_key, 2 UPDATE api_key.last_used_at, 3 SELECT email_inbox by id + workspace,
+    # all on the plain asyncpg pool: no session, no transaction control, no pre-ping.
     assert len(counts.statements) == 3, counts.listing()
-    assert counts.checkouts == 2
-    # Authentication: pre-ping (3) + BEGIN + COMMIT; read: pre-ping (3) + BEGIN + ROLLBACK.
-    assert counts.round_trips == 3 + 2 * 5, counts.control
+    assert counts.checkouts == 0
+    assert counts.round_trips == 3, counts.control
 
 
 @pytest.fixture
@@ -218,32 +231,32 @@ async def fifty(make_tenant: TenantFactory) -> Tenant:
     return tenant
 
 
-async def _list_counts(tenant: Tenant, engine: AsyncEngine, first: int, query: str) -> Counts:
+async def _list_counts(tenant: Tenant, db: Database, first: int, query: str) -> Counts:
     async def page() -> None:
         response = await tenant.client(query, {"first": first})
         assert len(response.data["emailInboxes"]["edges"]) == first
 
-    return await measured(engine, page)
+    return await measured(db, page)
 
 
 async def test_list_is_constant_in_page_size(fifty, state):
-    five = await _list_counts(fifty, state.db.engine, 5, LIST)
-    all_fifty = await _list_counts(fifty, state.db.engine, 50, LIST)
+    five = await _list_counts(fifty, state.db, 5, LIST)
+    all_fifty = await _list_counts(fifty, state.db, 50, LIST)
     _report("list5", five)
     _report("list50", all_fifty)
     # 1 SELECT api_key, 2 UPDATE api_key.last_used_at,
     # 3 SELECT the page (LIMIT first + 1), 4 SELECT count(*) for totalCount.
     assert len(five.statements) == 4, five.listing()
-    assert five.checkouts == 2
-    assert five.round_trips == 4 + 2 * 5, five.control
+    assert five.checkouts == 0
+    assert five.round_trips == 4, five.control
     # No N+1: fifty rows cost exactly what five do.
     assert all_fifty.summary() == five.summary()
 
 
 async def test_list_with_connection_tests_is_constant_in_page_size(fifty, state):
     # EmailInbox.connectionTests is batched per request (resolvers.inboxes.tests_loader).
-    five = await _list_counts(fifty, state.db.engine, 5, LIST_WITH_TESTS)
-    all_fifty = await _list_counts(fifty, state.db.engine, 50, LIST_WITH_TESTS)
+    five = await _list_counts(fifty, state.db, 5, LIST_WITH_TESTS)
+    all_fifty = await _list_counts(fifty, state.db, 50, LIST_WITH_TESTS)
     assert all_fifty.summary() == five.summary()
 
 
@@ -297,7 +310,7 @@ async def test_verification_job(jobs_stack):
 
     results: list[Counts] = []
     keyring = jobs_stack.stack.state.keyring
-    async with recording(db.engine) as recorder:
+    async with recording(db) as recorder:
         await create_and_run()  # warm-up
         await create_and_run()
     counts = results[-1]
@@ -315,3 +328,11 @@ async def test_verification_job(jobs_stack):
     assert len(counts.statements) == 11, counts.listing()
     assert counts.checkouts == 3
     assert counts.round_trips == 11 + 3 * 5, counts.control
+
+
+def test_plain_rows_mirror_the_table_models() -> None:
+    # storage.rows declares each column's attribute for the type checker; a column added to a
+    # model must be added there too (the rows themselves carry whatever the SELECT returns).
+    for row_class, model in ((InboxRow, models.EmailInbox), (TestRow, models.ConnectionTest)):
+        declared = {k for k in row_class.__annotations__ if not k.startswith("__")}
+        assert declared == set(model.__table__.columns.keys()), row_class  # type: ignore[attr-defined]

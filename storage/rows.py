@@ -1,0 +1,103 @@
+"""Rows read with asyncpg on the hot paths, their columns readable as attributes.
+
+The ORM builds an instrumented object per row (identity map, attribute state): for a page of
+50 inboxes that costs more than the query. Reads that only render a row take an asyncpg
+``Record`` instead, built in C, with the same attribute names as the table model, so the
+GraphQL types build from either. The annotations below mirror ``storage.models``; a test keeps
+them in step.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+
+class Row(asyncpg.Record):  # type: ignore[misc]
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class InboxRow(Row):
+    """An ``email_inbox`` row, read-only."""
+
+    id: uuid.UUID
+    workspace_id: uuid.UUID
+    name: str
+    email: str
+    display_name: str
+    description: str | None
+    sender_info: str | None
+    department: str | None
+    active: bool
+    provider: str
+    status: str
+    status_reason: str | None
+    smtp_host: str
+    smtp_port: int
+    smtp_security: str
+    smtp_username: str
+    smtp_password: bytes
+    smtp_tls_certificate_sha256: str | None
+    imap_host: str
+    imap_port: int
+    imap_security: str
+    imap_username: str
+    imap_password: bytes
+    imap_tls_certificate_sha256: str | None
+    daily_send_limit: int
+    sending_enabled: bool
+    signature: str | None
+    tags: list[str]
+    reply_to: str | None
+    delete_message_policy: str
+    notify_on_new_messages: bool
+    notification_email: str | None
+    dkim_selectors: list[str]
+    setup_status: dict[str, Any] | None
+    last_verified_at: datetime | None
+    last_check_at: datetime | None
+    error_count: int
+    last_message_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class TestRow(Row):
+    """A ``connection_test`` row, read-only."""
+
+    __test__ = False  # not a pytest test class
+
+    id: uuid.UUID
+    inbox_id: uuid.UUID
+    workspace_id: uuid.UUID
+    state: str
+    reason: str
+    round_trip: bool
+    round_trip_to: str | None
+    inbox_version: int
+    attempts: int
+    run_after: datetime
+    lease_expires_at: datetime | None
+    worker_id: str | None
+    smtp_result: dict[str, Any] | None
+    imap_result: dict[str, Any] | None
+    dns_result: dict[str, Any] | None
+    round_trip_result: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    version: int
+
+
+def columns(table: Any) -> str:
+    """The column list of a table model, for SELECTs that fill the rows above."""
+    return ", ".join(table.__table__.columns.keys())
