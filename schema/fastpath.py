@@ -98,6 +98,10 @@ class _Field:
     field_nodes: list[FieldNode]
     parent: GraphQLObjectType
     has_arguments: bool
+    # Shortcuts for the commonest leaves, taken inline: the Python type that a String, ID or
+    # Boolean value passes through as, and an enum's memo of serialised names.
+    exact: type | None = None
+    memo: dict[Any, Any] | None = None
 
 
 def _is_awaitable(value: Any) -> TypeGuard[Awaitable[Any]]:
@@ -116,7 +120,10 @@ def _track(_values: Sequence[Any]) -> None:
 HELPERS = GraphQLResolveInfoHelpers(gather=_gather, track=_track)
 
 
-def _leaf(leaf: GraphQLScalarType | GraphQLEnumType) -> Completer:
+EXACT = {"String": str, "ID": str, "Boolean": bool}
+
+
+def _leaf(leaf: GraphQLScalarType | GraphQLEnumType, memo: dict[Any, Any]) -> Completer:
     serialize = leaf.serialize
 
     def general(value: Any, _path: Path | None, _run: _Run) -> Any:
@@ -129,7 +136,6 @@ def _leaf(leaf: GraphQLScalarType | GraphQLEnumType) -> Completer:
         return result
 
     if isinstance(leaf, GraphQLEnumType):
-        memo: dict[Any, Any] = {}
 
         def enum(value: Any, path: Path | None, run: _Run) -> Any:
             try:
@@ -141,7 +147,7 @@ def _leaf(leaf: GraphQLScalarType | GraphQLEnumType) -> Completer:
                 return result
 
         return enum
-    exact: type | None = {"String": str, "ID": str, "Boolean": bool}.get(leaf.name)
+    exact = EXACT.get(leaf.name)
     if exact is not None:
         kind = exact
 
@@ -176,6 +182,11 @@ class _Compiler:
     def __init__(self, schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode]):
         self.schema = schema
         self.fragments = fragments
+        # One memo per enum type, shared by its completers and the inline shortcut.
+        self.enum_memos: dict[str, dict[Any, Any]] = {}
+
+    def memo(self, leaf: GraphQLScalarType | GraphQLEnumType) -> dict[Any, Any]:
+        return self.enum_memos.setdefault(leaf.name, {})
 
     def _applies(self, condition: Any, runtime: GraphQLObjectType) -> bool:
         if condition is None:
@@ -251,6 +262,9 @@ class _Compiler:
             and definition.default_resolver is getattr
         )
         completion = self.completion(field_def.type, nodes)
+        inner = (
+            field_def.type.of_type if isinstance(field_def.type, GraphQLNonNull) else field_def.type
+        )
         return _Field(
             key=key,
             kind=BASIC if basic else RESOLVER,
@@ -261,6 +275,8 @@ class _Compiler:
             field_nodes=nodes,
             parent=parent,
             has_arguments=bool(field_def.args),
+            exact=EXACT.get(inner.name) if isinstance(inner, GraphQLScalarType) else None,
+            memo=self.memo(inner) if isinstance(inner, GraphQLEnumType) else None,
         )
 
     def completion(self, output: GraphQLOutputType, nodes: list[FieldNode]) -> _Completion:
@@ -277,7 +293,7 @@ class _Compiler:
         if isinstance(output, GraphQLList):
             return self.list(output, nodes)
         if isinstance(output, GraphQLScalarType | GraphQLEnumType):
-            complete = _leaf(output)
+            complete = _leaf(output, self.memo(output))
 
             def leaf(value: Any, path: Path | None, run: _Run) -> Any:
                 return None if value is None else complete(value, path, run)
@@ -360,6 +376,17 @@ def _execute_fields(
         kind = field.kind
         if kind == BASIC:
             value = getattr(source, field.attr)
+            if field.exact is not None and type(value) is field.exact:
+                out[field.key] = value
+                continue
+            if field.memo is not None:
+                try:
+                    name = field.memo.get(value)
+                except TypeError:  # unhashable: not an enum value; the completer decides
+                    name = None
+                if name is not None:
+                    out[field.key] = name
+                    continue
         elif kind == TYPENAME:
             out[field.key] = type_name
             continue

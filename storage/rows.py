@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import asyncpg
 
 
 class Row(asyncpg.Record):  # type: ignore[misc]
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Each declared column becomes a property reading the record's item: C all the way,
+        # where a __getattr__ would run Python code for every attribute of every row.
+        for name in cls.__annotations__:
+            if not name.startswith("__"):
+                setattr(cls, name, property(itemgetter(name)))
 
 
 class InboxRow(Row):
