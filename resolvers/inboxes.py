@@ -34,8 +34,7 @@ from storage.rows import InboxRow, TestRow
 
 @dataclass(frozen=True, slots=True)
 class InboxWrite:
-    inbox: EmailInbox
-    test: ConnectionTest | None
+    inbox: EmailInbox | InboxRow
     warnings: list[FieldIssue]
 
 
@@ -128,25 +127,20 @@ async def create_inbox(
     client_address: str | None = None,
 ) -> InboxWrite:
     normalized = normalize_create(await fill_from_discovery(state, data))
-    async with state.db.transaction() as session:
-        inbox, test = await inboxes.create_inbox(
-            session,
+    async with state.db.connection() as connection:
+        inbox = await inboxes.create_inbox(
+            connection,
             workspace_id=principal.workspace_id,
             values=normalized.values,
             smtp_password=normalized.passwords["smtp_password"],
             imap_password=normalized.passwords["imap_password"],
             keyring=state.keyring,
+            audit=inboxes.AuditNote(
+                principal.key_prefix, client_address, {"email": normalized.values["email"]}
+            ),
             spacing=state.verification_spacing,
         )
-        await _audit(
-            session,
-            principal,
-            "INBOX_CREATED",
-            inbox.id,
-            client_address,
-            {"email": inbox.email},
-        )
-    return InboxWrite(inbox, test, normalized.warnings)
+    return InboxWrite(inbox, normalized.warnings)
 
 
 async def update_inbox(
@@ -163,7 +157,7 @@ async def update_inbox(
         current = await inboxes.get_inbox(session, principal.workspace_id, inbox_id)
         normalized = normalize_update(current, data)
         before = current.version
-        inbox, test = await inboxes.update_inbox(
+        inbox, _ = await inboxes.update_inbox(
             session,
             workspace_id=principal.workspace_id,
             inbox_id=inbox_id,
@@ -182,7 +176,7 @@ async def update_inbox(
                 client_address,
                 {"fields": changed_fields(normalized.values, normalized.passwords)},
             )
-    return InboxWrite(inbox, test, normalized.warnings)
+    return InboxWrite(inbox, normalized.warnings)
 
 
 async def delete_inbox(

@@ -158,6 +158,14 @@ def create_database(
     )
 
 
+async def driver_connection(session: AsyncSession) -> Any:
+    """The asyncpg connection under a session, in the session's transaction: lets one
+    asyncpg-level query serve both the ORM paths and the plain-connection paths."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection
+
+
 def older_than(
     at_column: Any, id_column: Any, cursor: tuple[datetime, uuid.UUID]
 ) -> ColumnElement[bool]:

@@ -10,10 +10,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -26,7 +26,7 @@ from storage.errors import (
     SubscriptionInactiveError,
     VersionConflictError,
 )
-from storage.models import ConnectionTest, EmailInbox, InboxStatus, Workspace, utcnow
+from storage.models import ConnectionTest, EmailInbox, InboxStatus, utcnow
 from storage.rows import InboxRow, columns
 from storage.secrets import DecryptionError, KeyRing, Secret, associated_data
 
@@ -49,19 +49,6 @@ def decrypt_password(keyring: KeyRing, inbox: EmailInbox, column: str) -> Secret
     return keyring.decrypt(blob, associated_data(TABLE, column, inbox.id))
 
 
-async def _lock_workspace(session: AsyncSession, workspace_id: uuid.UUID) -> Workspace:
-    # The row lock serialises creates per workspace, so two concurrent creates cannot both
-    # pass the plan limit.
-    workspace = (
-        await session.execute(
-            select(Workspace).where(col(Workspace.id) == workspace_id).with_for_update()
-        )
-    ).scalar_one_or_none()
-    if workspace is None:
-        raise NotFoundError("workspace", workspace_id)
-    return workspace
-
-
 async def count_inboxes(session: AsyncSession, workspace_id: uuid.UUID) -> int:
     result = await session.execute(
         select(func.count())
@@ -82,55 +69,129 @@ async def find_id_by_email(
     return result.scalar_one_or_none()
 
 
+@dataclass(frozen=True, slots=True)
+class AuditNote:
+    """Who asked, for the audit row written in the same statement as the inbox."""
+
+    api_key_prefix: str | None
+    client_address: str | None
+    details: dict[str, Any]
+
+
+@cache
+def _create_sql(insert_columns: tuple[str, ...]) -> str:
+    """One statement for a new inbox: the inbox, its first test, the audit row and the
+    notifications (the job queue's, TEST_CHANGED, CREATED), all only if the insert happened.
+
+    Built from column names only (values are parameters); one text per column set, so
+    asyncpg prepares it once per connection.
+    """
+    n = len(insert_columns)
+    values = ", ".join(f"${i}" for i in range(1, n + 1))
+    return f"""
+        WITH inbox AS (
+            INSERT INTO email_inbox ({", ".join(insert_columns)}) VALUES ({values})
+            ON CONFLICT (workspace_id, email) DO NOTHING
+            RETURNING {INBOX_COLUMNS}
+        ), test AS (
+            INSERT INTO connection_test (id, inbox_id, workspace_id, state, reason, round_trip,
+                                         inbox_version, attempts, run_after, created_at, version)
+            SELECT ${n + 1}, id, workspace_id, 'QUEUED', 'CREATED', false, version, 0,
+                   greatest(now(), ${n + 2}::timestamptz), now(), 1
+              FROM inbox
+            RETURNING id
+        ), audit AS (
+            INSERT INTO audit_event (id, workspace_id, inbox_id, action, api_key_prefix,
+                                     client_address, details, at)
+            SELECT ${n + 3}, workspace_id, id, 'INBOX_CREATED', ${n + 4}, ${n + 5},
+                   ${n + 6}::jsonb, now()
+              FROM inbox
+            RETURNING id
+        ), notified AS (
+            SELECT pg_notify('{jobs.JOBS_CHANNEL}', ''),
+                   pg_notify('{events.CHANNEL}', ${n + 7}),
+                   pg_notify('{events.CHANNEL}', ${n + 8})
+              FROM test
+        )
+        SELECT inbox.* FROM inbox, audit, notified
+    """  # noqa: S608
+
+
+LOCK_WORKSPACE_SQL = (
+    "SELECT subscription_active, max_inboxes FROM workspace WHERE id = $1 FOR UPDATE"
+)
+COUNT_SQL = "SELECT count(*) FROM email_inbox WHERE workspace_id = $1"
+FIND_BY_EMAIL_SQL = "SELECT id FROM email_inbox WHERE workspace_id = $1 AND email = $2"
+
+
 async def create_inbox(
-    session: AsyncSession,
+    connection: Any,
     *,
     workspace_id: uuid.UUID,
     values: Mapping[str, Any],
     smtp_password: str,
     imap_password: str,
     keyring: KeyRing,
+    audit: AuditNote,
     spacing: timedelta = timedelta(0),
-) -> tuple[EmailInbox, ConnectionTest]:
-    """Insert an inbox in PENDING and queue its first verification, in the caller's transaction."""
-    workspace = await _lock_workspace(session, workspace_id)
-    if not workspace.subscription_active:
-        raise SubscriptionInactiveError()
-    usage = await count_inboxes(session, workspace_id)
-    if usage >= workspace.max_inboxes:
-        raise InboxLimitError(usage, workspace.max_inboxes)
+) -> InboxRow:
+    """Insert an inbox in PENDING and queue its first verification, in one transaction.
 
-    inbox_id = uuid.uuid4()
-    now = utcnow()
-    row = {
-        **values,
-        "id": inbox_id,
-        "workspace_id": workspace_id,
-        "status": InboxStatus.PENDING.value,
-        "smtp_password": encrypt_password(keyring, inbox_id, "smtp_password", smtp_password),
-        "imap_password": encrypt_password(keyring, inbox_id, "imap_password", imap_password),
-        "created_at": now,
-        "updated_at": now,
-        "version": 1,
-        "error_count": 0,
-    }
-    # ON CONFLICT keeps the transaction usable, so the duplicate can be reported with its id.
-    statement = (
-        insert(EmailInbox)
-        .values(row)
-        .on_conflict_do_nothing(index_elements=["workspace_id", "email"])
-        .returning(col(EmailInbox.id))
-    )
-    inserted = (await session.execute(statement)).scalar_one_or_none()
-    if inserted is None:
-        existing = await find_id_by_email(session, workspace_id, values["email"])
-        raise DuplicateEmailError(values["email"], existing)
-    inbox = await get_inbox(session, workspace_id, inbox_id)
-    test = await jobs.enqueue_test(session, inbox, reason="CREATED", spacing=spacing)
-    await events.publish(
-        session, events.Event(events.EventKind.CREATED, workspace_id, inbox_id, inbox.version)
-    )
-    return inbox, test
+    Runs on a plain asyncpg connection: through the ORM these were 13 statements and most of
+    the request's CPU; here they are 4 (5 with login spacing) plus BEGIN and COMMIT.
+    """
+    async with connection.transaction():
+        # The row lock serialises creates per workspace, so two concurrent creates cannot
+        # both pass the plan limit. The count is its own statement, run after the lock is
+        # held: in one statement it would read a snapshot from before the lock.
+        workspace = await connection.fetchrow(LOCK_WORKSPACE_SQL, workspace_id)
+        if workspace is None:
+            raise NotFoundError("workspace", workspace_id)
+        if not workspace["subscription_active"]:
+            raise SubscriptionInactiveError()
+        usage = await connection.fetchval(COUNT_SQL, workspace_id)
+        if usage >= workspace["max_inboxes"]:
+            raise InboxLimitError(usage, workspace["max_inboxes"])
+        not_before = await jobs.spaced_start(
+            connection,
+            smtp=(values["smtp_host"], values["smtp_username"]),
+            imap=(values["imap_host"], values["imap_username"]),
+            spacing=spacing,
+        )
+        inbox_id, test_id = uuid.uuid4(), uuid.uuid4()
+        now = utcnow()
+        row = {
+            **values,
+            "id": inbox_id,
+            "workspace_id": workspace_id,
+            "status": InboxStatus.PENDING.value,
+            "smtp_password": encrypt_password(keyring, inbox_id, "smtp_password", smtp_password),
+            "imap_password": encrypt_password(keyring, inbox_id, "imap_password", imap_password),
+            "created_at": now,
+            "updated_at": now,
+            "version": 1,
+            "error_count": 0,
+        }
+        insert_columns = tuple(sorted(row))
+        created: InboxRow | None = await connection.fetchrow(
+            _create_sql(insert_columns),
+            *(row[c] for c in insert_columns),
+            test_id,
+            not_before,
+            uuid.uuid4(),
+            audit.api_key_prefix,
+            audit.client_address,
+            audit.details,
+            events.Event(
+                events.EventKind.TEST_CHANGED, workspace_id, inbox_id, 1, test_id=test_id
+            ).encode(),
+            events.Event(events.EventKind.CREATED, workspace_id, inbox_id, 1).encode(),
+            record_class=InboxRow,
+        )
+        if created is None:
+            existing = await connection.fetchval(FIND_BY_EMAIL_SQL, workspace_id, values["email"])
+            raise DuplicateEmailError(values["email"], existing)
+        return created
 
 
 async def get_inbox(

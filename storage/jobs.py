@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from storage import events
-from storage.db import older_than
+from storage.db import driver_connection, older_than
 from storage.errors import NotFoundError
 from storage.models import (
     OPEN_TEST_STATES,
@@ -47,47 +47,37 @@ async def get_open_test(session: AsyncSession, inbox_id: uuid.UUID) -> Connectio
     return result.scalar_one_or_none()
 
 
+LOCK_ACCOUNTS_SQL = (
+    "SELECT pg_advisory_xact_lock(hashtext($1)), pg_advisory_xact_lock(hashtext($2))"
+)
+LATEST_LOGIN_SQL = """
+    SELECT max(t.run_after) FROM connection_test t
+      JOIN email_inbox i ON i.id = t.inbox_id
+     WHERE t.run_after > now() - make_interval(secs => $1)
+       AND ((i.smtp_host = $2 AND i.smtp_username = $3)
+         OR (i.imap_host = $4 AND i.imap_username = $5))
+"""
+
+
 async def spaced_start(
-    session: AsyncSession, inbox: EmailInbox, spacing: timedelta
+    connection: Any, *, smtp: tuple[str, str], imap: tuple[str, str], spacing: timedelta
 ) -> datetime | None:
-    """When a new login to this inbox's accounts may happen at the earliest, or None for now.
+    """When a new login to these accounts ((host, username) for SMTP and IMAP) may happen at
+    the earliest, or None for now. Runs on the asyncpg connection of the caller's transaction.
 
     Every inbox that logs in as the same username on the same host counts, in any workspace,
     so a thousand inboxes with guessed passwords cannot turn inboxd into a brute-forcer. The
-    advisory locks make concurrent enqueues for one account line up instead of colliding.
+    advisory locks (taken in a fixed order, in their own statement so that the next one
+    sees what a transaction that held them committed) make concurrent enqueues for one
+    account line up instead of colliding.
     """
     if spacing <= timedelta(0):
         return None
-    accounts = sorted(
-        {
-            f"{inbox.smtp_host}|{inbox.smtp_username}".lower(),
-            f"{inbox.imap_host}|{inbox.imap_username}".lower(),
-        }
+    accounts = sorted({f"{host}|{username}".lower() for host, username in (smtp, imap)})
+    await connection.execute(LOCK_ACCOUNTS_SQL, accounts[0], accounts[-1])
+    latest: datetime | None = await connection.fetchval(
+        LATEST_LOGIN_SQL, spacing.total_seconds(), *smtp, *imap
     )
-    for account in accounts:
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext(:account))"), {"account": account}
-        )
-    latest = (
-        await session.execute(
-            text(
-                """
-                SELECT max(t.run_after) FROM connection_test t
-                  JOIN email_inbox i ON i.id = t.inbox_id
-                 WHERE t.run_after > now() - make_interval(secs => :spacing)
-                   AND ((i.smtp_host = :smtp_host AND i.smtp_username = :smtp_username)
-                     OR (i.imap_host = :imap_host AND i.imap_username = :imap_username))
-                """
-            ),
-            {
-                "spacing": spacing.total_seconds(),
-                "smtp_host": inbox.smtp_host,
-                "smtp_username": inbox.smtp_username,
-                "imap_host": inbox.imap_host,
-                "imap_username": inbox.imap_username,
-            },
-        )
-    ).scalar_one_or_none()
     return None if latest is None else latest + spacing
 
 
@@ -120,7 +110,12 @@ async def enqueue_test(
     existing = await get_open_test(session, inbox.id)
     if existing is not None:
         return existing
-    not_before = await spaced_start(session, inbox, spacing)
+    not_before = await spaced_start(
+        await driver_connection(session),
+        smtp=(inbox.smtp_host, inbox.smtp_username),
+        imap=(inbox.imap_host, inbox.imap_username),
+        spacing=spacing,
+    )
     test_id = uuid.uuid4()
     statement = (
         insert(ConnectionTest)

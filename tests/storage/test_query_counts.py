@@ -92,8 +92,13 @@ class Recorder:
         self.current: Counts | None = None
 
     def _plain(self, record: Any) -> None:
-        if self.current is not None:
-            self.current.statements.append(" ".join(record.query.split()))
+        if self.current is None:
+            return
+        query = " ".join(record.query.split())
+        if query.rstrip(";") in ("BEGIN", "COMMIT", "ROLLBACK"):
+            self.current.control.append(query)
+        else:
+            self.current.statements.append(query)
 
     def _statement(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         if self.current is not None:
@@ -185,25 +190,18 @@ async def test_create_inbox(tenant, state):
     # Authentication (plain asyncpg pool, autocommit):
     #   1 SELECT api_key by prefix
     #   2 UPDATE api_key.last_used_at (the test stack touches on every use: interval 0)
-    # createEmailInbox (one transaction):
+    # createEmailInbox (one transaction on the plain pool, storage.inboxes.create_inbox):
     #   3 SELECT workspace ... FOR UPDATE (serialises creates against the plan limit)
-    #   4 SELECT count(*) of the workspace's inboxes
-    #   5 INSERT email_inbox ... ON CONFLICT DO NOTHING RETURNING id
-    #   6 SELECT email_inbox (re-read the inserted row)
-    #   7 SELECT the inbox's open connection_test (none yet)
-    #     (login spacing adds an advisory lock and a SELECT per account; the test stack
-    #     runs with INBOXD_VERIFICATION_SPACING_SECONDS=0, so they are not counted here)
-    #   8 INSERT connection_test ... ON CONFLICT DO NOTHING RETURNING id
-    #   9 NOTIFY inboxd_jobs
-    #  10 SELECT connection_test (re-read the queued test)
-    #  11 pg_notify TEST_CHANGED
-    #  12 pg_notify CREATED
-    #  13 INSERT audit_event (flush)
-    assert len(counts.statements) == 13, counts.listing()
-    # One session, for the mutation.
-    assert counts.checkouts == 1
-    # + pre-ping (BEGIN, ";", ROLLBACK), BEGIN, COMMIT.
-    assert counts.round_trips == 13 + 5, counts.control
+    #   4 SELECT count(*) of the workspace's inboxes (after the lock: its own snapshot)
+    #     (login spacing adds the account advisory locks and the latest-login SELECT; the
+    #     test stack runs with INBOXD_VERIFICATION_SPACING_SECONDS=0: not counted here)
+    #   5 WITH inbox AS (INSERT email_inbox ... ON CONFLICT DO NOTHING RETURNING ...),
+    #     test AS (INSERT connection_test), audit AS (INSERT audit_event),
+    #     notified AS (pg_notify jobs, TEST_CHANGED, CREATED) SELECT inbox.*
+    assert len(counts.statements) == 5, counts.listing()
+    assert counts.checkouts == 0
+    # + BEGIN and COMMIT.
+    assert counts.round_trips == 5 + 2, counts.control
 
 
 async def test_read_one_inbox(tenant, state):
