@@ -33,7 +33,7 @@ from strawberry.types.graphql import OperationType
 from inboxd.guards import RequestGuard, TokenBuckets
 from inboxd.logs import get_logger
 from inboxd.settings import Settings
-from inboxd.ws import LegacyConnection, WebSocketServer
+from inboxd.ws import GraphQLWebSockets, LegacyConnection, WebSocketServer
 from resolvers.auth import authenticate, key_from_headers
 from resolvers.state import AppState
 from schema import build_schema
@@ -332,6 +332,7 @@ def create_app(
             ),
         ],
         middleware=[
+            Middleware(GraphQLWebSockets, server=graphql.ws, path="/graphql"),
             Middleware(RequestLogMiddleware),
             Middleware(
                 RequestGuard,

@@ -25,6 +25,7 @@ from graphql import (
     ExecutionResult,
     FieldNode,
     GraphQLError,
+    OperationDefinitionNode,
     OperationType,
     get_operation_ast,
     parse,
@@ -33,7 +34,7 @@ from graphql import (
 )
 from graphql.execution import Executor, execute_subscription_event
 from graphql.execution.executor_throwing_on_incremental import ExecutorThrowingOnIncremental
-from graphql.execution.values import get_argument_values
+from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.validation import ASTValidationRule
 from strawberry.extensions import (
     AddValidationRules,
@@ -228,6 +229,7 @@ class StatusPlan:
     query: str
     operation_name: str | None
     document: DocumentNode
+    operation: OperationDefinitionNode
     field: FieldNode
 
 
@@ -422,8 +424,9 @@ class StatusFeeds:
             elif not isinstance(extension, ParserCache | ValidationCache):
                 self.enabled = False
 
-    def __len__(self) -> int:
-        return len(self._feeds)
+    def following(self, inbox_id: uuid.UUID) -> list[StatusFeed]:
+        """The open feeds of one inbox."""
+        return [feed for feed in self._feeds.values() if feed.inbox_id == inbox_id]
 
     def plan(self, query: str, operation_name: str | None) -> StatusPlan | None:
         """The plan for a document, if a feed can serve it; None: the general path."""
@@ -456,7 +459,7 @@ class StatusFeeds:
         field = selections[0]
         if not isinstance(field, FieldNode) or field.directives or field.name.value != SHARED_FIELD:
             return None
-        return StatusPlan(query, operation_name, document, field)
+        return StatusPlan(query, operation_name, document, operation, field)
 
     def join(
         self,
@@ -470,14 +473,14 @@ class StatusFeeds:
         hub = self.state.hub
         if hub is None or not principal.can(Permission.VIEW_EMAIL_INBOX):
             return None
-        executor = self._executor(plan, None, variables)
-        if isinstance(executor, list):
+        values = get_variable_values(
+            self._schema, plan.operation.variable_definitions or (), variables or {}
+        )
+        if isinstance(values, list):  # errors
             return None
         subscription = self._schema.subscription_type
         assert subscription is not None  # the plan's field validated against it
-        arguments = get_argument_values(
-            subscription.fields[SHARED_FIELD], plan.field, executor.variable_values
-        )
+        arguments = get_argument_values(subscription.fields[SHARED_FIELD], plan.field, values)
         try:
             inbox_id = uuid.UUID(str(arguments["id"]))
         except (KeyError, ValueError):
@@ -487,9 +490,7 @@ class StatusFeeds:
             inbox_id,
             plan.query,
             plan.operation_name,
-            orjson.dumps(
-                executor.variable_values.coerced, option=orjson.OPT_SORT_KEYS, default=str
-            ),
+            orjson.dumps(values.coerced, option=orjson.OPT_SORT_KEYS, default=str),
             principal.permissions,
         )
         feed = self._feeds.get(key)
