@@ -868,6 +868,8 @@ def _read_prefixed(proc: Proc, prefix: str, within: float) -> dict:
 
 
 def ws_clients(run: Run, name: str, port: int, key: str, inbox: str, count: int) -> Proc:
+    """``count`` subscribers; with no key, idle websockets for the floor."""
+    target = ["--key", key, "--inbox", inbox] if key else ["--idle"]
     proc = start(
         name,
         [
@@ -875,10 +877,7 @@ def ws_clients(run: Run, name: str, port: int, key: str, inbox: str, count: int)
             str(BENCH / "ws_clients.py"),
             "--port",
             str(port),
-            "--key",
-            key,
-            "--inbox",
-            inbox,
+            *target,
             "--count",
             str(count),
             "--max-seconds",
@@ -919,13 +918,13 @@ async def change_status(url: str, inbox_id: str) -> float:
         await connection.close()
 
 
-def phase_subscribers(run: Run, url: str, seed: dict) -> None:
+def _open_many(run: Run, server: Proc, port: int, key: str, inbox: str, prefix: str) -> tuple:
+    """Warm up, then open B6's N connections from the client processes; returns (clients,
+    connected, failures, connect seconds, RSS before, RSS after) of ``server``."""
     args = run.args
     n = args.b6_subscribers
-    print(f"B6: {n} graphql-transport-ws subscribers on one process", flush=True)
-    server, port = start_inboxd(run, "inboxd-ws", inboxd_env(run, url, worker=False))
     # Warm-up: a few subscribers come and go, so first-use allocations are not counted.
-    warm = ws_clients(run, "ws-warm", port, seed["key"], seed["inbox"], 50)
+    warm = ws_clients(run, f"{prefix}-warm", port, key, inbox, 50)
     _read_prefixed(warm, "READY", 60)
     warm.popen.stdin.write(b"stop\n")
     warm.popen.stdin.flush()
@@ -937,11 +936,9 @@ def phase_subscribers(run: Run, url: str, seed: dict) -> None:
         for i in range(args.b6_processes)
     ]
     started = time.monotonic()
-    profile(run, server, "B6-connect", 20)
-    clients = [
-        ws_clients(run, f"ws-{i}", port, seed["key"], seed["inbox"], c)
-        for i, c in enumerate(halves)
-    ]
+    if key:
+        profile(run, server, "B6-connect", 20)
+    clients = [ws_clients(run, f"{prefix}-{i}", port, key, inbox, c) for i, c in enumerate(halves)]
     ready = [_read_prefixed(c, "READY", args.b6_max_seconds + 30) for c in clients]
     connect_seconds = time.monotonic() - started
     connected = sum(r["connected"] for r in ready)
@@ -950,7 +947,40 @@ def phase_subscribers(run: Run, url: str, seed: dict) -> None:
         for k, v in r["failures"].items():
             failures[k] = failures.get(k, 0) + v
     time.sleep(3)
-    after = rss_bytes(server.pid)
+    return clients, connected, failures, connect_seconds, before, rss_bytes(server.pid)
+
+
+def ws_floor(run: Run) -> tuple[float, str]:
+    """The same N websockets held open by uvicorn alone (bench/floors/ws_idle.py): KiB per
+    connection, and a detail line."""
+    port = free_port()
+    server = start(
+        "floor-ws",
+        [str(VENV_PYTHON), str(BENCH / "floors" / "ws_idle.py"), "--port", str(port)],
+        log=run.tmp / "floor-ws.log",
+    )
+    run.procs.append(server)
+    wait_http(port, "/", 30)
+    _, connected, failures, seconds, before, after = _open_many(run, server, port, "", "", "idle")
+    per_connection = (after - before) / connected / 1024 if connected else float("nan")
+    run.stop_all()
+    return per_connection, (
+        f"B6 floor (uvicorn + websockets-sansio, idle ASGI app): {connected} websockets in "
+        f"{seconds:.1f} s"
+        + (f" (failures: {failures})" if failures else "")
+        + f", RSS {before / 2**20:.0f} MiB -> {after / 2**20:.0f} MiB, "
+        f"{per_connection:.1f} KiB per connection"
+    )
+
+
+def phase_subscribers(run: Run, url: str, seed: dict) -> None:
+    args = run.args
+    n = args.b6_subscribers
+    print(f"B6: {n} graphql-transport-ws subscribers on one process", flush=True)
+    server, port = start_inboxd(run, "inboxd-ws", inboxd_env(run, url, worker=False))
+    clients, connected, failures, connect_seconds, before, after = _open_many(
+        run, server, port, seed["key"], seed["inbox"], "ws"
+    )
     per_sub = (after - before) / connected / 1024 if connected else float("nan")
     profile(run, server, "B6-fanout", 10)
     committed = asyncio.run(change_status(url, seed["inbox"]))
@@ -973,9 +1003,19 @@ def phase_subscribers(run: Run, url: str, seed: dict) -> None:
         f"B6: one status change reached {len(latencies)} of {connected}: p50 {p50:.0f} ms, "
         f"p99 {p99:.0f} ms, max {max(latencies) if latencies else float('nan'):.0f} ms"
     )
+    run.stop_all()
+    floor, floor_detail = ws_floor(run)
+    run.detail(floor_detail)
     label = f"B6 RSS per subscriber, N={connected:,} (KiB)"
     run.rows.append(
-        Row(label, fmt(per_sub, 1), "-", "-", "<= 25 KiB", per_sub <= 25 and connected >= n)
+        Row(
+            label,
+            fmt(per_sub, 1),
+            fmt(floor, 1),
+            f"+{per_sub - floor:.1f} KiB",
+            "<= 25 KiB",
+            per_sub <= 25 and connected >= n,
+        )
     )
     run.rows.append(
         Row(
@@ -1131,6 +1171,8 @@ METHOD = """## What each figure measures
   `bench/ws_clients.py`, in separate processes). RSS delta of the server per subscriber, then
   one committed status change (UPDATE + pg_notify, as the worker does it) and the time until
   each subscriber has the new version; a subscriber that never hears counts as infinitely late.
+  Floor (`floors/ws_idle.py`): uvicorn as inboxd runs it, N websockets accepted by an ASGI app
+  that only awaits `receive`: what any websocket costs before inboxd adds its own.
 - **B7** SQL per operation, pinned with `==` by `tests/storage/test_query_counts.py`
   (statements, pool checkouts, and round trips including BEGIN/COMMIT and pre-pings).
 """
