@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import structlog
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from inboxd.runtime import Resolved, open_database
 from inboxd.settings import Settings
@@ -28,6 +27,7 @@ from mail.probes import ProbeSettings
 from resolvers.state import AppState
 from resolvers.verification import VerificationConfig, verify
 from storage import jobs
+from storage.db import UNAVAILABLE_ERRORS
 from storage.listener import EventHub
 
 log = structlog.get_logger("inboxd.worker")
@@ -115,7 +115,7 @@ class Worker:
                 try:
                     async with self.state.db.transaction() as session:
                         released = await jobs.release(session, test_id, self.worker_id)
-                except (OSError, OperationalError, DBAPIError, TimeoutError):
+                except UNAVAILABLE_ERRORS:
                     released = False  # its lease expires and another worker takes it
                 log.info("released unfinished test", test_id=str(test_id), released=released)
 
@@ -127,7 +127,7 @@ class Worker:
             try:
                 claimed = await self._claim()
                 backoff = 0.5
-            except (OSError, OperationalError, DBAPIError, TimeoutError) as exc:
+            except UNAVAILABLE_ERRORS as exc:
                 log.warning("claiming failed; database unavailable?", error=type(exc).__name__)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
@@ -141,19 +141,20 @@ class Worker:
         free = self.concurrency - len(self.running)
         if free <= 0:
             return 0
-        async with self.state.db.transaction() as session:
+        async with self.state.db.connection() as connection:
             tests = await jobs.claim_tests(
-                session, worker_id=self.worker_id, lease=self.lease, limit=free
+                connection, worker_id=self.worker_id, lease=self.lease, limit=free
             )
         for test in tests:
-            task = asyncio.create_task(self._run(test.id), name=f"test-{test.id}")
+            task = asyncio.create_task(self._run(test), name=f"test-{test.id}")
             self.running[test.id] = task
         return len(tests)
 
-    async def _run(self, test_id: uuid.UUID) -> None:
+    async def _run(self, test: jobs.ClaimedTest) -> None:
+        test_id = test.id
         heartbeat = asyncio.create_task(self._heartbeat(test_id))
         try:
-            await verify(self.state.db, self.state.keyring, self.config, test_id, self.worker_id)
+            await verify(self.state.db, self.state.keyring, self.config, test, self.worker_id)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -174,7 +175,7 @@ class Worker:
             try:
                 async with self.state.db.transaction() as session:
                     held = await jobs.extend_lease(session, test_id, self.worker_id, self.lease)
-            except (OSError, OperationalError, DBAPIError, TimeoutError):
+            except UNAVAILABLE_ERRORS:
                 continue
             if not held:
                 return

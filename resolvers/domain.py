@@ -14,6 +14,7 @@ from resolvers.validation import FieldIssue, InputInvalid, parse_id
 from storage import audit, inboxes
 from storage.api_keys import Principal
 from storage.models import EmailInbox
+from storage.rows import InboxRow
 
 
 class DnsUnavailable(Exception):
@@ -33,7 +34,7 @@ async def discover(state: AppState, email: str) -> Discovery:
         raise InputInvalid([FieldIssue("email", str(exc))]) from exc
 
 
-async def dns_status_for(inbox: EmailInbox, dns: DnsSettings) -> dict[str, Any]:
+async def dns_status_for(inbox: EmailInbox | InboxRow, dns: DnsSettings) -> dict[str, Any]:
     """The DNS setup check of ``inbox``'s domain as stored JSON. Never raises for DNS trouble."""
     try:
         status = await run_dns_check(

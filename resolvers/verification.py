@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -22,7 +21,8 @@ from mail.roundtrip import run_round_trip
 from resolvers.domain import dns_status_for
 from storage import inboxes, jobs
 from storage.db import Database
-from storage.models import ConnectionTest, EmailInbox, utcnow
+from storage.models import EmailInbox, utcnow
+from storage.rows import InboxRow, TestRow
 from storage.secrets import KeyRing
 
 log = structlog.get_logger("inboxd.verification")
@@ -40,7 +40,7 @@ class VerificationConfig:
     round_trip_poll_interval: float = 2.0
 
 
-def _endpoint(inbox: EmailInbox, side: str, keyring: KeyRing) -> Endpoint:
+def _endpoint(inbox: EmailInbox | InboxRow, side: str, keyring: KeyRing) -> Endpoint:
     return Endpoint(
         host=getattr(inbox, f"{side}_host"),
         port=getattr(inbox, f"{side}_port"),
@@ -64,14 +64,14 @@ def summarize(smtp: ProbeResult, imap: ProbeResult) -> str | None:
     return " ".join(f"{r.protocol.upper()} {r.code.value}: {r.message}" for r in failed)
 
 
-async def _dns(inbox: EmailInbox, config: VerificationConfig) -> dict[str, Any] | None:
+async def _dns(inbox: EmailInbox | InboxRow, config: VerificationConfig) -> dict[str, Any] | None:
     # Reported beside the logins; never fails the verification.
     return None if config.dns is None else await dns_status_for(inbox, config.dns)
 
 
 async def _round_trip(
-    inbox: EmailInbox,
-    test: ConnectionTest,
+    inbox: EmailInbox | InboxRow,
+    test: jobs.ClaimedTest,
     smtp: Endpoint,
     imap: Endpoint,
     config: VerificationConfig,
@@ -107,8 +107,9 @@ def _skipped_round_trip() -> dict[str, Any]:
 
 
 async def run_attempt(
-    inbox: EmailInbox, test: ConnectionTest, keyring: KeyRing, config: VerificationConfig
+    test: jobs.ClaimedTest, keyring: KeyRing, config: VerificationConfig
 ) -> jobs.TestOutcome:
+    inbox = test.inbox
     smtp_endpoint = _endpoint(inbox, "smtp", keyring)
     imap_endpoint = _endpoint(inbox, "imap", keyring)
     smtp, imap, dns = await asyncio.gather(
@@ -148,19 +149,23 @@ async def run_attempt(
 
 
 async def verify(
-    db: Database, keyring: KeyRing, config: VerificationConfig, test_id: uuid.UUID, worker_id: str
-) -> ConnectionTest | None:
-    """Run one claimed test to its outcome. Returns the stored test, or None if it was lost."""
-    async with db.transaction() as session:
-        test, inbox = await jobs.load_for_run(session, test_id)
-        await jobs.mark_verifying(session, test)
-    outcome = await run_attempt(inbox, test, keyring, config)
-    async with db.transaction() as session:
-        stored = await jobs.record_outcome(session, test_id, worker_id, outcome)
+    db: Database,
+    keyring: KeyRing,
+    config: VerificationConfig,
+    test: jobs.ClaimedTest,
+    worker_id: str,
+) -> TestRow | None:
+    """Run one claimed test to its outcome. Returns the stored test, or None if it was lost.
+
+    The claim already marked the inbox VERIFYING: the probes start at once.
+    """
+    outcome = await run_attempt(test, keyring, config)
+    async with db.connection() as connection:
+        stored = await jobs.record_outcome(connection, test.id, worker_id, outcome)
     log.info(
         "connection test finished",
-        test_id=str(test_id),
-        inbox_id=str(inbox.id),
+        test_id=str(test.id),
+        inbox_id=str(test.inbox.id),
         passed=outcome.passed,
         retrying=outcome.retry_at is not None,
         kept=stored is not None,

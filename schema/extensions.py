@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import asyncpg
 import structlog
 from graphql import GraphQLError
 from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from strawberry.extensions import (
     AddValidationRules,
     MaskErrors,
@@ -21,21 +19,11 @@ from strawberry.extensions import (
     ValidationCache,
 )
 
+from storage.db import UNAVAILABLE_ERRORS
+
 log = structlog.get_logger("inboxd.graphql")
 
-# The database is down or unreachable: the request may succeed if retried shortly.
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    # Server shutting down or starting, statement timeout (57xxx).
-    asyncpg.exceptions.OperatorInterventionError,
-    OperationalError,
-    InterfaceError,
-    DBAPIError,
-    ConnectionError,
-    TimeoutError,
-    OSError,
-)
+__all__ = ["UNAVAILABLE_ERRORS", "Limits", "limit_rules", "schema_extensions"]
 
 
 @dataclass(frozen=True, slots=True)

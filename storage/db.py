@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import orjson
 from sqlalchemy import ColumnElement, and_, or_
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -41,6 +42,21 @@ def redact_url(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return urlunsplit((parts.scheme, netloc, *parts[2:]))
     return url
+
+
+# The database is down or unreachable (from either pool): an operation may succeed if retried.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    # Server shutting down or starting, statement timeout (57xxx).
+    asyncpg.exceptions.OperatorInterventionError,
+    OperationalError,
+    InterfaceError,
+    DBAPIError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
 
 
 async def _reset_connection(connection: Any) -> None:

@@ -44,7 +44,7 @@ def encrypt_password(keyring: KeyRing, inbox_id: uuid.UUID, column: str, passwor
     return keyring.encrypt(password, associated_data(TABLE, column, inbox_id))
 
 
-def decrypt_password(keyring: KeyRing, inbox: EmailInbox, column: str) -> Secret:
+def decrypt_password(keyring: KeyRing, inbox: EmailInbox | InboxRow, column: str) -> Secret:
     blob: bytes = getattr(inbox, column)
     return keyring.decrypt(blob, associated_data(TABLE, column, inbox.id))
 

@@ -30,7 +30,7 @@ from storage.models import (
     TestState,
     utcnow,
 )
-from storage.rows import TestRow, columns
+from storage.rows import InboxRow, TestRow, columns
 
 JOBS_CHANNEL = "inboxd_jobs"
 # Tests a user asked for (rate limited per inbox), as opposed to ones inboxd queued itself.
@@ -227,37 +227,85 @@ async def list_tests(
     return rows[:first], len(rows) > first
 
 
-async def claim_tests(
-    session: AsyncSession, *, worker_id: str, lease: timedelta, limit: int
-) -> Sequence[ConnectionTest]:
-    """Take up to ``limit`` runnable tests: queued and due, or running with an expired lease."""
-    result = await session.execute(
-        text(
-            """
-            UPDATE connection_test AS t
-               SET state = 'RUNNING',
-                   attempts = t.attempts + 1,
-                   lease_expires_at = now() + make_interval(secs => :lease),
-                   worker_id = :worker_id,
-                   started_at = coalesce(t.started_at, now()),
-                   version = t.version + 1
-             WHERE t.id IN (
-                   SELECT id FROM connection_test
-                    WHERE (state = 'QUEUED' AND run_after <= now())
-                       OR (state = 'RUNNING' AND lease_expires_at < now())
-                    ORDER BY run_after
-                    LIMIT :limit
-                    FOR UPDATE SKIP LOCKED)
-         RETURNING t.id
-            """
-        ),
-        {"lease": lease.total_seconds(), "worker_id": worker_id, "limit": limit},
+@dataclass(frozen=True, slots=True)
+class ClaimedTest:
+    """A test this worker now holds (RUNNING, leased), with its inbox as of the claim."""
+
+    id: uuid.UUID
+    attempts: int
+    round_trip: bool
+    round_trip_to: str | None
+    inbox: InboxRow
+
+
+def _event_json(kind: str, workspace: str, inbox: str, version: str, test: str) -> str:
+    """SQL building the same payload as ``events.Event.encode`` (``Event.decode`` reads both)."""
+    return (
+        f"json_build_object('k', '{kind}', 'w', {workspace}, 'i', {inbox}, "
+        f"'v', {version}, 't', {test})::text"
     )
-    ids = [row[0] for row in result]
-    if not ids:
-        return []
-    rows = await session.execute(select(ConnectionTest).where(col(ConnectionTest.id).in_(ids)))
-    return list(rows.scalars())
+
+
+# One statement: take due tests (SKIP LOCKED), mark their inboxes VERIFYING, tell subscribers
+# both, and return what the probes need. Autocommit: it is atomic on its own.
+CLAIM_SQL = f"""
+    WITH claimed AS (
+        UPDATE connection_test AS t
+           SET state = 'RUNNING',
+               attempts = t.attempts + 1,
+               lease_expires_at = now() + make_interval(secs => $1),
+               worker_id = $2,
+               started_at = coalesce(t.started_at, now()),
+               version = t.version + 1
+         WHERE t.id IN (
+               SELECT id FROM connection_test
+                WHERE (state = 'QUEUED' AND run_after <= now())
+                   OR (state = 'RUNNING' AND lease_expires_at < now())
+                ORDER BY run_after
+                LIMIT $3
+                FOR UPDATE SKIP LOCKED)
+        RETURNING t.id, t.inbox_id, t.workspace_id, t.version, t.attempts, t.round_trip,
+                  t.round_trip_to
+    ), verifying AS (
+        UPDATE email_inbox AS i
+           SET status = 'VERIFYING', status_reason = NULL, version = i.version + 1,
+               updated_at = now()
+          FROM claimed c
+         WHERE i.id = c.inbox_id
+        RETURNING {", ".join(f"i.{c}" for c in columns(EmailInbox).split(", "))}
+    ), notified AS (
+        SELECT pg_notify('{events.CHANNEL}', {
+    _event_json("TEST_CHANGED", "c.workspace_id", "c.inbox_id", "c.version", "c.id")
+}) FROM claimed c
+        UNION ALL
+        SELECT pg_notify('{events.CHANNEL}', {
+    _event_json("STATUS_CHANGED", "v.workspace_id", "v.id", "v.version", "NULL")
+}) FROM verifying v
+    )
+    SELECT c.id AS claimed_test_id, c.attempts AS claimed_attempts,
+           c.round_trip AS claimed_round_trip, c.round_trip_to AS claimed_round_trip_to, v.*
+      FROM claimed c JOIN verifying v ON v.id = c.inbox_id,
+           (SELECT count(*) FROM notified) AS sent
+"""  # noqa: S608
+
+
+async def claim_tests(
+    connection: Any, *, worker_id: str, lease: timedelta, limit: int
+) -> list[ClaimedTest]:
+    """Take up to ``limit`` runnable tests: queued and due, or running with an expired lease."""
+    rows = await connection.fetch(
+        CLAIM_SQL, lease.total_seconds(), worker_id, limit, record_class=InboxRow
+    )
+    return [
+        ClaimedTest(
+            id=row["claimed_test_id"],
+            attempts=row["claimed_attempts"],
+            round_trip=row["claimed_round_trip"],
+            round_trip_to=row["claimed_round_trip_to"],
+            inbox=row,
+        )
+        for row in rows
+    ]
 
 
 async def extend_lease(
@@ -296,14 +344,6 @@ async def _set_inbox_status(
     return inbox
 
 
-async def mark_verifying(session: AsyncSession, test: ConnectionTest) -> None:
-    """A worker took ``test``: the inbox is VERIFYING and subscribers hear both changes."""
-    await publish_test(session, test)
-    await _set_inbox_status(
-        session, test.inbox_id, {"status": InboxStatus.VERIFYING.value, "status_reason": None}
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class TestOutcome:
     passed: bool
@@ -318,79 +358,81 @@ class TestOutcome:
     inbox_active: bool | None = None
 
 
+RECORD_SQL = f"""
+    WITH finished AS (
+        UPDATE connection_test
+           SET state = $3, smtp_result = $4::jsonb, imap_result = $5::jsonb,
+               dns_result = $6::jsonb, round_trip_result = $7::jsonb, error = $8,
+               run_after = coalesce($9::timestamptz, run_after),
+               lease_expires_at = NULL, worker_id = NULL,
+               finished_at = CASE WHEN $9::timestamptz IS NULL THEN now() END,
+               version = version + 1
+         WHERE id = $1 AND worker_id = $2 AND state = 'RUNNING'
+        RETURNING {columns(ConnectionTest)}
+    ), inbox AS (
+        UPDATE email_inbox AS i
+           SET status = $10, status_reason = $11, last_check_at = now(),
+               error_count = CASE $12 WHEN 'reset' THEN 0 WHEN 'increment'
+                                 THEN i.error_count + 1 ELSE i.error_count END,
+               last_verified_at = CASE WHEN $13 THEN now() ELSE i.last_verified_at END,
+               setup_status = coalesce($14::jsonb, i.setup_status),
+               version = i.version + 1, updated_at = now()
+          FROM finished f
+         WHERE i.id = f.inbox_id
+        RETURNING i.id, i.workspace_id, i.version
+    ), notified AS (
+        SELECT pg_notify('{events.CHANNEL}', {
+    _event_json("TEST_CHANGED", "f.workspace_id", "f.inbox_id", "f.version", "f.id")
+}) FROM finished f
+        UNION ALL
+        SELECT pg_notify('{events.CHANNEL}', {
+    _event_json("STATUS_CHANGED", "n.workspace_id", "n.id", "n.version", "NULL")
+}) FROM inbox n
+    )
+    SELECT finished.* FROM finished, (SELECT count(*) FROM notified) AS sent
+"""  # noqa: S608
+
+
 async def record_outcome(
-    session: AsyncSession, test_id: uuid.UUID, worker_id: str, outcome: TestOutcome
-) -> ConnectionTest | None:
-    """Store a finished attempt, if ``worker_id`` still holds the test. None: it lost the lease
-    or the test was cancelled, and its result is discarded."""
+    connection: Any, test_id: uuid.UUID, worker_id: str, outcome: TestOutcome
+) -> TestRow | None:
+    """Store a finished attempt and the inbox's new status, in one statement, if ``worker_id``
+    still holds the test. None: it lost the lease or the test was cancelled, and its result
+    is discarded (nothing is written)."""
     retrying = outcome.retry_at is not None
     state = (
         TestState.QUEUED if retrying else TestState.PASSED if outcome.passed else TestState.FAILED
     )
-    result = await session.execute(
-        update(ConnectionTest)
-        .where(
-            col(ConnectionTest.id) == test_id,
-            col(ConnectionTest.worker_id) == worker_id,
-            col(ConnectionTest.state) == TestState.RUNNING.value,
-        )
-        .values(
-            state=state.value,
-            smtp_result=outcome.smtp,
-            imap_result=outcome.imap,
-            dns_result=outcome.dns,
-            round_trip_result=outcome.round_trip,
-            error=outcome.reason,
-            run_after=outcome.retry_at if retrying else ConnectionTest.run_after,
-            lease_expires_at=None,
-            worker_id=None,
-            finished_at=None if retrying else func.now(),
-            version=ConnectionTest.version + 1,
-        )
-        .returning(ConnectionTest)
-    )
-    test = result.scalar_one_or_none()
-    if test is None:
-        return None
-    await publish_test(session, test)
+    active = outcome.passed if outcome.inbox_active is None else outcome.inbox_active
+    reason: str | None
     if retrying:
         assert outcome.retry_at is not None
-        await _set_inbox_status(
-            session,
-            test.inbox_id,
-            {
-                "status": InboxStatus.PENDING.value,
-                "status_reason": f"{outcome.reason} Retrying at "
-                f"{outcome.retry_at.isoformat(timespec='seconds')}.",
-                "last_check_at": func.now(),
-            },
-        )
-        return test
-    active = outcome.passed if outcome.inbox_active is None else outcome.inbox_active
-    values: dict[str, Any] = {
-        "status": (InboxStatus.ACTIVE if active else InboxStatus.FAILED).value,
-        "status_reason": outcome.reason,
-        "last_check_at": func.now(),
-        "error_count": 0 if active else EmailInbox.error_count + 1,
-    }
-    if active:
-        values["last_verified_at"] = func.now()
-    if outcome.dns is not None:
-        values["setup_status"] = outcome.dns
-    await _set_inbox_status(session, test.inbox_id, values)
-    return test
-
-
-async def load_for_run(
-    session: AsyncSession, test_id: uuid.UUID
-) -> tuple[ConnectionTest, EmailInbox]:
-    test = (
-        await session.execute(select(ConnectionTest).where(col(ConnectionTest.id) == test_id))
-    ).scalar_one()
-    inbox = (
-        await session.execute(select(EmailInbox).where(col(EmailInbox.id) == test.inbox_id))
-    ).scalar_one()
-    return test, inbox
+        status = InboxStatus.PENDING
+        reason = f"{outcome.reason} Retrying at {outcome.retry_at.isoformat(timespec='seconds')}."
+        error_count, setup_status = "keep", None
+    else:
+        status = InboxStatus.ACTIVE if active else InboxStatus.FAILED
+        reason = outcome.reason
+        error_count, setup_status = ("reset" if active else "increment"), outcome.dns
+    row: TestRow | None = await connection.fetchrow(
+        RECORD_SQL,
+        test_id,
+        worker_id,
+        state.value,
+        outcome.smtp,
+        outcome.imap,
+        outcome.dns,
+        outcome.round_trip,
+        outcome.reason,
+        outcome.retry_at,
+        status.value,
+        reason,
+        error_count,
+        not retrying and active,
+        setup_status,
+        record_class=TestRow,
+    )
+    return row
 
 
 async def release(session: AsyncSession, test_id: uuid.UUID, worker_id: str) -> bool:
