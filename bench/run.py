@@ -45,6 +45,7 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import resource  # noqa: E402
 import secrets  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
@@ -714,7 +715,16 @@ async def b5_inboxd(
         tests = await connection.fetchrow(
             "SELECT count(*) AS tests, coalesce(sum(attempts), 0) AS attempts, "
             "count(DISTINCT inbox_id) AS inboxes, "
-            "count(*) FILTER (WHERE state = 'PASSED') AS passed "
+            "count(*) FILTER (WHERE state = 'PASSED') AS passed, "
+            # Where the time went: how long one test ran (claim to outcome), and how long
+            # tests waited in the queue.
+            "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM "
+            "finished_at - started_at)) * 1000 AS run_ms_p50, "
+            "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM "
+            "started_at - created_at)) * 1000 AS wait_ms_p50, "
+            # Slot use: test-seconds run / (seconds from first claim to last outcome).
+            "extract(epoch FROM sum(finished_at - started_at)) / nullif(extract(epoch FROM "
+            "max(finished_at) - min(started_at)), 0) AS busy_slots "
             "FROM connection_test WHERE workspace_id = $1",
             uuid.UUID(workspace),
         )
@@ -744,8 +754,13 @@ def phase_verify(run: Run, pg: Postgres, certdir: Path, ca: Path) -> None:
     url = pg.scratch()
     _, key_b4 = asyncio.run(make_workspace(url, "bench-verify-b4", 1_000_000))
     ws_b5, key_b5 = asyncio.run(make_workspace(url, "bench-verify-b5", 1_000_000))
-    _, port = start_inboxd(run, "inboxd-verify", inboxd_env(run, url, worker=True, ca_file=str(ca)))
+    server, port = start_inboxd(
+        run, "inboxd-verify", inboxd_env(run, url, worker=True, ca_file=str(ca))
+    )
     next_user = 0
+
+    def mail_cpu() -> float:
+        return cpu_seconds(smtp.proc.pid) + cpu_seconds(imap.proc.pid)
 
     def take(n: int) -> int:
         nonlocal next_user
@@ -802,13 +817,30 @@ def phase_verify(run: Run, pg: Postgres, certdir: Path, ca: Path) -> None:
         count = args.b5_count
         print(f"B5: burst of {count} creates until all settled", flush=True)
         first = take(count)
+        # CPU seconds spent, to show where a run's time goes on a 2-core machine: the floor
+        # script (a child: RUSAGE_CHILDREN), the mail servers, inboxd, this client.
+        children, mail = resource.getrusage(resource.RUSAGE_CHILDREN), mail_cpu()
         floor = logins_floor(
             run, "burst", ca, ports, first, count=count, concurrency=args.worker_concurrency
         )
+        children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        floor_cpu = {
+            "floor script": children_after.ru_utime
+            + children_after.ru_stime
+            - children.ru_utime
+            - children.ru_stime,
+            "mail servers": mail_cpu() - mail,
+        }
         first = take(count)
         users = [user(first + i) for i in range(count)]
         before = (smtp.auth_attempts(), imap.auth_attempts())
+        mail, inboxd_cpu, client_cpu = mail_cpu(), cpu_seconds(server.pid), time.process_time()
         ours = asyncio.run(b5_inboxd(port, key_b5, url, ws_b5, users, ports, args.connections, 600))
+        our_cpu = {
+            "inboxd": cpu_seconds(server.pid) - inboxd_cpu,
+            "mail servers": mail_cpu() - mail,
+            "HTTP client": time.process_time() - client_cpu,
+        }
         after = (smtp.auth_attempts(), imap.auth_attempts())
         logins = (after[0] - before[0], after[1] - before[1])
         lost = count - ours["inboxes_active"] - ours["inboxes_failed"] + (count - ours["created"])
@@ -822,11 +854,20 @@ def phase_verify(run: Run, pg: Postgres, certdir: Path, ca: Path) -> None:
             f"B5 inboxd: {ours['seconds']:.2f} s until all settled (the {count} creates "
             f"took {ours['creates_seconds']:.2f} s), ACTIVE {ours['inboxes_active']}, FAILED "
             f"{ours['inboxes_failed']}, tests {ours['tests_tests']} (attempts "
-            f"{ours['tests_attempts']}), SMTP logins {logins[0]}, IMAP logins {logins[1]}"
+            f"{ours['tests_attempts']}), SMTP logins {logins[0]}, IMAP logins {logins[1]}; "
+            f"one test ran {ours['tests_run_ms_p50']:.0f} ms (median, claim to outcome), "
+            f"{ours['tests_busy_slots'] or 0:.1f} tests running on average"
         )
         run.detail(
             f"B5 floor: {floor['seconds']:.2f} s for {count} login pairs at concurrency "
-            f"{args.worker_concurrency}, passed {floor['ok']}"
+            f"{args.worker_concurrency}, passed {floor['ok']}; one pair took "
+            f"{floor.get('pair_ms_p50', 0):.0f} ms (median)"
+        )
+        run.detail(
+            "B5 CPU seconds: inboxd run: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in our_cpu.items())
+            + "; floor run: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in floor_cpu.items())
         )
         ratio = ours["seconds"] / floor["seconds"]
         run.rows.append(

@@ -8,11 +8,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import timedelta
+from inspect import isawaitable
 from pathlib import Path
 from typing import Any
 
 import orjson
 from cross_web import HTTPException
+from graphql import OperationType as GraphQLOperationType
+from graphql import execute as graphql_execute
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -38,7 +41,7 @@ from resolvers.auth import authenticate, key_from_headers
 from resolvers.state import AppState
 from schema import build_schema
 from schema.context import Context
-from schema.extensions import UNAVAILABLE_ERRORS, Limits, limit_rules
+from schema.extensions import UNAVAILABLE_ERRORS, Limits, limit_rules, mask_error
 from schema.fastpath import Fallback, PlanCache
 
 log = get_logger("inboxd.http")
@@ -190,11 +193,15 @@ class InboxdGraphQL(GraphQL[Context, None]):
         except MissingQueryError as exc:
             raise HTTPException(400, "No GraphQL query found in the request.") from exc
 
-    async def _compiled(self, request: Request) -> Response | None:
-        """The answer of a compiled plan (``schema.fastpath``), or None: Strawberry answers.
+    async def _direct(self, request: Request) -> Response | None:
+        """The answer to a POSTed query or mutation without Strawberry's view, or None:
+        Strawberry answers.
 
-        Only POSTed JSON queries whose document compiled; anything unusual (bad JSON, bad
-        variables, an error in a resolver) goes to Strawberry, which reports it exactly.
+        A query whose document compiled runs its plan (``schema.fastpath``); if the plan
+        falls back, Strawberry answers the same request. A mutation runs on graphql-core
+        directly, with the document parsed and validated once, and errors masked as
+        ``MaskUnexpectedErrors`` would. Anything unusual (bad JSON, unknown or invalid
+        documents, bad variables, subscriptions) goes to Strawberry, which reports it.
         """
         if request.method != "POST":
             return None
@@ -212,24 +219,44 @@ class InboxdGraphQL(GraphQL[Context, None]):
             or not isinstance(variables, dict | None)
         ):
             return None
-        plan = self.plans.get(query, operation_name)
-        if plan is None:
+        prepared = self.plans.prepare(query, operation_name)
+        if prepared is None:
             return None
-        coerced = plan.coerce_variables(variables or {})
-        if coerced is None:
+        plan = prepared.plan
+        if plan is not None:
+            coerced = plan.coerce_variables(variables or {})
+            if coerced is None:
+                return None
+            context = await self.get_context(request, None)
+            try:
+                data = await plan.execute(context, coerced)
+            except Fallback:
+                return await self.run(request, context=context)
+            return Response(orjson.dumps({"data": data}), media_type="application/json")
+        if prepared.operation.operation is not GraphQLOperationType.MUTATION:
+            return None
+        if not prepared.coerce_variables(self.plans.schema, variables or {}):
             return None
         context = await self.get_context(request, None)
-        try:
-            data = await plan.execute(context, coerced)
-        except Fallback:
-            return await self.run(request, context=context)
-        return Response(orjson.dumps({"data": data}), media_type="application/json")
+        result = graphql_execute(
+            self.plans.schema,
+            prepared.document,
+            context_value=context,
+            variable_values=variables,
+            operation_name=operation_name,
+        )
+        if isawaitable(result):
+            result = await result
+        answer: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            answer["errors"] = [mask_error(e, context.request_id).formatted for e in result.errors]
+        return Response(orjson.dumps(answer), media_type="application/json")
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Strawberry answers malformed requests in plain text; clients expect GraphQL's JSON.
         try:
             request = Request(scope=scope, receive=receive)
-            response = await self._compiled(request) or await self.run(request)
+            response = await self._direct(request) or await self.run(request)
         except ClientDisconnect:
             return  # nobody is left to answer
         except HTTPException as exc:

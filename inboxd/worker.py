@@ -141,7 +141,7 @@ class Worker:
         free = self.concurrency - len(self.running)
         if free <= 0:
             return 0
-        async with self.state.db.connection() as connection:
+        async with self.state.db.connection(background=True) as connection:
             tests = await jobs.claim_tests(
                 connection, worker_id=self.worker_id, lease=self.lease, limit=free
             )

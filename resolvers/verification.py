@@ -160,7 +160,7 @@ async def verify(
     The claim already marked the inbox VERIFYING: the probes start at once.
     """
     outcome = await run_attempt(test, keyring, config)
-    async with db.connection() as connection:
+    async with db.connection(background=True) as connection:
         stored = await jobs.record_outcome(connection, test.id, worker_id, outcome)
     log.info(
         "connection test finished",

@@ -23,7 +23,7 @@ from storage.db import UNAVAILABLE_ERRORS
 
 log = structlog.get_logger("inboxd.graphql")
 
-__all__ = ["UNAVAILABLE_ERRORS", "Limits", "limit_rules", "schema_extensions"]
+__all__ = ["UNAVAILABLE_ERRORS", "Limits", "limit_rules", "mask_error", "schema_extensions"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,39 +41,43 @@ def is_unexpected(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError)
 
 
+def mask_error(error: GraphQLError, request_id: str) -> GraphQLError:
+    """``error`` as the client may see it: unexpected ones are logged with the request id
+    and replaced by that id, or by SERVICE_UNAVAILABLE when the database cannot be reached."""
+    if not is_unexpected(error):
+        return error
+    original = error.original_error
+    if isinstance(original, UNAVAILABLE_ERRORS):
+        log.warning("database unavailable", request_id=request_id, error=type(original).__name__)
+        return GraphQLError(
+            "The service is temporarily unavailable (database unreachable); retry shortly.",
+            nodes=error.nodes,
+            path=error.path,
+            extensions={"code": "SERVICE_UNAVAILABLE", "requestId": request_id},
+        )
+    log.error(
+        "unexpected error",
+        request_id=request_id,
+        path=list(error.path or []),
+        exc_info=original,
+    )
+    return GraphQLError(
+        f"Unexpected error (request id {request_id}).",
+        nodes=error.nodes,
+        path=error.path,
+        extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
+    )
+
+
 class MaskUnexpectedErrors(MaskErrors):
-    """Logs each unexpected error with the request id and returns only that id, or a
-    SERVICE_UNAVAILABLE error when the database cannot be reached."""
+    """Strawberry's error masking, with ``mask_error``'s rules."""
 
     def __init__(self) -> None:
         super().__init__(should_mask_error=is_unexpected)
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         context = getattr(self.execution_context, "context", None)
-        request_id = getattr(context, "request_id", None) or "unknown"
-        original = error.original_error
-        if isinstance(original, UNAVAILABLE_ERRORS):
-            log.warning(
-                "database unavailable", request_id=request_id, error=type(original).__name__
-            )
-            return GraphQLError(
-                "The service is temporarily unavailable (database unreachable); retry shortly.",
-                nodes=error.nodes,
-                path=error.path,
-                extensions={"code": "SERVICE_UNAVAILABLE", "requestId": request_id},
-            )
-        log.error(
-            "unexpected error",
-            request_id=request_id,
-            path=list(error.path or []),
-            exc_info=original,
-        )
-        return GraphQLError(
-            f"Unexpected error (request id {request_id}).",
-            nodes=error.nodes,
-            path=error.path,
-            extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
-        )
+        return mask_error(error, getattr(context, "request_id", None) or "unknown")
 
 
 def limit_rules(limits: Limits) -> list[type[ASTValidationRule]]:

@@ -520,12 +520,29 @@ def compile_plan(
     return Plan(schema, document, operation, fragments, completion)
 
 
-NO_PLAN = object()
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A parsed, validated document and its chosen operation; ``plan`` for compiled queries."""
+
+    document: DocumentNode
+    operation: OperationDefinitionNode
+    plan: Plan | None
+
+    def coerce_variables(self, schema: GraphQLSchema, raw: dict[str, Any]) -> bool:
+        """Whether ``raw`` are valid variables for the operation."""
+        coerced = get_variable_values(
+            schema, self.operation.variable_definitions or (), raw, max_errors=1
+        )
+        return not isinstance(coerced, list)
+
+
+NOT_PREPARED = object()
 
 
 class PlanCache:
-    """Plans by (document text, operation name), bounded. Documents that fail to parse or
-    validate, or are not candidates, are remembered as such and left to Strawberry."""
+    """Prepared documents by (document text, operation name), bounded. Documents that fail
+    to parse or validate, or have no such operation, are remembered as such and left to
+    Strawberry, which reports why."""
 
     def __init__(
         self,
@@ -539,23 +556,31 @@ class PlanCache:
         self.rules = [*specified_rules, *rules]
         self.max_tokens = max_tokens
         self.maxsize = maxsize
-        self._plans: dict[tuple[str, str | None], object] = {}
+        self._prepared: dict[tuple[str, str | None], object] = {}
+
+    def prepare(self, query: str, operation_name: str | None) -> Prepared | None:
+        key = (query, operation_name)
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            prepared = self._build(query, operation_name)
+            if len(self._prepared) >= self.maxsize:
+                self._prepared.pop(next(iter(self._prepared)))
+            self._prepared[key] = prepared
+        return prepared if isinstance(prepared, Prepared) else None
 
     def get(self, query: str, operation_name: str | None) -> Plan | None:
-        key = (query, operation_name)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._build(query, operation_name)
-            if len(self._plans) >= self.maxsize:
-                self._plans.pop(next(iter(self._plans)))
-            self._plans[key] = plan
-        return plan if isinstance(plan, Plan) else None
+        """The compiled plan of a query, if it has one."""
+        prepared = self.prepare(query, operation_name)
+        return prepared.plan if prepared is not None else None
 
     def _build(self, query: str, operation_name: str | None) -> object:
         try:
             document = parse(query, max_tokens=self.max_tokens)
         except GraphQLError:
-            return NO_PLAN
+            return NOT_PREPARED
         if validate(self.schema, document, self.rules):
-            return NO_PLAN
-        return compile_plan(self.schema, document, operation_name) or NO_PLAN
+            return NOT_PREPARED
+        operation = get_operation_ast(document, operation_name)
+        if operation is None:
+            return NOT_PREPARED
+        return Prepared(document, operation, compile_plan(self.schema, document, operation_name))

@@ -75,7 +75,10 @@ class Database:
     which would otherwise spend more time in the ORM than in Postgres.
 
     The asyncpg pool needs no pre-ping: a connection the server closed (a restart) is
-    noticed by asyncpg and replaced when it is next acquired.
+    noticed by asyncpg and replaced when it is next acquired. Background work (the
+    verification worker) has a small asyncpg pool of its own: behind a burst of API requests
+    in the shared pool, each claim and each outcome waited its turn, and the worker's slots
+    sat idle.
     """
 
     url: str
@@ -86,7 +89,8 @@ class Database:
     statement_timeout_ms: int = 15_000
     # Called with every query the asyncpg pool runs (tests count statements with this).
     query_loggers: list[Callable[[Any], None]] = field(default_factory=list)
-    _pool: Any = None
+    background_pool_size: int = 4
+    _pools: dict[bool, Any] = field(default_factory=dict)
     _pool_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @asynccontextmanager
@@ -95,28 +99,29 @@ class Database:
             yield session
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Any]:
-        """A pooled asyncpg connection (autocommit: one statement, one round trip)."""
-        pool = self._pool or await self._open_pool()
+    async def connection(self, *, background: bool = False) -> AsyncIterator[Any]:
+        """A pooled asyncpg connection (autocommit: one statement, one round trip); from the
+        background pool for the worker."""
+        pool = self._pools.get(background) or await self._open_pool(background)
         async with pool.acquire(timeout=self.connect_timeout) as connection:
             yield connection
 
-    async def _open_pool(self) -> Any:
+    async def _open_pool(self, background: bool) -> Any:
         async with self._pool_lock:
-            if self._pool is None:
-                self._pool = await asyncpg.create_pool(
+            if background not in self._pools:
+                self._pools[background] = await asyncpg.create_pool(
                     asyncpg_url(self.url),
                     min_size=1,
-                    max_size=self.pool_size,
+                    max_size=self.background_pool_size if background else self.pool_size,
                     timeout=self.connect_timeout,
                     init=self._init_connection,
                     reset=_reset_connection,
                     server_settings={
                         "statement_timeout": str(self.statement_timeout_ms),
-                        "application_name": "inboxd",
+                        "application_name": "inboxd-worker" if background else "inboxd",
                     },
                 )
-            return self._pool
+            return self._pools[background]
 
     async def _init_connection(self, connection: Any) -> None:
         # JSONB as Python values, as the ORM's JSONB columns give them.
@@ -130,8 +135,9 @@ class Database:
             connection.add_query_logger(logger)
 
     async def close_pool(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
+        pools = list(self._pools.values())
+        self._pools.clear()
+        for pool in pools:
             await pool.close()
 
     async def dispose(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -65,15 +66,25 @@ async def burst(args: argparse.Namespace) -> dict[str, object]:
     probe = settings(args.ca_file)
     gate = asyncio.Semaphore(args.concurrency)
 
+    pair_ms: list[float] = []
+
     async def one(i: int) -> bool:
         async with gate:
-            return await verify_once(args, args.first_user + i, probe)
+            begun = time.perf_counter()
+            ok = await verify_once(args, args.first_user + i, probe)
+            pair_ms.append((time.perf_counter() - begun) * 1000)
+            return ok
 
     started = time.perf_counter()
     results = await asyncio.wait_for(
         asyncio.gather(*(one(i) for i in range(args.count))), args.max_seconds
     )
-    return {"seconds": time.perf_counter() - started, "ok": sum(results), "count": args.count}
+    return {
+        "seconds": time.perf_counter() - started,
+        "ok": sum(results),
+        "count": args.count,
+        "pair_ms_p50": statistics.median(pair_ms) if pair_ms else 0.0,
+    }
 
 
 def main() -> int:

@@ -236,3 +236,64 @@ async def test_generated_queries_agree(stack: Stack, tenant: Tenant) -> None:
 
     await asyncio.to_thread(check)
     assert compared >= 50
+
+
+def _without_volatile(value: Any) -> Any:
+    """An answer without what differs between two workspaces doing the same thing."""
+    volatile = {"id", "createdAt", "updatedAt", "existingId", "requestId"}
+    if isinstance(value, dict):
+        return {k: _without_volatile(v) for k, v in value.items() if k not in volatile}
+    if isinstance(value, list):
+        return [_without_volatile(v) for v in value]
+    return value
+
+
+async def test_mutations_run_directly_and_answer_as_strawberry(
+    stack: Stack, make_tenant: Any
+) -> None:
+    """Mutations skip Strawberry's view (graphql-core runs the prepared document): each
+    outcome, success or typed error or top-level error, must read as Strawberry's would."""
+    view = view_of(stack)
+    over_http = await make_tenant(max_inboxes=2)  # answered by the direct path
+    reference = await make_tenant(max_inboxes=2)  # the same steps through Strawberry
+    steps: list[tuple[str | None, dict[str, Any]]] = [
+        ("key", {"input": minimal_input("same@example.com", tags=["x"])}),  # success
+        ("key", {"input": minimal_input("same@example.com")}),  # duplicate
+        ("key", {"input": minimal_input("other@example.com")}),  # success
+        ("key", {"input": minimal_input("third@example.com")}),  # plan limit
+        ("key", {"input": minimal_input("not-an-address")}),  # validation error
+        (None, {"input": minimal_input("anon@example.com")}),  # no key: top-level error
+    ]
+    calls = 0
+    original = view.run
+
+    async def counting_run(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await original(*args, **kwargs)
+
+    view.run = counting_run  # type: ignore[method-assign]
+    try:
+        answers = []
+        for key, variables in steps:
+            client = over_http.client if key else over_http.client.with_key(None)
+            answers.append((await client(CREATE, variables)).body)
+    finally:
+        del view.run
+    assert calls == 0, "mutations should not reach Strawberry's view"
+    for (key, variables), answer in zip(steps, answers, strict=True):
+        context = await context_for(stack, reference.key if key else None)
+        result = await view.schema.execute(CREATE, variable_values=variables, context_value=context)
+        expected: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            expected["errors"] = [e.formatted for e in result.errors]
+        assert _without_volatile(answer) == _without_volatile(expected), variables
+    kinds = [a["data"]["createEmailInbox"]["__typename"] for a in answers[:5]]
+    assert kinds == [
+        "CreateEmailInboxSuccess",
+        "DuplicateEmailInbox",
+        "CreateEmailInboxSuccess",
+        "InboxLimitReached",
+        "ValidationError",
+    ]
+    assert answers[5]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
