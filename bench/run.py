@@ -835,7 +835,10 @@ def phase_verify(run: Run, pg: Postgres, certdir: Path, ca: Path) -> None:
         users = [user(first + i) for i in range(count)]
         before = (smtp.auth_attempts(), imap.auth_attempts())
         mail, inboxd_cpu, client_cpu = mail_cpu(), cpu_seconds(server.pid), time.process_time()
+        profiler = profile(run, server, "B5-inboxd", 15)
         ours = asyncio.run(b5_inboxd(port, key_b5, url, ws_b5, users, ports, args.connections, 600))
+        if profiler is not None:
+            profiler.wait(60)
         our_cpu = {
             "inboxd": cpu_seconds(server.pid) - inboxd_cpu,
             "mail servers": mail_cpu() - mail,
@@ -1266,7 +1269,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-write", action="store_true", help="do not write the doc")
     parser.add_argument("--no-install", action="store_true", help="never apt-get wrk")
     parser.add_argument(
-        "--profile", default="", help="directory: py-spy profiles of inboxd and floors during B1-B3"
+        "--profile", default="", help="directory: py-spy profiles of inboxd (B1-B3, B5, B6)"
     )
     parser.add_argument("--keep-tmp", action="store_true")
     args = parser.parse_args(argv)

@@ -13,6 +13,7 @@ import errno
 import ipaddress
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 from mail.results import ProbeCode
 
@@ -180,6 +181,20 @@ def _normalise_host(host: str) -> str:
     return host[:-1] if host.endswith(".") else host
 
 
+def _literal(name: str, port: int) -> list[Any]:
+    """getaddrinfo's answer for an IP address written plainly, without the resolver's thread
+    pool; empty for names (and unusual spellings, which getaddrinfo interprets)."""
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return []
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id:
+            return []
+        return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (name, port, 0, 0))]
+    return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (name, port))]
+
+
 async def resolve_target(host: str, port: int, policy: NetworkPolicy) -> ResolvedTarget:
     """Resolve `host`, refuse non-public addresses unless the policy allows them.
 
@@ -191,7 +206,7 @@ async def resolve_target(host: str, port: int, policy: NetworkPolicy) -> Resolve
         raise TargetError(ProbeCode.HOST_NOT_FOUND, "The host name is empty or malformed.")
     loop = asyncio.get_running_loop()
     try:
-        infos = await asyncio.wait_for(
+        infos = _literal(name, port) or await asyncio.wait_for(
             loop.getaddrinfo(name, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP),
             policy.dns_timeout,
         )

@@ -89,15 +89,26 @@ def inspection_context() -> ssl.SSLContext:
     return ctx
 
 
+# Contexts already loaded, read without a thread: every probe needs one, and a hop through
+# the thread pool per probe cost more than the probe's own Python work.
+_LOADED: dict[str | None, ssl.SSLContext] = {}
+
+
 async def load_verifying_context(ca_file: str | None) -> ssl.SSLContext:
+    loaded = _LOADED.get(ca_file)
+    if loaded is not None:
+        return loaded
     try:
-        return await asyncio.to_thread(verifying_context, ca_file)
+        # The first load reads the system store (many files): off the event loop.
+        loaded = await asyncio.to_thread(verifying_context, ca_file)
     except (OSError, ssl.SSLError):
         raise ProbeFailure(
             ProbeCode.UNEXPECTED,
             "The configured CA certificate file could not be loaded.",
             hint="Check the server's ca_file setting: it must be a readable PEM file.",
         ) from None
+    _LOADED[ca_file] = loaded
+    return loaded
 
 
 def tls_info(ssl_object: ssl.SSLObject | None, *, trusted: bool, pin: str | None) -> TlsInfo:

@@ -50,13 +50,28 @@ async def get_open_test(session: AsyncSession, inbox_id: uuid.UUID) -> Connectio
 LOCK_ACCOUNTS_SQL = (
     "SELECT pg_advisory_xact_lock(hashtext($1)), pg_advisory_xact_lock(hashtext($2))"
 )
-LATEST_LOGIN_SQL = """
-    SELECT max(t.run_after) FROM connection_test t
-      JOIN email_inbox i ON i.id = t.inbox_id
-     WHERE t.run_after > now() - make_interval(secs => $1)
-       AND ((i.smtp_host = $2 AND i.smtp_username = $3)
-         OR (i.imap_host = $4 AND i.imap_username = $5))
-"""
+
+
+def latest_login_query(first: int) -> str:
+    """SQL for the latest login scheduled within the spacing to either account; parameters
+    from ``$first``: spacing seconds, SMTP host, SMTP username, IMAP host, IMAP username."""
+    secs, smtp_host, smtp_user, imap_host, imap_user = (f"${first + i}" for i in range(5))
+    return f"""
+        SELECT max(t.run_after) FROM connection_test t
+          JOIN email_inbox i ON i.id = t.inbox_id
+         WHERE t.run_after > now() - make_interval(secs => {secs})
+           AND ((i.smtp_host = {smtp_host} AND i.smtp_username = {smtp_user})
+             OR (i.imap_host = {imap_host} AND i.imap_username = {imap_user}))
+    """  # noqa: S608
+
+
+LATEST_LOGIN_SQL = latest_login_query(1)
+
+
+def account_lock_keys(smtp: tuple[str, str], imap: tuple[str, str]) -> tuple[str, str]:
+    """The advisory lock keys of an inbox's two accounts, in the order they are taken."""
+    accounts = sorted({f"{host}|{username}".lower() for host, username in (smtp, imap)})
+    return accounts[0], accounts[-1]
 
 
 async def spaced_start(
@@ -73,8 +88,7 @@ async def spaced_start(
     """
     if spacing <= timedelta(0):
         return None
-    accounts = sorted({f"{host}|{username}".lower() for host, username in (smtp, imap)})
-    await connection.execute(LOCK_ACCOUNTS_SQL, accounts[0], accounts[-1])
+    await connection.execute(LOCK_ACCOUNTS_SQL, *account_lock_keys(smtp, imap))
     latest: datetime | None = await connection.fetchval(
         LATEST_LOGIN_SQL, spacing.total_seconds(), *smtp, *imap
     )

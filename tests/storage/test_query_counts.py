@@ -193,8 +193,8 @@ async def test_create_inbox(tenant, state):
     # createEmailInbox (one transaction on the plain pool, storage.inboxes.create_inbox):
     #   3 SELECT workspace ... FOR UPDATE (serialises creates against the plan limit)
     #   4 SELECT count(*) of the workspace's inboxes (after the lock: its own snapshot)
-    #     (login spacing adds the account advisory locks and the latest-login SELECT; the
-    #     test stack runs with INBOXD_VERIFICATION_SPACING_SECONDS=0: not counted here)
+    #     (with login spacing, 3 also takes the accounts' advisory locks and 4 also finds
+    #     their latest login: the same number of statements)
     #   5 WITH inbox AS (INSERT email_inbox ... ON CONFLICT DO NOTHING RETURNING ...),
     #     test AS (INSERT connection_test), audit AS (INSERT audit_event),
     #     notified AS (pg_notify jobs, TEST_CHANGED, CREATED) SELECT inbox.*
