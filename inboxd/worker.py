@@ -25,7 +25,7 @@ from mail.dns_lookup import DnsSettings
 from mail.network import NetworkPolicy
 from mail.probes import ProbeSettings
 from resolvers.state import AppState
-from resolvers.verification import VerificationConfig, verify
+from resolvers.verification import VerificationConfig, run_attempt, store_outcome
 from storage import jobs
 from storage.db import UNAVAILABLE_ERRORS
 from storage.listener import EventHub
@@ -92,6 +92,9 @@ class Worker:
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     )
     running: dict[uuid.UUID, asyncio.Task[None]] = field(default_factory=dict)
+    # Tests whose logins are in progress: what ``concurrency`` limits. A test leaves this set
+    # once its probes are done, so the next one is claimed while its outcome is stored.
+    probing: set[uuid.UUID] = field(default_factory=set)
     _task: asyncio.Task[None] | None = None
     _stopping: bool = False
 
@@ -132,13 +135,13 @@ class Worker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
-            if claimed and len(self.running) < self.concurrency:
+            if claimed and len(self.probing) < self.concurrency:
                 continue  # there may be more due right now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waker.wait(), self.poll_interval)
 
     async def _claim(self) -> int:
-        free = self.concurrency - len(self.running)
+        free = self.concurrency - len(self.probing)
         if free <= 0:
             return 0
         async with self.state.db.connection(background=True) as connection:
@@ -148,25 +151,32 @@ class Worker:
         for test in tests:
             task = asyncio.create_task(self._run(test), name=f"test-{test.id}")
             self.running[test.id] = task
+            self.probing.add(test.id)
         return len(tests)
+
+    def _free_slot(self, test_id: uuid.UUID) -> None:
+        if test_id in self.probing:
+            self.probing.discard(test_id)
+            # Look for queued work now rather than at the next poll.
+            self.hub.wake_workers()
 
     async def _run(self, test: jobs.ClaimedTest) -> None:
         test_id = test.id
         heartbeat = asyncio.create_task(self._heartbeat(test_id))
         try:
-            await verify(self.state.db, self.state.keyring, self.config, test, self.worker_id)
+            outcome = await run_attempt(test, self.state.keyring, self.config)
+            # The logins are over: the slot takes the next test while this outcome is stored.
+            self._free_slot(test_id)
+            await store_outcome(self.state.db, test, self.worker_id, outcome)
         except asyncio.CancelledError:
             raise
         except Exception:
             # The lease expires and another attempt follows; nothing is recorded half-way.
             log.exception("connection test crashed", test_id=str(test_id))
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            heartbeat.cancel()  # not awaited: nothing waits on it, and it holds nothing
             self.running.pop(test_id, None)
-            # A slot is free: look for queued work now rather than at the next poll.
-            self.hub.wake_workers()
+            self._free_slot(test_id)
 
     async def _heartbeat(self, test_id: uuid.UUID) -> None:
         interval = self.lease.total_seconds() / 3

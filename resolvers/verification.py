@@ -148,6 +148,23 @@ async def run_attempt(
     )
 
 
+async def store_outcome(
+    db: Database, test: jobs.ClaimedTest, worker_id: str, outcome: jobs.TestOutcome
+) -> TestRow | None:
+    """Record an attempt's outcome (see jobs.record_outcome). None: the test was lost."""
+    async with db.connection(background=True) as connection:
+        stored = await jobs.record_outcome(connection, test.id, worker_id, outcome)
+    log.info(
+        "connection test finished",
+        test_id=str(test.id),
+        inbox_id=str(test.inbox.id),
+        passed=outcome.passed,
+        retrying=outcome.retry_at is not None,
+        kept=stored is not None,
+    )
+    return stored
+
+
 async def verify(
     db: Database,
     keyring: KeyRing,
@@ -160,14 +177,4 @@ async def verify(
     The claim already marked the inbox VERIFYING: the probes start at once.
     """
     outcome = await run_attempt(test, keyring, config)
-    async with db.connection(background=True) as connection:
-        stored = await jobs.record_outcome(connection, test.id, worker_id, outcome)
-    log.info(
-        "connection test finished",
-        test_id=str(test.id),
-        inbox_id=str(test.inbox.id),
-        passed=outcome.passed,
-        retrying=outcome.retry_at is not None,
-        kept=stored is not None,
-    )
-    return stored
+    return await store_outcome(db, test, worker_id, outcome)
