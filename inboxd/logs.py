@@ -94,11 +94,24 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # uvicorn narrates every websocket ("... [accepted]", "connection open/closed") at INFO:
+    # three lines per subscriber is noise at 10,000 of them, and costs CPU at every connect.
+    logging.getLogger("uvicorn.error").addFilter(_quiet_websocket_lifecycle)
     # Strawberry logs every client mistake (bad query, failed validation) as an ERROR with the
     # query text; unexpected errors are logged by inboxd's own masking, with the request id.
     logging.getLogger("strawberry.execution").setLevel(logging.CRITICAL)
     # pgserver narrates every start of the embedded database at INFO.
     logging.getLogger("pgserver").setLevel(max(root.level, logging.WARNING))
+
+
+def _quiet_websocket_lifecycle(record: logging.LogRecord) -> bool:
+    if record.levelno > logging.INFO:
+        return True
+    message = str(record.msg)
+    return not (
+        message in ("connection open", "connection closed")
+        or '"WebSocket %s" [accepted]' in message
+    )
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -40,7 +40,7 @@ from resolvers.state import AppState
 from schema.context import Context
 from schema.extensions import UNAVAILABLE_ERRORS
 from schema.subscription import StatusFeed, StatusFeeds
-from storage import key_status
+from storage import api_keys
 from storage.api_keys import Principal
 
 log = get_logger("inboxd.ws")
@@ -124,8 +124,8 @@ class WebSocketServer:
         while True:
             await asyncio.sleep(self.settings.ws_key_recheck_seconds)
             try:
-                async with self.state.db.sessions() as session:
-                    active = await key_status.active_api_keys(session, list(self._keys))
+                async with self.state.db.connection() as connection:
+                    active = await api_keys.active_api_keys(connection, list(self._keys))
             except UNAVAILABLE_ERRORS:
                 continue  # unknown is not revoked: check again next time
             for key_id in [k for k in self._keys if k not in active]:

@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -113,9 +113,15 @@ async def authenticate(
     )
 
 
-async def is_active(session: AsyncSession, api_key_id: uuid.UUID) -> bool:
-    row = await session.get(ApiKey, api_key_id)
-    return row is not None and row.revoked_at is None
+ACTIVE_KEYS_SQL = "SELECT id FROM api_key WHERE id = ANY($1::uuid[]) AND revoked_at IS NULL"
+
+
+async def active_api_keys(connection: Any, ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+    """The ids among ``ids`` whose key exists and is not revoked: one statement for every key
+    a process holds websocket connections for (the periodic revocation sweep)."""
+    if not ids:
+        return set()
+    return {row["id"] for row in await connection.fetch(ACTIVE_KEYS_SQL, list(ids))}
 
 
 async def revoke_api_key(session: AsyncSession, prefix: str) -> datetime:

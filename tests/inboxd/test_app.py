@@ -123,3 +123,21 @@ async def test_legacy_graphql_ws_protocol_is_off_by_default(base_url):
         with pytest.raises(websockets.exceptions.ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
         assert ws.close_code == 4406
+
+
+def test_accepted_websockets_are_not_logged_one_by_one(capfd: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from inboxd.logs import configure_logging
+
+    configure_logging("INFO")
+    try:
+        uvicorn_log = logging.getLogger("uvicorn.error")
+        uvicorn_log.info('%s - "WebSocket %s" [accepted]', "192.0.2.7:1234", "/graphql")
+        uvicorn_log.info('%s - "WebSocket %s" 403', "192.0.2.8:1234", "/graphql")
+        uvicorn_log.info("Started server process [%d]", 42)
+    finally:
+        configure_logging("WARNING")
+    err = capfd.readouterr().err
+    assert "192.0.2.7" not in err  # one line per subscriber is noise at 10,000 of them
+    assert "192.0.2.8" in err and "Started server process" in err  # the rest stays
