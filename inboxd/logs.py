@@ -8,6 +8,7 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any
 
+import orjson
 import structlog
 
 SENSITIVE_KEY = re.compile(
@@ -63,7 +64,48 @@ def redact_processor(
     return event_dict
 
 
+# The current level, read by ``_level_filter`` on every event: configure_logging may be called
+# again (tests do) and loggers are cached on first use.
+_LEVEL = [logging.INFO]
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "exception": 40}
+
+
+def _level_filter(
+    _logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    if _LEVELS.get(method, logging.CRITICAL) < _LEVEL[0]:
+        raise structlog.DropEvent
+    return event_dict
+
+
+class _StderrLogger:
+    """Writes each rendered event as one line to the current ``sys.stderr`` (looked up per
+    line: tests swap it), with the name ``add_logger_name`` reports."""
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+
+    def msg(self, message: str) -> None:
+        stream = sys.stderr
+        stream.write(message + "\n")
+        stream.flush()
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+def _named_write_logger(*args: Any) -> _StderrLogger:
+    return _StderrLogger(str(args[0]) if args else "")
+
+
+def _orjson(value: Any, **_kwargs: Any) -> str:
+    return orjson.dumps(value, default=repr).decode()
+
+
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
+    """inboxd's own events go straight from structlog to stderr (one JSON line each, no
+    stdlib logging machinery: a line per request must be cheap); other libraries' logs go
+    through stdlib logging and come out in the same shape."""
+    _LEVEL[0] = logging.getLevelName(level.upper())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -73,12 +115,14 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         redact_processor,
     ]
     renderer: Any = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer(serializer=_orjson)
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[_level_filter, *shared, renderer],
+        logger_factory=_named_write_logger,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
@@ -114,5 +158,5 @@ def _quiet_websocket_lifecycle(record: logging.LogRecord) -> bool:
     )
 
 
-def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    return structlog.get_logger(name)  # type: ignore[no-any-return]
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)
