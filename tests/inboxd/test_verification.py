@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -497,12 +498,18 @@ async def test_no_credential_in_logs_jobs_or_notify_payloads(verifier, servers, 
             .all()
         )
     captured = capfd.readouterr()
+
     # Everything inboxd (and its libraries) logged; the test's own mail servers log the logins
     # they receive, and they are not inboxd.
+    def from_test_servers(line: str) -> bool:
+        try:
+            logger = str(json.loads(line).get("logger", ""))
+        except (ValueError, AttributeError):
+            return False
+        return logger.startswith("pymap") or logger == "mail.log"
+
     logs = "\n".join(
-        line
-        for line in (captured.out + captured.err).splitlines()
-        if '"logger": "pymap' not in line and '"logger": "mail.log"' not in line
+        line for line in (captured.out + captured.err).splitlines() if not from_test_servers(line)
     )
     assert payloads and rows and "connection test finished" in logs
     for canary in (canary_good, canary_bad):
