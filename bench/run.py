@@ -748,29 +748,11 @@ async def b5_inboxd(
     }
 
 
-async def wait_for_worker(url: str, within: float) -> None:
-    """Until a worker process has claimed once (its pool shows in pg_stat_activity)."""
-    import asyncpg
-
-    connection = await asyncpg.connect(url, timeout=10)
-    try:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if await connection.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'inboxd-worker'"
-            ):
-                return
-            await asyncio.sleep(0.1)
-    finally:
-        await connection.close()
-    raise RuntimeError("the inboxd worker process did not start")
-
-
 def phase_verify(run: Run, pg: Postgres, certdir: Path, ca: Path) -> None:
     args = run.args
     figures = args.only
     b4_total = args.b4_samples + args.b4_warmup
-    users_needed = 2 * b4_total + 3 * args.b5_count  # B5: floor, one process, two
+    users_needed = 2 * b4_total + 2 * args.b5_count
     smtp = MailServer(run, "smtp", certdir, users_needed)
     imap = MailServer(run, "imap", certdir, users_needed)
     ports = (smtp.port, imap.port)
@@ -923,22 +905,6 @@ def phase_verify(run: Run, pg: Postgres, certdir: Path, ca: Path) -> None:
             )
 
         b5("one process", server, port, None)
-        # The same API with its worker in a process of its own (`inboxd worker`), as a
-        # deployment would run it: the burst of creates and the logins no longer share one
-        # event loop.
-        server.stop()
-        api, api_port = start_inboxd(
-            run, "inboxd-api", inboxd_env(run, url, worker=False, ca_file=str(ca))
-        )
-        worker = start(
-            "inboxd-worker",
-            [str(VENV_PYTHON), "-m", "inboxd.cli", "worker"],
-            env=inboxd_env(run, url, worker=True, ca_file=str(ca)),
-            log=run.tmp / "inboxd-worker.log",
-        )
-        run.procs.append(worker)
-        asyncio.run(wait_for_worker(url, 60))
-        b5("API + worker process", api, api_port, worker)
     run.stop_all()
 
 
