@@ -235,8 +235,7 @@ class InboxdGraphQL(GraphQL[Context, None]):
             return Response(orjson.dumps({"data": data}), media_type="application/json")
         if prepared.operation.operation is not GraphQLOperationType.MUTATION:
             return None
-        if not prepared.coerce_variables(self.plans.schema, variables or {}):
-            return None
+        # Invalid variables are reported by graphql-core's execute, as Strawberry reports them.
         context = await self.get_context(request, None)
         result = graphql_execute(
             self.plans.schema,

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import hmac
 import ssl
+import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -92,6 +93,13 @@ def inspection_context() -> ssl.SSLContext:
 # Contexts already loaded, read without a thread: every probe needs one, and a hop through
 # the thread pool per probe cost more than the probe's own Python work.
 _LOADED: dict[str | None, ssl.SSLContext] = {}
+# The first probes of a burst all miss at once: one thread loads, the others wait for it.
+_LOADING = threading.Lock()
+
+
+def _load_once(ca_file: str | None) -> ssl.SSLContext:
+    with _LOADING:
+        return verifying_context(ca_file)
 
 
 async def load_verifying_context(ca_file: str | None) -> ssl.SSLContext:
@@ -100,7 +108,7 @@ async def load_verifying_context(ca_file: str | None) -> ssl.SSLContext:
         return loaded
     try:
         # The first load reads the system store (many files): off the event loop.
-        loaded = await asyncio.to_thread(verifying_context, ca_file)
+        loaded = await asyncio.to_thread(_load_once, ca_file)
     except (OSError, ssl.SSLError):
         raise ProbeFailure(
             ProbeCode.UNEXPECTED,

@@ -528,13 +528,6 @@ class Prepared:
     operation: OperationDefinitionNode
     plan: Plan | None
 
-    def coerce_variables(self, schema: GraphQLSchema, raw: dict[str, Any]) -> bool:
-        """Whether ``raw`` are valid variables for the operation."""
-        coerced = get_variable_values(
-            schema, self.operation.variable_definitions or (), raw, max_errors=1
-        )
-        return not isinstance(coerced, list)
-
 
 NOT_PREPARED = object()
 

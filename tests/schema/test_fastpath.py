@@ -262,6 +262,7 @@ async def test_mutations_run_directly_and_answer_as_strawberry(
         ("key", {"input": minimal_input("other@example.com")}),  # success
         ("key", {"input": minimal_input("third@example.com")}),  # plan limit
         ("key", {"input": minimal_input("not-an-address")}),  # validation error
+        ("key", {"input": {"smtp": {"host": "smtp.example.com"}}}),  # invalid variables
         (None, {"input": minimal_input("anon@example.com")}),  # no key: top-level error
     ]
     calls = 0
@@ -296,4 +297,5 @@ async def test_mutations_run_directly_and_answer_as_strawberry(
         "InboxLimitReached",
         "ValidationError",
     ]
-    assert answers[5]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert answers[5]["data"] is None and "email" in answers[5]["errors"][0]["message"]
+    assert answers[6]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
