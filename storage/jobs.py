@@ -260,6 +260,19 @@ def _event_json(kind: str, workspace: str, inbox: str, version: str, test: str) 
     )
 
 
+def _notify_test_and_status(tests: str, inboxes: str) -> str:
+    """A CTE body sending TEST_CHANGED for each row of ``tests`` (columns id, inbox_id,
+    workspace_id, version) and STATUS_CHANGED for each row of ``inboxes`` (id, workspace_id,
+    version), in that order."""
+    test_changed = _event_json("TEST_CHANGED", "t.workspace_id", "t.inbox_id", "t.version", "t.id")
+    status_changed = _event_json("STATUS_CHANGED", "i.workspace_id", "i.id", "i.version", "NULL")
+    # Built from names in this module only: S608 does not apply.
+    return (
+        f"SELECT pg_notify('{events.CHANNEL}', {test_changed}) FROM {tests} t "  # noqa: S608
+        f"UNION ALL SELECT pg_notify('{events.CHANNEL}', {status_changed}) FROM {inboxes} i"
+    )
+
+
 # One statement: take due tests (SKIP LOCKED), mark their inboxes VERIFYING, tell subscribers
 # both, and return what the probes need. Autocommit: it is atomic on its own.
 CLAIM_SQL = f"""
@@ -288,13 +301,7 @@ CLAIM_SQL = f"""
          WHERE i.id = c.inbox_id
         RETURNING {", ".join(f"i.{c}" for c in columns(EmailInbox).split(", "))}
     ), notified AS (
-        SELECT pg_notify('{events.CHANNEL}', {
-    _event_json("TEST_CHANGED", "c.workspace_id", "c.inbox_id", "c.version", "c.id")
-}) FROM claimed c
-        UNION ALL
-        SELECT pg_notify('{events.CHANNEL}', {
-    _event_json("STATUS_CHANGED", "v.workspace_id", "v.id", "v.version", "NULL")
-}) FROM verifying v
+        {_notify_test_and_status("claimed", "verifying")}
     )
     SELECT c.id AS claimed_test_id, c.attempts AS claimed_attempts,
            c.round_trip AS claimed_round_trip, c.round_trip_to AS claimed_round_trip_to, v.*
@@ -395,13 +402,7 @@ RECORD_SQL = f"""
          WHERE i.id = f.inbox_id
         RETURNING i.id, i.workspace_id, i.version
     ), notified AS (
-        SELECT pg_notify('{events.CHANNEL}', {
-    _event_json("TEST_CHANGED", "f.workspace_id", "f.inbox_id", "f.version", "f.id")
-}) FROM finished f
-        UNION ALL
-        SELECT pg_notify('{events.CHANNEL}', {
-    _event_json("STATUS_CHANGED", "n.workspace_id", "n.id", "n.version", "NULL")
-}) FROM inbox n
+        {_notify_test_and_status("finished", "inbox")}
     )
     SELECT finished.* FROM finished, (SELECT count(*) FROM notified) AS sent
 """  # noqa: S608

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,23 @@ query ListWithTests($first: Int!) {
     edges { node { id email connectionTests(first: 2) { edges { node { id state } } } } }
   }
 }"""
+
+
+@contextmanager
+def counting_strawberry_runs(view: InboxdGraphQL) -> Iterator[list[int]]:
+    """Counts the requests that reach Strawberry's view while the block runs."""
+    calls = [0]
+    original = view.run
+
+    async def counting_run(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return await original(*args, **kwargs)
+
+    view.run = counting_run  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        del view.run
 
 
 def view_of(stack: Stack) -> InboxdGraphQL:
@@ -181,22 +200,10 @@ def test_what_is_not_compiled(stack: Stack) -> None:
 async def test_http_answers_come_from_the_plan(stack: Stack, tenant: Tenant) -> None:
     ids = await seed(tenant, 1)
     query = f"query ViaHttp($id: ID!) {{ emailInbox(id: $id) {{ {INBOX_FIELDS} }} }}"
-    view = view_of(stack)
-    calls = 0
-    original = view.run
-
-    async def counting_run(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        return await original(*args, **kwargs)
-
-    view.run = counting_run  # type: ignore[method-assign]
-    try:
+    with counting_strawberry_runs(view_of(stack)) as calls:
         response = await tenant.client(query, {"id": ids[0]})
-    finally:
-        del view.run
     assert response.data["emailInbox"]["id"] == ids[0]
-    assert calls == 0, "a compiled query should not reach Strawberry's view"
+    assert calls == [0], "a compiled query should not reach Strawberry's view"
     _, slow = await both_ways(stack, tenant.key, query, {"id": ids[0]})
     assert orjson.loads(slow) == response.body
 
@@ -265,23 +272,12 @@ async def test_mutations_run_directly_and_answer_as_strawberry(
         ("key", {"input": {"smtp": {"host": "smtp.example.com"}}}),  # invalid variables
         (None, {"input": minimal_input("anon@example.com")}),  # no key: top-level error
     ]
-    calls = 0
-    original = view.run
-
-    async def counting_run(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        return await original(*args, **kwargs)
-
-    view.run = counting_run  # type: ignore[method-assign]
-    try:
-        answers = []
+    answers = []
+    with counting_strawberry_runs(view) as calls:
         for key, variables in steps:
             client = over_http.client if key else over_http.client.with_key(None)
             answers.append((await client(CREATE, variables)).body)
-    finally:
-        del view.run
-    assert calls == 0, "mutations should not reach Strawberry's view"
+    assert calls == [0], "mutations should not reach Strawberry's view"
     for (key, variables), answer in zip(steps, answers, strict=True):
         context = await context_for(stack, reference.key if key else None)
         result = await view.schema.execute(CREATE, variable_values=variables, context_value=context)
