@@ -120,10 +120,12 @@ async def enqueue_test(
     round_trip_to: str | None = None,
     spacing: timedelta = timedelta(0),
 ) -> ConnectionTest:
-    """Queue a test of ``inbox``, or return the one already queued or running."""
-    existing = await get_open_test(session, inbox.id)
-    if existing is not None:
-        return existing
+    """Queue a test of ``inbox``, or return the one already queued or running.
+
+    Callers hold the inbox's row lock and have just looked (test_connection) or cancelled
+    (a settings change) the open test, so none is expected; the insert's ON CONFLICT still
+    returns one that appeared anyway.
+    """
     not_before = await spaced_start(
         await driver_connection(session),
         smtp=(inbox.smtp_host, inbox.smtp_username),
