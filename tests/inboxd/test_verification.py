@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -114,6 +115,12 @@ async def watch_until_final(ws: WSClient, sub_id: str) -> list[dict[str, object]
         if inbox["status"] in ("ACTIVE", "FAILED"):
             return seen
     return seen
+
+
+async def latest_test(tenant: Any, inbox_id: str) -> dict[str, Any]:
+    """The inbox's newest connection test, as INBOX_TESTS reads it."""
+    detail = (await tenant.client(INBOX_TESTS, {"id": inbox_id})).data["emailInbox"]
+    return detail["connectionTests"]["edges"][0]["node"]
 
 
 async def create_and_watch(verifier: Verifier, tenant, input: dict[str, object]):
@@ -262,8 +269,7 @@ async def test_provider_hint_on_auth_failure(verifier, servers):
             smtp_password="nope",
         ),
     )
-    detail = (await tenant.client(INBOX_TESTS, {"id": inbox_id})).data["emailInbox"]
-    hint = detail["connectionTests"]["edges"][0]["node"]["smtp"]["hint"]
+    hint = (await latest_test(tenant, inbox_id))["smtp"]["hint"]
     assert "app password" in hint.lower()
 
 
@@ -277,8 +283,7 @@ async def test_closed_port_is_connection_refused_and_retried(verifier, servers):
         ),
     )
     assert statuses(seen)[-1] == "FAILED"
-    detail = (await tenant.client(INBOX_TESTS, {"id": inbox_id})).data["emailInbox"]
-    test = detail["connectionTests"]["edges"][0]["node"]
+    test = await latest_test(tenant, inbox_id)
     assert test["smtp"]["code"] == "CONNECTION_REFUSED"
     assert test["smtp"]["field"] == "smtp.port"
     # Transient: retried with backoff up to the attempt limit, then FAILED.
@@ -298,8 +303,7 @@ async def test_implicit_tls_against_starttls_port_explains(verifier, servers):
             email="mismatch@example.com",
         ),
     )
-    detail = (await tenant.client(INBOX_TESTS, {"id": inbox_id})).data["emailInbox"]
-    smtp = detail["connectionTests"]["edges"][0]["node"]["smtp"]
+    smtp = (await latest_test(tenant, inbox_id))["smtp"]
     assert smtp["code"] == "PROTOCOL_ERROR"
     assert "STARTTLS" in smtp["hint"]
 
@@ -342,8 +346,7 @@ async def test_self_signed_certificate_then_pinned(verifier, certs, servers):
             await ws.close()
         assert statuses(seen)[0] == "PENDING"
         assert statuses(seen)[-1] == "ACTIVE"
-        detail = (await tenant.client(INBOX_TESTS, {"id": inbox_id})).data["emailInbox"]
-        latest = detail["connectionTests"]["edges"][0]["node"]["smtp"]
+        latest = (await latest_test(tenant, inbox_id))["smtp"]
         assert latest["ok"] and latest["tls"]["pinned"] and not latest["tls"]["trusted"]
 
 
@@ -402,8 +405,7 @@ async def test_private_host_refused_when_not_allowed(pg_server, certs, keyring, 
                 email="private@example.com",
             ),
         )
-        detail = (await tenant.client(INBOX_TESTS, {"id": inbox_id})).data["emailInbox"]
-        test = detail["connectionTests"]["edges"][0]["node"]
+        test = await latest_test(tenant, inbox_id)
         assert test["smtp"]["code"] == "HOST_NOT_ALLOWED"
         assert test["imap"]["code"] == "HOST_NOT_ALLOWED"
         assert statuses(seen)[-1] == "FAILED"
