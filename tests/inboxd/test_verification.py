@@ -117,6 +117,13 @@ async def watch_until_final(ws: WSClient, sub_id: str) -> list[dict[str, object]
     return seen
 
 
+def working_input(servers: dict[str, Any], **kwargs: Any) -> dict[str, object]:
+    """An inbox on the STARTTLS SMTP and implicit-TLS IMAP servers whose logins succeed."""
+    return inbox_input(
+        servers["smtp_starttls"].port, "STARTTLS", servers["imap_tls"].port, "TLS", **kwargs
+    )
+
+
 async def latest_test(tenant: Any, inbox_id: str) -> dict[str, Any]:
     """The inbox's newest connection test, as INBOX_TESTS reads it."""
     detail = (await tenant.client(INBOX_TESTS, {"id": inbox_id})).data["emailInbox"]
@@ -195,15 +202,7 @@ async def test_subscriber_sees_pending_then_verifying_then_active(verifier, serv
         await asyncio.sleep(0.2)
         created = await tenant.client(
             CREATE,
-            {
-                "input": inbox_input(
-                    servers["smtp_starttls"].port,
-                    "STARTTLS",
-                    servers["imap_tls"].port,
-                    "TLS",
-                    email="order@example.com",
-                )
-            },
+            {"input": working_input(servers, email="order@example.com")},
         )
         inbox_id = created.data["createEmailInbox"]["inbox"]["id"]
         kinds = []
@@ -229,14 +228,7 @@ async def test_wrong_password_fails_fast_with_the_field(verifier, servers, side)
     inbox_id, seen = await create_and_watch(
         verifier,
         tenant,
-        inbox_input(
-            servers["smtp_starttls"].port,
-            "STARTTLS",
-            servers["imap_tls"].port,
-            "TLS",
-            email=f"wrong-{side}@example.com",
-            **wrong,
-        ),
+        working_input(servers, email=f"wrong-{side}@example.com", **wrong),
     )
     elapsed = time.monotonic() - started
     assert statuses(seen)[-1] == "FAILED"
@@ -259,15 +251,7 @@ async def test_provider_hint_on_auth_failure(verifier, servers):
     inbox_id, _seen = await create_and_watch(
         verifier,
         tenant,
-        inbox_input(
-            servers["smtp_starttls"].port,
-            "STARTTLS",
-            servers["imap_tls"].port,
-            "TLS",
-            email="someone@gmail.com",
-            provider="GMAIL",
-            smtp_password="nope",
-        ),
+        working_input(servers, email="someone@gmail.com", provider="GMAIL", smtp_password="nope"),
     )
     hint = (await latest_test(tenant, inbox_id))["smtp"]["hint"]
     assert "app password" in hint.lower()
@@ -355,13 +339,7 @@ async def test_test_connection_returns_the_open_test(verifier, servers):
     inbox_id, _ = await create_and_watch(
         verifier,
         tenant,
-        inbox_input(
-            servers["smtp_starttls"].port,
-            "STARTTLS",
-            servers["imap_tls"].port,
-            "TLS",
-            email="again@example.com",
-        ),
+        working_input(servers, email="again@example.com"),
     )
     results = await asyncio.gather(
         *(tenant.client(TEST_CONNECTION, {"id": inbox_id}) for _ in range(5))
@@ -397,13 +375,7 @@ async def test_private_host_refused_when_not_allowed(pg_server, certs, keyring, 
         inbox_id, seen = await create_and_watch(
             strict,
             tenant,
-            inbox_input(
-                servers["smtp_starttls"].port,
-                "STARTTLS",
-                servers["imap_tls"].port,
-                "TLS",
-                email="private@example.com",
-            ),
+            working_input(servers, email="private@example.com"),
         )
         test = await latest_test(tenant, inbox_id)
         assert test["smtp"]["code"] == "HOST_NOT_ALLOWED"
@@ -429,13 +401,7 @@ async def test_subscription_to_another_workspace_inbox_is_not_found(verifier, se
     inbox_id, _ = await create_and_watch(
         verifier,
         owner,
-        inbox_input(
-            servers["smtp_starttls"].port,
-            "STARTTLS",
-            servers["imap_tls"].port,
-            "TLS",
-            email="mine@example.com",
-        ),
+        working_input(servers, email="mine@example.com"),
     )
     ws = await WSClient.connect(verifier.stack.base_url, stranger.key)
     try:
@@ -470,14 +436,7 @@ async def test_no_credential_in_logs_jobs_or_notify_payloads(verifier, servers, 
             inbox_id, seen = await create_and_watch(
                 verifier,
                 tenant,
-                inbox_input(
-                    servers["smtp_starttls"].port,
-                    "STARTTLS",
-                    servers["imap_tls"].port,
-                    "TLS",
-                    email=email,
-                    smtp_password=smtp_password,
-                ),
+                working_input(servers, email=email, smtp_password=smtp_password),
             )
             ids.append(inbox_id)
         assert statuses(seen)[-1] == "FAILED"
@@ -594,13 +553,7 @@ async def test_round_trip_sent_but_not_received(verifier, servers):
     inbox_id, _seen = await create_and_watch(
         verifier,
         tenant,
-        inbox_input(
-            servers["smtp_starttls"].port,
-            "STARTTLS",
-            servers["imap_tls"].port,
-            "TLS",
-            email="lost@example.com",
-        ),
+        working_input(servers, email="lost@example.com"),
     )
     sent = await tenant.client(SEND_TEST, {"id": inbox_id})
     result = await run_test_to_end(
@@ -623,13 +576,7 @@ async def test_send_test_email_to_another_address(verifier, servers):
     inbox_id, _ = await create_and_watch(
         verifier,
         tenant,
-        inbox_input(
-            servers["smtp_starttls"].port,
-            "STARTTLS",
-            servers["imap_tls"].port,
-            "TLS",
-            email="sender@example.com",
-        ),
+        working_input(servers, email="sender@example.com"),
     )
     before = len(servers["smtp_starttls"].messages)
     bad = await tenant.client(SEND_TEST, {"id": inbox_id, "to": "nope"})
@@ -655,13 +602,7 @@ async def test_verification_fills_setup_status_without_failing(verifier, servers
     inbox_id, seen = await create_and_watch(
         verifier,
         tenant,
-        inbox_input(
-            servers["smtp_starttls"].port,
-            "STARTTLS",
-            servers["imap_tls"].port,
-            "TLS",
-            email="ops@dns-checked.com",
-        ),
+        working_input(servers, email="ops@dns-checked.com"),
     )
     assert statuses(seen)[-1] == "ACTIVE"  # a poor DNS setup never fails the verification
     detail = (
