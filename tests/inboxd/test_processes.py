@@ -25,6 +25,7 @@ from storage.migrate import upgrade
 from storage.models import ConnectionTest, EmailInbox, Permission
 from storage.secrets import KeyRing
 from tests.conftest import verifier_on
+from tests.inboxd.test_verification import inbox_input
 from tests.support.database import EmbeddedPostgres
 from tests.support.mailservers import ImapMode, ImapServer, MailCerts, SmtpMode, SmtpServer
 from tests.support.ws import WSClient
@@ -272,23 +273,15 @@ async def test_killed_worker_job_is_finished_by_another(
             created = await tenant.client(
                 CREATE,
                 {
-                    "input": {
-                        "email": "killed@example.com",
-                        "smtp": {
-                            "host": "127.0.0.1",
-                            "port": proxy_port,
-                            "security": "STARTTLS",
-                            "username": USER,
-                            "password": PASSWORD,
-                        },
-                        "imap": {
-                            "host": "127.0.0.1",
-                            "port": imap.port,
-                            "security": "TLS",
-                            "username": USER,
-                            "password": PASSWORD,
-                        },
-                    }
+                    "input": inbox_input(
+                        proxy_port,
+                        "STARTTLS",
+                        imap.port,
+                        "TLS",
+                        email="killed@example.com",
+                        smtp_password=PASSWORD,
+                        imap_password=PASSWORD,
+                    )
                 },
             )
             inbox_id = uuid.UUID(created.data["createEmailInbox"]["inbox"]["id"])
@@ -394,23 +387,15 @@ async def test_sigterm_releases_running_jobs_and_closes_subscriptions(
                     tenant.key,
                     CREATE,
                     {
-                        "input": {
-                            "email": "sigterm@example.com",
-                            "smtp": {
-                                "host": "127.0.0.1",
-                                "port": proxy_port,
-                                "security": "STARTTLS",
-                                "username": USER,
-                                "password": PASSWORD,
-                            },
-                            "imap": {
-                                "host": "127.0.0.1",
-                                "port": imap.port,
-                                "security": "TLS",
-                                "username": USER,
-                                "password": PASSWORD,
-                            },
-                        }
+                        "input": inbox_input(
+                            proxy_port,
+                            "STARTTLS",
+                            imap.port,
+                            "TLS",
+                            email="sigterm@example.com",
+                            smtp_password=PASSWORD,
+                            imap_password=PASSWORD,
+                        )
                     },
                 )
                 inbox_id = uuid.UUID(created["createEmailInbox"]["inbox"]["id"])
