@@ -7,7 +7,7 @@ indistinguishable from one that does not exist.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -229,20 +229,6 @@ async def get_inbox(
     if inbox is None:
         raise NotFoundError("email inbox", inbox_id)
     return inbox
-
-
-async def get_inboxes_by_ids(
-    session: AsyncSession, workspace_id: uuid.UUID, ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, EmailInbox]:
-    if not ids:
-        return {}
-    result = await session.execute(
-        select(EmailInbox).where(
-            col(EmailInbox.workspace_id) == workspace_id,
-            col(EmailInbox.id).in_(ids),
-        )
-    )
-    return {inbox.id: inbox for inbox in result.scalars()}
 
 
 @dataclass(frozen=True, slots=True)
