@@ -8,14 +8,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import timedelta
-from inspect import isawaitable
 from pathlib import Path
 from typing import Any
 
 import orjson
 from cross_web import HTTPException
-from graphql import OperationType as GraphQLOperationType
-from graphql import execute as graphql_execute
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -39,10 +36,10 @@ from inboxd.settings import Settings
 from inboxd.ws import GraphQLWebSockets, LegacyConnection, WebSocketServer
 from resolvers.auth import authenticate, key_from_headers
 from resolvers.state import AppState
-from schema import build_schema
+from schema import InboxdSchema, Limits, build_schema
 from schema.context import Context
-from schema.extensions import UNAVAILABLE_ERRORS, Limits, limit_rules, mask_error
-from schema.fastpath import Fallback, PlanCache
+from schema.pipeline import response
+from storage.db import UNAVAILABLE_ERRORS
 
 log = get_logger("inboxd.http")
 # The legacy websocket connection being admitted (on_ws_connect runs in its task).
@@ -63,7 +60,7 @@ class InboxdGraphQL(GraphQL[Context, None]):
             max_tokens=settings.max_tokens,
             introspection=settings.introspection_enabled,
         )
-        schema = build_schema(limits)
+        schema = build_schema(limits, compile_queries=settings.compiled_queries)
         super().__init__(
             schema,
             graphql_ide="graphiql" if settings.graphiql_enabled else None,
@@ -80,10 +77,9 @@ class InboxdGraphQL(GraphQL[Context, None]):
         )
         self.state = state
         self.settings = settings
+        self.schema: InboxdSchema = schema
         # graphql-transport-ws; Strawberry's handler serves only the legacy graphql-ws.
         self.ws = WebSocketServer(schema, state, settings)
-        # Compiled plans for the queries clients send over and over (see schema.fastpath).
-        self.plans = PlanCache(schema._schema, limit_rules(limits), max_tokens=settings.max_tokens)
 
     def encode_json(self, data: object) -> str:
         # A str, not bytes: Strawberry sends bytes as binary websocket frames, which
@@ -167,18 +163,39 @@ class InboxdGraphQL(GraphQL[Context, None]):
         root_value: None,
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
+        # Strawberry's view reads GET requests and whatever the fast envelope (``_direct``)
+        # left to it; both run the same ``_execute``.
+        return await self._execute(
+            context,
+            request_adapter.method,
+            request_data.query,
+            request_data.variables,
+            request_data.operation_name,
+            request_data.extensions,
+        )
+
+    async def _execute(
+        self,
+        context: Context,
+        method: str,
+        query: str | None,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        """Run one HTTP operation through the schema's pipeline (``schema.pipeline``)."""
+        if isinstance(query, str):
+            await self.schema.documents.prepare(query)  # a new document: off the event loop
         # Strawberry would also run subscriptions here, for multipart/SSE streaming, which
         # inboxd does not offer: over plain HTTP a subscription is a clear 400, not a crash.
-        allowed = HTTP_OPERATIONS[request_adapter.method]
         try:
             return await self.schema.execute(
-                request_data.query,
-                root_value=root_value,
-                variable_values=request_data.variables,
+                query,
+                variable_values=variables,
                 context_value=context,
-                operation_name=request_data.operation_name,
-                allowed_operation_types=allowed,
-                operation_extensions=request_data.extensions,
+                operation_name=operation_name,
+                allowed_operation_types=HTTP_OPERATIONS[method],
+                operation_extensions=extensions,
             )
         except CannotGetOperationTypeError as exc:
             raise HTTPException(400, exc.as_http_error_reason()) from exc
@@ -189,20 +206,18 @@ class InboxdGraphQL(GraphQL[Context, None]):
                     "Subscriptions are served over a websocket at /graphql "
                     "(protocol graphql-transport-ws), not over HTTP.",
                 ) from exc
-            raise HTTPException(400, exc.as_http_error_reason(request_adapter.method)) from exc
+            raise HTTPException(400, exc.as_http_error_reason(method)) from exc
         except MissingQueryError as exc:
             raise HTTPException(400, "No GraphQL query found in the request.") from exc
 
-    async def _direct(self, request: Request) -> Response | None:
-        """The answer to a POSTed query or mutation without Strawberry's view, or None:
-        Strawberry answers.
+    async def process_result(self, request: Any, result: ExecutionResult) -> Any:
+        return response(result, request.scope.get("inboxd.request_id") or "unknown")
 
-        A query whose document compiled runs its plan (``schema.fastpath``); if the plan
-        falls back, Strawberry answers the same request. A mutation runs on graphql-core
-        directly, with the document parsed and validated once, and errors masked as
-        ``MaskUnexpectedErrors`` would. Anything unusual (bad JSON, unknown or invalid
-        documents, bad variables, subscriptions) goes to Strawberry, which reports it.
-        """
+    async def _direct(self, request: Request) -> Response | None:
+        """The answer to a POSTed JSON operation, read without Strawberry's view (whose
+        request handling costs more than a cached query's execution), or None: the view
+        reads the request (GET, forms, malformed bodies) and reports what is wrong with it.
+        Either way the operation runs through ``_execute``."""
         if request.method != "POST":
             return None
         try:
@@ -212,44 +227,19 @@ class InboxdGraphQL(GraphQL[Context, None]):
         if not isinstance(body, dict):
             return None
         query, operation_name = body.get("query"), body.get("operationName")
-        variables = body.get("variables")
+        variables, extensions = body.get("variables"), body.get("extensions")
         if (
             not isinstance(query, str)
             or not isinstance(operation_name, str | None)
             or not isinstance(variables, dict | None)
+            or not isinstance(extensions, dict | None)
         ):
             return None
-        prepared = self.plans.prepare(query, operation_name)
-        if prepared is None:
-            return None
-        plan = prepared.plan
-        if plan is not None:
-            coerced = plan.coerce_variables(variables or {})
-            if coerced is None:
-                return None
-            context = await self.get_context(request, None)
-            try:
-                data = await plan.execute(context, coerced)
-            except Fallback:
-                return await self.run(request, context=context)
-            return Response(orjson.dumps({"data": data}), media_type="application/json")
-        if prepared.operation.operation is not GraphQLOperationType.MUTATION:
-            return None
-        # Invalid variables are reported by graphql-core's execute, as Strawberry reports them.
         context = await self.get_context(request, None)
-        result = graphql_execute(
-            self.plans.schema,
-            prepared.document,
-            context_value=context,
-            variable_values=variables,
-            operation_name=operation_name,
+        result = await self._execute(context, "POST", query, variables, operation_name, extensions)
+        return Response(
+            orjson.dumps(response(result, context.request_id)), media_type="application/json"
         )
-        if isawaitable(result):
-            result = await result
-        answer: dict[str, Any] = {"data": result.data}
-        if result.errors:
-            answer["errors"] = [mask_error(e, context.request_id).formatted for e in result.errors]
-        return Response(orjson.dumps(answer), media_type="application/json")
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Strawberry answers malformed requests in plain text; clients expect GraphQL's JSON.

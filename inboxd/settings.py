@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     max_query_depth: int = 10
     max_aliases: int = 15
     max_tokens: int = 2_000
+    # Compiled plans for read-only queries (schema.fastpath); off: graphql-core runs them all.
+    compiled_queries: bool = True
     max_body_bytes: int = 256 * 1024
     ws_connection_init_timeout_seconds: float = 10.0
     ws_max_subscriptions_per_connection: int = 20

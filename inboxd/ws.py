@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import strawberry
 from graphql import GraphQLError, GraphQLSyntaxError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.schema.exceptions import CannotGetOperationTypeError
@@ -37,11 +36,13 @@ from inboxd.logs import get_logger
 from inboxd.settings import Settings
 from resolvers.auth import authenticate, key_from_connection_params
 from resolvers.state import AppState
+from schema import InboxdSchema
 from schema.context import Context
-from schema.extensions import UNAVAILABLE_ERRORS
-from schema.subscription import StatusFeed, StatusFeeds
+from schema.documents import Document
+from schema.feeds import StatusFeed, StatusFeeds
 from storage import api_keys
 from storage.api_keys import Principal
+from storage.db import UNAVAILABLE_ERRORS
 
 log = get_logger("inboxd.ws")
 PROTOCOL = "graphql-transport-ws"
@@ -67,7 +68,7 @@ class WebSocketServer:
     """The ASGI app for graphql-transport-ws websockets, and the per-key bookkeeping that
     the legacy protocol (Strawberry's handler, ``inboxd.app``) shares."""
 
-    def __init__(self, schema: strawberry.Schema, state: AppState, settings: Settings) -> None:
+    def __init__(self, schema: InboxdSchema, state: AppState, settings: Settings) -> None:
         self.schema = schema
         self.state = state
         self.settings = settings
@@ -175,10 +176,12 @@ class Member:
             del self.connection.operations[self.id]
             self.connection.post_text(orjson.dumps({"id": self.id, "type": "complete"}).decode())
 
-    def fallback(self, query: str, variables: dict[str, Any] | None) -> None:
+    def fallback(
+        self, query: str, operation_name: str | None, variables: dict[str, Any] | None
+    ) -> None:
         if self.connection.operations.get(self.id) is self:
             del self.connection.operations[self.id]
-            self.connection.start_operation(self.id, query, variables, None)
+            self.connection.start_operation(self.id, query, variables, operation_name)
 
 
 class Operation:
@@ -289,7 +292,9 @@ class Connection(Closable):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        payload = data.get("payload", {})
+        payload = data.get("payload")
+        if payload is None:  # absent or null: the protocol allows both
+            payload = {}
         if not isinstance(payload, dict):
             raise ProtocolError(4400, "Invalid connection init payload")
         if self.initialised:
@@ -325,8 +330,40 @@ class Connection(Closable):
         if len(self.operations) >= self.server.settings.ws_max_subscriptions_per_connection:
             self.post_text(f'{{"id":{_json(op_id)},"type":"error","payload":{LIMIT_REACHED}}}')
             return
+        document = self.server.schema.documents.get(query)
+        if document is None:
+            # A document not seen before is prepared off the event loop, in the operation's
+            # own task; the subscription then starts as any other.
+            operation = Operation(op_id)
+            self.operations[op_id] = operation
+            operation.task = asyncio.create_task(
+                self._prepare_then_subscribe(operation, query, variables, operation_name)
+            )
+            return
+        self._subscribe(op_id, document, variables, operation_name)
+
+    async def _prepare_then_subscribe(
+        self,
+        operation: Operation,
+        query: str,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+    ) -> None:
+        document = await self.server.schema.documents.prepare(query)
+        if self.operations.get(operation.id) is operation:
+            del self.operations[operation.id]
+            self._subscribe(operation.id, document, variables, operation_name)
+
+    def _subscribe(
+        self,
+        op_id: str,
+        document: Document,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+    ) -> None:
+        """Serve a subscribe message: by a shared feed if one can, else by Strawberry."""
         assert self.principal is not None
-        plan = self.server.feeds.plan(query, operation_name)
+        plan = self.server.feeds.plan(document, operation_name)
         if plan is not None:
             member = Member(self, op_id)
             self.operations[op_id] = member
@@ -334,7 +371,7 @@ class Connection(Closable):
             if member.feed is not None:
                 return
             del self.operations[op_id]
-        self.start_operation(op_id, query, variables, operation_name)
+        self.start_operation(op_id, document.query, variables, operation_name)
 
     def _on_complete(self, data: dict[str, Any]) -> None:
         op_id = data.get("id")
@@ -539,8 +576,7 @@ async def _resume(coroutine: Coroutine[Any, Any, None], waiting: object) -> None
     try:
         while True:
             if isinstance(waiting, asyncio.Future):
-                # The coroutine awaits this future: wake it when the future is done.
-                waiting._asyncio_future_blocking = False
+                # The coroutine awaits this future: resume it when the future is done.
                 await asyncio.wait((waiting,))
             else:  # a bare yield (asyncio.sleep(0))
                 await asyncio.sleep(0)

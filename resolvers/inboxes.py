@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -51,25 +52,34 @@ async def read_shared(
     state: AppState, principal: Principal, inbox_id: uuid.UUID, version: int
 ) -> InboxRow | None:
     """The inbox as of event ``version``, read once per process however many subscribers
-    asked: one status change must not turn into ten thousand identical SELECTs."""
+    asked: one status change must not turn into ten thousand identical SELECTs.
+
+    The read is a task of its own, not the first caller's: a caller that leaves (its
+    subscription cancelled) never cancels the read the others wait for."""
     key = (principal.workspace_id, inbox_id, version)
-    future = state.shared_reads.get(key)
-    if future is None:
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        state.shared_reads[key] = future
-        try:
-            async with state.db.connection() as connection:
-                row = await inboxes.read_inbox(connection, principal.workspace_id, inbox_id)
-        except BaseException as exc:
-            future.set_exception(exc)
-            state.shared_reads.pop(key, None)
-            raise
-        future.set_result(row)
-        # Late subscribers of the same event still share it; then it is dropped.
-        loop.call_later(5.0, state.shared_reads.pop, key, None)
-        return row
-    return cast(InboxRow | None, await asyncio.shield(future))
+    read = state.shared_reads.get(key)
+    if read is None:
+        read = asyncio.create_task(_read_inbox(state, principal.workspace_id, inbox_id))
+        state.shared_reads[key] = read
+        read.add_done_callback(partial(_read_done, state, key))
+    return cast(InboxRow | None, await asyncio.shield(read))
+
+
+async def _read_inbox(
+    state: AppState, workspace_id: uuid.UUID, inbox_id: uuid.UUID
+) -> InboxRow | None:
+    async with state.db.connection() as connection:
+        return await inboxes.read_inbox(connection, workspace_id, inbox_id)
+
+
+def _read_done(
+    state: AppState, key: tuple[uuid.UUID, uuid.UUID, int], read: asyncio.Future[Any]
+) -> None:
+    if read.cancelled() or read.exception() is not None:  # retrieved: every waiter has it
+        state.shared_reads.pop(key, None)
+        return
+    # Late subscribers of the same event still share it; then it is dropped.
+    asyncio.get_running_loop().call_later(5.0, state.shared_reads.pop, key, None)
 
 
 async def list_inboxes(

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from mail.dns_lookup import DnsSettings
 from storage.db import Database
@@ -28,6 +29,6 @@ class AppState:
     # testConnection/sendTestEmail per inbox per minute; 0 means no limit.
     tests_per_inbox_per_minute: int = 0
     # Reads shared by every subscriber of one inbox after one event (see inboxes.read_shared).
-    shared_reads: dict[tuple[uuid.UUID, uuid.UUID, int], asyncio.Future[object]] = field(
+    shared_reads: dict[tuple[uuid.UUID, uuid.UUID, int], asyncio.Future[Any]] = field(
         default_factory=dict
     )

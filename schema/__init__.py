@@ -1,15 +1,23 @@
-"""The GraphQL contract."""
+"""The GraphQL contract, and the one pipeline every operation runs through (``schema.pipeline``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import strawberry
+from graphql import GraphQLError, GraphQLSchema
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.name_converter import NameConverter
+from strawberry.types import ExecutionContext
 
-from schema.extensions import Limits, schema_extensions
+from schema.documents import Documents
+from schema.limits import Limits
 from schema.mutation import Mutation
+from schema.pipeline import Pipeline
 from schema.query import Query
 from schema.subscription import Subscription
+
+__all__ = ["InboxdSchema", "Limits", "build_schema", "export_sdl"]
 
 
 class CachedNameConverter(NameConverter):
@@ -28,8 +36,30 @@ class CachedNameConverter(NameConverter):
         return converted
 
 
-def build_schema(limits: Limits | None = None) -> strawberry.Schema:
-    return strawberry.Schema(
+class InboxdSchema(strawberry.Schema):
+    """Strawberry's schema with inboxd's pipeline. ``graphql_schema`` is the one place that
+    reaches Strawberry's graphql-core schema (``_schema``: Strawberry has no public seam)."""
+
+    def __init__(self, limits: Limits, *, compile_queries: bool = True, **kwargs: Any) -> None:
+        super().__init__(extensions=[lambda: Pipeline(self.documents)], **kwargs)
+        self.limits = limits
+        self.documents = Documents(self.graphql_schema(), limits, compile_queries=compile_queries)
+
+    def graphql_schema(self) -> GraphQLSchema:
+        return self._schema
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # Strawberry logs every error, the client's mistakes included; inboxd logs the
+        # unexpected ones once, with the request id, where they are masked.
+        return None
+
+
+def build_schema(limits: Limits | None = None, *, compile_queries: bool = True) -> InboxdSchema:
+    return InboxdSchema(
+        limits or Limits(),
+        compile_queries=compile_queries,
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -39,7 +69,6 @@ def build_schema(limits: Limits | None = None) -> strawberry.Schema:
             disable_field_suggestions=True,
             name_converter=CachedNameConverter(),
         ),
-        extensions=schema_extensions(limits or Limits()),
     )
 
 

@@ -9,8 +9,9 @@ builds the response dict directly.
 
 Only the happy path is compiled. Anything that would make graphql-core do more than
 "resolve and serialise" (a resolver error, a null in a non-null field, a value a scalar
-rejects) raises ``Fallback``, and the caller runs the same request through Strawberry and
-graphql-core, whose answer (with its errors, masking and partial data) is then the answer.
+rejects) raises ``Fallback``, and the pipeline (``schema.pipeline``) lets graphql-core run the
+same request, whose answer (with its errors, masking and partial data) is then the answer.
+Plans are compiled from documents ``schema.documents`` parsed and validated, and cached there.
 Queries only: re-running a query is harmless, re-running a mutation is not. Documents with
 directives, abstract types or introspection (other than ``__typename``) are not compiled.
 ``tests/schema/test_fastpath.py`` checks that both executors answer the same.
@@ -31,7 +32,6 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLEnumType,
-    GraphQLError,
     GraphQLField,
     GraphQLList,
     GraphQLNonNull,
@@ -46,15 +46,12 @@ from graphql import (
     SelectionSetNode,
     Visitor,
     is_abstract_type,
-    parse,
-    validate,
     visit,
 )
-from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
+from graphql.execution.values import VariableValues, get_argument_values
 from graphql.pyutils import Path
 from graphql.type.definition import GraphQLResolveInfoHelpers
 from graphql.utilities import get_operation_ast, type_from_ast
-from graphql.validation import ASTValidationRule, specified_rules
 
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 
@@ -475,13 +472,6 @@ class Plan:
     fragments: dict[str, FragmentDefinitionNode]
     root: _Completion
 
-    def coerce_variables(self, raw: dict[str, Any]) -> VariableValues | None:
-        """The coerced variables, or None when they are invalid (graphql-core reports why)."""
-        coerced = get_variable_values(
-            self.schema, self.operation.variable_definitions or (), raw, max_errors=1
-        )
-        return None if isinstance(coerced, list) else coerced
-
     async def execute(self, context: Any, variables: VariableValues) -> dict[str, Any]:
         """The ``data`` of the response, or ``Fallback``."""
         try:
@@ -518,62 +508,3 @@ def compile_plan(
     except _NotCompilable:
         return None
     return Plan(schema, document, operation, fragments, completion)
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A parsed, validated document and its chosen operation; ``plan`` for compiled queries."""
-
-    document: DocumentNode
-    operation: OperationDefinitionNode
-    plan: Plan | None
-
-
-NOT_PREPARED = object()
-
-
-class PlanCache:
-    """Prepared documents by (document text, operation name), bounded. Documents that fail
-    to parse or validate, or have no such operation, are remembered as such and left to
-    Strawberry, which reports why."""
-
-    def __init__(
-        self,
-        schema: GraphQLSchema,
-        rules: Sequence[type[ASTValidationRule]],
-        *,
-        max_tokens: int,
-        maxsize: int = 512,
-    ) -> None:
-        self.schema = schema
-        self.rules = [*specified_rules, *rules]
-        self.max_tokens = max_tokens
-        self.maxsize = maxsize
-        self._prepared: dict[tuple[str, str | None], object] = {}
-
-    def prepare(self, query: str, operation_name: str | None) -> Prepared | None:
-        key = (query, operation_name)
-        prepared = self._prepared.get(key)
-        if prepared is None:
-            prepared = self._build(query, operation_name)
-            if len(self._prepared) >= self.maxsize:
-                self._prepared.pop(next(iter(self._prepared)))
-            self._prepared[key] = prepared
-        return prepared if isinstance(prepared, Prepared) else None
-
-    def get(self, query: str, operation_name: str | None) -> Plan | None:
-        """The compiled plan of a query, if it has one."""
-        prepared = self.prepare(query, operation_name)
-        return prepared.plan if prepared is not None else None
-
-    def _build(self, query: str, operation_name: str | None) -> object:
-        try:
-            document = parse(query, max_tokens=self.max_tokens)
-        except GraphQLError:
-            return NOT_PREPARED
-        if validate(self.schema, document, self.rules):
-            return NOT_PREPARED
-        operation = get_operation_ast(document, operation_name)
-        if operation is None:
-            return NOT_PREPARED
-        return Prepared(document, operation, compile_plan(self.schema, document, operation_name))

@@ -19,6 +19,7 @@ from typing import Any
 import graphql
 import orjson
 import pytest
+from graphql.execution.values import get_variable_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_graphql import queries
@@ -27,8 +28,10 @@ from sqlalchemy import text
 from inboxd.app import InboxdGraphQL
 from mail.results import ProbeCode, ProbeResult
 from resolvers.auth import authenticate
+from schema import InboxdSchema, Limits, build_schema
 from schema.context import Context
-from schema.fastpath import Fallback
+from schema.fastpath import Fallback, Plan
+from schema.pipeline import response
 from tests.conftest import Stack, Tenant
 from tests.schema.fragments import CREATE, GET, INBOX_FIELDS, LIST, minimal_input
 
@@ -82,6 +85,23 @@ def counting_strawberry_runs(view: InboxdGraphQL) -> Iterator[list[int]]:
         del view.run
 
 
+@contextmanager
+def counting_plan_runs() -> Iterator[list[int]]:
+    """Counts the compiled plans executed while the block runs."""
+    calls = [0]
+    original = Plan.execute
+
+    async def counting_execute(self: Plan, *args: Any) -> Any:
+        calls[0] += 1
+        return await original(self, *args)
+
+    Plan.execute = counting_execute  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        Plan.execute = original  # type: ignore[method-assign]
+
+
 def view_of(stack: Stack) -> InboxdGraphQL:
     view = stack.app.state.graphql
     assert isinstance(view, InboxdGraphQL)
@@ -93,28 +113,45 @@ async def context_for(stack: Stack, key: str | None) -> Context:
     return Context(state=stack.state, principal=principal, request_id=uuid.uuid4().hex)
 
 
+def plan_of(stack: Stack, query: str, operation_name: str | None = None) -> Plan | None:
+    """The compiled plan the pipeline would run for ``query``, if it has one."""
+    documents = view_of(stack).schema.documents
+    document = documents.document(query)
+    if not document.valid:
+        return None
+    return documents.operation(document, operation_name)[1]
+
+
+_REFERENCES: dict[Limits, InboxdSchema] = {}
+
+
+def reference_schema(stack: Stack) -> InboxdSchema:
+    """The same schema and pipeline with compiled plans off: graphql-core runs every query."""
+    limits = view_of(stack).schema.limits
+    if limits not in _REFERENCES:
+        _REFERENCES[limits] = build_schema(limits, compile_queries=False)
+    return _REFERENCES[limits]
+
+
 async def both_ways(
     stack: Stack, key: str | None, query: str, variables: dict[str, Any]
 ) -> tuple[bytes | None, bytes]:
-    """(the plan's answer or None if it fell back, Strawberry's answer), JSON-encoded."""
-    view = view_of(stack)
-    plan = view.plans.get(query, None)
+    """(the plan's answer or None if it fell back, graphql-core's answer), JSON-encoded."""
+    plan = plan_of(stack, query)
     assert plan is not None, "the document should compile"
-    coerced = plan.coerce_variables(variables)
-    assert coerced is not None
+    coerced = get_variable_values(plan.schema, plan.operation.variable_definitions or (), variables)
+    assert not isinstance(coerced, list)
     try:
         fast: bytes | None = orjson.dumps(
             {"data": await plan.execute(await context_for(stack, key), coerced)}
         )
     except Fallback:
         fast = None
-    slow = await view.schema.execute(
-        query, variable_values=variables, context_value=await context_for(stack, key)
+    context = await context_for(stack, key)
+    slow = await reference_schema(stack).execute(
+        query, variable_values=variables, context_value=context
     )
-    body: dict[str, Any] = {"data": slow.data}
-    if slow.errors:
-        body["errors"] = [e.formatted for e in slow.errors]
-    return fast, orjson.dumps(body)
+    return fast, orjson.dumps(response(slow, context.request_id))
 
 
 async def seed(tenant: Tenant, count: int) -> list[str]:
@@ -181,7 +218,11 @@ async def test_errors_fall_back_to_strawberry(stack: Stack, tenant: Tenant) -> N
 
 
 def test_what_is_not_compiled(stack: Stack) -> None:
-    plans = view_of(stack).plans
+    class Plans:
+        def get(self, query: str, operation_name: str | None) -> Plan | None:
+            return plan_of(stack, query, operation_name)
+
+    plans = Plans()
     assert plans.get(GET, None) is not None
     assert plans.get(LIST, None) is not None
     # Directives, introspection, mutations, invalid documents: Strawberry answers.
@@ -200,12 +241,13 @@ def test_what_is_not_compiled(stack: Stack) -> None:
 async def test_http_answers_come_from_the_plan(stack: Stack, tenant: Tenant) -> None:
     ids = await seed(tenant, 1)
     query = f"query ViaHttp($id: ID!) {{ emailInbox(id: $id) {{ {INBOX_FIELDS} }} }}"
-    with counting_strawberry_runs(view_of(stack)) as calls:
-        response = await tenant.client(query, {"id": ids[0]})
-    assert response.data["emailInbox"]["id"] == ids[0]
+    with counting_strawberry_runs(view_of(stack)) as calls, counting_plan_runs() as plans:
+        answer = await tenant.client(query, {"id": ids[0]})
+    assert answer.data["emailInbox"]["id"] == ids[0]
     assert calls == [0], "a compiled query should not reach Strawberry's view"
+    assert plans == [1], "a compiled query should be answered by its plan"
     _, slow = await both_ways(stack, tenant.key, query, {"id": ids[0]})
-    assert orjson.loads(slow) == response.body
+    assert orjson.loads(slow) == answer.body
 
 
 @pytest.mark.slow
@@ -232,7 +274,7 @@ async def test_generated_queries_agree(stack: Stack, tenant: Tenant) -> None:
     @given(strategy)
     def check(query: str) -> None:
         nonlocal compared
-        if view_of(stack).plans.get(query, None) is None:
+        if plan_of(stack, query) is None:
             return
         fast, slow = asyncio.run_coroutine_threadsafe(
             both_ways(stack, tenant.key, query, {}), loop
@@ -281,9 +323,7 @@ async def test_mutations_run_directly_and_answer_as_strawberry(
     for (key, variables), answer in zip(steps, answers, strict=True):
         context = await context_for(stack, reference.key if key else None)
         result = await view.schema.execute(CREATE, variable_values=variables, context_value=context)
-        expected: dict[str, Any] = {"data": result.data}
-        if result.errors:
-            expected["errors"] = [e.formatted for e in result.errors]
+        expected = response(result, context.request_id)
         assert _without_volatile(answer) == _without_volatile(expected), variables
     kinds = [a["data"]["createEmailInbox"]["__typename"] for a in answers[:5]]
     assert kinds == [

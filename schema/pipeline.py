@@ -1,0 +1,167 @@
+"""How an operation runs: one Strawberry schema extension for every operation, HTTP or websocket.
+
+``strawberry.Schema.execute`` and ``stream`` are the entry points; ``Pipeline`` is the seam
+through which inboxd takes part in them:
+
+- ``on_parse`` and ``on_validate`` take the document from ``schema.documents`` (one cache, one
+  set of rules: tokens, depth, aliases, introspection, then the specification's);
+- ``on_execute`` coerces the variables (without suggestions or quoted values) and runs a
+  query's compiled plan (``schema.fastpath``) when it has one; anything the plan cannot answer
+  exactly falls through to graphql-core, in the same request;
+- ``on_operation`` and ``on_stream_result`` mask unexpected errors (``mask_error``).
+
+``response`` turns a result into the JSON object a client receives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from graphql import ExecutionResult as GraphQLExecutionResult
+from graphql import GraphQLError, OperationType
+from graphql.execution.values import get_variable_values
+from strawberry.extensions import SchemaExtension
+
+from schema.documents import Document, public_error
+from schema.fastpath import Fallback
+from storage.db import UNAVAILABLE_ERRORS
+
+if TYPE_CHECKING:
+    from schema.documents import Documents
+
+log = structlog.get_logger("inboxd.graphql")
+
+
+def is_unexpected(error: GraphQLError) -> bool:
+    """Errors we raised on purpose carry no original error (or a GraphQLError); the rest are
+    bugs or outages, and their text (SQL, paths, values) must not reach the client."""
+    original = error.original_error
+    return original is not None and not isinstance(original, GraphQLError)
+
+
+def mask_error(error: GraphQLError, request_id: str) -> GraphQLError:
+    """``error`` as the client may see it: unexpected ones are logged with the request id
+    and replaced by that id, or by SERVICE_UNAVAILABLE when the database cannot be reached."""
+    if not is_unexpected(error):
+        return error
+    original = error.original_error
+    if isinstance(original, UNAVAILABLE_ERRORS):
+        log.warning("database unavailable", request_id=request_id, error=type(original).__name__)
+        return GraphQLError(
+            "The service is temporarily unavailable (database unreachable); retry shortly.",
+            nodes=error.nodes,
+            path=error.path,
+            extensions={"code": "SERVICE_UNAVAILABLE", "requestId": request_id},
+        )
+    log.error(
+        "unexpected error",
+        request_id=request_id,
+        path=list(error.path or []),
+        exc_info=original,
+    )
+    return GraphQLError(
+        f"Unexpected error (request id {request_id}).",
+        nodes=error.nodes,
+        path=error.path,
+        extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
+    )
+
+
+def mask_errors(errors: list[GraphQLError], request_id: str) -> list[GraphQLError]:
+    return [mask_error(error, request_id) for error in errors]
+
+
+def response(result: Any, request_id: str) -> dict[str, Any]:
+    """The JSON object a client receives for ``result`` (an execution result). Its errors are
+    masked again here: an exception outside ``on_operation`` (a bug in an extension) reaches
+    the result unmasked."""
+    answer: dict[str, Any] = {"data": result.data}
+    if result.errors:
+        answer["errors"] = [mask_error(e, request_id).formatted for e in result.errors]
+    extensions = getattr(result, "extensions", None)
+    if extensions:
+        answer["extensions"] = extensions
+    return answer
+
+
+def _request_id(context: Any) -> str:
+    return getattr(context, "request_id", None) or "unknown"
+
+
+class Pipeline(SchemaExtension):
+    """inboxd's part in every operation (see the module's docstring)."""
+
+    def __init__(self, documents: Documents) -> None:
+        self.documents = documents
+        self.document: Document | None = None
+        self.streamed = False
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.graphql_document is None and context.query:
+            # Callers ``prepare`` new documents off the loop first; ``document`` builds one
+            # here only for a caller that did not.
+            document = self.documents.document(context.query)
+            if document.node is None:
+                # Raised, not left to Strawberry's parser: it would parse the text again, on
+                # the event loop. Strawberry answers it as the parse error it is.
+                raise document.errors[0]
+            context.graphql_document = document.node
+            self.document = document
+        yield
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        if self.document is not None and context.pre_execution_errors is None:
+            context.pre_execution_errors = list(self.document.errors)
+        yield
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        context = self.execution_context
+        document = self.document
+        if document is None or context.result is not None:
+            yield
+            return
+        operation, plan = self.documents.operation(document, context.operation_name)
+        if operation is None:
+            yield
+            return
+        coerced = get_variable_values(
+            self.documents.schema,
+            operation.variable_definitions or (),
+            context.variables or {},
+            max_errors=20,
+            hide_suggestions=True,
+        )
+        if isinstance(coerced, list):
+            errors = [public_error(error) for error in coerced]
+            if operation.operation is OperationType.SUBSCRIPTION:
+                raise errors[0]  # a subscription's stream reports one error, then ends
+            context.result = GraphQLExecutionResult(data=None, errors=errors)
+        elif plan is not None:
+            # On Fallback, graphql-core answers: with its errors and partial data.
+            with contextlib.suppress(Fallback):
+                context.result = GraphQLExecutionResult(
+                    data=await plan.execute(context.context, coerced), errors=None
+                )
+        yield
+
+    def on_operation(self) -> Iterator[None]:
+        self.streamed = False
+        yield
+        result = self.execution_context.result
+        if not self.streamed and result is not None and result.errors:
+            result.errors = mask_errors(
+                list(result.errors), _request_id(self.execution_context.context)
+            )
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        self.streamed = True
+        if getattr(result, "errors", None):
+            result.errors = mask_errors(
+                list(result.errors), _request_id(self.execution_context.context)
+            )
+        yield
