@@ -23,7 +23,9 @@ import structlog
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql import GraphQLError, OperationType
 from graphql.execution.values import get_variable_values
+from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from schema.documents import Document, public_error
 from schema.fastpath import Fallback
@@ -33,13 +35,15 @@ if TYPE_CHECKING:
     from schema.documents import Documents
 
 log = structlog.get_logger("inboxd.graphql")
+# The client's mistakes that Strawberry reports with an exception as the original error.
+EXPECTED = (GraphQLError, CannotGetOperationTypeError, InvalidOperationTypeError, MissingQueryError)
 
 
 def is_unexpected(error: GraphQLError) -> bool:
     """Errors we raised on purpose carry no original error (or a GraphQLError); the rest are
     bugs or outages, and their text (SQL, paths, values) must not reach the client."""
     original = error.original_error
-    return original is not None and not isinstance(original, GraphQLError)
+    return original is not None and not isinstance(original, EXPECTED)
 
 
 def mask_error(error: GraphQLError, request_id: str) -> GraphQLError:

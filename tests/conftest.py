@@ -35,6 +35,7 @@ from tests.support.database import create_scratch, drop_scratch, scratch_databas
 from tests.support.dnsserver import DnsTestServer
 from tests.support.graphql import GraphQLClient
 from tests.support.mailservers import MailCerts, make_certs
+from tests.support.unretrieved import UnretrievedExceptions
 
 ALL_PERMISSIONS = (Permission.MANAGE_EMAIL_INBOX, Permission.VIEW_EMAIL_INBOX)
 
@@ -42,6 +43,15 @@ ALL_PERMISSIONS = (Permission.MANAGE_EMAIL_INBOX, Permission.VIEW_EMAIL_INBOX)
 @pytest.fixture(scope="session", autouse=True)
 def quiet_logs() -> None:
     configure_logging("WARNING")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_exception_left_unretrieved() -> Iterator[None]:
+    """Fails the run if any future or task of it ended with an exception nobody retrieved."""
+    with UnretrievedExceptions() as found:
+        yield
+    if found.messages:
+        pytest.fail("asyncio: " + "; ".join(found.messages[:5]), pytrace=False)
 
 
 @pytest.fixture(scope="session")
