@@ -44,8 +44,6 @@ _ECHOES = (
     (re.compile(r",? found:? .*$", re.S), "."),
     # "String cannot represent a non string value: 12345"
     (re.compile(r"(cannot represent[^:]*?value): .*$", re.S), r"\1."),
-    # "Value 'PENDNG' does not exist in 'InboxStatus' enum."
-    (re.compile(r"^Value .* does not exist in ('\w+') enum", re.S), r"The value is not one of \1"),
 )
 _SUGGESTION = re.compile(r"\s*Did you mean .*$", re.S)
 

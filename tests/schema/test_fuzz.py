@@ -439,3 +439,38 @@ def test_server_log_holds_no_secret(target: FuzzTarget):
     logged = target.log.read_text()
     assert CANARY not in logged
     assert target.key not in logged
+
+
+CHAIN_FIELDS = ["inboxUsage", "permissions", "workspace { id }", "workspace { name maxInboxes }"]
+
+
+@st.composite
+def fragment_chains(draw: st.DrawFn) -> str:
+    """Fragments that each spread the previous one several times (the shape that once froze
+    the process: work doubling per level), with or without aliases, on queries or mutations'
+    payloads alike: each must be answered or refused at once, never walked exponentially."""
+    levels = draw(st.integers(2, 45))
+    spreads = draw(st.integers(1, 3))
+    alias = draw(st.booleans())
+    field_text = draw(st.sampled_from(CHAIN_FIELDS))
+    fragments = [f"fragment F0 on Viewer {{ {'a0: ' if alias else ''}{field_text} }}"]
+    for i in range(1, levels):
+        body = " ".join(f"...F{i - 1}" for _ in range(spreads))
+        extra = f"a{i}: inboxUsage " if alias and draw(st.booleans()) else ""
+        fragments.append(f"fragment F{i} on Viewer {{ {extra}{body} }}")
+    top = draw(st.sampled_from(["{ viewer { ...F%d } }", "query Q { viewer { ...F%d } }"]))
+    return (top % (levels - 1)) + "\n" + "\n".join(fragments)
+
+
+def test_fuzzed_fragment_chains_are_answered_at_once(target: FuzzTarget):
+    strategy = fragment_chains()
+
+    @settings(FUZZ_SETTINGS, max_examples=60)
+    @given(data=st.data())
+    def run(data: st.DataObject) -> None:
+        query = data.draw(strategy, label="chain")
+        # The client's timeout (30 s) ends the test if the server stops answering.
+        send_and_check(target, query)
+        assert target.http.get("/healthz").status_code == 200
+
+    run()
