@@ -40,6 +40,7 @@ from schema import InboxdSchema
 from schema.context import Context
 from schema.documents import Document
 from schema.feeds import StatusFeed, StatusFeeds
+from schema.pipeline import formatted
 from storage import api_keys
 from storage.api_keys import Principal
 from storage.db import UNAVAILABLE_ERRORS
@@ -438,6 +439,9 @@ class Connection(Closable):
             )
         return self.context
 
+    def _request_id(self) -> str:
+        return self._general_context().request_id
+
     async def _run_operation(
         self,
         operation: Operation,
@@ -464,14 +468,16 @@ class Connection(Closable):
                             self.operations.pop(operation.id, None)
                             self.close(4400, reason)
                             return
-                        self._finish(operation, "error", _formatted(result.errors))
+                        self._finish(
+                            operation, "error", formatted(result.errors, self._request_id())
+                        )
                         return
                     if not isinstance(result, ExecutionResult):
                         # @defer/@stream: graphql-transport-ws has no message for them.
                         error = GraphQLError(
                             "Incremental delivery is not supported over graphql-transport-ws"
                         )
-                        self._finish(operation, "error", _formatted([error]))
+                        self._finish(operation, "error", formatted([error], self._request_id()))
                         return
                     first = False
                     await self._send_next(operation, result)
@@ -492,7 +498,7 @@ class Connection(Closable):
             return
         payload: dict[str, Any] = {"data": result.data}
         if result.errors:
-            payload["errors"] = _formatted(result.errors)
+            payload["errors"] = formatted(result.errors, self._request_id())
         if result.extensions:
             payload["extensions"] = result.extensions
         self.post_text(orjson.dumps({"id": operation.id, "type": "next", "payload": payload}))
@@ -591,10 +597,6 @@ async def _resume(coroutine: Coroutine[Any, Any, None], waiting: object) -> None
 
 def _json(value: str) -> str:
     return orjson.dumps(value).decode()
-
-
-def _formatted(errors: list[GraphQLError]) -> list[Any]:
-    return [error.formatted for error in errors]
 
 
 def _close_reason(error: GraphQLError) -> str | None:

@@ -33,7 +33,7 @@ from resolvers import inboxes
 from resolvers.state import AppState
 from schema.context import Context
 from schema.documents import Document
-from schema.pipeline import mask_errors
+from schema.pipeline import formatted
 from schema.subscription import INBOX_EVENT_KINDS, read_retried
 from schema.types import EmailInbox
 from storage import models
@@ -356,4 +356,4 @@ class StatusFeeds:
 
     def formatted(self, errors: list[GraphQLError], context: Context) -> list[Any]:
         """Errors as the client sees them, masked as every operation's are."""
-        return [error.formatted for error in mask_errors(errors, context.request_id)]
+        return formatted(errors, context.request_id)

@@ -3,14 +3,16 @@
 ``strawberry.Schema.execute`` and ``stream`` are the entry points; ``Pipeline`` is the seam
 through which inboxd takes part in them:
 
-- ``on_parse`` and ``on_validate`` take the document from ``schema.documents`` (one cache, one
-  set of rules: tokens, depth, aliases, introspection, then the specification's);
+- ``on_parse`` takes the document, validated, from ``schema.documents`` (one cache, one set of
+  rules: tokens, depth, aliases, repeats, introspection, then the specification's);
 - ``on_execute`` coerces the variables (without suggestions or quoted values) and runs a
   query's compiled plan (``schema.fastpath``) when it has one; anything the plan cannot answer
-  exactly falls through to graphql-core, in the same request;
-- ``on_operation`` and ``on_stream_result`` mask unexpected errors (``mask_error``).
+  exactly falls through to graphql-core, in the same request.
 
-``response`` turns a result into the JSON object a client receives.
+Errors are masked (``mask_error``: unexpected ones logged with the request id and replaced) where
+an answer leaves the process, and only there: ``response`` for HTTP, ``formatted`` for
+websocket messages. Two hooks, not five: Strawberry wraps every hook of every extension anew
+for each operation (~10 us a hook).
 """
 
 from __future__ import annotations
@@ -78,13 +80,16 @@ def mask_errors(errors: list[GraphQLError], request_id: str) -> list[GraphQLErro
     return [mask_error(error, request_id) for error in errors]
 
 
+def formatted(errors: list[GraphQLError] | None, request_id: str) -> list[Any]:
+    """Errors as a client receives them: masked, then formatted."""
+    return [mask_error(error, request_id).formatted for error in errors or ()]
+
+
 def response(result: Any, request_id: str) -> dict[str, Any]:
-    """The JSON object a client receives for ``result`` (an execution result). Its errors are
-    masked again here: an exception outside ``on_operation`` (a bug in an extension) reaches
-    the result unmasked."""
+    """The JSON object a client receives for ``result`` (an execution result)."""
     answer: dict[str, Any] = {"data": result.data}
     if result.errors:
-        answer["errors"] = [mask_error(e, request_id).formatted for e in result.errors]
+        answer["errors"] = formatted(result.errors, request_id)
     extensions = getattr(result, "extensions", None)
     if extensions:
         answer["extensions"] = extensions
@@ -101,7 +106,6 @@ class Pipeline(SchemaExtension):
     def __init__(self, documents: Documents) -> None:
         self.documents = documents
         self.document: Document | None = None
-        self.streamed = False
 
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
@@ -114,13 +118,9 @@ class Pipeline(SchemaExtension):
                 # the event loop. Strawberry answers it as the parse error it is.
                 raise document.errors[0]
             context.graphql_document = document.node
+            # Validated already: with errors set (even none), Strawberry validates no more.
+            context.pre_execution_errors = list(document.errors)
             self.document = document
-        yield
-
-    def on_validate(self) -> Iterator[None]:
-        context = self.execution_context
-        if self.document is not None and context.pre_execution_errors is None:
-            context.pre_execution_errors = list(self.document.errors)
         yield
 
     async def on_execute(self) -> AsyncIterator[None]:
@@ -151,21 +151,4 @@ class Pipeline(SchemaExtension):
                 context.result = GraphQLExecutionResult(
                     data=await plan.execute(context.context, coerced), errors=None
                 )
-        yield
-
-    def on_operation(self) -> Iterator[None]:
-        self.streamed = False
-        yield
-        result = self.execution_context.result
-        if not self.streamed and result is not None and result.errors:
-            result.errors = mask_errors(
-                list(result.errors), _request_id(self.execution_context.context)
-            )
-
-    def on_stream_result(self, result: Any) -> Iterator[None]:
-        self.streamed = True
-        if getattr(result, "errors", None):
-            result.errors = mask_errors(
-                list(result.errors), _request_id(self.execution_context.context)
-            )
         yield
