@@ -33,11 +33,10 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
-from inboxd.guards import RequestGuard, TokenBuckets
+from inboxd.guards import RequestGuard, TokenBuckets, request_principal
 from inboxd.logs import get_logger
 from inboxd.settings import Settings
 from inboxd.ws import GraphQLWebSockets, LegacyConnection, WebSocketServer
-from resolvers.auth import authenticate, key_from_headers
 from resolvers.state import AppState
 from schema import build_schema
 from schema.context import Context
@@ -117,9 +116,7 @@ class InboxdGraphQL(GraphQL[Context, None]):
         )
         if isinstance(request, Request):
             try:
-                context.principal = await authenticate(
-                    self.state, key_from_headers(request.headers)
-                )
+                context.principal = await request_principal(request.scope, self.state)
             except UNAVAILABLE_ERRORS as exc:
                 # Every field answers SERVICE_UNAVAILABLE instead of the request crashing.
                 context.unavailable = True
@@ -365,6 +362,7 @@ def create_app(
                 path="/graphql",
                 max_body_bytes=settings.max_body_bytes,
                 buckets=TokenBuckets(settings.rate_limit_requests_per_minute),
+                state=state,
             ),
         ],
         lifespan=lifespan,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from starlette.datastructures import Headers
 
 from resolvers.state import AppState
 from storage import api_keys
-from storage.api_keys import Principal
+from storage.api_keys import KeyRefusal, Principal
 from storage.models import Permission
 
 
@@ -43,13 +45,28 @@ def key_from_connection_params(params: object) -> str | None:
     return None
 
 
-async def authenticate(state: AppState, key: str | None) -> Principal | None:
+@dataclass(frozen=True, slots=True)
+class Authentication:
+    """What a key turned out to be: a principal, or why there is none."""
+
+    principal: Principal | None
+    refusal: KeyRefusal | None = None
+
+
+async def check_key(state: AppState, key: str | None) -> Authentication:
     if not key:
-        return None
+        return Authentication(None, KeyRefusal.MISSING)
     async with state.db.connection() as connection:
-        return await api_keys.authenticate(
+        checked = await api_keys.check_api_key(
             connection, key, touch_interval=state.api_key_touch_interval
         )
+    if isinstance(checked, KeyRefusal):
+        return Authentication(None, checked)
+    return Authentication(checked)
+
+
+async def authenticate(state: AppState, key: str | None) -> Principal | None:
+    return (await check_key(state, key)).principal
 
 
 def require(principal: Principal | None, permission: Permission) -> Principal:
