@@ -37,6 +37,7 @@ from inboxd.guards import RequestGuard, TokenBuckets, request_principal
 from inboxd.logs import get_logger
 from inboxd.settings import Settings
 from inboxd.ws import GraphQLWebSockets, LegacyConnection, WebSocketServer
+from resolvers.auth import ConnectionRefused
 from resolvers.state import AppState
 from schema import build_schema
 from schema.context import Context
@@ -130,10 +131,10 @@ class InboxdGraphQL(GraphQL[Context, None]):
     async def on_ws_connect(self, context: Context) -> None:
         # Only the legacy graphql-ws protocol (Strawberry's handler) comes here.
         connection = LEGACY_CONNECTION.get()
-        principal = await self.ws.admit(context.connection_params, connection)
-        if principal is None:
-            raise ConnectionRejectionError({"message": "A valid API key is required."})
-        context.principal = principal
+        try:
+            context.principal = await self.ws.admit(context.connection_params, connection)
+        except ConnectionRefused as exc:
+            raise ConnectionRejectionError({"message": exc.reason}) from None
         context.counted = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
