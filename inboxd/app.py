@@ -33,6 +33,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
+from inboxd.cors import cors_middleware, websocket_origin_middleware
 from inboxd.guards import RequestGuard, TokenBuckets, request_principal
 from inboxd.logs import get_logger
 from inboxd.settings import Settings
@@ -356,7 +357,9 @@ def create_app(
             ),
         ],
         middleware=[
+            *websocket_origin_middleware(settings),
             Middleware(GraphQLWebSockets, server=graphql.ws, path="/graphql"),
+            *cors_middleware(settings),
             Middleware(RequestLogMiddleware),
             Middleware(
                 RequestGuard,
