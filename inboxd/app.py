@@ -30,11 +30,12 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
-from inboxd.guards import RequestGuard, TokenBuckets
+from inboxd.cors import cors_middleware, websocket_origin_middleware
+from inboxd.guards import RequestGuard, TokenBuckets, request_principal
 from inboxd.logs import get_logger
 from inboxd.settings import Settings
 from inboxd.ws import GraphQLWebSockets, LegacyConnection, WebSocketServer
-from resolvers.auth import authenticate, key_from_headers
+from resolvers.auth import ConnectionRefused
 from resolvers.state import AppState
 from schema import InboxdSchema, Limits, build_schema
 from schema.context import Context
@@ -113,9 +114,7 @@ class InboxdGraphQL(GraphQL[Context, None]):
         )
         if isinstance(request, Request):
             try:
-                context.principal = await authenticate(
-                    self.state, key_from_headers(request.headers)
-                )
+                context.principal = await request_principal(request.scope, self.state)
             except UNAVAILABLE_ERRORS as exc:
                 # Every field answers SERVICE_UNAVAILABLE instead of the request crashing.
                 context.unavailable = True
@@ -129,10 +128,10 @@ class InboxdGraphQL(GraphQL[Context, None]):
     async def on_ws_connect(self, context: Context) -> None:
         # Only the legacy graphql-ws protocol (Strawberry's handler) comes here.
         connection = LEGACY_CONNECTION.get()
-        principal = await self.ws.admit(context.connection_params, connection)
-        if principal is None:
-            raise ConnectionRejectionError({"message": "A valid API key is required."})
-        context.principal = principal
+        try:
+            context.principal = await self.ws.admit(context.connection_params, connection)
+        except ConnectionRefused as exc:
+            raise ConnectionRejectionError({"message": exc.reason}) from None
         context.counted = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -348,13 +347,16 @@ def create_app(
             ),
         ],
         middleware=[
+            *websocket_origin_middleware(settings),
             Middleware(GraphQLWebSockets, server=graphql.ws, path="/graphql"),
+            *cors_middleware(settings),
             Middleware(RequestLogMiddleware),
             Middleware(
                 RequestGuard,
                 path="/graphql",
                 max_body_bytes=settings.max_body_bytes,
                 buckets=TokenBuckets(settings.rate_limit_requests_per_minute),
+                state=state,
             ),
         ],
         lifespan=lifespan,

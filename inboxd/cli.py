@@ -13,8 +13,10 @@ from inboxd.runtime import (
     ConfigurationError,
     Resolved,
     bootstrap_default_workspace,
+    exit_on_sigterm,
     open_database,
     resolve,
+    stop_embedded_postgres,
 )
 from inboxd.settings import Settings, load_settings
 from storage import api_keys, inboxes, workspaces
@@ -93,7 +95,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again: as
+        # SystemExit (exit_on_sigterm) or KeyboardInterrupt, which end up here.
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        stop_embedded_postgres(resolved)
     return 0
 
 
@@ -246,11 +253,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = load_settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    exit_on_sigterm()
     try:
         return int(args.func(settings, args))
     except ConfigurationError as exc:
         print(f"inboxd: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130  # Ctrl+C: stopped as asked, no traceback
 
 
 if __name__ == "__main__":

@@ -1,4 +1,11 @@
-"""HTTP-level guards in front of GraphQL: body size, content type, per-key request rate."""
+"""HTTP-level guards in front of GraphQL: body size, content type, request rate.
+
+The rate is counted per API key only once the key's secret checked out; requests without a
+key, with a malformed, unknown or revoked one, or while the database cannot say, are counted
+per client address. So nobody can spend someone else's budget with their visible prefix, and
+a made-up key per request buys no fresh budget. The guard authenticates once and leaves the
+answer in the ASGI scope, where ``request_principal`` picks it up for the GraphQL context.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +17,13 @@ import orjson
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from resolvers.auth import key_from_headers
-from storage.api_keys import split_key
+from resolvers.auth import Authentication, authenticate, check_key, key_from_headers
+from resolvers.state import AppState
+from storage.api_keys import Principal
+from storage.db import UNAVAILABLE_ERRORS
+
+# Where RequestGuard leaves the caller: an Authentication, or the error that kept it from one.
+AUTHENTICATION = "inboxd.authentication"
 
 
 @dataclass
@@ -54,41 +66,43 @@ def _error_response(status: int, code: str, message: str, **extensions: object) 
     )
 
 
+async def request_principal(scope: Scope, state: AppState) -> Principal | None:
+    """The caller of an HTTP request: as RequestGuard found it (the database is not asked
+    again), or, for a request that did not pass the guard, authenticated now. Raises the
+    guard's database error, so that the request answers SERVICE_UNAVAILABLE."""
+    found = scope.get(AUTHENTICATION)
+    if isinstance(found, Authentication):
+        return found.principal
+    if isinstance(found, Exception):
+        raise found
+    return await authenticate(state, key_from_headers(Headers(scope=scope)))
+
+
 class RequestGuard:
-    """Refuses, before any parsing or database work: bodies over the limit (413), POSTs that are
-    not ``application/json`` (415), and callers over their request rate (429, with
+    """Refuses, before any GraphQL work: bodies over the limit (413), POSTs that are not
+    ``application/json`` (415), and callers over their request rate (429, with
     ``Retry-After`` and ``extensions.retryAfterSeconds``)."""
 
     def __init__(
-        self, app: ASGIApp, *, path: str, max_body_bytes: int, buckets: TokenBuckets
+        self,
+        app: ASGIApp,
+        *,
+        path: str,
+        max_body_bytes: int,
+        buckets: TokenBuckets,
+        state: AppState,
     ) -> None:
         self.app = app
         self.path = path
         self.max_body_bytes = max_body_bytes
         self.buckets = buckets
+        self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != self.path:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        key = key_from_headers(headers)
-        client = scope.get("client")
-        bucket = (
-            f"key:{split_key(key) or key[:32]}" if key else f"ip:{client[0] if client else '-'}"
-        )
-        wait = self.buckets.take(bucket)
-        if wait > 0:
-            retry = max(1, math.ceil(wait))
-            await self._refuse(
-                send,
-                429,
-                "RATE_LIMITED",
-                f"Too many requests for this API key; retry in {retry} s.",
-                retryAfterSeconds=retry,
-                headers=[(b"retry-after", str(retry).encode())],
-            )
-            return
         if scope["method"] == "POST":
             content_type = headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type != "application/json":
@@ -109,6 +123,24 @@ class RequestGuard:
                 )
                 return
             receive = self._bounded(receive, send)
+        principal = await self._authenticate(scope, headers)
+        if principal is not None:
+            bucket, whose = f"key:{principal.api_key_id}", "this API key"
+        else:
+            client = scope.get("client")
+            bucket, whose = f"ip:{client[0] if client else '-'}", "this address without a valid key"
+        wait = self.buckets.take(bucket)
+        if wait > 0:
+            retry = max(1, math.ceil(wait))
+            await self._refuse(
+                send,
+                429,
+                "RATE_LIMITED",
+                f"Too many requests from {whose}; retry in {retry} s.",
+                retryAfterSeconds=retry,
+                headers=[(b"retry-after", str(retry).encode())],
+            )
+            return
         started = False
 
         async def tracking_send(message: Message) -> None:
@@ -127,6 +159,15 @@ class RequestGuard:
                 "PAYLOAD_TOO_LARGE",
                 f"The request body is over {self.max_body_bytes} bytes.",
             )
+
+    async def _authenticate(self, scope: Scope, headers: Headers) -> Principal | None:
+        try:
+            authentication = await check_key(self.state, key_from_headers(headers))
+        except UNAVAILABLE_ERRORS as exc:
+            scope[AUTHENTICATION] = exc
+            return None
+        scope[AUTHENTICATION] = authentication
+        return authentication.principal
 
     def _bounded(self, receive: Receive, send: Send) -> Receive:
         """A receive that stops a chunked body at the limit (Content-Length can be absent)."""

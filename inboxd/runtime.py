@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,17 +34,76 @@ class Resolved:
 
 
 def start_embedded_postgres(data_dir: Path) -> tuple[str, Any]:
-    pg_dir = data_dir / "postgres"
+    """The embedded Postgres in ``data_dir``, started unless another process runs it.
+
+    pgserver lists the processes using a server in a handle file and stops the server when
+    the last of them exits; ``stop_embedded_postgres`` (and pgserver's atexit hook) take this
+    process off the list. A process that was killed never does, and its entry would keep the
+    server running after everyone left, so dead entries are dropped first.
+    """
+    pg_dir = (data_dir / "postgres").resolve()
     pg_dir.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
         warnings.simplefilter("ignore")
         import pgserver  # imported late: only the embedded default needs it
+        from pgserver.postgres_server import PostgresServer
 
-        server = pgserver.get_server(  # type: ignore[attr-defined]
-            str(pg_dir.resolve()), cleanup_mode="stop"
-        )
+        with PostgresServer._lock:  # the lock pgserver holds while it edits the file
+            forget_dead_handles(pg_dir / HANDLES_FILE)
+        server = pgserver.get_server(str(pg_dir), cleanup_mode="stop")  # type: ignore[attr-defined]
     return str(server.get_uri()), server
+
+
+HANDLES_FILE = ".handle_pids.json"  # pgserver's list of the processes using the server
+
+
+def forget_dead_handles(path: Path) -> list[int]:
+    """Drop the processes that no longer run from pgserver's handle file; returns them."""
+    try:
+        pids = json.loads(path.read_text())
+        written = path.stat().st_mtime
+    except (OSError, ValueError):
+        return []
+    if not isinstance(pids, list):
+        return []
+    dead = [pid for pid in pids if not _still_running(pid, written)]
+    if dead:
+        path.write_text(json.dumps([pid for pid in pids if pid not in dead]))
+    return dead
+
+
+def _still_running(pid: object, listed_by: float) -> bool:
+    import psutil  # pgserver's dependency
+
+    if not isinstance(pid, int):
+        return False
+    if pid == os.getpid():
+        return True  # this process (its entry is taken off when it stops the server)
+    try:
+        process = psutil.Process(pid)
+        # A process started after the file was last written got a dead entry's reused pid.
+        zombie = process.status() == psutil.STATUS_ZOMBIE
+        return not zombie and float(process.create_time()) <= listed_by + 1
+    except psutil.Error:
+        return False
+
+
+def stop_embedded_postgres(resolved: Resolved) -> None:
+    """Stop the embedded Postgres if this process was the last one using it."""
+    if resolved.server is not None:
+        resolved.server.cleanup()
+        resolved.server = None
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM exits as SystemExit does (``finally`` blocks and atexit hooks run, so the
+    embedded Postgres is stopped), instead of killing the process where it stands."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def load_or_create_keys(data_dir: Path) -> tuple[KeyRing, str | None]:

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     graphiql: bool | None = None  # default: on in development, off in production
     # The legacy subscriptions-transport-ws protocol ("graphql-ws"), for old clients only.
     legacy_graphql_ws: bool = False
+    # Browser origins allowed to call the API from another site, comma-separated
+    # ("https://app.example.com,https://admin.example.com", or "*"). Empty: no CORS headers,
+    # and websockets are accepted from any origin (see inboxd/cors.py for why that is safe).
+    cors_origins: str = ""
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -96,6 +100,12 @@ class Settings(BaseSettings):
         if self.introspection is not None:
             return self.introspection
         return self.environment is Environment.DEVELOPMENT
+
+    @cached_property
+    def cors_origin_list(self) -> list[str]:
+        # Browsers send an origin as scheme://host[:port], lower-case, with no trailing slash.
+        found = (o.strip().rstrip("/").lower() for o in self.cors_origins.split(","))
+        return [origin for origin in found if origin]
 
     @property
     def is_production(self) -> bool:

@@ -34,7 +34,13 @@ from strawberry.types.execution import PreExecutionError
 
 from inboxd.logs import get_logger
 from inboxd.settings import Settings
-from resolvers.auth import authenticate, key_from_connection_params
+from resolvers.auth import (
+    WS_KEY_UNCHECKABLE,
+    ConnectionRefused,
+    check_key,
+    key_from_connection_params,
+    refuse_connection,
+)
 from resolvers.state import AppState
 from schema import InboxdSchema
 from schema.context import Context
@@ -90,20 +96,19 @@ class WebSocketServer:
 
     # --- admission and the key sweeper ---------------------------------------------------
 
-    async def admit(self, params: object, connection: Closable) -> Principal | None:
+    async def admit(self, params: object, connection: Closable) -> Principal:
         """The caller of a connection_init payload, counted against its key's connection
-        limit until ``release``; None: refused (no or bad key, limit reached, no database)."""
+        limit until ``release``; ConnectionRefused says why not (key, limit, no database)."""
         try:
-            principal = await authenticate(self.state, key_from_connection_params(params))
+            checked = await check_key(self.state, key_from_connection_params(params))
         except UNAVAILABLE_ERRORS:
-            return None
-        if principal is None:
-            return None
+            raise ConnectionRefused(WS_KEY_UNCHECKABLE) from None
+        principal = refuse_connection(checked)
         key = self._keys.get(principal.api_key_id)
         if key is None:
             key = self._keys[principal.api_key_id] = _Key(principal)
-        elif len(key.connections) >= self.settings.ws_max_connections_per_key:
-            return None
+        elif len(key.connections) >= (limit := self.settings.ws_max_connections_per_key):
+            raise ConnectionRefused(f"Too many connections for this API key (limit {limit})")
         elif key.principal != principal:  # changed permissions: newer connections see them
             key.principal = principal
         key.connections.add(connection)
@@ -301,10 +306,10 @@ class Connection(Closable):
         if self.initialised:
             raise ProtocolError(4429, "Too many initialisation requests")
         self.initialised = True
-        principal = await self.server.admit(payload, self)
-        if principal is None:
-            raise ProtocolError(4403, "Forbidden")
-        self.principal = principal
+        try:
+            self.principal = await self.server.admit(payload, self)
+        except ConnectionRefused as exc:
+            raise ProtocolError(4403, exc.reason) from None
         if self.closing:  # revoked or shut down while we asked
             return
         self.post_text('{"type":"connection_ack"}')

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select
@@ -87,19 +88,29 @@ AUTHENTICATE_SQL = (
 TOUCH_SQL = "UPDATE api_key SET last_used_at = $2 WHERE id = $1"
 
 
-async def authenticate(
+class KeyRefusal(StrEnum):
+    """Why a key names no caller. UNKNOWN covers a wrong secret too: a visible prefix (it is in
+    the audit trail) must not tell anyone more than a made-up key would."""
+
+    MISSING = "missing"
+    MALFORMED = "malformed"
+    UNKNOWN = "unknown"
+    REVOKED = "revoked"
+
+
+async def check_api_key(
     connection: Any, key: str, *, touch_interval: timedelta = timedelta(seconds=60)
-) -> Principal | None:
-    """The principal of ``key``, read on a plain asyncpg connection: this runs on every
-    request, and the ORM would cost more than the query."""
+) -> Principal | KeyRefusal:
+    """The principal of ``key``, or why there is none, read on a plain asyncpg connection:
+    this runs on every request, and the ORM would cost more than the query."""
     prefix = split_key(key)
     if prefix is None:
-        return None
+        return KeyRefusal.MALFORMED
     row = await connection.fetchrow(AUTHENTICATE_SQL, prefix)
-    if row is None or row["revoked_at"] is not None:
-        return None
-    if not hmac.compare_digest(row["key_hash"], _hash(key)):
-        return None
+    if row is None or not hmac.compare_digest(row["key_hash"], _hash(key)):
+        return KeyRefusal.UNKNOWN
+    if row["revoked_at"] is not None:  # said only to whoever holds the whole key
+        return KeyRefusal.REVOKED
     now = utcnow()
     last_used = row["last_used_at"]
     # Recording every use would add a write to every read; a minute's precision is plenty.
@@ -111,6 +122,14 @@ async def authenticate(
         workspace_id=row["workspace_id"],
         permissions=frozenset(row["permissions"]),
     )
+
+
+async def authenticate(
+    connection: Any, key: str, *, touch_interval: timedelta = timedelta(seconds=60)
+) -> Principal | None:
+    """The principal of ``key``, or None."""
+    checked = await check_api_key(connection, key, touch_interval=touch_interval)
+    return checked if isinstance(checked, Principal) else None
 
 
 ACTIVE_KEYS_SQL = "SELECT id FROM api_key WHERE id = ANY($1::uuid[]) AND revoked_at IS NULL"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import shutil
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -35,6 +36,7 @@ from tests.support.database import create_scratch, drop_scratch, scratch_databas
 from tests.support.dnsserver import DnsTestServer
 from tests.support.graphql import GraphQLClient
 from tests.support.mailservers import MailCerts, make_certs
+from tests.support.processes import EMBEDDED_FOLDERS, stop_postgres_under, wait_postgres_gone
 from tests.support.unretrieved import UnretrievedExceptions
 
 ALL_PERMISSIONS = (Permission.MANAGE_EMAIL_INBOX, Permission.VIEW_EMAIL_INBOX)
@@ -52,6 +54,19 @@ def no_exception_left_unretrieved() -> Iterator[None]:
         yield
     if found.messages:
         pytest.fail("asyncio: " + "; ".join(found.messages[:5]), pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_postgres_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The suite ends with no Postgres of its own running (torn down after every other
+    session fixture, the embedded test server included)."""
+    yield
+    folders = [tmp_path_factory.getbasetemp(), *EMBEDDED_FOLDERS]
+    left = [p for folder in folders for p in wait_postgres_gone(folder)]
+    stopped = [line for folder in folders for line in stop_postgres_under(folder)]
+    for folder in EMBEDDED_FOLDERS:
+        shutil.rmtree(folder, ignore_errors=True)
+    assert not left, f"Postgres servers left running by the suite: {stopped}"
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import pytest
 
 from storage.secrets import KeyRing
 from tests.schema.fragments import CREATE, minimal_input
+from tests.support.processes import embedded_data_dir, wait_postgres_gone
 
 INBOXD = [sys.executable, "-m", "inboxd.cli"]
 
@@ -67,8 +68,9 @@ class Served:
 
 
 @pytest.mark.slow
-def test_embedded_first_and_second_start(tmp_path: Path):
-    env = base_env(INBOXD_DATA_DIR=str(tmp_path / "data"))
+def test_embedded_first_and_second_start():
+    data = embedded_data_dir()
+    env = base_env(INBOXD_DATA_DIR=str(data))
     first = Served(env)
     try:
         assert "Generated an encryption key" in first.output
@@ -85,7 +87,8 @@ def test_embedded_first_and_second_start(tmp_path: Path):
         assert payload["__typename"] == "CreateEmailInboxSuccess", payload
     finally:
         first.stop()
-    assert (tmp_path / "data" / "encryption.keys").stat().st_mode & 0o077 == 0
+    assert (data / "encryption.keys").stat().st_mode & 0o077 == 0
+    assert wait_postgres_gone(data) == []  # stopped with its inboxd (SIGTERM)
 
     second = Served(env)
     try:
@@ -106,6 +109,7 @@ def test_embedded_first_and_second_start(tmp_path: Path):
         assert listed["edges"][0]["node"]["email"] == "curl@example.com"
     finally:
         second.stop()
+    assert wait_postgres_gone(data) == []
 
 
 @pytest.mark.slow
