@@ -34,7 +34,8 @@ from inboxd.cors import cors_middleware, websocket_origin_middleware
 from inboxd.guards import RequestGuard, TokenBuckets, request_principal
 from inboxd.logs import get_logger
 from inboxd.settings import Settings
-from inboxd.ws import GraphQLWebSockets, LegacyConnection, WebSocketServer
+from inboxd.ws import GraphQLWebSockets, WebSocketServer
+from inboxd.ws_legacy import LegacyConnection, LegacyHandler
 from resolvers.auth import ConnectionRefused
 from resolvers.state import AppState
 from schema import InboxdSchema, Limits, build_schema
@@ -54,6 +55,8 @@ GRAPHIQL_HTML = (STATIC_DIR / "graphiql.html").read_text(encoding="utf-8")
 
 
 class InboxdGraphQL(GraphQL[Context, None]):
+    graphql_ws_handler_class = LegacyHandler
+
     def __init__(self, state: AppState, settings: Settings) -> None:
         limits = Limits(
             max_depth=settings.max_query_depth,
