@@ -35,7 +35,8 @@ from graphql.validation import ASTValidationRule
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
-from schema.fastpath import Plan, compile_plan
+from schema.fastpath import Plan
+from schema.fastpath_compile import compile_plan
 from schema.limits import Limits, limit_rules
 
 # Parts of graphql-core's messages that quote the client's input back.

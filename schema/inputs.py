@@ -8,7 +8,7 @@ from typing import Any
 import strawberry
 from strawberry import UNSET
 
-from schema.types import DeleteMessagePolicy, InboxStatus, Provider, Security
+from schema.enums import DeleteMessagePolicy, InboxStatus, Provider, Security
 
 
 def provided(value: Any) -> Any:

@@ -7,6 +7,7 @@ import strawberry
 from resolvers import domain, inboxes
 from resolvers.inboxes import InboxWrite
 from resolvers.validation import InputInvalid
+from schema.checks import ConnectionTest
 from schema.context import Info, caller, unavailable
 from schema.errors import (
     DuplicateEmailInbox,
@@ -20,7 +21,7 @@ from schema.errors import (
     user_error,
 )
 from schema.inputs import CreateEmailInboxInput, UpdateEmailInboxInput, provided
-from schema.types import ConnectionTest, EmailInbox
+from schema.types import EmailInbox
 from storage.errors import StorageError
 from storage.models import Permission
 

@@ -5,20 +5,19 @@ import strawberry
 from resolvers import domain, inboxes
 from resolvers.pagination import encode_cursor
 from resolvers.validation import InputInvalid
+from schema.checks import ConnectionTest, MailSettingsDiscovery
 from schema.context import Info, bad_input, caller, unavailable
 from schema.inputs import EmailInboxFilter
+from schema.pagination import page_info
 from schema.types import (
     AuditEvent,
     AuditEventConnection,
     AuditEventEdge,
-    ConnectionTest,
     EmailInbox,
     EmailInboxConnection,
     EmailInboxEdge,
-    MailSettingsDiscovery,
     Viewer,
     WorkspaceInfo,
-    page_info,
 )
 from storage.inboxes import InboxFilter
 from storage.models import Permission

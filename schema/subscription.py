@@ -23,8 +23,9 @@ from graphql import (
 )
 
 from resolvers import inboxes
+from schema.checks import ConnectionTest
 from schema.context import Info, caller
-from schema.types import ConnectionTest, EmailInbox
+from schema.types import EmailInbox
 from storage.db import UNAVAILABLE_ERRORS
 from storage.events import Event, EventKind
 from storage.listener import EventHub
