@@ -15,6 +15,7 @@ from typing import Any
 import nh3
 from email_validator import EmailNotValidError, validate_email
 
+from mail.message import has_control_characters
 from mail.presets import (
     Provider,
     Security,
@@ -33,6 +34,9 @@ MAX_LENGTHS = {
     "signature": 20_000,
     "last_message_id": 998,
 }
+# Texts that go into (or are offered for) a mail header: no control character in any
+# reading of them, RFC 2047 encoded words decoded (issue 11, header injection).
+HEADER_FIELDS = frozenset({"name", "display_name", "sender_info"})
 MAX_PASSWORD = 1024
 MAX_USERNAME = 320
 MAX_TAGS = 20
@@ -108,6 +112,13 @@ def _text(
     limit = MAX_LENGTHS.get(key)
     if limit is not None and len(value) > limit:
         problems.error(camel(key), f"must be at most {limit} characters (got {len(value)})")
+        return None
+    if key in HEADER_FIELDS and has_control_characters(value):
+        problems.error(
+            camel(key),
+            "must not contain line breaks, tabs or other control characters "
+            "(also not inside =?...?= encoded words)",
+        )
         return None
     return value or None
 
