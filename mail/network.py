@@ -52,10 +52,16 @@ _BLOCKED_V6: tuple[ipaddress.IPv6Network, ...] = tuple(
         "::/128",  # unspecified
         "::1/128",  # loopback
         "::/96",  # deprecated IPv4-compatible addresses
+        # IPv4-translated (SIIT, RFC 2765): never routed, whatever IPv4 address it embeds;
+        # unlike ::ffff:0:0/96 the stdlib sees no IPv4 address in it (issue 11 point 6).
+        "::ffff:0:0:0/96",
         "64:ff9b:1::/48",  # local-use NAT64, RFC 8215
         "100::/64",  # discard-only
+        "100:0:0:1::/64",  # dummy IPv6 prefix, RFC 9780
         "2001::/23",  # IETF protocol assignments, includes Teredo 2001::/32
         "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation, RFC 9637
+        "5f00::/16",  # segment routing (SRv6) SIDs, RFC 9602
         "fc00::/7",  # unique local addresses, includes fd00:ec2::254 (metadata)
         "fe80::/10",  # link-local
         "fec0::/10",  # deprecated site-local

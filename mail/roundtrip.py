@@ -19,10 +19,6 @@ import secrets
 import ssl
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime
 from enum import StrEnum
 from typing import Any
 
@@ -48,6 +44,15 @@ from mail.imap_probe import (
     _record_capabilities,
 )
 from mail.imap_wire import Arg, ImapProtocolError, ImapWire, astring
+from mail.message import (
+    SUBJECT,
+    TEST_HEADER,
+    InvalidAddress,
+    TestMessage,
+    UnsafeHeader,
+    build_message,
+    message_id,
+)
 from mail.presets import Security
 from mail.probe_runner import (
     ProbeFacts,
@@ -63,8 +68,7 @@ from mail.results import ProbeCode, Protocol
 from mail.smtp_probe import close_smtp_session, open_smtp_session
 from mail.tls import negotiate
 
-SUBJECT = "inboxd test message"
-TEST_HEADER = "X-Inboxd-Test"
+__all__ = ["SUBJECT", "TEST_HEADER", "RoundTripCode", "RoundTripResult", "run_round_trip"]
 
 _LOGOUT_TIMEOUT = 2.0
 _SEARCH_RESPONSE = re.compile(rb"^SEARCH\b(.*)$", re.IGNORECASE)
@@ -73,7 +77,6 @@ _FETCH_UID = re.compile(rb"\bUID (\d+)", re.IGNORECASE)
 _LITERAL = re.compile(rb"\{(\d{1,10})\+?\}\r\n")
 # A search for a unique token finds one message; more means the server ignored the criteria.
 _MAX_MATCHES = 20
-_DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 
 
 class RoundTripCode(StrEnum):
@@ -84,6 +87,7 @@ class RoundTripCode(StrEnum):
     REJECTED_SENDER = "REJECTED_SENDER"  # MAIL FROM refused (field "email")
     REJECTED_MESSAGE = "REJECTED_MESSAGE"  # DATA refused (spam filter, policy, size)
     INVALID_ADDRESS = "INVALID_ADDRESS"  # from/to not an address we can send with
+    INVALID_HEADER = "INVALID_HEADER"  # headers would not go out as written ("displayName")
 
 
 @dataclass(slots=True)
@@ -166,7 +170,7 @@ async def run_round_trip(
         poll_interval=poll_interval,
         provider=provider,
         token=token,
-        message_id=_message_id(from_address, token),
+        message_id=message_id(from_address, token),
     )
     with secrets_scope(smtp, imap) as forms:
         result = await trip.run(from_name)
@@ -175,62 +179,8 @@ async def run_round_trip(
     return result
 
 
-def _message_id(from_address: str, token: str) -> str:
-    domain = from_address.rpartition("@")[2].strip()
-    if not _DOMAIN.match(domain):
-        domain = "inboxd.invalid"
-    # Built by hand: email.utils.make_msgid() would look up this machine's name.
-    return f"<inboxd-test.{token}@{domain}>"
-
-
 def _same_address(a: str, b: str) -> bool:
     return a.strip().casefold() == b.strip().casefold()
-
-
-class _InvalidAddress(Exception):
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
-
-def _address(value: str, *, display_name: str = "", field: str, what: str) -> Address:
-    try:
-        address = Address(display_name=display_name, addr_spec=value.strip())
-    except Exception:  # the parser raises several kinds for malformed input
-        address = None
-    if address is None or not address.username or not address.domain:
-        raise _InvalidAddress(f"The {what} address {value!r} is not a valid email address.", field)
-    return address
-
-
-def _build_message(
-    *, from_address: str, to_address: str, from_name: str | None, message_id: str, token: str
-) -> EmailMessage:
-    # Collapse whitespace and drop control characters: a display name cannot add headers.
-    name = " ".join("".join(ch if ch.isprintable() else " " for ch in from_name or "").split())
-    sender = _address(from_address, display_name=name, field="email", what="sender")
-    recipient = _address(to_address, field="to", what="recipient")
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = recipient
-    message["Subject"] = SUBJECT
-    message["Date"] = format_datetime(datetime.now(UTC))
-    message["Message-ID"] = message_id
-    message[TEST_HEADER] = token
-    # Asks vacation responders and the like not to answer a machine's message (RFC 3834).
-    message["Auto-Submitted"] = "auto-generated"
-    # Short ASCII lines, so the body goes as plain 7bit text.
-    message.set_content(
-        "This is a test message from inboxd, sent to check that this\n"
-        "mailbox can send and receive mail.\n"
-        "\n"
-        "When it is sent to the mailbox itself, inboxd deletes it as soon\n"
-        "as it arrives. If you can read it, it went to another address or\n"
-        "arrived late: you may delete it.\n",
-        cte="7bit",
-    )
-    return message
 
 
 @dataclass(slots=True)
@@ -316,25 +266,33 @@ class _RoundTrip:
 
     async def run(self, from_name: str | None) -> RoundTripResult:
         try:
-            message = _build_message(
+            message = build_message(
                 from_address=self.from_address,
                 to_address=self.to_address,
                 from_name=from_name,
                 message_id=self.message_id,
                 token=self.token,
             )
-        except _InvalidAddress as exc:
+        except InvalidAddress as exc:
             return self._result(
                 RoundTripCode.INVALID_ADDRESS.value,
                 f"{exc.message} No message was sent.",
                 field=exc.field,
+            )
+        except UnsafeHeader:
+            return self._result(
+                RoundTripCode.INVALID_HEADER.value,
+                "The test message's headers would not go out as written (the display name "
+                "holds a line break or another control character). No message was sent.",
+                hint="Change the inbox's displayName to plain text.",
+                field="displayName",
             )
         try:
             return await self._trip(message)
         finally:
             await self._close_imap()
 
-    async def _trip(self, message: EmailMessage) -> RoundTripResult:
+    async def _trip(self, message: TestMessage) -> RoundTripResult:
         if self.check:
             failure = await attempt(self._imap_login, self.imap_settings.overall_timeout)
             if failure is not None:
@@ -391,7 +349,7 @@ class _RoundTrip:
 
     # --- SMTP ---------------------------------------------------------------------------
 
-    async def _send(self, message: EmailMessage) -> None:
+    async def _send(self, message: TestMessage) -> None:
         settings = self.smtp_settings
         facts = ProbeFacts(deadline=asyncio.get_running_loop().time() + settings.overall_timeout)
         target = await resolve_checked(self.smtp, settings)
@@ -401,10 +359,14 @@ class _RoundTrip:
         finally:
             await close_smtp_session(client, settings, facts)
 
-    async def _transmit(self, client: aiosmtplib.SMTP, message: EmailMessage) -> None:
+    async def _transmit(self, client: aiosmtplib.SMTP, message: TestMessage) -> None:
+        options = ["SMTPUTF8"] if message.smtputf8 else []
         try:
-            await client.send_message(
-                message, sender=self.from_address, recipients=[self.to_address]
+            if message.smtputf8 and not client.supports_extension("smtputf8"):
+                raise SMTPNotSupported("SMTPUTF8")
+            # The checked bytes themselves: send_message() would serialize the message again.
+            await client.sendmail(
+                self.from_address, [self.to_address], message.data, mail_options=options
             )
         except SMTPRecipientsRefused as exc:
             refused = exc.recipients[0] if exc.recipients else None

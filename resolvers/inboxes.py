@@ -25,6 +25,7 @@ from resolvers.validation import (
     normalize_email,
     normalize_update,
     parse_id,
+    refuse_nul,
 )
 from storage import audit, inboxes, jobs, workspaces
 from storage.api_keys import Principal
@@ -92,6 +93,7 @@ async def list_inboxes(
 ) -> inboxes.Page:
     check_first(first, state.max_page_size)
     cursor = decode_cursor(after)
+    refuse_nul({"search": flt.search, "department": flt.department, "tag": flt.tag}, "filter")
     async with state.db.connection() as connection:
         return await inboxes.read_page(
             connection, principal.workspace_id, first=first, after=cursor, flt=flt

@@ -15,6 +15,7 @@ from typing import Any
 import nh3
 from email_validator import EmailNotValidError, validate_email
 
+from mail.message import has_control_characters
 from mail.presets import (
     Provider,
     Security,
@@ -33,6 +34,9 @@ MAX_LENGTHS = {
     "signature": 20_000,
     "last_message_id": 998,
 }
+# Texts that go into (or are offered for) a mail header: no control character in any
+# reading of them, RFC 2047 encoded words decoded (issue 11, header injection).
+HEADER_FIELDS = frozenset({"name", "display_name", "sender_info"})
 MAX_PASSWORD = 1024
 MAX_USERNAME = 320
 MAX_TAGS = 20
@@ -86,6 +90,28 @@ class Problems:
             raise InputInvalid(self.errors)
 
 
+NUL_MESSAGE = "must not contain NUL characters"
+
+
+def nul_issues(value: Any, path: str) -> list[FieldIssue]:
+    """Every string in ``value`` (input dicts and lists, walked) holding a NUL, by its input
+    path: Postgres text cannot store one, so it is the caller's mistake, not an outage."""
+    if isinstance(value, str):
+        return [FieldIssue(path, NUL_MESSAGE)] if "\x00" in value else []
+    if isinstance(value, Mapping):
+        prefix = f"{path}." if path else ""
+        return [i for k, v in value.items() for i in nul_issues(v, prefix + camel(str(k)))]
+    if isinstance(value, list | tuple):
+        return [i for n, v in enumerate(value) for i in nul_issues(v, f"{path}[{n}]")]
+    return []
+
+
+def refuse_nul(value: Any, path: str = "") -> None:
+    issues = nul_issues(value, path)
+    if issues:
+        raise InputInvalid(issues)
+
+
 @dataclass(slots=True)
 class NormalizedInbox:
     values: dict[str, Any]
@@ -109,6 +135,13 @@ def _text(
     if limit is not None and len(value) > limit:
         problems.error(camel(key), f"must be at most {limit} characters (got {len(value)})")
         return None
+    if key in HEADER_FIELDS and has_control_characters(value):
+        problems.error(
+            camel(key),
+            "must not contain line breaks, tabs or other control characters "
+            "(also not inside =?...?= encoded words)",
+        )
+        return None
     return value or None
 
 
@@ -117,6 +150,9 @@ def normalize_email(value: Any, field_name: str, problems: Problems) -> str | No
         problems.error(field_name, "is required")
         return None
     raw = str(value).strip()
+    if "\x00" in raw:
+        problems.error(field_name, NUL_MESSAGE)
+        return None
     if len(raw) > 254:
         problems.error(field_name, "must be at most 254 characters")
         return None
@@ -287,6 +323,7 @@ def _server_endpoint(
 
 
 def normalize_create(data: Mapping[str, Any]) -> NormalizedInbox:
+    refuse_nul(data)
     problems = Problems()
     email = normalize_email(data.get("email"), "email", problems)
     provider = Provider(data.get("provider") or Provider.CUSTOM.value)
@@ -390,6 +427,7 @@ _PLAIN_FIELDS = ("description", "sender_info", "department")
 
 def normalize_update(inbox: EmailInbox, data: Mapping[str, Any]) -> NormalizedInbox:
     """Changes to apply to ``inbox``: only what the caller sent, checked like a create."""
+    refuse_nul(data)
     problems = Problems()
     values: dict[str, Any] = {}
     if "email" in data:

@@ -13,8 +13,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
-from sqlalchemy import ColumnElement, and_, or_
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy import ColumnElement, and_, event, or_
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -45,18 +46,51 @@ def redact_url(url: str) -> str:
 
 
 # The database is down or unreachable (from either pool): an operation may succeed if retried.
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+# What Postgres refused (a NUL in text, a bad value) is not among them (issue 11 point 7):
+# SQLAlchemy wraps both kinds in a plain DBAPIError, so _classify_outage sorts its outages out.
+_OUTAGE_CAUSES: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     # Server shutting down or starting, statement timeout (57xxx).
     asyncpg.exceptions.OperatorInterventionError,
-    OperationalError,
-    InterfaceError,
-    DBAPIError,
     ConnectionError,
     TimeoutError,
     OSError,
 )
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    *_OUTAGE_CAUSES,
+    OperationalError,
+    InterfaceError,
+)
+
+
+def _caused_by_outage(error: BaseException | None) -> bool:
+    for _ in range(8):  # the driver's chain is a few links long
+        if error is None:
+            return False
+        if isinstance(error, _OUTAGE_CAUSES):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _classify_outage(context: ExceptionContext) -> BaseException | None:
+    """SQLAlchemy's handle_error hook: a lost connection or an outage raised as a plain
+    DBAPIError becomes an OperationalError, so UNAVAILABLE_ERRORS can tell it by type."""
+    error = context.sqlalchemy_exception
+    if error is None or isinstance(error, OperationalError | InterfaceError):
+        return None
+    # No connection yet: whatever went wrong, the database could not be reached.
+    connecting = context.connection is None or context.is_pre_ping
+    if connecting or context.is_disconnect or _caused_by_outage(context.original_exception):
+        return OperationalError(
+            error.statement,
+            error.params,
+            context.original_exception,
+            hide_parameters=True,
+            connection_invalidated=error.connection_invalidated,
+        )
+    return None
 
 
 async def _reset_connection(connection: Any) -> None:
@@ -169,6 +203,7 @@ def create_database(
             },
         },
     )
+    event.listen(engine.sync_engine, "handle_error", _classify_outage)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     return Database(
         url=url,

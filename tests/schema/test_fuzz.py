@@ -27,6 +27,7 @@ server would block the loop that has to answer it.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -45,6 +46,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_graphql import Mode, from_schema, mutations, queries
 
+from mail.message import has_control_characters
 from storage.secrets import KeyRing
 from tests.inboxd.test_processes import ServeProcess, process_env
 
@@ -428,6 +430,88 @@ def test_malformed_requests_answer_json_without_5xx(target: FuzzTarget, raw: byt
         headers={"authorization": f"Bearer {target.key}", "content-type": "application/json"},
     )
     check_response(target, repr(raw), response)
+
+
+ENCODED_WORD_EXAMPLES = 150
+HEADER_INPUT_FIELDS = ["displayName", "senderInfo", "name"]
+# The characters that must never reach a header, and some that may.
+HOSTILE_CHARS = "\r\n\t\0\x7f\x85\u2028\u2029\x1b"
+
+
+@st.composite
+def encoded_words(draw: st.DrawFn) -> str:
+    """Text with RFC 2047 encoded words: q or b, utf-8 or latin-1, split over several words,
+    nested, hiding control characters or not (issue 11: header injection)."""
+    parts: list[str] = []
+    for _ in range(draw(st.integers(1, 4))):
+        charset = draw(st.sampled_from(["utf-8", "UTF-8", "iso-8859-1", "latin-1"]))
+        alphabet = st.characters(
+            max_codepoint=0xFF if "8859" in charset or "latin" in charset else 0x2FFF
+        )
+        text = draw(st.text(alphabet | st.sampled_from(HOSTILE_CHARS) | st.just(":"), max_size=12))
+        raw = text.encode(
+            "latin-1" if "8859" in charset or "latin" in charset else "utf-8", "replace"
+        )
+        if draw(st.booleans()):
+            body = base64.b64encode(raw).decode()
+            word = f"=?{charset}?{draw(st.sampled_from('bB'))}?{body}?="
+        else:
+            body = "".join(
+                chr(b) if 0x21 <= b <= 0x7E and b not in b"=?_" else f"={b:02X}" for b in raw
+            )
+            word = f"=?{charset}?{draw(st.sampled_from('qQ'))}?{body}?="
+        if draw(st.integers(0, 5)) == 0:  # a word inside a word
+            inner = "".join(f"={b:02X}" for b in word.encode())
+            word = f"=?utf-8?q?{inner}?="
+        parts.append(word)
+        parts.append(draw(st.sampled_from(["", " ", "Alice ", " <x@y> "])))
+    return "".join(parts)[:200]
+
+
+def test_fuzzed_encoded_words_never_reach_a_header(target: FuzzTarget):
+    """Every field that reaches a mail header either refuses an encoded word that decodes to
+    a control character, naming the field, or stores a text with none in any reading."""
+
+    @settings(FUZZ_SETTINGS, max_examples=ENCODED_WORD_EXAMPLES)
+    @given(field=st.sampled_from(HEADER_INPUT_FIELDS), value=encoded_words(), update=st.booleans())
+    def run(field: str, value: str, update: bool) -> None:
+        if update:
+            query = (
+                "mutation($id: ID!, $input: UpdateEmailInboxInput!) { updateEmailInbox(id: $id,"
+                " input: $input) { __typename ... on UpdateEmailInboxSuccess { inbox { %s } }"
+                " ... on ValidationError { fields { field } } } }" % field
+            )
+            variables = {"id": target.inbox_ids[0], "input": {field: value}}
+        else:
+            query = (
+                "mutation($input: CreateEmailInboxInput!) { createEmailInbox(input: $input) {"
+                " __typename ... on CreateEmailInboxSuccess { inbox { id %s } }"
+                " ... on ValidationError { fields { field } } } }" % field
+            )
+            variables = {
+                "input": {
+                    "email": f"ew-{uuid.uuid4().hex[:8]}@fuzz.example",
+                    "smtp": {"host": "127.0.0.1", "port": 2525, "password": CANARY},
+                    "imap": {"host": "127.0.0.1", "port": 1143, "password": CANARY},
+                    field: value,
+                }
+            }
+        response = target.post(query, variables)
+        check_response(target, f"{query} {value!r}", response)
+        payload = next(iter(response.json()["data"].values()))
+        if has_control_characters(value.strip()):
+            assert payload["__typename"] == "ValidationError", (value, payload)
+            assert [f["field"] for f in payload["fields"]] == [field]
+        elif payload["__typename"] != "ValidationError":
+            stored = payload["inbox"][field]
+            assert stored is None or not has_control_characters(stored), (value, stored)
+        if not update and payload["__typename"] == "CreateEmailInboxSuccess":
+            target.post(
+                "mutation($id: ID!) { deleteEmailInbox(id: $id) { __typename } }",
+                {"id": payload["inbox"]["id"]},
+            )
+
+    run()
 
 
 def test_server_log_holds_no_secret(target: FuzzTarget):
