@@ -396,6 +396,9 @@ class TestOutcome:
     retry_at: datetime | None = None
     # The inbox's status; None: the same as ``passed``.
     inbox_active: bool | None = None
+    # Which attempt this was, of how many at most: a retry's status says "retrying (2 of 5)".
+    attempt: int = 1
+    max_attempts: int = 1
 
 
 RECORD_SQL = f"""
@@ -445,7 +448,10 @@ async def record_outcome(
     if retrying:
         assert outcome.retry_at is not None
         status = InboxStatus.PENDING
-        reason = f"{outcome.reason} Retrying at {outcome.retry_at.isoformat(timespec='seconds')}."
+        reason = (
+            f"{outcome.reason} Retrying ({outcome.attempt + 1} of {outcome.max_attempts}) "
+            f"at {outcome.retry_at.isoformat(timespec='seconds')}."
+        )
         error_count, setup_status = "keep", None
     else:
         status = InboxStatus.ACTIVE if active else InboxStatus.FAILED
