@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     job_lease_seconds: float = 60.0
     job_max_attempts: int = 5
     job_retry_base_seconds: float = 5.0
+    # Workers sleep until the next due job or a NOTIFY; this only caps the sleep.
     job_poll_interval_seconds: float = 15.0
     shutdown_grace_seconds: float = 10.0
 

@@ -2,8 +2,9 @@
 
 A worker claims due connection tests from Postgres (``FOR UPDATE SKIP LOCKED``), holds each
 under a lease that it renews while the probes run, and records the outcome only if it still
-holds the lease. It wakes on NOTIFY when a test is queued, and polls now and then as a safety
-net (a retry coming due makes no NOTIFY).
+holds the lease. Between claims it sleeps until the earliest test comes due (a delayed, spaced
+or retried test, or an expired lease), woken early by NOTIFY when a test is queued or
+rescheduled; ``poll_interval`` caps that sleep as a safety net.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ from storage.db import UNAVAILABLE_ERRORS
 from storage.listener import EventHub
 
 log = structlog.get_logger("inboxd.worker")
+
+# Wake this much after a test's due time, so the claim's now() has passed it.
+DUE_SLACK = 0.005
+MIN_SLEEP = 0.05
 
 
 def verification_config(settings: Settings) -> VerificationConfig:
@@ -128,31 +133,40 @@ class Worker:
         while not self._stopping:
             waker.clear()
             try:
-                claimed = await self._claim()
+                sleep = await self._claim()
                 backoff = 0.5
             except UNAVAILABLE_ERRORS as exc:
                 log.warning("claiming failed; database unavailable?", error=type(exc).__name__)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
-            if claimed and len(self.probing) < self.concurrency:
-                continue  # there may be more due right now
+            if sleep <= 0:
+                continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waker.wait(), self.poll_interval)
+                await asyncio.wait_for(waker.wait(), sleep)
 
-    async def _claim(self) -> int:
+    async def _claim(self) -> float:
+        """Claim what is due; return how long to sleep before looking again (0: at once)."""
         free = self.concurrency - len(self.probing)
         if free <= 0:
-            return 0
+            return self.poll_interval  # a slot that frees up wakes the loop
         async with self.state.db.connection(background=True) as connection:
             tests = await jobs.claim_tests(
                 connection, worker_id=self.worker_id, lease=self.lease, limit=free
             )
+            due_in = None if tests else await jobs.seconds_until_due(connection)
         for test in tests:
             task = asyncio.create_task(self._run(test), name=f"test-{test.id}")
             self.running[test.id] = task
             self.probing.add(test.id)
-        return len(tests)
+        if tests:
+            return 0  # there may be more due right now
+        if due_in is None:
+            return self.poll_interval
+        if due_in <= 0:
+            # Due but not claimable: another worker holds it, or is committing its claim.
+            return MIN_SLEEP
+        return min(due_in + DUE_SLACK, self.poll_interval)
 
     def _free_slot(self, test_id: uuid.UUID) -> None:
         if test_id in self.probing:

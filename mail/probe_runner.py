@@ -251,12 +251,19 @@ def final_scrub(text: str | None, secrets: Sequence[str]) -> str | None:
     return scrub(text, secrets, min_len=_FINAL_PASS_MIN_LEN)
 
 
+HOST_NOT_FOUND_HINT = (
+    "Check the spelling of the host name, and that its domain has DNS records for it "
+    "(an A or AAAA record); your provider's setup page names the server."
+)
+
+
 async def resolve_checked(endpoint: Endpoint, settings: ProbeSettings) -> ResolvedTarget:
     """The endpoint's address through the network guard; refusals raise ProbeFailure."""
     try:
         return await resolve_target(endpoint.host, endpoint.port, settings.network)
     except TargetError as exc:
-        raise ProbeFailure(exc.code, exc.message, field=exc.field) from None
+        hint = HOST_NOT_FOUND_HINT if exc.code is ProbeCode.HOST_NOT_FOUND else None
+        raise ProbeFailure(exc.code, exc.message, hint=hint, field=exc.field) from None
 
 
 async def attempt(

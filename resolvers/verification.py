@@ -145,6 +145,8 @@ async def run_attempt(
         retry_at=retry_at,
         # The inbox's status is about its logins; a missing test message fails only the test.
         inbox_active=logins_ok,
+        attempt=test.attempts,
+        max_attempts=config.max_attempts,
     )
 
 

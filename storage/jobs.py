@@ -331,6 +331,23 @@ async def claim_tests(
     ]
 
 
+# Seconds from now until the next test becomes runnable (a queued test's run_after, or a
+# running test's lease expiry), by the database's clock; NULL: nothing is open.
+NEXT_DUE_SQL = """
+    SELECT extract(epoch FROM min(due) - clock_timestamp())::float8 FROM (
+        SELECT min(run_after) AS due FROM connection_test WHERE state = 'QUEUED'
+        UNION ALL
+        SELECT min(lease_expires_at) FROM connection_test WHERE state = 'RUNNING'
+    ) AS open_tests
+"""
+
+
+async def seconds_until_due(connection: Any) -> float | None:
+    """How long a worker may sleep before a test is due (negative: one is due already)."""
+    due: float | None = await connection.fetchval(NEXT_DUE_SQL)
+    return due
+
+
 async def extend_lease(
     session: AsyncSession, test_id: uuid.UUID, worker_id: str, lease: timedelta
 ) -> bool:
@@ -379,6 +396,9 @@ class TestOutcome:
     retry_at: datetime | None = None
     # The inbox's status; None: the same as ``passed``.
     inbox_active: bool | None = None
+    # Which attempt this was, of how many at most: a retry's status says "retrying (2 of 5)".
+    attempt: int = 1
+    max_attempts: int = 1
 
 
 RECORD_SQL = f"""
@@ -405,6 +425,9 @@ RECORD_SQL = f"""
         RETURNING i.id, i.workspace_id, i.version
     ), notified AS (
         {_notify_test_and_status("finished", "inbox")}
+        -- A retry is a job coming due later: workers re-plan their sleep.
+        UNION ALL SELECT pg_notify('{JOBS_CHANNEL}', '') FROM finished
+                   WHERE $9::timestamptz IS NOT NULL
     )
     SELECT finished.* FROM finished, (SELECT count(*) FROM notified) AS sent
 """  # noqa: S608
@@ -425,7 +448,10 @@ async def record_outcome(
     if retrying:
         assert outcome.retry_at is not None
         status = InboxStatus.PENDING
-        reason = f"{outcome.reason} Retrying at {outcome.retry_at.isoformat(timespec='seconds')}."
+        reason = (
+            f"{outcome.reason} Retrying ({outcome.attempt + 1} of {outcome.max_attempts}) "
+            f"at {outcome.retry_at.isoformat(timespec='seconds')}."
+        )
         error_count, setup_status = "keep", None
     else:
         status = InboxStatus.ACTIVE if active else InboxStatus.FAILED

@@ -320,6 +320,8 @@ class SmtpServer(BackgroundServer):
         self.on_message = on_message
         self.messages: list[ReceivedMessage] = []
         self.auth_attempts = 0
+        # (username, wall-clock time) of each login attempt, for spacing tests.
+        self.logins: list[tuple[str, float]] = []
         self._server: asyncio.Server | None = None
         self._protocols: set[SMTP] = set()
 
@@ -329,6 +331,7 @@ class SmtpServer(BackgroundServer):
         self.auth_attempts += 1
         if isinstance(data, LoginPassword):
             login = data.login.decode("utf-8", "replace")
+            self.logins.append((login, time.time()))
             password = data.password.decode("utf-8", "replace")
             if login in self.users and self.users[login] == password:
                 return AuthResult(success=True, auth_data=login)
@@ -411,6 +414,7 @@ class _CountingLogin(Login):
 
     async def authenticate(self, credentials: ServerCredentials) -> Identity:
         self._server.auth_attempts += 1
+        self._server.logins.append((credentials.authcid, time.time()))
         return await super().authenticate(credentials)
 
 
@@ -429,6 +433,8 @@ class ImapServer(StreamServer):
         self._config: _PymapConfig | None = None
         self._imap: IMAPServer | None = None
         self.auth_attempts = 0
+        # (username, wall-clock time) of each login attempt, for spacing tests.
+        self.logins: list[tuple[str, float]] = []
 
     async def _start(self) -> None:
         args = Namespace(passlib_cfg=None, proxy_protocol=None, inherited_sockets=None)

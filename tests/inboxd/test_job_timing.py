@@ -1,0 +1,161 @@
+"""Delayed tests start at their due time, and logins to one account keep their spacing.
+
+The worker here polls only every 30 s: a test that starts on time was woken by its due time
+or by NOTIFY, never by the poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from storage.models import ConnectionTest
+from storage.secrets import KeyRing
+from tests.conftest import Verifier, verifier_on
+from tests.inboxd.test_verification import CREATE, USER, USERS, inbox_input
+from tests.support.mailservers import (
+    ImapMode,
+    ImapServer,
+    MailCerts,
+    SmtpMode,
+    SmtpServer,
+    closed_port,
+)
+
+SPACING = 2.0
+# How late a test may start after its due time.
+ON_TIME = 1.0
+# Logins follow a test's start after a TCP connect and a TLS handshake on loopback, which
+# take a little longer for one test than for another.
+HANDSHAKE_JITTER = 0.25
+FINAL = ("PASSED", "FAILED", "CANCELLED")
+
+
+@pytest.fixture(scope="module")
+def mail(certs: MailCerts) -> Iterator[tuple[SmtpServer, ImapServer]]:
+    ctx = certs.server_context
+    with (
+        SmtpServer(SmtpMode.STARTTLS, USERS, ssl_context=ctx) as smtp,
+        ImapServer(ImapMode.TLS, USERS, ssl_context=ctx) as imap,
+    ):
+        yield smtp, imap
+
+
+@pytest.fixture(scope="module")
+async def spaced(
+    pg_server: tuple[str, Path | None], certs: MailCerts, keyring: KeyRing
+) -> AsyncIterator[Verifier]:
+    async with verifier_on(
+        pg_server[0],
+        certs,
+        keyring,
+        verification_spacing_seconds=SPACING,
+        job_poll_interval_seconds=30.0,
+    ) as running:
+        yield running
+
+
+async def create(verifier: Verifier, tenant: Any, input: dict[str, object]) -> uuid.UUID:
+    response = await tenant.client(CREATE, {"input": input})
+    payload = response.data["createEmailInbox"]
+    assert payload["__typename"] == "CreateEmailInboxSuccess", payload
+    return uuid.UUID(payload["inbox"]["id"])
+
+
+async def finished_tests(
+    verifier: Verifier, inbox_ids: list[uuid.UUID], within: float = 60.0
+) -> list[ConnectionTest]:
+    """The first test of each inbox, once all of them have finished (in inbox order)."""
+
+    async def read() -> list[ConnectionTest]:
+        async with verifier.db.sessions() as session:
+            rows = (
+                await session.execute(
+                    select(ConnectionTest).where(ConnectionTest.inbox_id.in_(inbox_ids))  # type: ignore[attr-defined]
+                )
+            ).scalars()
+            by_inbox = {row.inbox_id: row for row in rows}
+        return [by_inbox[i] for i in inbox_ids if i in by_inbox]
+
+    async with asyncio.timeout(within):
+        while True:
+            tests = await read()
+            if len(tests) == len(inbox_ids) and all(t.state in FINAL for t in tests):
+                return tests
+            await asyncio.sleep(0.1)
+
+
+def start_delays(tests: list[ConnectionTest]) -> list[float]:
+    """Seconds from each test's due time to its start, as the database recorded them."""
+    delays = []
+    for test in tests:
+        assert test.started_at is not None
+        delays.append((test.started_at - test.run_after).total_seconds())
+    return delays
+
+
+def gaps(times: list[datetime] | list[float]) -> list[float]:
+    def seconds(value: datetime | float) -> float:
+        return value.timestamp() if isinstance(value, datetime) else value
+
+    ordered = sorted(seconds(t) for t in times)
+    return [b - a for a, b in itertools.pairwise(ordered)]
+
+
+def same_account_input(
+    mail: tuple[SmtpServer, ImapServer], n: int, **kwargs: Any
+) -> dict[str, object]:
+    smtp, imap = mail
+    return inbox_input(smtp.port, "STARTTLS", imap.port, "TLS", email=f"same-{n}@x.com", **kwargs)
+
+
+async def test_spaced_tests_start_at_their_own_due_times(spaced, mail):
+    tenant = await spaced.tenant()
+    smtp, imap = mail
+    smtp_before, imap_before = len(smtp.logins), len(imap.logins)
+    # The same account three times: due now, in 2 s and in 4 s.
+    inbox_ids = [await create(spaced, tenant, same_account_input(mail, n)) for n in range(3)]
+    tests = await finished_tests(spaced, inbox_ids)
+    assert all(t.state == "PASSED" for t in tests), [t.error for t in tests]
+
+    due_gaps = gaps([t.run_after for t in tests])
+    assert all(gap >= SPACING - 0.01 for gap in due_gaps), due_gaps
+    delays = start_delays(tests)
+    assert all(0 <= delay <= ON_TIME for delay in delays), delays
+    # Each at its own time, not together.
+    start_gaps = gaps([t.started_at for t in tests if t.started_at])
+    assert all(gap >= SPACING - ON_TIME for gap in start_gaps), start_gaps
+
+    # The servers saw the logins apart, too.
+    for server, before in ((smtp, smtp_before), (imap, imap_before)):
+        logins = [at for user, at in server.logins[before:] if user == USER]
+        assert len(logins) == 3
+        login_gaps = gaps(logins)
+        assert all(gap >= SPACING - HANDSHAKE_JITTER for gap in login_gaps), login_gaps
+
+
+async def test_a_retry_starts_at_its_due_time(spaced, mail):
+    """IMAP refuses the connection (retried), SMTP logs in: its server sees every attempt."""
+    smtp, _ = mail
+    tenant = await spaced.tenant()
+    before = len(smtp.logins)
+    inbox_id = await create(
+        spaced,
+        tenant,
+        inbox_input(smtp.port, "STARTTLS", closed_port(), "TLS", email="retried@x.com"),
+    )
+    [test] = await finished_tests(spaced, [inbox_id])
+    assert test.attempts == spaced.stack.settings.job_max_attempts
+    logins = [at for user, at in smtp.logins[before:] if user == USER]
+    assert len(logins) == test.attempts
+    # run_after holds the last retry's due time; its login followed within a second.
+    late = logins[-1] - test.run_after.timestamp()
+    assert 0 <= late <= ON_TIME + HANDSHAKE_JITTER, late
