@@ -70,3 +70,10 @@ async def with_deadline(awaitable: Awaitable[T], what: str, timeout: float = HUN
         return await asyncio.wait_for(awaitable, timeout)
     except TimeoutError:
         raise AssertionError(f"gave up waiting (after {timeout:.0f} s): {what}") from None
+
+
+async def loop_turn() -> None:
+    """Let the callbacks already scheduled on the event loop run (asyncpg hands query records
+    to its loggers with ``call_soon``; a closed server's transports finish aborting): ordering,
+    not time."""
+    await asyncio.sleep(0)
