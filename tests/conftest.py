@@ -38,6 +38,7 @@ from tests.support.graphql import GraphQLClient
 from tests.support.mailservers import MailCerts, make_certs
 from tests.support.processes import EMBEDDED_FOLDERS, stop_postgres_under, wait_postgres_gone
 from tests.support.unretrieved import UnretrievedExceptions
+from tests.support.waiting import wait_until
 
 ALL_PERMISSIONS = (Permission.MANAGE_EMAIL_INBOX, Permission.VIEW_EMAIL_INBOX)
 
@@ -163,10 +164,9 @@ async def serve_app(app: object) -> tuple[uvicorn.Server, asyncio.Task[None], st
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: server.started or task.done(), "uvicorn started", poll=0.01)
+    if task.done():
+        task.result()  # it failed to start: raise why
     return server, task, f"http://127.0.0.1:{port}"
 
 

@@ -20,6 +20,7 @@ from storage.models import ConnectionTest, EmailInbox
 from tests.conftest import Stack, make_settings, running_stack
 from tests.schema.fragments import CREATE, UPDATE, minimal_input
 from tests.support.graphql import GraphQLClient
+from tests.support.waiting import wait_until
 from tests.support.ws import WSClient
 
 VIEWER = "{ viewer { inboxUsage } }"
@@ -334,7 +335,8 @@ async def test_connections_per_key_cap(database_url, certs, keyring, make_tenant
                 await third.receive(timeout=5)
             assert third.connection.close_code == 4403
             await first.close()
-            await asyncio.sleep(0.2)
+            server = stack.app.state.graphql.ws
+            await wait_until(lambda: server.open_connections == 1, "the closed slot was released")
             fourth = await WSClient.connect(stack.base_url, tenant.key)  # a slot is free again
             await fourth.close()
         finally:

@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from tests.conftest import verifier_on
 from tests.inboxd.test_verification import inbox_input
 from tests.support.database import EmbeddedPostgres
 from tests.support.mailservers import ImapMode, ImapServer, MailCerts, SmtpMode, SmtpServer
+from tests.support.waiting import wait_until
 from tests.support.ws import WSClient
 
 pytestmark = pytest.mark.slow
@@ -125,27 +125,25 @@ EVENTS = "subscription { emailInboxEvents { kind inboxId version inbox { name } 
 
 
 async def next_inbox_event(ws: WSClient, sub: str, timeout: float) -> dict[str, Any]:
-    """The next event that is not a RESYNC notice."""
-    deadline = time.monotonic() + timeout
-    while True:
-        message = await ws.next_payload(sub, timeout=max(0.1, deadline - time.monotonic()))
-        assert message["type"] == "next", message
-        event = message["payload"]["data"]["emailInboxEvents"]
-        if event["kind"] != "RESYNC":
-            return event  # type: ignore[no-any-return]
+    message = await ws.next_payload(sub, timeout=timeout)
+    assert message["type"] == "next", message
+    return message["payload"]["data"]["emailInboxEvents"]  # type: ignore[no-any-return]
 
 
-async def readyz(base_url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(base_url=base_url, timeout=2) as http:
-        while time.monotonic() < deadline:
-            try:
-                if (await http.get("/readyz")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise AssertionError("inboxd did not become ready again")
+async def readyz(base_url: str) -> int | None:
+    async with httpx.AsyncClient(base_url=base_url, timeout=5) as http:
+        try:
+            return (await http.get("/readyz")).status_code
+        except httpx.HTTPError:
+            return None
+
+
+async def all_ready(*processes: ServeProcess) -> bool:
+    return all([await readyz(p.base_url) == 200 for p in processes])
+
+
+async def none_ready(*processes: ServeProcess) -> bool:
+    return all([await readyz(p.base_url) == 503 for p in processes])
 
 
 async def test_events_cross_processes_and_survive_a_postgres_restart(tmp_path, keyring):
@@ -165,40 +163,57 @@ async def test_events_cross_processes_and_survive_a_postgres_restart(tmp_path, k
         try:
             sub = await ws.subscribe(EVENTS)
             status_sub = None
-            await asyncio.sleep(0.3)
-            created = await gql(
-                a.base_url,
-                key,
-                CREATE,
-                {
-                    "input": {
-                        "email": "multi@example.com",
-                        "smtp": {"host": "smtp.example.com", "password": PASSWORD},
-                    }
-                },
-            )
-            inbox_id = created["createEmailInbox"]["inbox"]["id"]
-            event = await next_inbox_event(ws, sub, timeout=10)
-            assert (event["kind"], event["inboxId"], event["version"]) == ("CREATED", inbox_id, 1)
+            # The protocol has no "subscribed" message and b is another process: create inboxes
+            # on a until b tells of one (the first may come before the subscription is live).
+            created_ids: list[str] = []
+
+            async def created_event() -> dict[str, Any] | None:
+                created = await gql(
+                    a.base_url,
+                    key,
+                    CREATE,
+                    {
+                        "input": {
+                            "email": f"multi{len(created_ids)}@example.com",
+                            "smtp": {"host": "smtp.example.com", "password": PASSWORD},
+                        }
+                    },
+                )
+                created_ids.append(created["createEmailInbox"]["inbox"]["id"])
+                try:
+                    return await next_inbox_event(ws, sub, timeout=2)
+                except TimeoutError:
+                    return None
+
+            event = await wait_until(created_event, "b tells of an inbox created on a", poll=0)
+            assert event["kind"] == "CREATED" and event["version"] == 1
+            assert event["inboxId"] in created_ids
+            inbox_id = event["inboxId"]
             status_sub = await ws.subscribe(STATUS, {"id": inbox_id})
             first = await ws.next_payload(status_sub)
             assert first["payload"]["data"]["emailInboxStatus"]["version"] == 1
 
             await asyncio.to_thread(postgres.stop)
-            await asyncio.sleep(1.0)
+            # Down for as long as both processes need to say so.
+            await wait_until(lambda: none_ready(a, b), "both processes report 503 on /readyz")
             await asyncio.to_thread(postgres.start)
-            started = time.monotonic()
-            await readyz(a.base_url, timeout=30)
-            await readyz(b.base_url, timeout=30)
+            await wait_until(lambda: all_ready(a, b), "both processes ready again")
+
             # The API recovers by itself; retry the write until the pool has reconnected.
-            while True:
+            async def rename() -> dict[str, Any] | None:
                 try:
-                    renamed = await gql(a.base_url, key, RENAME, {"id": inbox_id, "name": "after"})
-                    break
+                    return await gql(a.base_url, key, RENAME, {"id": inbox_id, "name": "after"})
                 except (AssertionError, httpx.HTTPError):
-                    assert time.monotonic() - started < 30
-                    await asyncio.sleep(0.3)
+                    return None
+
+            renamed = await wait_until(rename, "a write succeeds after the restart", poll=0.3)
             assert renamed["updateEmailInbox"]["__typename"] == "UpdateEmailInboxSuccess"
+            # First the notice that events may have been missed while the listener was away,
+            # then the change made after it came back.
+            event = await next_inbox_event(ws, sub, timeout=20)
+            while event["kind"] == "CREATED" and event["inboxId"] in created_ids:
+                event = await next_inbox_event(ws, sub, timeout=20)  # late news of a canary
+            assert event == {"kind": "RESYNC", "inboxId": None, "version": None, "inbox": None}
             event = await next_inbox_event(ws, sub, timeout=20)
             assert event["kind"] == "UPDATED"
             assert event["inbox"]["name"] == "after"
@@ -210,6 +225,11 @@ async def test_events_cross_processes_and_survive_a_postgres_restart(tmp_path, k
         for process in processes:
             process.stop()
         await asyncio.to_thread(postgres.close)
+
+
+async def finished(read: Any) -> ConnectionTest | None:
+    row: ConnectionTest = await read()
+    return None if row.state in ("QUEUED", "RUNNING") else row
 
 
 class StallFirstProxy:
@@ -311,13 +331,12 @@ async def test_killed_worker_job_is_finished_by_another(
                             )
                         ).scalar_one()
 
-                deadline = time.monotonic() + 30
-                while not (proxy.connections >= 1 and (await test_row()).state == "RUNNING"):
-                    assert time.monotonic() < deadline, "the first worker never took the job"
-                    await asyncio.sleep(0.1)
+                async def taken() -> bool:
+                    return proxy.connections >= 1 and (await test_row()).state == "RUNNING"
+
+                await wait_until(taken, "the first worker took the job")
                 first.send_signal(signal.SIGKILL)
                 first.wait(timeout=10)
-                killed_at = time.monotonic()
 
                 second = subprocess.Popen(
                     [sys.executable, "-m", "inboxd.cli", "worker"],
@@ -325,11 +344,7 @@ async def test_killed_worker_job_is_finished_by_another(
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
-                deadline = time.monotonic() + 40
-                while (row := await test_row()).state in ("QUEUED", "RUNNING"):
-                    assert time.monotonic() < deadline, "the job was never finished"
-                    await asyncio.sleep(0.2)
-                finished_at = time.monotonic()
+                row = await wait_until(lambda: finished(test_row), "the job was finished")
             finally:
                 for process in (first, second):
                     if process is not None and process.poll() is None:
@@ -338,8 +353,9 @@ async def test_killed_worker_job_is_finished_by_another(
                 await proxy.close()
 
             assert row.state == "PASSED", row.error
-            assert row.attempts == 2  # the dead worker's attempt, then the successor's
-            assert finished_at - killed_at < 30
+            # The dead worker's attempt, then the successor's once the lease expired: taken
+            # over, not started afresh and not retried as a failure.
+            assert row.attempts == 2
             assert proxy.max_open == 1  # never two probes of this inbox at once
             async with stack.db.sessions() as session:
                 inbox = (
@@ -410,20 +426,19 @@ async def test_sigterm_releases_running_jobs_and_closes_subscriptions(
                             )
                         ).scalar_one()
 
-                deadline = time.monotonic() + 30
-                while (await test_row()).state != "RUNNING" or proxy.connections < 1:
-                    assert time.monotonic() < deadline
-                    await asyncio.sleep(0.1)
+                async def running() -> bool:
+                    return (await test_row()).state == "RUNNING" and proxy.connections >= 1
+
+                await wait_until(running, "the served worker took the job")
 
                 served.proc.send_signal(signal.SIGTERM)
-                stopped = time.monotonic()
-                await asyncio.to_thread(served.proc.wait, 30)
-                assert time.monotonic() - stopped < 15
+                # It exits by itself although its probe hangs: the grace period ended it.
+                await asyncio.to_thread(served.proc.wait, 60)
                 # The subscriber was told the server is going away, not left hanging.
                 with pytest.raises(ConnectionClosed):
                     while True:
                         await ws.receive(timeout=10)
-                assert ws.connection.close_code in (1001, 1012)
+                assert ws.connection.close_code == 1012  # service restart: reconnect elsewhere
                 released = await test_row()
                 assert released.state == "QUEUED" and released.worker_id is None
                 assert released.attempts == 0
@@ -434,10 +449,7 @@ async def test_sigterm_releases_running_jobs_and_closes_subscriptions(
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
-                deadline = time.monotonic() + 30
-                while (row := await test_row()).state in ("QUEUED", "RUNNING"):
-                    assert time.monotonic() < deadline, "the released job was never finished"
-                    await asyncio.sleep(0.2)
+                row = await wait_until(lambda: finished(test_row), "the released job was finished")
                 assert row.state == "PASSED" and row.attempts == 1
             finally:
                 served.stop()

@@ -23,6 +23,7 @@ from inboxd.ws import WebSocketServer
 from storage import api_keys
 from tests.conftest import Stack, make_settings, running_stack
 from tests.schema.fragments import CREATE, DELETE, minimal_input
+from tests.support.waiting import wait_until
 from tests.support.ws import PROTOCOL, WSClient
 
 FIELDS = (
@@ -184,11 +185,10 @@ async def test_one_change_reaches_every_member_of_a_feed(tenant, stack):
     finally:
         for ws in clients:
             await ws.close()
-    for _ in range(100):  # the feed closes with its last member
-        if not ws_server(stack).feeds.following(uuid.UUID(inbox)):
-            break
-        await asyncio.sleep(0.05)
-    assert not ws_server(stack).feeds.following(uuid.UUID(inbox))
+    await wait_until(
+        lambda: not ws_server(stack).feeds.following(uuid.UUID(inbox)),
+        "the feed closed with its last member",
+    )
 
 
 async def test_feed_payload_is_what_the_general_path_sends(tenant, stack):
@@ -293,12 +293,12 @@ async def test_clients_that_stop_reading_or_vanish_do_not_hold_up_the_others(ten
     try:
         sub = await reader.subscribe(STATUS, {"id": inbox})
         await next_version(reader, sub, 1)
-        for _ in range(100):  # all 22 subscriptions are in the feed
+
+        def all_in_the_feed() -> bool:
             feeds = ws_server(stack).feeds.following(uuid.UUID(inbox))
-            if feeds and len(feeds[0].members) == 22:
-                break
-            await asyncio.sleep(0.05)
-        assert len(feeds[0].members) == 22
+            return bool(feeds) and len(feeds[0].members) == 22
+
+        await wait_until(all_in_the_feed, "all 22 subscriptions are in the feed")
         # Gone without a close: the server finds out when it writes.
         vanished.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         vanished.close()
@@ -310,11 +310,10 @@ async def test_clients_that_stop_reading_or_vanish_do_not_hold_up_the_others(ten
     finally:
         await reader.close()
         silent.close()
-    for _ in range(100):
-        if ws_server(stack).feeds.following(uuid.UUID(inbox)) == []:
-            break
-        await asyncio.sleep(0.05)
-    assert ws_server(stack).feeds.following(uuid.UUID(inbox)) == []
+    await wait_until(
+        lambda: ws_server(stack).feeds.following(uuid.UUID(inbox)) == [],
+        "the feed closed once its members were gone",
+    )
 
 
 # --- the key sweeper ----------------------------------------------------------------------

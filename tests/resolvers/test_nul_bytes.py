@@ -10,7 +10,7 @@ from graphql import GraphQLError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from schema.extensions import mask_error
+from schema.pipeline import mask_error
 from storage.db import UNAVAILABLE_ERRORS, Database, create_database
 from tests.schema.fragments import CREATE, LIST, UPDATE, minimal_input
 

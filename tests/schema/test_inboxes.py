@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
+from storage import inboxes
 from tests.schema.fragments import CREATE, DELETE, GET, LIST, UPDATE, minimal_input
+from tests.schema.test_inbox_updates import mark_verified
 
 FULL_INPUT = {
     "name": "Support inbox",
@@ -319,8 +322,11 @@ async def test_list_rejects_oversized_page_and_bad_cursor(tenant):
     assert bad_cursor.error_codes() == ["BAD_USER_INPUT"]
 
 
-async def test_update_round_trips_and_keeps_password(tenant):
+async def test_update_round_trips_and_keeps_password(tenant, db, keyring):
     inbox = (await create(tenant.client, FULL_INPUT))["inbox"]
+    # This stack has no worker: stand in for the verification that would have passed, so the
+    # PENDING asserted below is the update's doing.
+    await mark_verified(db, inbox["id"])
     changes = {
         "name": "Renamed",
         "displayName": "New Name",
@@ -350,6 +356,10 @@ async def test_update_round_trips_and_keeps_password(tenant):
     assert after["version"] == inbox["version"] + 1
     # A username change is a connection change: back to PENDING.
     assert after["status"] == "PENDING"
+    # The blank password kept the stored one (not just "some password").
+    async with db.sessions() as session:
+        row = await inboxes.get_inbox(session, tenant.workspace.id, uuid.UUID(inbox["id"]))
+    assert inboxes.decrypt_password(keyring, row, "smtp_password").reveal() == "smtp-secret-123"
     # Untouched fields stay.
     assert after["senderInfo"] == inbox["senderInfo"]
     assert after["imap"] == inbox["imap"]

@@ -19,7 +19,6 @@ property that matters most: the count does not grow with the page size (no N+1).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import secrets
@@ -43,6 +42,7 @@ from storage.secrets import KeyRing
 from tests.conftest import Tenant, TenantFactory, Verifier, verifier_on
 from tests.schema.fragments import CREATE, GET, LIST
 from tests.support.mailservers import MailCerts, closed_port
+from tests.support.waiting import loop_turn
 
 LIST_WITH_TESTS = """
 query List($first: Int!) {
@@ -158,10 +158,10 @@ async def measured(db: Database, operation: Any) -> Counts:
     skips its first pre-ping), then count a second run (so creates must vary their input)."""
     async with recording(db) as recorder:
         await operation()
-        await asyncio.sleep(0.05)
+        await loop_turn()
         with recorder.counting() as counts:
             await operation()
-            await asyncio.sleep(0.05)  # asyncpg calls query loggers with call_soon
+            await loop_turn()  # asyncpg calls query loggers with call_soon
     return counts
 
 
@@ -294,7 +294,7 @@ async def test_verification_job(jobs_stack):
         data["smtp"]["host"] = data["imap"]["host"] = "127.0.0.1"
         response = await tenant.client(CREATE, {"input": data})
         assert response.data["createEmailInbox"]["__typename"] == "CreateEmailInboxSuccess"
-        await asyncio.sleep(0.05)
+        await loop_turn()
         with recorder.counting() as counts:
             async with db.connection() as connection:
                 claimed = await jobs.claim_tests(
@@ -302,7 +302,7 @@ async def test_verification_job(jobs_stack):
                 )
             assert len(claimed) == 1
             stored = await verify(db, keyring, config, claimed[0], worker_id)
-            await asyncio.sleep(0.05)
+            await loop_turn()
         assert stored is not None and stored.state == models.TestState.FAILED.value
         results.append(counts)
 

@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 
 from storage import inboxes
 from storage.models import EmailInbox
@@ -133,8 +133,12 @@ async def test_rotation_re_encrypts_everything_and_keeps_it_readable(tenant, db,
         + ","
         + KeyRing.generate_spec("test2")
     )
-    total = await rotate_all(db, rotated)
-    assert total >= 5
+    # Other tests share this database (one of them leaves a row that cannot be decrypted on
+    # purpose): every row is either re-encrypted or reported, none is skipped silently.
+    readable, unreadable = await _readability(db, keyring)
+    total, reported = await rotate_all(db, rotated)
+    assert total == len(readable) and set(ids) <= readable
+    assert set(reported) == unreadable
     async with db.sessions() as session:
         for i, inbox_id in enumerate(ids):
             row = await inboxes.get_inbox(session, tenant.workspace.id, inbox_id)
@@ -151,18 +155,68 @@ async def test_rotation_re_encrypts_everything_and_keeps_it_readable(tenant, db,
     read = await tenant.client(GET, {"id": str(ids[0])})
     assert read.data["emailInbox"]["smtp"]["hasPassword"] is True
     async with db.sessions() as session:
-        count = (await session.execute(text("SELECT count(*) FROM email_inbox"))).scalar_one()
-    assert count >= 5
+        for i, inbox_id in enumerate(ids):
+            row = await inboxes.get_inbox(session, tenant.workspace.id, inbox_id)
+            assert not keyring.needs_rotation(row.smtp_password)
+            assert inboxes.decrypt_password(keyring, row, "smtp_password").reveal() == f"pw-{i}"
 
 
-async def rotate_all(db, ring: KeyRing) -> int:
-    total, after = 0, None
+async def test_rotation_reports_a_row_it_cannot_decrypt_and_leaves_it(tenant, db, keyring):
+    one = (await tenant.client(CREATE, {"input": minimal_input("keep1@example.com")})).data[
+        "createEmailInbox"
+    ]["inbox"]
+    two = (await tenant.client(CREATE, {"input": minimal_input("keep2@example.com")})).data[
+        "createEmailInbox"
+    ]["inbox"]
+    async with db.transaction() as session:
+        # A ciphertext bound to another row: no key in the ring can open it here.
+        stolen = (
+            await session.execute(
+                select(EmailInbox.smtp_password).where(EmailInbox.id == uuid.UUID(one["id"]))
+            )
+        ).scalar_one()
+        await session.execute(
+            update(EmailInbox)
+            .where(EmailInbox.id == uuid.UUID(two["id"]))
+            .values(smtp_password=stolen)
+        )
+    ring = KeyRing.parse(
+        ",".join(f"{k}:{v}" for k, v in _specs(keyring)) + "," + KeyRing.generate_spec("test3")
+    )
+    try:
+        _, reported = await rotate_all(db, ring)
+        assert uuid.UUID(two["id"]) in reported
+        assert uuid.UUID(one["id"]) not in reported
+        async with db.sessions() as session:
+            row = await inboxes.get_inbox(session, tenant.workspace.id, uuid.UUID(two["id"]))
+        assert row.smtp_password == stolen  # left exactly as it was
+    finally:
+        await rotate_all(db, KeyRing.parse(",".join(f"{k}:{v}" for k, v in reversed(_specs(ring)))))
+
+
+async def _readability(db, ring: KeyRing) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+    readable, unreadable = set(), set()
+    async with db.sessions() as session:
+        for row in (await session.execute(select(EmailInbox))).scalars():
+            try:
+                for column in inboxes.PASSWORD_COLUMNS:
+                    inboxes.decrypt_password(ring, row, column)
+            except DecryptionError:
+                unreadable.add(row.id)
+            else:
+                readable.add(row.id)
+    return readable, unreadable
+
+
+async def rotate_all(db, ring: KeyRing) -> tuple[int, list[uuid.UUID]]:
+    total, unreadable, after = 0, [], None
     while True:
         async with db.transaction() as session:
             batch = await inboxes.rotate_secrets(session, ring, after=after, batch_size=2)
         total += batch.rotated
+        unreadable += batch.unreadable
         if batch.last_id is None:
-            return total
+            return total, unreadable
         after = batch.last_id
 
 

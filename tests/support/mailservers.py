@@ -50,6 +50,7 @@ from pysasl.creds.server import ServerCredentials
 from pysasl.hashing import Cleartext
 
 from mail.tls import fingerprint_sha256
+from tests.support.waiting import loop_turn, wait_until_sync
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 5.0
@@ -247,7 +248,7 @@ class StreamServer(BackgroundServer):
             self._server.close()
         for writer in list(self._writers):
             writer.transport.abort()
-        await asyncio.sleep(0)
+        await loop_turn()
 
 
 # --- SMTP ---------------------------------------------------------------------------------
@@ -367,15 +368,15 @@ class SmtpServer(BackgroundServer):
             for transport in (protocol.transport, protocol._original_transport):
                 if transport is not None and not transport.is_closing():
                     transport.abort()  # type: ignore[attr-defined]
-        await asyncio.sleep(0)
+        await loop_turn()
         self._protocols.clear()
 
-    def wait_for_messages(self, count: int, within: float = 5.0) -> list[ReceivedMessage]:
-        deadline = time.monotonic() + within
-        while len(self.messages) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"expected {count} messages, got {len(self.messages)}")
-            time.sleep(0.01)
+    def wait_for_messages(self, count: int) -> list[ReceivedMessage]:
+        wait_until_sync(
+            lambda: len(self.messages) >= count,
+            f"{count} messages (got {len(self.messages)})",
+            poll=0.01,
+        )
         return list(self.messages)
 
 
