@@ -6,7 +6,6 @@ or by NOTIFY, never by the poll.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -29,6 +28,7 @@ from tests.support.mailservers import (
     SmtpServer,
     closed_port,
 )
+from tests.support.waiting import wait_until
 
 SPACING = 2.0
 # How late a test may start after its due time.
@@ -85,12 +85,15 @@ async def finished_tests(
             by_inbox = {row.inbox_id: row for row in rows}
         return [by_inbox[i] for i in inbox_ids if i in by_inbox]
 
-    async with asyncio.timeout(within):
-        while True:
-            tests = await read()
-            if len(tests) == len(inbox_ids) and all(t.state in FINAL for t in tests):
-                return tests
-            await asyncio.sleep(0.1)
+    async def settled() -> list[ConnectionTest] | None:
+        tests = await read()
+        done = len(tests) == len(inbox_ids) and all(t.state in FINAL for t in tests)
+        return tests if done else None
+
+    found: list[ConnectionTest] = await wait_until(
+        settled, "every test finished", timeout=within, poll=0.1
+    )
+    return found
 
 
 def start_delays(tests: list[ConnectionTest]) -> list[float]:

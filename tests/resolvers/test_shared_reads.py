@@ -10,9 +10,12 @@ import asyncpg
 
 from resolvers import inboxes
 from resolvers.auth import authenticate
+from storage.api_keys import Principal
 from storage.db import asyncpg_url
+from storage.rows import InboxRow
 from tests.conftest import Stack, Tenant
 from tests.schema.fragments import CREATE, minimal_input
+from tests.support.waiting import wait_until
 
 FOLLOWERS = 3
 
@@ -26,10 +29,11 @@ async def blocked_reads(admin: asyncpg.Connection) -> int:
     return count
 
 
-async def until(condition, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not await condition():
-            await asyncio.sleep(0.005)
+async def follow(
+    stack: Stack, principal: Principal, inbox_id: uuid.UUID, version: int, waiting: list[int]
+) -> InboxRow | None:
+    waiting.append(1)  # then read_shared runs up to its await of the shared read
+    return await inboxes.read_shared(stack.state, principal, inbox_id, version)
 
 
 async def test_a_cancelled_leader_never_fails_its_followers(
@@ -49,12 +53,19 @@ async def test_a_cancelled_leader_never_fails_its_followers(
             leader = asyncio.create_task(
                 inboxes.read_shared(stack.state, principal, inbox_id, version)
             )
-            await until(lambda: _at_least(admin, 1))
-            followers = [
-                asyncio.create_task(inboxes.read_shared(stack.state, principal, inbox_id, version))
-                for _ in range(FOLLOWERS)
-            ]
-            await asyncio.sleep(0)  # the followers are waiting on the leader's read
+            await wait_until(lambda: _at_least(admin, 1), "the leader's read waits for the lock")
+            waiting: list[int] = []
+
+            async def follow(
+                version: int = version, waiting: list[int] = waiting
+            ) -> InboxRow | None:
+                waiting.append(1)  # then read_shared runs up to its await of the shared read
+                return await inboxes.read_shared(stack.state, principal, inbox_id, version)
+
+            followers = [asyncio.create_task(follow()) for _ in range(FOLLOWERS)]
+            await wait_until(
+                lambda waiting=waiting: len(waiting) == FOLLOWERS, "followers wait on the read"
+            )
             leader.cancel()
             await transaction.rollback()
             rows = await asyncio.wait_for(asyncio.gather(*followers), 30)
