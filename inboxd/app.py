@@ -62,6 +62,7 @@ class InboxdGraphQL(GraphQL[Context, None]):
             max_depth=settings.max_query_depth,
             max_aliases=settings.max_aliases,
             max_tokens=settings.max_tokens,
+            max_repeats=settings.max_field_repeats,
             introspection=settings.introspection_enabled,
         )
         schema = build_schema(limits, compile_queries=settings.compiled_queries)

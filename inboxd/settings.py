@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     max_query_depth: int = 10
     max_aliases: int = 15
     max_tokens: int = 2_000
+    max_field_repeats: int = 20
     # Compiled plans for read-only queries (schema.fastpath); off: graphql-core runs them all.
     compiled_queries: bool = True
     max_body_bytes: int = 256 * 1024
