@@ -429,3 +429,18 @@ async def test_no_password_reachable_through_any_field(tenant):
         LIST.replace("tags active", "tags active smtp { host }"), {"first": 5}
     )
     assert "smtp-secret-123" not in str(listed.body)
+
+
+async def test_duplicate_names_the_inbox_of_the_callers_workspace(make_tenant):
+    one, two = await make_tenant(), await make_tenant()
+    theirs = (await create(one.client, minimal_input("shared@example.com")))["inbox"]
+    mine = (await create(two.client, minimal_input("shared@example.com")))["inbox"]
+    again = await create(two.client, minimal_input("Shared@example.com"))
+    assert again["__typename"] == "DuplicateEmailInbox"
+    assert again["existingId"] == mine["id"]  # never the other workspace's inbox
+    other = (await create(two.client, minimal_input("other@example.com")))["inbox"]
+    renamed = (
+        await two.client(UPDATE, {"id": other["id"], "input": {"email": "SHARED@example.com"}})
+    ).data["updateEmailInbox"]
+    assert renamed["__typename"] == "DuplicateEmailInbox"
+    assert renamed["existingId"] == mine["id"] != theirs["id"]
