@@ -145,7 +145,12 @@ def _text(
     return value or None
 
 
-def normalize_email(value: Any, field_name: str, problems: Problems) -> str | None:
+def normalize_email(
+    value: Any, field_name: str, problems: Problems, *, allow_private: bool = False
+) -> str | None:
+    """The address, normalised. Addresses on internal domains (``.test``, ``.local``,
+    ``.internal``, ``.lan``, ``home.arpa``) only with ``allow_private``, which is
+    INBOXD_ALLOW_PRIVATE_HOSTS: on-premises setups use them."""
     if value is None or not str(value).strip():
         problems.error(field_name, "is required")
         return None
@@ -156,18 +161,48 @@ def normalize_email(value: Any, field_name: str, problems: Problems) -> str | No
     if len(raw) > 254:
         problems.error(field_name, "must be at most 254 characters")
         return None
+    local, _, domain = raw.rpartition("@")
+    suffix = _internal_suffix(domain)
+    if suffix and not allow_private:
+        problems.error(
+            field_name,
+            f"is on an internal domain (.{suffix}): such addresses are accepted only when the "
+            "server allows private hosts (INBOXD_ALLOW_PRIVATE_HOSTS=true)",
+        )
+        return None
+    # email_validator refuses special-use names outright, except ".test" in its test mode:
+    # an internal suffix is checked as ".test" and put back afterwards.
+    checked = f"{local}@{domain[: -len(suffix)]}test" if suffix else raw
     try:
-        result = validate_email(raw, check_deliverability=False)
+        result = validate_email(checked, check_deliverability=False, test_environment=bool(suffix))
     except EmailNotValidError as exc:
         problems.error(field_name, f"is not a valid email address: {exc}")
         return None
-    return str(result.normalized).lower()
+    normalized = str(result.normalized).lower()
+    return f"{normalized[: -len('test')]}{suffix}" if suffix else normalized
 
 
-def _optional_email(data: Mapping[str, Any], key: str, problems: Problems) -> str | None:
+# Names of a private network's own hosts: special-use (RFC 6761 .test, RFC 6762 .local,
+# RFC 8375 home.arpa), ICANN's private-use .internal, and the customary .lan. None is ever
+# delegated publicly; the other special-use names (.invalid, .localhost, .onion) name no
+# mail server at all and stay refused.
+_INTERNAL_SUFFIXES = ("test", "local", "internal", "lan", "home.arpa")
+
+
+def _internal_suffix(domain: str) -> str | None:
+    lowered = domain.lower()
+    for suffix in _INTERNAL_SUFFIXES:
+        if lowered.endswith("." + suffix):
+            return suffix
+    return None
+
+
+def _optional_email(
+    data: Mapping[str, Any], key: str, problems: Problems, *, allow_private: bool = False
+) -> str | None:
     if data.get(key) in (None, ""):
         return None
-    return normalize_email(data[key], camel(key), problems)
+    return normalize_email(data[key], camel(key), problems, allow_private=allow_private)
 
 
 def normalize_host(value: Any, field_name: str, problems: Problems) -> str | None:
@@ -322,10 +357,13 @@ def _server_endpoint(
     }
 
 
-def normalize_create(data: Mapping[str, Any]) -> NormalizedInbox:
+def normalize_create(
+    data: Mapping[str, Any], *, allow_private_hosts: bool = False
+) -> NormalizedInbox:
     refuse_nul(data)
     problems = Problems()
-    email = normalize_email(data.get("email"), "email", problems)
+    private = allow_private_hosts
+    email = normalize_email(data.get("email"), "email", problems, allow_private=private)
     provider = Provider(data.get("provider") or Provider.CUSTOM.value)
     preset = preset_for(provider)
     shared_password = _password(data.get("password"), "password", problems)
@@ -404,12 +442,14 @@ def normalize_create(data: Mapping[str, Any]) -> NormalizedInbox:
         "sending_enabled": bool(data.get("sending_enabled", True)),
         "signature": sanitize_signature(_text(data, "signature", problems)),
         "tags": normalize_tags(data.get("tags"), problems),
-        "reply_to": _optional_email(data, "reply_to", problems),
+        "reply_to": _optional_email(data, "reply_to", problems, allow_private=private),
         "delete_message_policy": DeleteMessagePolicy(
             data.get("delete_message_policy") or DeleteMessagePolicy.DONT_DELETE
         ).value,
         "notify_on_new_messages": bool(data.get("notify_on_new_messages", False)),
-        "notification_email": _optional_email(data, "notification_email", problems),
+        "notification_email": _optional_email(
+            data, "notification_email", problems, allow_private=private
+        ),
         "dkim_selectors": normalize_selectors(data.get("dkim_selectors"), problems),
     }
     if values["notify_on_new_messages"] and not values["notification_email"]:
@@ -425,13 +465,16 @@ def normalize_create(data: Mapping[str, Any]) -> NormalizedInbox:
 _PLAIN_FIELDS = ("description", "sender_info", "department")
 
 
-def normalize_update(inbox: EmailInbox, data: Mapping[str, Any]) -> NormalizedInbox:
+def normalize_update(
+    inbox: EmailInbox, data: Mapping[str, Any], *, allow_private_hosts: bool = False
+) -> NormalizedInbox:
     """Changes to apply to ``inbox``: only what the caller sent, checked like a create."""
     refuse_nul(data)
     problems = Problems()
+    private = allow_private_hosts
     values: dict[str, Any] = {}
     if "email" in data:
-        values["email"] = normalize_email(data["email"], "email", problems)
+        values["email"] = normalize_email(data["email"], "email", problems, allow_private=private)
     for key in ("name", "display_name"):
         if key in data:
             values[key] = _text(data, key, problems, required=True)
@@ -456,7 +499,7 @@ def normalize_update(inbox: EmailInbox, data: Mapping[str, Any]) -> NormalizedIn
         values["dkim_selectors"] = normalize_selectors(data["dkim_selectors"], problems)
     for key in ("reply_to", "notification_email"):
         if key in data:
-            values[key] = _optional_email(data, key, problems)
+            values[key] = _optional_email(data, key, problems, allow_private=private)
     if "delete_message_policy" in data:
         values["delete_message_policy"] = DeleteMessagePolicy(
             data["delete_message_policy"] or DeleteMessagePolicy.DONT_DELETE
