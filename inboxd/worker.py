@@ -80,6 +80,7 @@ def build_state(settings: Settings, resolved: Resolved) -> AppState:
         api_key_touch_interval=timedelta(seconds=settings.api_key_touch_interval_seconds),
         hub=EventHub(resolved.database_url, connect_timeout=settings.db_connect_timeout),
         dns=verification_config(settings).dns,
+        allow_private_hosts=settings.allow_private_hosts,
         verification_spacing=timedelta(seconds=settings.verification_spacing_seconds),
         tests_per_inbox_per_minute=settings.rate_limit_tests_per_inbox_per_minute,
     )

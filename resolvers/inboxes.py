@@ -138,7 +138,9 @@ async def create_inbox(
     *,
     client_address: str | None = None,
 ) -> InboxWrite:
-    normalized = normalize_create(await fill_from_discovery(state, data))
+    normalized = normalize_create(
+        await fill_from_discovery(state, data), allow_private_hosts=state.allow_private_hosts
+    )
     async with state.db.connection() as connection:
         inbox = await inboxes.create_inbox(
             connection,
@@ -167,7 +169,7 @@ async def update_inbox(
     inbox_id = parse_id(raw_id)
     async with state.db.transaction() as session:
         current = await inboxes.get_inbox(session, principal.workspace_id, inbox_id)
-        normalized = normalize_update(current, data)
+        normalized = normalize_update(current, data, allow_private_hosts=state.allow_private_hosts)
         before = current.version
         inbox, _ = await inboxes.update_inbox(
             session,
@@ -219,7 +221,7 @@ async def test_connection(
     recipient = None
     if to is not None:
         problems = Problems()
-        recipient = normalize_email(to, "to", problems)
+        recipient = normalize_email(to, "to", problems, allow_private=state.allow_private_hosts)
         problems.raise_if_any()
     async with state.db.transaction() as session:
         # The row lock makes concurrent requests for one inbox count one after the other.

@@ -24,6 +24,8 @@ class AppState:
     hub: EventHub | None = None
     # Where DNS questions go (domain checks, discovery); None: DNS checks are off.
     dns: DnsSettings | None = None
+    # INBOXD_ALLOW_PRIVATE_HOSTS: also accept addresses on internal domains (.test, .local).
+    allow_private_hosts: bool = False
     # Minimum time between logins to the same account (see storage.jobs.spaced_start).
     verification_spacing: timedelta = timedelta(0)
     # testConnection/sendTestEmail per inbox per minute; 0 means no limit.

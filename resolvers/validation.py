@@ -2,20 +2,18 @@
 
 Input arrives as plain dicts holding only the keys the caller sent (snake_case, ``smtp`` and
 ``imap`` nested), so "omitted" and "set to null" stay distinguishable for partial updates.
+
+This module puts a whole create or update input together; the rules it applies live beside
+it: validation_issues (how problems are reported), validation_addresses (addresses, hosts,
+credentials) and validation_text (free-text fields). Their public names are re-exported here.
 """
 
 from __future__ import annotations
 
-import re
-import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import nh3
-from email_validator import EmailNotValidError, validate_email
-
-from mail.message import has_control_characters
 from mail.presets import (
     Provider,
     Security,
@@ -23,93 +21,75 @@ from mail.presets import (
     infer_security,
     preset_for,
 )
+from resolvers.validation_addresses import (
+    MAX_PASSWORD,
+    MAX_USERNAME,
+    derive_imap_host,
+    normalize_email,
+    normalize_fingerprint,
+    normalize_host,
+    normalize_password,
+    normalize_port,
+    optional_email,
+    parse_security,
+    server_endpoint,
+)
+from resolvers.validation_issues import (
+    NUL_MESSAGE,
+    FieldIssue,
+    InputInvalid,
+    Problems,
+    camel,
+    nul_issues,
+    parse_id,
+    refuse_nul,
+)
+from resolvers.validation_text import (
+    DAILY_SEND_LIMIT_RANGE,
+    DEFAULT_DAILY_SEND_LIMIT,
+    HEADER_FIELDS,
+    MAX_DKIM_SELECTORS,
+    MAX_LENGTHS,
+    MAX_TAG_LENGTH,
+    MAX_TAGS,
+    clamp_daily_send_limit,
+    normalize_selectors,
+    normalize_tags,
+    sanitize_signature,
+    text_field,
+)
 from storage.models import DeleteMessagePolicy, EmailInbox
 
-MAX_LENGTHS = {
-    "name": 200,
-    "display_name": 200,
-    "description": 2000,
-    "sender_info": 500,
-    "department": 100,
-    "signature": 20_000,
-    "last_message_id": 998,
-}
-# Texts that go into (or are offered for) a mail header: no control character in any
-# reading of them, RFC 2047 encoded words decoded (issue 11, header injection).
-HEADER_FIELDS = frozenset({"name", "display_name", "sender_info"})
-MAX_PASSWORD = 1024
-MAX_USERNAME = 320
-MAX_TAGS = 20
-MAX_TAG_LENGTH = 50
-MAX_DKIM_SELECTORS = 10
-DAILY_SEND_LIMIT_RANGE = (1, 50)
-DEFAULT_DAILY_SEND_LIMIT = 15
-
-_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_SELECTOR = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
-
-
-def parse_id(raw: str, field: str = "id") -> uuid.UUID:
-    try:
-        return uuid.UUID(str(raw))
-    except ValueError as exc:
-        raise InputInvalid([FieldIssue(field, "is not a valid id")]) from exc
-
-
-def camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-@dataclass(frozen=True, slots=True)
-class FieldIssue:
-    field: str
-    message: str
-
-
-class InputInvalid(Exception):
-    def __init__(self, issues: list[FieldIssue]) -> None:
-        super().__init__("; ".join(f"{i.field}: {i.message}" for i in issues))
-        self.issues = issues
-
-
-@dataclass(slots=True)
-class Problems:
-    errors: list[FieldIssue] = field(default_factory=list)
-    warnings: list[FieldIssue] = field(default_factory=list)
-
-    def error(self, field_name: str, message: str) -> None:
-        self.errors.append(FieldIssue(field_name, message))
-
-    def warn(self, field_name: str, message: str) -> None:
-        self.warnings.append(FieldIssue(field_name, message))
-
-    def raise_if_any(self) -> None:
-        if self.errors:
-            raise InputInvalid(self.errors)
-
-
-NUL_MESSAGE = "must not contain NUL characters"
-
-
-def nul_issues(value: Any, path: str) -> list[FieldIssue]:
-    """Every string in ``value`` (input dicts and lists, walked) holding a NUL, by its input
-    path: Postgres text cannot store one, so it is the caller's mistake, not an outage."""
-    if isinstance(value, str):
-        return [FieldIssue(path, NUL_MESSAGE)] if "\x00" in value else []
-    if isinstance(value, Mapping):
-        prefix = f"{path}." if path else ""
-        return [i for k, v in value.items() for i in nul_issues(v, prefix + camel(str(k)))]
-    if isinstance(value, list | tuple):
-        return [i for n, v in enumerate(value) for i in nul_issues(v, f"{path}[{n}]")]
-    return []
-
-
-def refuse_nul(value: Any, path: str = "") -> None:
-    issues = nul_issues(value, path)
-    if issues:
-        raise InputInvalid(issues)
+__all__ = [
+    "DAILY_SEND_LIMIT_RANGE",
+    "DEFAULT_DAILY_SEND_LIMIT",
+    "HEADER_FIELDS",
+    "MAX_DKIM_SELECTORS",
+    "MAX_LENGTHS",
+    "MAX_PASSWORD",
+    "MAX_TAGS",
+    "MAX_TAG_LENGTH",
+    "MAX_USERNAME",
+    "NUL_MESSAGE",
+    "FieldIssue",
+    "InputInvalid",
+    "NormalizedInbox",
+    "Problems",
+    "camel",
+    "clamp_daily_send_limit",
+    "derive_imap_host",
+    "normalize_create",
+    "normalize_email",
+    "normalize_fingerprint",
+    "normalize_host",
+    "normalize_selectors",
+    "normalize_tags",
+    "normalize_update",
+    "nul_issues",
+    "parse_id",
+    "refuse_nul",
+    "sanitize_signature",
+]
 
 
 @dataclass(slots=True)
@@ -119,221 +99,21 @@ class NormalizedInbox:
     warnings: list[FieldIssue]
 
 
-def _text(
-    data: Mapping[str, Any], key: str, problems: Problems, *, required: bool = False
-) -> str | None:
-    value = data.get(key)
-    if value is None:
-        if required:
-            problems.error(camel(key), "is required")
-        return None
-    value = str(value).strip()
-    if required and not value:
-        problems.error(camel(key), "must not be blank")
-        return None
-    limit = MAX_LENGTHS.get(key)
-    if limit is not None and len(value) > limit:
-        problems.error(camel(key), f"must be at most {limit} characters (got {len(value)})")
-        return None
-    if key in HEADER_FIELDS and has_control_characters(value):
-        problems.error(
-            camel(key),
-            "must not contain line breaks, tabs or other control characters "
-            "(also not inside =?...?= encoded words)",
-        )
-        return None
-    return value or None
-
-
-def normalize_email(value: Any, field_name: str, problems: Problems) -> str | None:
-    if value is None or not str(value).strip():
-        problems.error(field_name, "is required")
-        return None
-    raw = str(value).strip()
-    if "\x00" in raw:
-        problems.error(field_name, NUL_MESSAGE)
-        return None
-    if len(raw) > 254:
-        problems.error(field_name, "must be at most 254 characters")
-        return None
-    try:
-        result = validate_email(raw, check_deliverability=False)
-    except EmailNotValidError as exc:
-        problems.error(field_name, f"is not a valid email address: {exc}")
-        return None
-    return str(result.normalized).lower()
-
-
-def _optional_email(data: Mapping[str, Any], key: str, problems: Problems) -> str | None:
-    if data.get(key) in (None, ""):
-        return None
-    return normalize_email(data[key], camel(key), problems)
-
-
-def normalize_host(value: Any, field_name: str, problems: Problems) -> str | None:
-    host = str(value or "").strip().rstrip(".").lower()
-    if not host:
-        problems.error(field_name, "must not be empty")
-        return None
-    if len(host) > 253:
-        problems.error(field_name, "must be at most 253 characters")
-        return None
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if ":" in host:  # an IPv6 literal
-        if not re.fullmatch(r"[0-9a-f:.]+", host):
-            problems.error(field_name, "is not a valid host name or IP address")
-            return None
-        return host
-    if not all(_HOST_LABEL.match(label) for label in host.split(".")):
-        problems.error(
-            field_name, "is not a valid host name (letters, digits, dots and hyphens only)"
-        )
-        return None
-    return host
-
-
-def normalize_fingerprint(value: Any, field_name: str, problems: Problems) -> str | None:
-    if value in (None, ""):
-        return None
-    digest = str(value).strip().lower().replace(":", "").replace(" ", "")
-    if not _FINGERPRINT.match(digest):
-        problems.error(field_name, "must be a SHA-256 fingerprint: 64 hex digits, colons allowed")
-        return None
-    return digest
-
-
-def _port(value: Any, field_name: str, problems: Problems) -> int | None:
-    if value is None:
-        return None
-    if not isinstance(value, int) or not 1 <= value <= 65535:
-        problems.error(field_name, f"must be between 1 and 65535 (got {value})")
-        return None
-    return value
-
-
-def _security(value: Any) -> Security | None:
-    return None if value is None else Security(value)
-
-
-def _password(value: Any, field_name: str, problems: Problems) -> str | None:
-    if value is None or value == "":
-        return None
-    if len(str(value)) > MAX_PASSWORD:
-        problems.error(field_name, f"must be at most {MAX_PASSWORD} characters")
-        return None
-    return str(value)
-
-
-def clamp_daily_send_limit(value: Any, problems: Problems) -> int:
-    if value is None:
-        return DEFAULT_DAILY_SEND_LIMIT
-    low, high = DAILY_SEND_LIMIT_RANGE
-    clamped = min(max(int(value), low), high)
-    if clamped != value:
-        problems.warn("dailySendLimit", f"{value} is outside {low}..{high}; stored as {clamped}")
-    return clamped
-
-
-def sanitize_signature(value: str | None) -> str | None:
-    if value is None:
-        return None
-    # nh3 (ammonia) keeps formatting markup and drops scripts, event handlers and javascript: URLs.
-    return nh3.clean(value, link_rel="noopener noreferrer") or None
-
-
-def normalize_tags(value: Any, problems: Problems) -> list[str]:
-    if value is None:
-        return []
-    tags: list[str] = []
-    for index, raw in enumerate(value):
-        tag = str(raw).strip()
-        if not tag:
-            continue
-        if len(tag) > MAX_TAG_LENGTH:
-            problems.error(f"tags[{index}]", f"must be at most {MAX_TAG_LENGTH} characters")
-            continue
-        if tag not in tags:
-            tags.append(tag)
-    if len(tags) > MAX_TAGS:
-        problems.error("tags", f"at most {MAX_TAGS} tags (got {len(tags)})")
-    return tags
-
-
-def normalize_selectors(value: Any, problems: Problems) -> list[str]:
-    if value is None:
-        return []
-    selectors = []
-    for index, raw in enumerate(value):
-        selector = str(raw).strip().lower()
-        if not _SELECTOR.match(selector):
-            problems.error(f"dkimSelectors[{index}]", "must be a DNS label like 'selector1'")
-            continue
-        if selector not in selectors:
-            selectors.append(selector)
-    if len(selectors) > MAX_DKIM_SELECTORS:
-        problems.error("dkimSelectors", f"at most {MAX_DKIM_SELECTORS} selectors")
-    return selectors
-
-
-def derive_imap_host(smtp_host: str) -> str | None:
-    """``smtp.example.com`` -> ``imap.example.com``; None when there is no ``smtp.`` to swap."""
-    for prefix in ("smtp.", "smtp-mail.", "mail.", "outgoing."):
-        if smtp_host.startswith(prefix) and smtp_host.count(".") >= 2:
-            return "imap." + smtp_host[len(prefix) :]
-    return None
-
-
-def _server_endpoint(
-    protocol: str,
-    data: Mapping[str, Any],
-    preset_host: str | None,
-    preset_port: int | None,
-    preset_security: Security | None,
-    problems: Problems,
-    *,
-    report_missing_host: bool = True,
-) -> dict[str, Any]:
-    """Host, port and security for one side, with omissions inferred in a fixed order."""
-    host_value = data.get("host")
-    host: str | None
-    if host_value is not None:
-        host = normalize_host(host_value, f"{protocol}.host", problems)
-    elif preset_host is not None:
-        host = preset_host
-    else:
-        host = None
-        if report_missing_host:
-            problems.error(f"{protocol}.host", "is required")
-    port = _port(data.get("port"), f"{protocol}.port", problems)
-    security = _security(data.get("security"))
-    if port is None and security is None and host == preset_host:
-        port, security = preset_port, preset_security
-    if security is None and port is not None:
-        security = infer_security(protocol, port)
-    if security is None:
-        security = Security.STARTTLS if protocol == "smtp" else Security.TLS
-    if port is None:
-        port = default_port(protocol, security)
-    return {
-        f"{protocol}_host": host,
-        f"{protocol}_port": port,
-        f"{protocol}_security": security.value,
-    }
-
-
-def normalize_create(data: Mapping[str, Any]) -> NormalizedInbox:
+def normalize_create(
+    data: Mapping[str, Any], *, allow_private_hosts: bool = False
+) -> NormalizedInbox:
     refuse_nul(data)
     problems = Problems()
-    email = normalize_email(data.get("email"), "email", problems)
+    private = allow_private_hosts
+    email = normalize_email(data.get("email"), "email", problems, allow_private=private)
     provider = Provider(data.get("provider") or Provider.CUSTOM.value)
     preset = preset_for(provider)
-    shared_password = _password(data.get("password"), "password", problems)
+    shared_password = normalize_password(data.get("password"), "password", problems)
     smtp_in: Mapping[str, Any] = data.get("smtp") or {}
     if not smtp_in and preset is None and shared_password is None:
         problems.error("smtp", "is required unless a provider preset is chosen")
 
-    smtp = _server_endpoint(
+    smtp = server_endpoint(
         "smtp",
         smtp_in,
         preset.smtp.host if preset else None,
@@ -342,7 +122,9 @@ def normalize_create(data: Mapping[str, Any]) -> NormalizedInbox:
         problems,
     )
     smtp_username = str(smtp_in.get("username") or email or "").strip()
-    smtp_password = _password(smtp_in.get("password"), "smtp.password", problems) or shared_password
+    smtp_password = (
+        normalize_password(smtp_in.get("password"), "smtp.password", problems) or shared_password
+    )
     if smtp_password is None:
         problems.error("smtp.password", "is required")
 
@@ -355,7 +137,7 @@ def normalize_create(data: Mapping[str, Any]) -> NormalizedInbox:
     else:
         imap_username = str(imap_in.get("username") or smtp_username).strip()
         imap_password = (
-            _password(imap_in.get("password"), "imap.password", problems) or smtp_password
+            normalize_password(imap_in.get("password"), "imap.password", problems) or smtp_password
         )
     derived = derive_imap_host(smtp["smtp_host"]) if smtp["smtp_host"] else None
     preset_imap_host = preset.imap.host if preset else derived
@@ -364,7 +146,7 @@ def normalize_create(data: Mapping[str, Any]) -> NormalizedInbox:
             "imap.host",
             f"is required: it cannot be derived from the SMTP host {smtp['smtp_host']!r}",
         )
-    imap = _server_endpoint(
+    imap = server_endpoint(
         "imap",
         imap_in,
         preset_imap_host,
@@ -379,15 +161,17 @@ def normalize_create(data: Mapping[str, Any]) -> NormalizedInbox:
         elif len(username) > MAX_USERNAME:
             problems.error(key, f"must be at most {MAX_USERNAME} characters")
 
-    name = _text(data, "name", problems) or email or ""
-    display_name = _text(data, "display_name", problems) or (email.split("@")[0] if email else "")
+    name = text_field(data, "name", problems) or email or ""
+    display_name = text_field(data, "display_name", problems) or (
+        email.split("@")[0] if email else ""
+    )
     values: dict[str, Any] = {
         "name": name,
         "email": email,
         "display_name": display_name,
-        "description": _text(data, "description", problems),
-        "sender_info": _text(data, "sender_info", problems),
-        "department": _text(data, "department", problems),
+        "description": text_field(data, "description", problems),
+        "sender_info": text_field(data, "sender_info", problems),
+        "department": text_field(data, "department", problems),
         "active": bool(data.get("active", True)),
         "provider": provider.value,
         **smtp,
@@ -402,14 +186,16 @@ def normalize_create(data: Mapping[str, Any]) -> NormalizedInbox:
         ),
         "daily_send_limit": clamp_daily_send_limit(data.get("daily_send_limit"), problems),
         "sending_enabled": bool(data.get("sending_enabled", True)),
-        "signature": sanitize_signature(_text(data, "signature", problems)),
+        "signature": sanitize_signature(text_field(data, "signature", problems)),
         "tags": normalize_tags(data.get("tags"), problems),
-        "reply_to": _optional_email(data, "reply_to", problems),
+        "reply_to": optional_email(data, "reply_to", problems, allow_private=private),
         "delete_message_policy": DeleteMessagePolicy(
             data.get("delete_message_policy") or DeleteMessagePolicy.DONT_DELETE
         ).value,
         "notify_on_new_messages": bool(data.get("notify_on_new_messages", False)),
-        "notification_email": _optional_email(data, "notification_email", problems),
+        "notification_email": optional_email(
+            data, "notification_email", problems, allow_private=private
+        ),
         "dkim_selectors": normalize_selectors(data.get("dkim_selectors"), problems),
     }
     if values["notify_on_new_messages"] and not values["notification_email"]:
@@ -425,19 +211,22 @@ def normalize_create(data: Mapping[str, Any]) -> NormalizedInbox:
 _PLAIN_FIELDS = ("description", "sender_info", "department")
 
 
-def normalize_update(inbox: EmailInbox, data: Mapping[str, Any]) -> NormalizedInbox:
+def normalize_update(
+    inbox: EmailInbox, data: Mapping[str, Any], *, allow_private_hosts: bool = False
+) -> NormalizedInbox:
     """Changes to apply to ``inbox``: only what the caller sent, checked like a create."""
     refuse_nul(data)
     problems = Problems()
+    private = allow_private_hosts
     values: dict[str, Any] = {}
     if "email" in data:
-        values["email"] = normalize_email(data["email"], "email", problems)
+        values["email"] = normalize_email(data["email"], "email", problems, allow_private=private)
     for key in ("name", "display_name"):
         if key in data:
-            values[key] = _text(data, key, problems, required=True)
+            values[key] = text_field(data, key, problems, required=True)
     for key in _PLAIN_FIELDS:
         if key in data:
-            values[key] = _text(data, key, problems)
+            values[key] = text_field(data, key, problems)
     for key in ("active", "sending_enabled", "notify_on_new_messages"):
         if key in data:
             if data[key] is None:
@@ -449,14 +238,14 @@ def normalize_update(inbox: EmailInbox, data: Mapping[str, Any]) -> NormalizedIn
     if "daily_send_limit" in data:
         values["daily_send_limit"] = clamp_daily_send_limit(data["daily_send_limit"], problems)
     if "signature" in data:
-        values["signature"] = sanitize_signature(_text(data, "signature", problems))
+        values["signature"] = sanitize_signature(text_field(data, "signature", problems))
     if "tags" in data:
         values["tags"] = normalize_tags(data["tags"], problems)
     if "dkim_selectors" in data:
         values["dkim_selectors"] = normalize_selectors(data["dkim_selectors"], problems)
     for key in ("reply_to", "notification_email"):
         if key in data:
-            values[key] = _optional_email(data, key, problems)
+            values[key] = optional_email(data, key, problems, allow_private=private)
     if "delete_message_policy" in data:
         values["delete_message_policy"] = DeleteMessagePolicy(
             data["delete_message_policy"] or DeleteMessagePolicy.DONT_DELETE
@@ -477,8 +266,8 @@ def normalize_update(inbox: EmailInbox, data: Mapping[str, Any]) -> NormalizedIn
                         "give the password again when changing the host: a stored password "
                         "is never sent to a new server",
                     )
-        port = _port(side.get("port"), f"{protocol}.port", problems)
-        security = _security(side.get("security"))
+        port = normalize_port(side.get("port"), f"{protocol}.port", problems)
+        security = parse_security(side.get("security"))
         if port is not None:
             values[f"{protocol}_port"] = port
             if security is None:
@@ -497,7 +286,7 @@ def normalize_update(inbox: EmailInbox, data: Mapping[str, Any]) -> NormalizedIn
                 side["tls_certificate_sha256"], f"{protocol}.tlsCertificateSha256", problems
             )
         # A blank or omitted password keeps the stored one.
-        password = _password(side.get("password"), f"{protocol}.password", problems)
+        password = normalize_password(side.get("password"), f"{protocol}.password", problems)
         if password is not None:
             passwords[f"{protocol}_password"] = password
 

@@ -193,6 +193,7 @@ async def running_stack(
         api_key_touch_interval=timedelta(0),
         hub=EventHub(settings.database_url, connect_timeout=2),
         dns=verification_config(settings).dns,
+        allow_private_hosts=settings.allow_private_hosts,
         verification_spacing=timedelta(seconds=settings.verification_spacing_seconds),
         tests_per_inbox_per_minute=settings.rate_limit_tests_per_inbox_per_minute,
     )
