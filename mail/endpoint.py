@@ -11,26 +11,10 @@ from mail.presets import Security
 
 
 class SecretLike(Protocol):
-    """Anything that hands out a secret only when asked (the storage layer's sealed value)."""
+    """Anything that hands out a secret only when asked: ``storage.secrets.Secret``, the
+    project's one secret type (mail does not import storage, so it names the shape)."""
 
     def reveal(self) -> str: ...
-
-
-class PlainSecret:
-    """A SecretLike over a str that keeps the value out of repr/str (tests, CLI input)."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "PlainSecret('***')"
-
-    __str__ = __repr__
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from storage.api_keys import Principal
 from storage.errors import RateLimitedError
 from storage.models import AuditEvent, ConnectionTest, EmailInbox, Workspace, utcnow
 from storage.rows import InboxRow, TestRow
+from storage.secrets import Secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +120,7 @@ async def _audit(
     )
 
 
-def changed_fields(values: Mapping[str, Any], passwords: Mapping[str, str]) -> list[str]:
+def changed_fields(values: Mapping[str, Any], passwords: Mapping[str, Secret]) -> list[str]:
     """The input paths (never the values) an update touched, e.g. ``smtp.password``."""
 
     def path(column: str) -> str:

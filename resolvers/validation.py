@@ -59,6 +59,7 @@ from resolvers.validation_text import (
     text_field,
 )
 from storage.models import DeleteMessagePolicy, EmailInbox
+from storage.secrets import Secret
 
 __all__ = [
     "DAILY_SEND_LIMIT_RANGE",
@@ -95,7 +96,7 @@ __all__ = [
 @dataclass(slots=True)
 class NormalizedInbox:
     values: dict[str, Any]
-    passwords: dict[str, str]
+    passwords: dict[str, Secret]
     warnings: list[FieldIssue]
 
 
@@ -203,7 +204,10 @@ def normalize_create(
     problems.raise_if_any()
     return NormalizedInbox(
         values=values,
-        passwords={"smtp_password": smtp_password or "", "imap_password": imap_password or ""},
+        passwords={
+            "smtp_password": smtp_password or Secret(""),
+            "imap_password": imap_password or Secret(""),
+        },
         warnings=problems.warnings,
     )
 
@@ -251,7 +255,7 @@ def normalize_update(
             data["delete_message_policy"] or DeleteMessagePolicy.DONT_DELETE
         ).value
 
-    passwords: dict[str, str] = {}
+    passwords: dict[str, Secret] = {}
     for protocol in ("smtp", "imap"):
         side: Mapping[str, Any] | None = data.get(protocol)
         if not side:

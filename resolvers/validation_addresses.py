@@ -11,6 +11,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from mail.presets import Security, default_port, infer_security
 from resolvers.validation_issues import NUL_MESSAGE, Problems, camel
+from storage.secrets import Secret
 
 MAX_PASSWORD = 1024
 MAX_USERNAME = 320
@@ -125,13 +126,18 @@ def parse_security(value: Any) -> Security | None:
     return None if value is None else Security(value)
 
 
-def normalize_password(value: Any, field_name: str, problems: Problems) -> str | None:
-    if value is None or value == "":
+def normalize_password(value: Secret | None, field_name: str, problems: Problems) -> Secret | None:
+    """The password, still sealed; None when blank or omitted."""
+    if not value:
         return None
-    if len(str(value)) > MAX_PASSWORD:
+    plain = value.reveal()
+    if len(plain) > MAX_PASSWORD:
         problems.error(field_name, f"must be at most {MAX_PASSWORD} characters")
         return None
-    return str(value)
+    if "\x00" in plain:  # SMTP AUTH PLAIN separates its fields with NUL
+        problems.error(field_name, NUL_MESSAGE)
+        return None
+    return value
 
 
 def derive_imap_host(smtp_host: str) -> str | None:

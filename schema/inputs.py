@@ -9,13 +9,26 @@ import strawberry
 from strawberry import UNSET
 
 from schema.enums import DeleteMessagePolicy, InboxStatus, Provider, Security
+from storage.secrets import Secret
+
+
+def _secret(value: Any) -> Secret | None:
+    return None if value is None else Secret(str(value))
+
+
+# Input fields that hold a secret: from here on their value is a ``Secret``, revealed only by
+# the encryption call (and by the probe that logs in).
+SECRET_FIELDS = frozenset({"password"})
 
 
 def provided(value: Any) -> Any:
-    """Input object -> dict of the fields the caller sent (snake_case), recursively."""
+    """Input object -> dict of the fields the caller sent (snake_case), recursively; the
+    value of a secret field (``SECRET_FIELDS``) as a ``Secret``."""
     if is_dataclass(value) and not isinstance(value, type):
         return {
-            f.name: provided(getattr(value, f.name))
+            f.name: _secret(getattr(value, f.name))
+            if f.name in SECRET_FIELDS
+            else provided(getattr(value, f.name))
             for f in fields(value)
             if getattr(value, f.name) is not UNSET
         }

@@ -40,8 +40,9 @@ CONNECTION_FIELDS = frozenset(
 )
 
 
-def encrypt_password(keyring: KeyRing, inbox_id: uuid.UUID, column: str, password: str) -> bytes:
-    return keyring.encrypt(password, associated_data(TABLE, column, inbox_id))
+def encrypt_password(keyring: KeyRing, inbox_id: uuid.UUID, column: str, password: Secret) -> bytes:
+    """The one place a password is revealed on its way in: to be encrypted."""
+    return keyring.encrypt(password.reveal(), associated_data(TABLE, column, inbox_id))
 
 
 def decrypt_password(keyring: KeyRing, inbox: EmailInbox | InboxRow, column: str) -> Secret:
@@ -141,8 +142,8 @@ async def create_inbox(
     *,
     workspace_id: uuid.UUID,
     values: Mapping[str, Any],
-    smtp_password: str,
-    imap_password: str,
+    smtp_password: Secret,
+    imap_password: Secret,
     keyring: KeyRing,
     audit: AuditNote,
     spacing: timedelta = timedelta(0),
@@ -339,7 +340,7 @@ async def update_inbox(
     workspace_id: uuid.UUID,
     inbox_id: uuid.UUID,
     changes: Mapping[str, Any],
-    new_passwords: Mapping[str, str],
+    new_passwords: Mapping[str, Secret],
     keyring: KeyRing,
     expected_version: int | None = None,
     spacing: timedelta = timedelta(0),
@@ -352,8 +353,7 @@ async def update_inbox(
         key: value for key, value in changes.items() if getattr(inbox, key) != value
     }
     for column, password in new_passwords.items():
-        current = decrypt_password(keyring, inbox, column).reveal()
-        if current != password:
+        if decrypt_password(keyring, inbox, column) != password:  # compared in constant time
             values[column] = encrypt_password(keyring, inbox.id, column, password)
     if not values:
         return inbox, None
@@ -430,7 +430,7 @@ async def rotate_secrets(
         try:
             values = {
                 column: encrypt_password(
-                    keyring, inbox.id, column, decrypt_password(keyring, inbox, column).reveal()
+                    keyring, inbox.id, column, decrypt_password(keyring, inbox, column)
                 )
                 for column in PASSWORD_COLUMNS
             }

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.mailserver import user
 from mail.network import NetworkPolicy
-from mail.probes import Endpoint, PlainSecret, ProbeSettings, Security, probe_imap, probe_smtp
+from mail.probes import Endpoint, ProbeSettings, Security, probe_imap, probe_smtp
+from storage.secrets import Secret
 
 
 def settings(ca_file: str) -> ProbeSettings:
@@ -40,7 +41,7 @@ def settings(ca_file: str) -> ProbeSettings:
 
 async def verify_once(args: argparse.Namespace, index: int, probe: ProbeSettings) -> bool:
     name = user(index)
-    secret = PlainSecret(args.password)
+    secret = Secret(args.password)
     smtp = Endpoint("127.0.0.1", args.smtp_port, Security.STARTTLS, name, secret)
     imap = Endpoint("127.0.0.1", args.imap_port, Security.TLS, name, secret)
     smtp_result, imap_result = await asyncio.gather(

@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from mail.probes import Endpoint, NetworkPolicy, PlainSecret, ProbeSettings, Security
+from mail.probes import Endpoint, NetworkPolicy, ProbeSettings, Security
+from storage.secrets import Secret
 from tests.support.mailservers import (
     ImapMode,
     ImapServer,
@@ -55,7 +56,7 @@ def endpoint() -> EndpointFactory:
         host: str = "127.0.0.1",
         pin: str | None = None,
     ) -> Endpoint:
-        return Endpoint(host, port, security, username, PlainSecret(password), pin)
+        return Endpoint(host, port, security, username, Secret(password), pin)
 
     return make
 

@@ -11,7 +11,6 @@ import pytest
 
 from mail.probes import (
     Endpoint,
-    PlainSecret,
     ProbeCode,
     ProbeResult,
     ProbeSettings,
@@ -21,6 +20,7 @@ from mail.probes import (
     probe_imap,
     probe_smtp,
 )
+from storage.secrets import Secret
 from tests.mail.conftest import PASSWORD, USER, EndpointFactory
 from tests.support.mailservers import (
     ImapServer,
@@ -106,7 +106,7 @@ async def test_no_secret_in_any_outcome(
 
 
 def test_endpoint_repr_hides_the_password() -> None:
-    endpoint = Endpoint("mail.example.com", 587, Security.STARTTLS, USER, PlainSecret(PASSWORD))
+    endpoint = Endpoint("mail.example.com", 587, Security.STARTTLS, USER, Secret(PASSWORD))
     assert PASSWORD not in repr(endpoint)
     assert PASSWORD not in str(endpoint)
     assert PASSWORD not in repr(endpoint.password)
