@@ -45,6 +45,10 @@ def redact_url(url: str) -> str:
     return url
 
 
+class DatabaseUnreachable(ConnectionError):
+    """Postgres refused a new connection (the asyncpg pool's connect)."""
+
+
 # The database is down or unreachable (from either pool): an operation may succeed if retried.
 # What Postgres refused (a NUL in text, a bad value) is not among them (issue 11 point 7):
 # SQLAlchemy wraps both kinds in a plain DBAPIError, so _classify_outage sorts its outages out.
@@ -136,9 +140,18 @@ class Database:
     async def connection(self, *, background: bool = False) -> AsyncIterator[Any]:
         """A pooled asyncpg connection (autocommit: one statement, one round trip); from the
         background pool for the worker."""
-        pool = self._pools.get(background) or await self._open_pool(background)
-        async with pool.acquire(timeout=self.connect_timeout) as connection:
+        try:
+            pool = self._pools.get(background) or await self._open_pool(background)
+            acquiring = pool.acquire(timeout=self.connect_timeout)
+            connection = await acquiring.__aenter__()
+        except asyncpg.PostgresError as exc:
+            # Refused while connecting (e.g. 55000, the database not accepting connections):
+            # whatever Postgres said, it could not be reached.
+            raise DatabaseUnreachable(f"{type(exc).__name__} while connecting") from exc
+        try:
             yield connection
+        finally:
+            await acquiring.__aexit__(None, None, None)
 
     async def _open_pool(self, background: bool) -> Any:
         async with self._pool_lock:

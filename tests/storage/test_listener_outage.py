@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 import httpx
-import pytest
 
 from storage.migrate import upgrade
 from tests.conftest import Verifier, make_settings, running_stack, verifier_on
@@ -122,11 +121,6 @@ async def renamed_once(tenant, inbox_id: str) -> dict[str, object] | None:
     return payload["inbox"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="storage.db.UNAVAILABLE_ERRORS lacks ObjectNotInPrerequisiteStateError (55000, "
-    "'database is not currently accepting connections'): the request is a 500",
-)
 async def test_database_refusing_connections_is_service_unavailable(pg_server, certs, keyring):
     admin_url = pg_server[0]
     async with verifier_on(admin_url, certs, keyring, worker=False) as stack:
