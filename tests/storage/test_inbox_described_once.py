@@ -1,0 +1,74 @@
+"""An inbox is described once per concern: the table (``storage.models.EmailInbox``), the
+rows read on hot paths (``storage.rows.InboxRow``), the public read shape (GraphQL
+``EmailInbox``) and the inputs that write it (``CreateEmailInboxInput``,
+``UpdateEmailInboxInput``). This test keeps them in step: a column added to the table must be
+read, shown (or listed below as internal, with the reason) and, if a user sets it, settable by
+both inputs."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from schema.inputs import CreateEmailInboxInput, ServerInput, UpdateEmailInboxInput
+from schema.types import EmailInbox as PublicInbox
+from schema.types import ServerSettings
+from storage.models import EmailInbox
+from storage.rows import InboxRow
+
+SIDES = ("smtp", "imap")
+# Columns no client reads directly, and why.
+INTERNAL = {
+    "workspace_id": "the key's workspace scopes every read; it is never shown",
+    "smtp_password": "write-only: encrypted, never returned (hasPassword instead)",
+    "imap_password": "write-only: encrypted, never returned (hasPassword instead)",
+}
+# Columns that only inboxd writes (verification, bookkeeping), never an input.
+MAINTAINED = {
+    "id", "status", "status_reason", "setup_status", "last_verified_at", "last_check_at",
+    "error_count", "last_message_id", "created_at", "updated_at", "version",
+}  # fmt: skip
+# Fields of the public shape that are not a column of the table.
+RELATIONS = {"connection_tests": "a page of the inbox's rows in connection_test"}
+# Input fields that are not a column of their own, and what they write.
+DERIVED_INPUTS = {
+    "password": "the shared password: smtp_password and imap_password",
+    "smtp": "smtp_* columns (ServerInput)",
+    "imap": "imap_* columns (ServerInput)",
+}
+
+
+def table_columns() -> set[str]:
+    return set(EmailInbox.__table__.columns.keys())  # type: ignore[attr-defined]
+
+
+def public_columns() -> set[str]:
+    """The columns the public shape shows, its server sides flattened (smtp.host: smtp_host)."""
+    shown = {f.name for f in fields(PublicInbox) if not f.name.startswith("_")}
+    sides = {f.name for f in fields(ServerSettings)} - {"has_password"}
+    flat = {f"{side}_{name}" for side in SIDES for name in sides if side in shown}
+    return (shown - set(SIDES) - set(RELATIONS)) | flat
+
+
+def input_columns(input_type: type) -> set[str]:
+    names = {f.name for f in fields(input_type)}
+    server = {f.name for f in fields(ServerInput)} - {"password"}
+    flat = {f"{side}_{name}" for side in SIDES for name in server if side in names}
+    return (names - set(DERIVED_INPUTS)) | flat
+
+
+def test_hot_rows_read_every_column():
+    declared = {k for k in InboxRow.__annotations__ if not k.startswith("__")}
+    assert declared == table_columns()
+
+
+def test_every_column_is_shown_or_internal_for_a_reason():
+    assert table_columns() - set(INTERNAL) == public_columns()
+    assert not set(INTERNAL) & public_columns()
+
+
+def test_what_users_set_both_inputs_set():
+    settable = table_columns() - set(INTERNAL) - MAINTAINED
+    assert input_columns(CreateEmailInboxInput) == settable
+    assert input_columns(UpdateEmailInboxInput) == settable
+    derived = {f.name for f in fields(CreateEmailInboxInput)} & set(DERIVED_INPUTS)
+    assert derived == set(DERIVED_INPUTS)
