@@ -36,7 +36,12 @@ from tests.support.database import create_scratch, drop_scratch, scratch_databas
 from tests.support.dnsserver import DnsTestServer
 from tests.support.graphql import GraphQLClient
 from tests.support.mailservers import MailCerts, make_certs
-from tests.support.processes import EMBEDDED_FOLDERS, stop_postgres_under, wait_postgres_gone
+from tests.support.processes import (
+    EMBEDDED_FOLDERS,
+    embedded_data_dir,
+    stop_postgres_under,
+    wait_postgres_gone,
+)
 from tests.support.unretrieved import UnretrievedExceptions
 from tests.support.waiting import wait_until
 
@@ -72,7 +77,8 @@ def no_postgres_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path | None]]:
-    with server_url(tmp_path_factory.mktemp("postgres")) as found:
+    # Outside pytest's basetemp: see tests.support.processes.embedded_data_dir.
+    with server_url(embedded_data_dir().parent) as found:
         yield found
 
 

@@ -27,6 +27,7 @@ from tests.conftest import verifier_on
 from tests.inboxd.test_verification import inbox_input
 from tests.support.database import EmbeddedPostgres
 from tests.support.mailservers import ImapMode, ImapServer, MailCerts, SmtpMode, SmtpServer
+from tests.support.processes import embedded_data_dir
 from tests.support.waiting import wait_until
 from tests.support.ws import WSClient
 
@@ -147,7 +148,7 @@ async def none_ready(*processes: ServeProcess) -> bool:
 
 
 async def test_events_cross_processes_and_survive_a_postgres_restart(tmp_path, keyring):
-    postgres = EmbeddedPostgres(tmp_path / "pg")
+    postgres = EmbeddedPostgres(embedded_data_dir())
     processes: list[ServeProcess] = []
     try:
         await asyncio.to_thread(upgrade, postgres.url)

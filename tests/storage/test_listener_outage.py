@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -124,7 +125,7 @@ async def renamed_once(tenant, inbox_id: str) -> dict[str, object] | None:
 async def test_database_refusing_connections_is_service_unavailable(pg_server, certs, keyring):
     admin_url = pg_server[0]
     async with verifier_on(admin_url, certs, keyring, worker=False) as stack:
-        name = (stack.stack.settings.database_url or "").rsplit("/", 1)[-1].split("?")[0]
+        name = urlsplit(stack.stack.settings.database_url or "").path.lstrip("/")
         tenant = await stack.tenant()
         connection = await asyncpg.connect(admin_url, timeout=10)
         try:
