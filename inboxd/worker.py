@@ -26,7 +26,12 @@ from mail.dns_lookup import DnsSettings
 from mail.network import NetworkPolicy
 from mail.probes import ProbeSettings
 from resolvers.state import AppState
-from resolvers.verification import VerificationConfig, run_attempt, store_outcome
+from resolvers.verification import (
+    VerificationConfig,
+    crashed_outcome,
+    run_attempt,
+    store_outcome,
+)
 from storage import jobs
 from storage.db import UNAVAILABLE_ERRORS
 from storage.listener import EventHub
@@ -152,7 +157,11 @@ class Worker:
             return self.poll_interval  # a slot that frees up wakes the loop
         async with self.state.db.connection(background=True) as connection:
             tests = await jobs.claim_tests(
-                connection, worker_id=self.worker_id, lease=self.lease, limit=free
+                connection,
+                worker_id=self.worker_id,
+                lease=self.lease,
+                limit=free,
+                max_attempts=self.config.max_attempts,
             )
             due_in = None if tests else await jobs.seconds_until_due(connection)
         for test in tests:
@@ -185,8 +194,16 @@ class Worker:
         except asyncio.CancelledError:
             raise
         except Exception:
-            # The lease expires and another attempt follows; nothing is recorded half-way.
+            # The attempt counts: retried with backoff like network weather, up to the limit.
             log.exception("connection test crashed", test_id=str(test_id))
+            self._free_slot(test_id)
+            try:
+                await store_outcome(
+                    self.state.db, test, self.worker_id, crashed_outcome(test, self.config)
+                )
+            except Exception:
+                # The lease expires; the claim then retries it or fails it at the limit.
+                log.warning("could not record the crash", test_id=str(test_id))
         finally:
             heartbeat.cancel()  # not awaited: nothing waits on it, and it holds nothing
             self.running.pop(test_id, None)

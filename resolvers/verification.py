@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -17,13 +18,14 @@ import structlog
 from mail.dns_lookup import DnsSettings
 from mail.presets import Security
 from mail.probes import Endpoint, ProbeResult, ProbeSettings, probe_imap, probe_smtp
+from mail.results import ProbeCode, Protocol
 from mail.roundtrip import run_round_trip
 from resolvers.domain import dns_status_for
 from storage import inboxes, jobs
 from storage.db import Database
 from storage.models import EmailInbox, utcnow
 from storage.rows import InboxRow, TestRow
-from storage.secrets import KeyRing
+from storage.secrets import DecryptionError, KeyRing
 
 log = structlog.get_logger("inboxd.verification")
 
@@ -38,6 +40,28 @@ class VerificationConfig:
     retry_cap: timedelta = timedelta(minutes=10)
     round_trip_timeout: float = 60.0
     round_trip_poll_interval: float = 2.0
+
+
+def _unreadable(side: Protocol) -> ProbeResult:
+    return ProbeResult(
+        protocol=side,
+        ok=False,
+        code=ProbeCode.SECRET_UNREADABLE,
+        message="The stored password can no longer be decrypted, so no login was tried.",
+        hint="Re-enter the password (updateEmailInbox); verification then runs again.",
+        field=f"{side}.password",
+    )
+
+
+def _endpoint_or_none(
+    inbox: EmailInbox | InboxRow, side: Protocol, keyring: KeyRing
+) -> Endpoint | None:
+    """The side's endpoint, or None when its password does not decrypt with any key."""
+    try:
+        return _endpoint(inbox, side, keyring)
+    except DecryptionError:
+        log.warning("stored password unreadable", inbox_id=str(inbox.id), side=side)
+        return None
 
 
 def _endpoint(inbox: EmailInbox | InboxRow, side: str, keyring: KeyRing) -> Endpoint:
@@ -106,15 +130,42 @@ def _skipped_round_trip() -> dict[str, Any]:
     }
 
 
+async def _probe(
+    probe: Callable[[Endpoint, ProbeSettings, str | None], Awaitable[ProbeResult]],
+    side: Protocol,
+    endpoint: Endpoint | None,
+    settings: ProbeSettings,
+    provider: str | None,
+) -> ProbeResult:
+    return _unreadable(side) if endpoint is None else await probe(endpoint, settings, provider)
+
+
+def crashed_outcome(test: jobs.ClaimedTest, config: VerificationConfig) -> jobs.TestOutcome:
+    """An attempt that raised instead of reporting: it counts, and is retried like network
+    weather until the attempt limit."""
+    retry_at = None
+    if test.attempts < config.max_attempts:
+        retry_at = utcnow() + retry_delay(test.attempts, config)
+    return jobs.TestOutcome(
+        passed=False,
+        smtp=None,
+        imap=None,
+        reason="The verification stopped on an unexpected error.",
+        retry_at=retry_at,
+        attempt=test.attempts,
+        max_attempts=config.max_attempts,
+    )
+
+
 async def run_attempt(
     test: jobs.ClaimedTest, keyring: KeyRing, config: VerificationConfig
 ) -> jobs.TestOutcome:
     inbox = test.inbox
-    smtp_endpoint = _endpoint(inbox, "smtp", keyring)
-    imap_endpoint = _endpoint(inbox, "imap", keyring)
+    smtp_endpoint = _endpoint_or_none(inbox, "smtp", keyring)
+    imap_endpoint = _endpoint_or_none(inbox, "imap", keyring)
     smtp, imap, dns = await asyncio.gather(
-        probe_smtp(smtp_endpoint, config.smtp, inbox.provider),
-        probe_imap(imap_endpoint, config.imap, inbox.provider),
+        _probe(probe_smtp, "smtp", smtp_endpoint, config.smtp, inbox.provider),
+        _probe(probe_imap, "imap", imap_endpoint, config.imap, inbox.provider),
         _dns(inbox, config),
     )
     logins_ok = smtp.ok and imap.ok
@@ -122,7 +173,7 @@ async def run_attempt(
     reason = summarize(smtp, imap)
     round_trip = None
     if test.round_trip:
-        if logins_ok:
+        if logins_ok and smtp_endpoint and imap_endpoint:
             round_trip = await _round_trip(inbox, test, smtp_endpoint, imap_endpoint, config)
             passed = bool(round_trip["ok"])
             if not passed:

@@ -289,7 +289,7 @@ CLAIM_SQL = f"""
          WHERE t.id IN (
                SELECT id FROM connection_test
                 WHERE (state = 'QUEUED' AND run_after <= now())
-                   OR (state = 'RUNNING' AND lease_expires_at < now())
+                   OR (state = 'RUNNING' AND lease_expires_at < now() AND attempts < $4)
                 ORDER BY run_after
                 LIMIT $3
                 FOR UPDATE SKIP LOCKED)
@@ -312,12 +312,42 @@ CLAIM_SQL = f"""
 """  # noqa: S608
 
 
+# A test whose worker vanished during its last allowed attempt is not run again: it fails.
+EXHAUSTED_REASON = (
+    "The verification stopped unexpectedly on each of its {max_attempts} attempts; "
+    "run testConnection to try again."
+)
+FAIL_EXHAUSTED_SQL = f"""
+    WITH failed AS (
+        UPDATE connection_test
+           SET state = 'FAILED', error = $2, lease_expires_at = NULL, worker_id = NULL,
+               finished_at = now(), version = version + 1
+         WHERE state = 'RUNNING' AND lease_expires_at < now() AND attempts >= $1
+        RETURNING id, inbox_id, workspace_id, version
+    ), inbox AS (
+        UPDATE email_inbox AS i
+           SET status = 'FAILED', status_reason = $2, last_check_at = now(),
+               error_count = i.error_count + 1, version = i.version + 1, updated_at = now()
+          FROM failed f
+         WHERE i.id = f.inbox_id
+        RETURNING i.id, i.workspace_id, i.version
+    ), notified AS (
+        {_notify_test_and_status("failed", "inbox")}
+    )
+    SELECT (SELECT count(*) FROM failed) AS failed, (SELECT count(*) FROM notified) AS sent
+"""  # noqa: S608
+
+
 async def claim_tests(
-    connection: Any, *, worker_id: str, lease: timedelta, limit: int
+    connection: Any, *, worker_id: str, lease: timedelta, limit: int, max_attempts: int
 ) -> list[ClaimedTest]:
-    """Take up to ``limit`` runnable tests: queued and due, or running with an expired lease."""
+    """Take up to ``limit`` runnable tests: queued and due, or running with an expired lease
+    and attempts left. One that has none left (its worker died each time) fails instead."""
+    await connection.fetchval(
+        FAIL_EXHAUSTED_SQL, max_attempts, EXHAUSTED_REASON.format(max_attempts=max_attempts)
+    )
     rows = await connection.fetch(
-        CLAIM_SQL, lease.total_seconds(), worker_id, limit, record_class=InboxRow
+        CLAIM_SQL, lease.total_seconds(), worker_id, limit, max_attempts, record_class=InboxRow
     )
     return [
         ClaimedTest(
