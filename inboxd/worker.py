@@ -31,6 +31,7 @@ from resolvers.verification import (
     crashed_outcome,
     run_attempt,
     store_outcome,
+    take_login_slot,
 )
 from storage import jobs
 from storage.db import UNAVAILABLE_ERRORS
@@ -163,12 +164,16 @@ class Worker:
                 limit=free,
                 max_attempts=self.config.max_attempts,
             )
-            due_in = None if tests else await jobs.seconds_until_due(connection)
+            due_in = None
+            if len(tests) < free:  # nothing more is due now: when is the next one?
+                due_in = await jobs.fail_exhausted_then_next_due(
+                    connection, max_attempts=self.config.max_attempts
+                )
         for test in tests:
             task = asyncio.create_task(self._run(test), name=f"test-{test.id}")
             self.running[test.id] = task
             self.probing.add(test.id)
-        if tests:
+        if len(tests) == free:
             return 0  # there may be more due right now
         if due_in is None:
             return self.poll_interval
@@ -187,6 +192,11 @@ class Worker:
         test_id = test.id
         heartbeat = asyncio.create_task(self._heartbeat(test_id))
         try:
+            login_spacing = self.state.verification_spacing
+            if login_spacing > timedelta(0) and not await take_login_slot(
+                self.state.db, test, self.worker_id, self.config, login_spacing
+            ):
+                return  # queued again for its login slot
             outcome = await run_attempt(test, self.state.keyring, self.config)
             # The logins are over: the slot takes the next test while this outcome is stored.
             self._free_slot(test_id)

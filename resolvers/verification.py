@@ -16,12 +16,13 @@ from typing import Any
 import structlog
 
 from mail.dns_lookup import DnsSettings
+from mail.network import TargetError, resolve_target
 from mail.presets import Security
 from mail.probes import Endpoint, ProbeResult, ProbeSettings, probe_imap, probe_smtp
 from mail.results import ProbeCode, Protocol
 from mail.roundtrip import run_round_trip
 from resolvers.domain import dns_status_for
-from storage import inboxes, jobs
+from storage import inboxes, jobs, spacing
 from storage.db import Database
 from storage.models import EmailInbox, utcnow
 from storage.rows import InboxRow, TestRow
@@ -199,6 +200,57 @@ async def run_attempt(
         attempt=test.attempts,
         max_attempts=config.max_attempts,
     )
+
+
+# A login due within this long waits in the worker; one further off is queued again.
+LOGIN_WAIT_IN_PLACE = timedelta(seconds=1)
+
+
+async def login_accounts(inbox: EmailInbox | InboxRow, config: VerificationConfig) -> list[str]:
+    """The spacing keys of the inbox's two logins: each resolved address and the host name as
+    written, each with the case-folded username."""
+    keys = []
+    for side, settings in (("smtp", config.smtp), ("imap", config.imap)):
+        host, port = getattr(inbox, f"{side}_host"), getattr(inbox, f"{side}_port")
+        username = getattr(inbox, f"{side}_username")
+        keys.append(spacing.account_key(host, username))
+        try:
+            target = await resolve_target(host, port, settings.network)
+        except TargetError:
+            continue  # no address, no login: the probe reports why
+        keys.extend(spacing.account_key(ip, username) for ip, _family in target.addresses)
+    return keys
+
+
+async def take_login_slot(
+    db: Database,
+    test: jobs.ClaimedTest,
+    worker_id: str,
+    config: VerificationConfig,
+    login_spacing: timedelta,
+) -> bool:
+    """Wait for the accounts' next login slot, or queue the test again for it (False)."""
+    accounts = await login_accounts(test.inbox, config)
+    async with db.connection(background=True) as connection:
+        booking = await spacing.book_login(
+            connection, accounts, login_spacing, wait_at_most=LOGIN_WAIT_IN_PLACE
+        )
+    if booking.booked:
+        await asyncio.sleep(booking.wait)
+        return True
+    seconds = round(login_spacing.total_seconds())
+    async with db.transaction() as session:
+        await jobs.requeue(
+            session,
+            test.id,
+            worker_id,
+            run_after=booking.at,
+            reason=f"Waiting for its turn: this account was logged in to less than {seconds} s "
+            f"ago, and logins to one account are spaced. Starts at "
+            f"{booking.at.isoformat(timespec='seconds')}.",
+        )
+    log.info("connection test waits for its login slot", test_id=str(test.id))
+    return False
 
 
 async def store_outcome(

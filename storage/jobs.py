@@ -312,12 +312,34 @@ CLAIM_SQL = f"""
 """  # noqa: S608
 
 
+async def claim_tests(
+    connection: Any, *, worker_id: str, lease: timedelta, limit: int, max_attempts: int
+) -> list[ClaimedTest]:
+    """Take up to ``limit`` runnable tests: queued and due, or running with an expired lease
+    and attempts left (see ``fail_exhausted_then_next_due`` for those with none)."""
+    rows = await connection.fetch(
+        CLAIM_SQL, lease.total_seconds(), worker_id, limit, max_attempts, record_class=InboxRow
+    )
+    return [
+        ClaimedTest(
+            id=row["claimed_test_id"],
+            attempts=row["claimed_attempts"],
+            round_trip=row["claimed_round_trip"],
+            round_trip_to=row["claimed_round_trip_to"],
+            inbox=row,
+        )
+        for row in rows
+    ]
+
+
 # A test whose worker vanished during its last allowed attempt is not run again: it fails.
 EXHAUSTED_REASON = (
     "The verification stopped unexpectedly on each of its {max_attempts} attempts; "
     "run testConnection to try again."
 )
-FAIL_EXHAUSTED_SQL = f"""
+# Fail those, then: seconds until the next test becomes runnable (a queued test's run_after,
+# or a running test's lease expiry), by the database's clock; NULL when nothing is open.
+IDLE_SQL = f"""
     WITH failed AS (
         UPDATE connection_test
            SET state = 'FAILED', error = $2, lease_expires_at = NULL, worker_id = NULL,
@@ -334,48 +356,24 @@ FAIL_EXHAUSTED_SQL = f"""
     ), notified AS (
         {_notify_test_and_status("failed", "inbox")}
     )
-    SELECT (SELECT count(*) FROM failed) AS failed, (SELECT count(*) FROM notified) AS sent
+    SELECT extract(epoch FROM min(due) - clock_timestamp())::float8 AS due_in,
+           (SELECT count(*) FROM notified) AS sent
+      FROM (SELECT min(run_after) AS due FROM connection_test WHERE state = 'QUEUED'
+            UNION ALL
+            SELECT min(lease_expires_at) FROM connection_test
+             WHERE state = 'RUNNING' AND attempts < $1) AS open_tests
 """  # noqa: S608
 
 
-async def claim_tests(
-    connection: Any, *, worker_id: str, lease: timedelta, limit: int, max_attempts: int
-) -> list[ClaimedTest]:
-    """Take up to ``limit`` runnable tests: queued and due, or running with an expired lease
-    and attempts left. One that has none left (its worker died each time) fails instead."""
-    await connection.fetchval(
-        FAIL_EXHAUSTED_SQL, max_attempts, EXHAUSTED_REASON.format(max_attempts=max_attempts)
+async def fail_exhausted_then_next_due(connection: Any, *, max_attempts: int) -> float | None:
+    """For a worker that found nothing to claim: fail the tests whose worker died on their
+    last allowed attempt, and say how long until the next test is due (negative: it is due
+    already, None: nothing is open)."""
+    row = await connection.fetchrow(
+        IDLE_SQL, max_attempts, EXHAUSTED_REASON.format(max_attempts=max_attempts)
     )
-    rows = await connection.fetch(
-        CLAIM_SQL, lease.total_seconds(), worker_id, limit, max_attempts, record_class=InboxRow
-    )
-    return [
-        ClaimedTest(
-            id=row["claimed_test_id"],
-            attempts=row["claimed_attempts"],
-            round_trip=row["claimed_round_trip"],
-            round_trip_to=row["claimed_round_trip_to"],
-            inbox=row,
-        )
-        for row in rows
-    ]
-
-
-# Seconds from now until the next test becomes runnable (a queued test's run_after, or a
-# running test's lease expiry), by the database's clock; NULL: nothing is open.
-NEXT_DUE_SQL = """
-    SELECT extract(epoch FROM min(due) - clock_timestamp())::float8 FROM (
-        SELECT min(run_after) AS due FROM connection_test WHERE state = 'QUEUED'
-        UNION ALL
-        SELECT min(lease_expires_at) FROM connection_test WHERE state = 'RUNNING'
-    ) AS open_tests
-"""
-
-
-async def seconds_until_due(connection: Any) -> float | None:
-    """How long a worker may sleep before a test is due (negative: one is due already)."""
-    due: float | None = await connection.fetchval(NEXT_DUE_SQL)
-    return due
+    due_in: float | None = row["due_in"]
+    return due_in
 
 
 async def extend_lease(
@@ -508,9 +506,25 @@ async def record_outcome(
     return row
 
 
+INTERRUPTED_REASON = "Verification was interrupted by a server shutdown and is queued again."
+
+
 async def release(session: AsyncSession, test_id: uuid.UUID, worker_id: str) -> bool:
     """Give back a test this worker holds but will not finish (shutting down): it is queued
     again at once, its attempt not counted, for any worker to take."""
+    return await requeue(session, test_id, worker_id, run_after=None, reason=INTERRUPTED_REASON)
+
+
+async def requeue(
+    session: AsyncSession,
+    test_id: uuid.UUID,
+    worker_id: str,
+    *,
+    run_after: datetime | None,
+    reason: str,
+) -> bool:
+    """Put a test this worker holds but did not run back in the queue, due at ``run_after``
+    (None: now), its attempt not counted; the inbox is PENDING with ``reason``."""
     result = await session.execute(
         update(ConnectionTest)
         .where(
@@ -522,7 +536,7 @@ async def release(session: AsyncSession, test_id: uuid.UUID, worker_id: str) -> 
             state=TestState.QUEUED.value,
             worker_id=None,
             lease_expires_at=None,
-            run_after=func.now(),
+            run_after=run_after if run_after is not None else func.now(),
             attempts=func.greatest(ConnectionTest.attempts - 1, 0),
             version=ConnectionTest.version + 1,
         )
@@ -533,13 +547,7 @@ async def release(session: AsyncSession, test_id: uuid.UUID, worker_id: str) -> 
         return False
     await publish_test(session, test)
     await _set_inbox_status(
-        session,
-        test.inbox_id,
-        {
-            "status": InboxStatus.PENDING.value,
-            "status_reason": "Verification was interrupted "
-            "by a server shutdown and is queued again.",
-        },
+        session, test.inbox_id, {"status": InboxStatus.PENDING.value, "status_reason": reason}
     )
     await session.execute(text(f"NOTIFY {JOBS_CHANNEL}"))
     return True

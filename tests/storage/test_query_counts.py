@@ -298,7 +298,11 @@ async def test_verification_job(jobs_stack):
         with recorder.counting() as counts:
             async with db.connection() as connection:
                 claimed = await jobs.claim_tests(
-                    connection, worker_id=worker_id, lease=timedelta(seconds=30), limit=1
+                    connection,
+                    worker_id=worker_id,
+                    lease=timedelta(seconds=30),
+                    limit=1,
+                    max_attempts=config.max_attempts,
                 )
             assert len(claimed) == 1
             stored = await verify(db, keyring, config, claimed[0], worker_id)
