@@ -99,7 +99,7 @@ def _create_sql(insert_columns: tuple[str, ...]) -> str:
             SELECT ${n + 1}, id, workspace_id, 'QUEUED', 'CREATED', false, version, 0,
                    greatest(now(), ${n + 2}::timestamptz), now(), 1
               FROM inbox
-            RETURNING id
+            RETURNING id, inbox_id, workspace_id, version
         ), audit AS (
             INSERT INTO audit_event (id, workspace_id, inbox_id, action, api_key_prefix,
                                      client_address, details, at)
@@ -109,9 +109,19 @@ def _create_sql(insert_columns: tuple[str, ...]) -> str:
             RETURNING id
         ), notified AS (
             SELECT pg_notify('{jobs.JOBS_CHANNEL}', ''),
-                   pg_notify('{events.CHANNEL}', ${n + 7}),
-                   pg_notify('{events.CHANNEL}', ${n + 8})
-              FROM test
+                   {
+        events.notify_sql(
+            "'TEST_CHANGED'",
+            "t.workspace_id",
+            "t.inbox_id",
+            "t.version",
+            test_id="t.id",
+        )
+    },
+                   {
+        events.notify_sql("'CREATED'", "i.workspace_id", "i.id", "i.version", status="i.status")
+    }
+              FROM test t, inbox i
         )
         SELECT inbox.* FROM inbox, audit, notified
     """  # noqa: S608
@@ -205,10 +215,6 @@ async def create_inbox(
             audit.api_key_prefix,
             audit.client_address,
             audit.details,
-            events.Event(
-                events.EventKind.TEST_CHANGED, workspace_id, inbox_id, 1, test_id=test_id
-            ).encode(),
-            events.Event(events.EventKind.CREATED, workspace_id, inbox_id, 1).encode(),
             record_class=InboxRow,
         )
         if created is None:
@@ -378,12 +384,21 @@ async def update_inbox(
         await jobs.cancel_open_tests(session, inbox.id)
         test = await jobs.enqueue_test(session, inbox, reason="SETTINGS_CHANGED", spacing=spacing)
     await events.publish(
-        session, events.Event(events.EventKind.UPDATED, workspace_id, inbox.id, inbox.version)
+        session,
+        events.Event(
+            events.EventKind.UPDATED, workspace_id, inbox.id, inbox.version, status=inbox.status
+        ),
     )
     if reverify:
         await events.publish(
             session,
-            events.Event(events.EventKind.STATUS_CHANGED, workspace_id, inbox.id, inbox.version),
+            events.Event(
+                events.EventKind.STATUS_CHANGED,
+                workspace_id,
+                inbox.id,
+                inbox.version,
+                status=inbox.status,
+            ),
         )
     return inbox, test
 
@@ -456,6 +471,9 @@ async def set_setup_status(
     )
     await session.refresh(inbox)
     await events.publish(
-        session, events.Event(events.EventKind.UPDATED, workspace_id, inbox.id, inbox.version)
+        session,
+        events.Event(
+            events.EventKind.UPDATED, workspace_id, inbox.id, inbox.version, status=inbox.status
+        ),
     )
     return inbox

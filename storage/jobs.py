@@ -254,24 +254,20 @@ class ClaimedTest:
     inbox: InboxRow
 
 
-def _event_json(kind: str, workspace: str, inbox: str, version: str, test: str) -> str:
-    """SQL building the same payload as ``events.Event.encode`` (``Event.decode`` reads both)."""
-    return (
-        f"json_build_object('k', '{kind}', 'w', {workspace}, 'i', {inbox}, "
-        f"'v', {version}, 't', {test})::text"
-    )
-
-
 def _notify_test_and_status(tests: str, inboxes: str) -> str:
     """A CTE body sending TEST_CHANGED for each row of ``tests`` (columns id, inbox_id,
     workspace_id, version) and STATUS_CHANGED for each row of ``inboxes`` (id, workspace_id,
-    version), in that order."""
-    test_changed = _event_json("TEST_CHANGED", "t.workspace_id", "t.inbox_id", "t.version", "t.id")
-    status_changed = _event_json("STATUS_CHANGED", "i.workspace_id", "i.id", "i.version", "NULL")
+    version, status), in that order."""
+    test_changed = events.notify_sql(
+        "'TEST_CHANGED'", "t.workspace_id", "t.inbox_id", "t.version", test_id="t.id"
+    )
+    status_changed = events.notify_sql(
+        "'STATUS_CHANGED'", "i.workspace_id", "i.id", "i.version", status="i.status"
+    )
     # Built from names in this module only: S608 does not apply.
     return (
-        f"SELECT pg_notify('{events.CHANNEL}', {test_changed}) FROM {tests} t "  # noqa: S608
-        f"UNION ALL SELECT pg_notify('{events.CHANNEL}', {status_changed}) FROM {inboxes} i"
+        f"SELECT {test_changed} FROM {tests} t "  # noqa: S608
+        f"UNION ALL SELECT {status_changed} FROM {inboxes} i"
     )
 
 
@@ -352,7 +348,7 @@ IDLE_SQL = f"""
                error_count = i.error_count + 1, version = i.version + 1, updated_at = now()
           FROM failed f
          WHERE i.id = f.inbox_id
-        RETURNING i.id, i.workspace_id, i.version
+        RETURNING i.id, i.workspace_id, i.version, i.status
     ), notified AS (
         {_notify_test_and_status("failed", "inbox")}
     )
@@ -406,7 +402,11 @@ async def _set_inbox_status(
         await events.publish(
             session,
             events.Event(
-                events.EventKind.STATUS_CHANGED, inbox.workspace_id, inbox.id, inbox.version
+                events.EventKind.STATUS_CHANGED,
+                inbox.workspace_id,
+                inbox.id,
+                inbox.version,
+                status=inbox.status,
             ),
         )
     return inbox
@@ -450,7 +450,7 @@ RECORD_SQL = f"""
                version = i.version + 1, updated_at = now()
           FROM finished f
          WHERE i.id = f.inbox_id
-        RETURNING i.id, i.workspace_id, i.version
+        RETURNING i.id, i.workspace_id, i.version, i.status
     ), notified AS (
         {_notify_test_and_status("finished", "inbox")}
         -- A retry is a job coming due later: workers re-plan their sleep.
