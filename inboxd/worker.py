@@ -33,7 +33,7 @@ from resolvers.verification import (
     store_outcome,
     take_login_slot,
 )
-from storage import jobs
+from storage import job_runs
 from storage.db import UNAVAILABLE_ERRORS
 from storage.listener import EventHub
 
@@ -128,7 +128,7 @@ class Worker:
             for test_id in unfinished:
                 try:
                     async with self.state.db.transaction() as session:
-                        released = await jobs.release(session, test_id, self.worker_id)
+                        released = await job_runs.release(session, test_id, self.worker_id)
                 except UNAVAILABLE_ERRORS:
                     released = False  # its lease expires and another worker takes it
                 log.info("released unfinished test", test_id=str(test_id), released=released)
@@ -157,7 +157,7 @@ class Worker:
         if free <= 0:
             return self.poll_interval  # a slot that frees up wakes the loop
         async with self.state.db.connection(background=True) as connection:
-            tests = await jobs.claim_tests(
+            tests = await job_runs.claim_tests(
                 connection,
                 worker_id=self.worker_id,
                 lease=self.lease,
@@ -166,7 +166,7 @@ class Worker:
             )
             due_in = None
             if len(tests) < free:  # nothing more is due now: when is the next one?
-                due_in = await jobs.fail_exhausted_then_next_due(
+                due_in = await job_runs.fail_exhausted_then_next_due(
                     connection, max_attempts=self.config.max_attempts
                 )
         for test in tests:
@@ -188,7 +188,7 @@ class Worker:
             # Look for queued work now rather than at the next poll.
             self.hub.wake_workers()
 
-    async def _run(self, test: jobs.ClaimedTest) -> None:
+    async def _run(self, test: job_runs.ClaimedTest) -> None:
         test_id = test.id
         heartbeat = asyncio.create_task(self._heartbeat(test_id))
         try:
@@ -225,7 +225,7 @@ class Worker:
             await asyncio.sleep(interval)
             try:
                 async with self.state.db.transaction() as session:
-                    held = await jobs.extend_lease(session, test_id, self.worker_id, self.lease)
+                    held = await job_runs.extend_lease(session, test_id, self.worker_id, self.lease)
             except UNAVAILABLE_ERRORS:
                 continue
             if not held:

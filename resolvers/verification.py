@@ -1,6 +1,6 @@
 """Verifying an inbox: log in to its SMTP and IMAP servers (and check its domain's DNS).
 
-The job machinery (claiming, leases, retries) lives in ``inboxd.worker`` and ``storage.jobs``;
+The job machinery (claiming, leases, retries) lives in ``inboxd.worker`` and ``storage.job_runs``;
 this module decides what one attempt does and what its outcome means.
 """
 
@@ -22,7 +22,7 @@ from mail.probes import Endpoint, ProbeResult, ProbeSettings, probe_imap, probe_
 from mail.results import ProbeCode, Protocol
 from mail.roundtrip import run_round_trip
 from resolvers.domain import dns_status_for
-from storage import inboxes, jobs, spacing
+from storage import inboxes, job_runs, spacing
 from storage.db import Database
 from storage.models import EmailInbox, utcnow
 from storage.rows import InboxRow, TestRow
@@ -96,7 +96,7 @@ async def _dns(inbox: EmailInbox | InboxRow, config: VerificationConfig) -> dict
 
 async def _round_trip(
     inbox: EmailInbox | InboxRow,
-    test: jobs.ClaimedTest,
+    test: job_runs.ClaimedTest,
     smtp: Endpoint,
     imap: Endpoint,
     config: VerificationConfig,
@@ -141,13 +141,13 @@ async def _probe(
     return _unreadable(side) if endpoint is None else await probe(endpoint, settings, provider)
 
 
-def crashed_outcome(test: jobs.ClaimedTest, config: VerificationConfig) -> jobs.TestOutcome:
+def crashed_outcome(test: job_runs.ClaimedTest, config: VerificationConfig) -> job_runs.TestOutcome:
     """An attempt that raised instead of reporting: it counts, and is retried like network
     weather until the attempt limit."""
     retry_at = None
     if test.attempts < config.max_attempts:
         retry_at = utcnow() + retry_delay(test.attempts, config)
-    return jobs.TestOutcome(
+    return job_runs.TestOutcome(
         passed=False,
         smtp=None,
         imap=None,
@@ -159,8 +159,8 @@ def crashed_outcome(test: jobs.ClaimedTest, config: VerificationConfig) -> jobs.
 
 
 async def run_attempt(
-    test: jobs.ClaimedTest, keyring: KeyRing, config: VerificationConfig
-) -> jobs.TestOutcome:
+    test: job_runs.ClaimedTest, keyring: KeyRing, config: VerificationConfig
+) -> job_runs.TestOutcome:
     inbox = test.inbox
     smtp_endpoint = _endpoint_or_none(inbox, "smtp", keyring)
     imap_endpoint = _endpoint_or_none(inbox, "imap", keyring)
@@ -187,7 +187,7 @@ async def run_attempt(
     transient = not logins_ok and all(r.ok or r.transient for r in (smtp, imap))
     if transient and test.attempts < config.max_attempts:
         retry_at = utcnow() + retry_delay(test.attempts, config)
-    return jobs.TestOutcome(
+    return job_runs.TestOutcome(
         passed=passed,
         smtp=smtp.to_dict(),
         imap=imap.to_dict(),
@@ -224,7 +224,7 @@ async def login_accounts(inbox: EmailInbox | InboxRow, config: VerificationConfi
 
 async def take_login_slot(
     db: Database,
-    test: jobs.ClaimedTest,
+    test: job_runs.ClaimedTest,
     worker_id: str,
     config: VerificationConfig,
     login_spacing: timedelta,
@@ -240,7 +240,7 @@ async def take_login_slot(
         return True
     seconds = round(login_spacing.total_seconds())
     async with db.transaction() as session:
-        await jobs.requeue(
+        await job_runs.requeue(
             session,
             test.id,
             worker_id,
@@ -254,11 +254,11 @@ async def take_login_slot(
 
 
 async def store_outcome(
-    db: Database, test: jobs.ClaimedTest, worker_id: str, outcome: jobs.TestOutcome
+    db: Database, test: job_runs.ClaimedTest, worker_id: str, outcome: job_runs.TestOutcome
 ) -> TestRow | None:
-    """Record an attempt's outcome (see jobs.record_outcome). None: the test was lost."""
+    """Record an attempt's outcome (see job_runs.record_outcome). None: the test was lost."""
     async with db.connection(background=True) as connection:
-        stored = await jobs.record_outcome(connection, test.id, worker_id, outcome)
+        stored = await job_runs.record_outcome(connection, test.id, worker_id, outcome)
     log.info(
         "connection test finished",
         test_id=str(test.id),
@@ -274,7 +274,7 @@ async def verify(
     db: Database,
     keyring: KeyRing,
     config: VerificationConfig,
-    test: jobs.ClaimedTest,
+    test: job_runs.ClaimedTest,
     worker_id: str,
 ) -> TestRow | None:
     """Run one claimed test to its outcome. Returns the stored test, or None if it was lost.
