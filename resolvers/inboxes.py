@@ -25,7 +25,7 @@ from resolvers.validation import (
     normalize_update,
     parse_id,
 )
-from storage import audit, inboxes, jobs, workspaces
+from storage import audit, inbox_reads, inboxes, jobs, workspaces
 from storage.api_keys import Principal
 from storage.errors import RateLimitedError
 from storage.models import AuditEvent, ConnectionTest, EmailInbox, Workspace, utcnow
@@ -44,7 +44,7 @@ async def get_inbox(state: AppState, principal: Principal, raw_id: str) -> Inbox
     except ValueError:
         return None
     async with state.db.connection() as connection:
-        return await inboxes.read_inbox(connection, principal.workspace_id, inbox_id)
+        return await inbox_reads.read_inbox(connection, principal.workspace_id, inbox_id)
 
 
 async def read_shared(
@@ -60,7 +60,7 @@ async def read_shared(
         state.shared_reads[key] = future
         try:
             async with state.db.connection() as connection:
-                row = await inboxes.read_inbox(connection, principal.workspace_id, inbox_id)
+                row = await inbox_reads.read_inbox(connection, principal.workspace_id, inbox_id)
         except BaseException as exc:
             future.set_exception(exc)
             state.shared_reads.pop(key, None)
@@ -78,12 +78,12 @@ async def list_inboxes(
     *,
     first: int,
     after: str | None,
-    flt: inboxes.InboxFilter,
-) -> inboxes.Page:
+    flt: inbox_reads.InboxFilter,
+) -> inbox_reads.Page:
     check_first(first, state.max_page_size)
     cursor = decode_cursor(after)
     async with state.db.connection() as connection:
-        return await inboxes.read_page(
+        return await inbox_reads.read_page(
             connection, principal.workspace_id, first=first, after=cursor, flt=flt
         )
 

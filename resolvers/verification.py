@@ -22,7 +22,7 @@ from mail.probes import Endpoint, ProbeResult, ProbeSettings, probe_imap, probe_
 from mail.results import ProbeCode, Protocol
 from mail.roundtrip import run_round_trip
 from resolvers.domain import dns_status_for
-from storage import inboxes, job_runs, spacing
+from storage import inbox_passwords, job_runs, spacing
 from storage.db import Database
 from storage.models import EmailInbox, utcnow
 from storage.rows import InboxRow, TestRow
@@ -71,7 +71,7 @@ def _endpoint(inbox: EmailInbox | InboxRow, side: str, keyring: KeyRing) -> Endp
         port=getattr(inbox, f"{side}_port"),
         security=Security(getattr(inbox, f"{side}_security")),
         username=getattr(inbox, f"{side}_username"),
-        password=inboxes.decrypt_password(keyring, inbox, f"{side}_password"),
+        password=inbox_passwords.decrypt_password(keyring, inbox, f"{side}_password"),
         tls_certificate_sha256=getattr(inbox, f"{side}_tls_certificate_sha256"),
     )
 

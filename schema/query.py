@@ -20,7 +20,7 @@ from schema.types import (
     WorkspaceInfo,
     page_info,
 )
-from storage.inboxes import InboxFilter
+from storage.inbox_reads import InboxFilter
 from storage.models import Permission
 
 
