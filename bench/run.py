@@ -988,7 +988,7 @@ async def change_status(url: str, inbox_id: str) -> float:
     monotonic time right after COMMIT returned."""
     import asyncpg
 
-    from storage.events import CHANNEL, Event, EventKind
+    from storage.events import PUBLISH_SQL, EventKind
 
     connection = await asyncpg.connect(url, timeout=10)
     try:
@@ -996,13 +996,18 @@ async def change_status(url: str, inbox_id: str) -> float:
             row = await connection.fetchrow(
                 "UPDATE email_inbox SET status = CASE WHEN status = 'ACTIVE' THEN 'FAILED' "
                 "ELSE 'ACTIVE' END, version = version + 1, updated_at = now() "
-                "WHERE id = $1 RETURNING workspace_id, version",
+                "WHERE id = $1 RETURNING workspace_id, version, status",
                 uuid.UUID(inbox_id),
             )
-            event = Event(
-                EventKind.STATUS_CHANGED, row["workspace_id"], uuid.UUID(inbox_id), row["version"]
+            await connection.execute(
+                PUBLISH_SQL,
+                EventKind.STATUS_CHANGED.value,
+                row["workspace_id"],
+                uuid.UUID(inbox_id),
+                row["version"],
+                None,
+                row["status"],
             )
-            await connection.execute("SELECT pg_notify($1, $2)", CHANNEL, event.encode())
         return time.monotonic()
     finally:
         await connection.close()

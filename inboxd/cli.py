@@ -19,7 +19,7 @@ from inboxd.runtime import (
     stop_embedded_postgres,
 )
 from inboxd.settings import Settings, load_settings
-from storage import api_keys, inboxes, workspaces
+from storage import api_keys, inbox_passwords, workspaces
 from storage.db import Database
 from storage.errors import NotFoundError
 from storage.migrate import upgrade
@@ -158,7 +158,7 @@ async def _rotate_keys(db: Database, keyring: KeyRing) -> None:
     rotated, unreadable, after = 0, [], None
     while True:
         async with db.transaction() as session:
-            batch = await inboxes.rotate_secrets(session, keyring, after=after)
+            batch = await inbox_passwords.rotate_secrets(session, keyring, after=after)
         rotated += batch.rotated
         unreadable += batch.unreadable
         if batch.last_id is None:

@@ -26,8 +26,14 @@ from mail.dns_lookup import DnsSettings
 from mail.network import NetworkPolicy
 from mail.probes import ProbeSettings
 from resolvers.state import AppState
-from resolvers.verification import VerificationConfig, run_attempt, store_outcome
-from storage import jobs
+from resolvers.verification import (
+    VerificationConfig,
+    crashed_outcome,
+    run_attempt,
+    store_outcome,
+    take_login_slot,
+)
+from storage import job_runs
 from storage.db import UNAVAILABLE_ERRORS
 from storage.listener import EventHub
 
@@ -123,7 +129,7 @@ class Worker:
             for test_id in unfinished:
                 try:
                     async with self.state.db.transaction() as session:
-                        released = await jobs.release(session, test_id, self.worker_id)
+                        released = await job_runs.release(session, test_id, self.worker_id)
                 except UNAVAILABLE_ERRORS:
                     released = False  # its lease expires and another worker takes it
                 log.info("released unfinished test", test_id=str(test_id), released=released)
@@ -152,15 +158,23 @@ class Worker:
         if free <= 0:
             return self.poll_interval  # a slot that frees up wakes the loop
         async with self.state.db.connection(background=True) as connection:
-            tests = await jobs.claim_tests(
-                connection, worker_id=self.worker_id, lease=self.lease, limit=free
+            tests = await job_runs.claim_tests(
+                connection,
+                worker_id=self.worker_id,
+                lease=self.lease,
+                limit=free,
+                max_attempts=self.config.max_attempts,
             )
-            due_in = None if tests else await jobs.seconds_until_due(connection)
+            due_in = None
+            if len(tests) < free:  # nothing more is due now: when is the next one?
+                due_in = await job_runs.fail_exhausted_then_next_due(
+                    connection, max_attempts=self.config.max_attempts
+                )
         for test in tests:
             task = asyncio.create_task(self._run(test), name=f"test-{test.id}")
             self.running[test.id] = task
             self.probing.add(test.id)
-        if tests:
+        if len(tests) == free:
             return 0  # there may be more due right now
         if due_in is None:
             return self.poll_interval
@@ -175,10 +189,15 @@ class Worker:
             # Look for queued work now rather than at the next poll.
             self.hub.wake_workers()
 
-    async def _run(self, test: jobs.ClaimedTest) -> None:
+    async def _run(self, test: job_runs.ClaimedTest) -> None:
         test_id = test.id
         heartbeat = asyncio.create_task(self._heartbeat(test_id))
         try:
+            login_spacing = self.state.verification_spacing
+            if login_spacing > timedelta(0) and not await take_login_slot(
+                self.state.db, test, self.worker_id, self.config, login_spacing
+            ):
+                return  # queued again for its login slot
             outcome = await run_attempt(test, self.state.keyring, self.config)
             # The logins are over: the slot takes the next test while this outcome is stored.
             self._free_slot(test_id)
@@ -186,8 +205,16 @@ class Worker:
         except asyncio.CancelledError:
             raise
         except Exception:
-            # The lease expires and another attempt follows; nothing is recorded half-way.
+            # The attempt counts: retried with backoff like network weather, up to the limit.
             log.exception("connection test crashed", test_id=str(test_id))
+            self._free_slot(test_id)
+            try:
+                await store_outcome(
+                    self.state.db, test, self.worker_id, crashed_outcome(test, self.config)
+                )
+            except Exception:
+                # The lease expires; the claim then retries it or fails it at the limit.
+                log.warning("could not record the crash", test_id=str(test_id))
         finally:
             heartbeat.cancel()  # not awaited: nothing waits on it, and it holds nothing
             self.running.pop(test_id, None)
@@ -199,7 +226,7 @@ class Worker:
             await asyncio.sleep(interval)
             try:
                 async with self.state.db.transaction() as session:
-                    held = await jobs.extend_lease(session, test_id, self.worker_id, self.lease)
+                    held = await job_runs.extend_lease(session, test_id, self.worker_id, self.lease)
             except UNAVAILABLE_ERRORS:
                 continue
             if not held:

@@ -26,6 +26,8 @@ class ProbeCode(StrEnum):
     STARTTLS_UNSUPPORTED = "STARTTLS_UNSUPPORTED"
     PLAINTEXT_AUTH_REFUSED = "PLAINTEXT_AUTH_REFUSED"
     PROTOCOL_ERROR = "PROTOCOL_ERROR"
+    # The stored password cannot be decrypted (its key left the key ring, or the row is damaged).
+    SECRET_UNREADABLE = "SECRET_UNREADABLE"
     UNEXPECTED = "UNEXPECTED"
 
 

@@ -27,7 +27,7 @@ from resolvers.validation import (
     parse_id,
     refuse_nul,
 )
-from storage import audit, inboxes, jobs, workspaces
+from storage import audit, inbox_reads, inboxes, jobs, workspaces
 from storage.api_keys import Principal
 from storage.errors import RateLimitedError
 from storage.models import AuditEvent, ConnectionTest, EmailInbox, Workspace, utcnow
@@ -47,7 +47,7 @@ async def get_inbox(state: AppState, principal: Principal, raw_id: str) -> Inbox
     except ValueError:
         return None
     async with state.db.connection() as connection:
-        return await inboxes.read_inbox(connection, principal.workspace_id, inbox_id)
+        return await inbox_reads.read_inbox(connection, principal.workspace_id, inbox_id)
 
 
 async def read_shared(
@@ -71,7 +71,7 @@ async def _read_inbox(
     state: AppState, workspace_id: uuid.UUID, inbox_id: uuid.UUID
 ) -> InboxRow | None:
     async with state.db.connection() as connection:
-        return await inboxes.read_inbox(connection, workspace_id, inbox_id)
+        return await inbox_reads.read_inbox(connection, workspace_id, inbox_id)
 
 
 def _read_done(
@@ -90,13 +90,13 @@ async def list_inboxes(
     *,
     first: int,
     after: str | None,
-    flt: inboxes.InboxFilter,
-) -> inboxes.Page:
+    flt: inbox_reads.InboxFilter,
+) -> inbox_reads.Page:
     check_first(first, state.max_page_size)
     cursor = decode_cursor(after)
     refuse_nul({"search": flt.search, "department": flt.department, "tag": flt.tag}, "filter")
     async with state.db.connection() as connection:
-        return await inboxes.read_page(
+        return await inbox_reads.read_page(
             connection, principal.workspace_id, first=first, after=cursor, flt=flt
         )
 

@@ -19,7 +19,7 @@ from schema.types import (
     Viewer,
     WorkspaceInfo,
 )
-from storage.inboxes import InboxFilter
+from storage.inbox_reads import InboxFilter
 from storage.models import Permission
 
 

@@ -1,7 +1,13 @@
 """Change events: written with ``pg_notify`` inside the transaction that made the change.
 
 Postgres delivers a NOTIFY only when its transaction commits, so a subscriber never hears of a
-change that was rolled back. Payloads carry ids and versions only; a subscriber re-reads state.
+change that was rolled back. A payload carries ids, the version the change produced and, for
+an inbox, its status at that version, so the stream alone tells the sequence of statuses
+(PENDING 1, VERIFYING 2, ACTIVE 3) however late a subscriber re-reads the rest.
+
+Every payload is built by ``payload_sql``, in the statement that makes the change, from the
+row it wrote: statements that change many rows notify for each, and Python callers go through
+``PUBLISH_SQL``, the same expression with parameters.
 """
 
 from __future__ import annotations
@@ -11,8 +17,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import orjson
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.db import driver_connection
 
 CHANNEL = "inboxd_events"
 
@@ -25,6 +32,35 @@ class EventKind(StrEnum):
     TEST_CHANGED = "TEST_CHANGED"
 
 
+def payload_sql(
+    kind: str,
+    workspace_id: str,
+    inbox_id: str,
+    version: str,
+    *,
+    test_id: str = "NULL",
+    status: str = "NULL",
+) -> str:
+    """The SQL expression of an event's payload, from SQL expressions for its parts (column
+    references or parameters). ``Event.decode`` reads it."""
+    return (
+        f"json_build_object('k', {kind}, 'w', {workspace_id}, 'i', {inbox_id}, "
+        f"'v', {version}, 't', {test_id}, 's', {status})::text"
+    )
+
+
+def notify_sql(*parts: str, test_id: str = "NULL", status: str = "NULL") -> str:
+    """``pg_notify`` of ``payload_sql(*parts, ...)`` on the events channel."""
+    kind, workspace_id, inbox_id, version = parts
+    payload = payload_sql(kind, workspace_id, inbox_id, version, test_id=test_id, status=status)
+    return f"pg_notify('{CHANNEL}', {payload})"
+
+
+PUBLISH_SQL = "SELECT " + notify_sql(
+    "$1::text", "$2::uuid", "$3::uuid", "$4::int", test_id="$5::uuid", status="$6::text"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     kind: EventKind
@@ -32,17 +68,8 @@ class Event:
     inbox_id: uuid.UUID
     version: int
     test_id: uuid.UUID | None = None
-
-    def encode(self) -> str:
-        return orjson.dumps(
-            {
-                "k": self.kind.value,
-                "w": str(self.workspace_id),
-                "i": str(self.inbox_id),
-                "v": self.version,
-                "t": str(self.test_id) if self.test_id else None,
-            }
-        ).decode()
+    # The inbox's status at ``version`` (None for test events and deletions).
+    status: str | None = None
 
     @classmethod
     def decode(cls, payload: str) -> Event:
@@ -53,11 +80,17 @@ class Event:
             inbox_id=uuid.UUID(data["i"]),
             version=int(data["v"]),
             test_id=uuid.UUID(data["t"]) if data.get("t") else None,
+            status=data.get("s"),
         )
 
 
 async def publish(session: AsyncSession, event: Event) -> None:
-    await session.execute(
-        text("SELECT pg_notify(:channel, :payload)"),
-        {"channel": CHANNEL, "payload": event.encode()},
+    await (await driver_connection(session)).execute(
+        PUBLISH_SQL,
+        event.kind.value,
+        event.workspace_id,
+        event.inbox_id,
+        event.version,
+        event.test_id,
+        event.status,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
@@ -26,28 +26,18 @@ from storage.errors import (
     SubscriptionInactiveError,
     VersionConflictError,
 )
+from storage.inbox_passwords import decrypt_password, encrypt_password
+from storage.inbox_reads import INBOX_COLUMNS
 from storage.models import ConnectionTest, EmailInbox, InboxStatus, utcnow
-from storage.rows import InboxRow, columns
-from storage.secrets import DecryptionError, KeyRing, Secret, associated_data
+from storage.rows import InboxRow
+from storage.secrets import KeyRing, Secret
 
-TABLE = "email_inbox"
-PASSWORD_COLUMNS = ("smtp_password", "imap_password")
 # A change to any of these means the stored verification no longer describes the inbox.
 CONNECTION_FIELDS = frozenset(
     f"{side}_{name}"
     for side in ("smtp", "imap")
     for name in ("host", "port", "security", "username", "password", "tls_certificate_sha256")
 )
-
-
-def encrypt_password(keyring: KeyRing, inbox_id: uuid.UUID, column: str, password: Secret) -> bytes:
-    """The one place a password is revealed on its way in: to be encrypted."""
-    return keyring.encrypt(password.reveal(), associated_data(TABLE, column, inbox_id))
-
-
-def decrypt_password(keyring: KeyRing, inbox: EmailInbox | InboxRow, column: str) -> Secret:
-    blob: bytes = getattr(inbox, column)
-    return keyring.decrypt(blob, associated_data(TABLE, column, inbox.id))
 
 
 async def count_inboxes(session: AsyncSession, workspace_id: uuid.UUID) -> int:
@@ -100,7 +90,7 @@ def _create_sql(insert_columns: tuple[str, ...]) -> str:
             SELECT ${n + 1}, id, workspace_id, 'QUEUED', 'CREATED', false, version, 0,
                    greatest(now(), ${n + 2}::timestamptz), now(), 1
               FROM inbox
-            RETURNING id
+            RETURNING id, inbox_id, workspace_id, version
         ), audit AS (
             INSERT INTO audit_event (id, workspace_id, inbox_id, action, api_key_prefix,
                                      client_address, details, at)
@@ -110,9 +100,19 @@ def _create_sql(insert_columns: tuple[str, ...]) -> str:
             RETURNING id
         ), notified AS (
             SELECT pg_notify('{jobs.JOBS_CHANNEL}', ''),
-                   pg_notify('{events.CHANNEL}', ${n + 7}),
-                   pg_notify('{events.CHANNEL}', ${n + 8})
-              FROM test
+                   {
+        events.notify_sql(
+            "'TEST_CHANGED'",
+            "t.workspace_id",
+            "t.inbox_id",
+            "t.version",
+            test_id="t.id",
+        )
+    },
+                   {
+        events.notify_sql("'CREATED'", "i.workspace_id", "i.id", "i.version", status="i.status")
+    }
+              FROM test t, inbox i
         )
         SELECT inbox.* FROM inbox, audit, notified
     """  # noqa: S608
@@ -206,10 +206,6 @@ async def create_inbox(
             audit.api_key_prefix,
             audit.client_address,
             audit.details,
-            events.Event(
-                events.EventKind.TEST_CHANGED, workspace_id, inbox_id, 1, test_id=test_id
-            ).encode(),
-            events.Event(events.EventKind.CREATED, workspace_id, inbox_id, 1).encode(),
             record_class=InboxRow,
         )
         if created is None:
@@ -230,108 +226,6 @@ async def get_inbox(
     if inbox is None:
         raise NotFoundError("email inbox", inbox_id)
     return inbox
-
-
-@dataclass(frozen=True, slots=True)
-class InboxFilter:
-    search: str | None = None
-    status: str | None = None
-    department: str | None = None
-    tag: str | None = None
-    active: bool | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    items: list[InboxRow]
-    has_next_page: bool
-    total_count: int
-
-
-INBOX_COLUMNS = columns(EmailInbox)
-# SQL below is assembled from fixed fragments (column names, clauses); values are always
-# positional parameters, hence the S608 exemptions.
-READ_INBOX_SQL = f"SELECT {INBOX_COLUMNS} FROM email_inbox WHERE id = $1 AND workspace_id = $2"  # noqa: S608
-
-
-async def read_inbox(
-    connection: Any, workspace_id: uuid.UUID, inbox_id: uuid.UUID
-) -> InboxRow | None:
-    """One inbox of the workspace, for display (no ORM object, no transaction)."""
-    row: InboxRow | None = await connection.fetchrow(
-        READ_INBOX_SQL, inbox_id, workspace_id, record_class=InboxRow
-    )
-    return row
-
-
-def _escape_like(term: str) -> str:
-    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _filter_sql(workspace_id: uuid.UUID, flt: InboxFilter) -> tuple[list[str], list[Any]]:
-    """WHERE clauses (positional parameters) and their arguments."""
-    args: list[Any] = [workspace_id]
-    clauses = ["workspace_id = $1"]
-
-    def arg(value: Any) -> str:
-        args.append(value)
-        return f"${len(args)}"
-
-    if flt.search:
-        pattern = arg(f"%{_escape_like(flt.search)}%")
-        clauses.append(
-            "("
-            + " OR ".join(
-                f"{column} ILIKE {pattern} ESCAPE '\\'"
-                for column in ("name", "email", "display_name")
-            )
-            + ")"
-        )
-    if flt.status is not None:
-        clauses.append(f"status = {arg(flt.status)}")
-    if flt.department is not None:
-        clauses.append(f"department = {arg(flt.department)}")
-    if flt.tag is not None:
-        clauses.append(f"tags @> ARRAY[{arg(flt.tag)}::text]")
-    if flt.active is not None:
-        clauses.append(f"active = {arg(flt.active)}")
-    return clauses, args
-
-
-async def read_page(
-    connection: Any,
-    workspace_id: uuid.UUID,
-    *,
-    first: int,
-    after: tuple[datetime, uuid.UUID] | None,
-    flt: InboxFilter,
-    with_total: bool = True,
-) -> Page:
-    """A page of the workspace's inboxes, oldest first, after the keyset cursor ``after``.
-
-    The SQL text depends only on which filters are set, so asyncpg's statement cache keeps
-    one prepared statement per shape.
-    """
-    clauses, args = _filter_sql(workspace_id, flt)
-    page_clauses, page_args = list(clauses), list(args)
-    if after is not None:
-        n = len(page_args)
-        page_clauses.append(f"(created_at, id) > (${n + 1}, ${n + 2})")
-        page_args += list(after)
-    page_args.append(first + 1)
-    rows: list[InboxRow] = await connection.fetch(
-        f"SELECT {INBOX_COLUMNS} FROM email_inbox WHERE {' AND '.join(page_clauses)} "  # noqa: S608
-        f"ORDER BY created_at, id LIMIT ${len(page_args)}",
-        *page_args,
-        record_class=InboxRow,
-    )
-    total = -1
-    if with_total:
-        total = await connection.fetchval(
-            f"SELECT count(*) FROM email_inbox WHERE {' AND '.join(clauses)}",  # noqa: S608
-            *args,
-        )
-    return Page(items=rows[:first], has_next_page=len(rows) > first, total_count=total)
 
 
 async def update_inbox(
@@ -378,12 +272,21 @@ async def update_inbox(
         await jobs.cancel_open_tests(session, inbox.id)
         test = await jobs.enqueue_test(session, inbox, reason="SETTINGS_CHANGED", spacing=spacing)
     await events.publish(
-        session, events.Event(events.EventKind.UPDATED, workspace_id, inbox.id, inbox.version)
+        session,
+        events.Event(
+            events.EventKind.UPDATED, workspace_id, inbox.id, inbox.version, status=inbox.status
+        ),
     )
     if reverify:
         await events.publish(
             session,
-            events.Event(events.EventKind.STATUS_CHANGED, workspace_id, inbox.id, inbox.version),
+            events.Event(
+                events.EventKind.STATUS_CHANGED,
+                workspace_id,
+                inbox.id,
+                inbox.version,
+                status=inbox.status,
+            ),
         )
     return inbox, test
 
@@ -398,52 +301,6 @@ async def delete_inbox(session: AsyncSession, workspace_id: uuid.UUID, inbox_id:
     )
 
 
-@dataclass(slots=True)
-class RotationBatch:
-    rotated: int
-    unreadable: list[uuid.UUID]
-    last_id: uuid.UUID | None  # None: no rows after ``after``; rotation is complete
-
-
-async def rotate_secrets(
-    session: AsyncSession,
-    keyring: KeyRing,
-    *,
-    after: uuid.UUID | None = None,
-    batch_size: int = 200,
-) -> RotationBatch:
-    """Re-encrypt the passwords of one batch of rows (by id, after ``after``) under the newest key.
-
-    Rows are locked only for their batch's short transaction, so the API keeps serving: every
-    process holds all keys and reads both old and new ciphertexts. A row that does not decrypt
-    is reported and left as it is, never overwritten.
-    """
-    statement = select(EmailInbox).order_by(col(EmailInbox.id)).limit(batch_size).with_for_update()
-    if after is not None:
-        statement = statement.where(col(EmailInbox.id) > after)
-    rows = list((await session.execute(statement)).scalars())
-    rotated = 0
-    unreadable: list[uuid.UUID] = []
-    for inbox in rows:
-        if not any(keyring.needs_rotation(getattr(inbox, c)) for c in PASSWORD_COLUMNS):
-            continue
-        try:
-            values = {
-                column: encrypt_password(
-                    keyring, inbox.id, column, decrypt_password(keyring, inbox, column)
-                )
-                for column in PASSWORD_COLUMNS
-            }
-        except DecryptionError:
-            unreadable.append(inbox.id)
-            continue
-        await session.execute(
-            update(EmailInbox).where(col(EmailInbox.id) == inbox.id).values(**values)
-        )
-        rotated += 1
-    return RotationBatch(rotated, unreadable, rows[-1].id if rows else None)
-
-
 async def set_setup_status(
     session: AsyncSession, workspace_id: uuid.UUID, inbox_id: uuid.UUID, status: dict[str, Any]
 ) -> EmailInbox:
@@ -456,6 +313,9 @@ async def set_setup_status(
     )
     await session.refresh(inbox)
     await events.publish(
-        session, events.Event(events.EventKind.UPDATED, workspace_id, inbox.id, inbox.version)
+        session,
+        events.Event(
+            events.EventKind.UPDATED, workspace_id, inbox.id, inbox.version, status=inbox.status
+        ),
     )
     return inbox

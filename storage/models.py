@@ -224,3 +224,16 @@ class AuditEvent(SQLModel, table=True):
     at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
+
+
+class LoginSlot(SQLModel, table=True):
+    """The latest login (taken or booked) to one account, by every inbox in every workspace.
+
+    ``account`` is ``<address>|<case-folded username>`` for each address the host resolved
+    to, and ``<case-folded host>|<case-folded username>``, so neither a second spelling of
+    the host nor of the username gets a login of its own."""
+
+    __tablename__ = "login_slot"
+
+    account: str = Field(sa_column=Column(Text, primary_key=True))
+    last_login_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

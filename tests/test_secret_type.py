@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("inboxd", "schema", "resolvers", "storage", "mail")
 # Where a password is revealed, and why.
 REVEALED_IN = {
-    "storage/inboxes.py": "encrypt_password: the encryption call",
+    "storage/inbox_passwords.py": "encrypt_password: the encryption call",
     "resolvers/validation_addresses.py": "normalize_password: its length and NUL check",
     "mail/smtp_probe.py": "AUTH: the login itself",
     "mail/imap_probe.py": "LOGIN: the login itself",

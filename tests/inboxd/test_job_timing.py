@@ -162,3 +162,47 @@ async def test_a_retry_starts_at_its_due_time(spaced, mail):
     # run_after holds the last retry's due time; its login followed within a second.
     late = logins[-1] - test.run_after.timestamp()
     assert 0 <= late <= ON_TIME + HANDSHAKE_JITTER, late
+
+
+def logins_of(server: SmtpServer | ImapServer, before: int, username: str) -> list[float]:
+    """Login times after index ``before`` whose username is ``username`` in any case."""
+    return [at for user, at in server.logins[before:] if user.casefold() == username.casefold()]
+
+
+def with_account(
+    mail: tuple[SmtpServer, ImapServer], n: int, *, host: str = "127.0.0.1", username: str = USER
+) -> dict[str, object]:
+    input = same_account_input(mail, n)
+    for side in ("smtp", "imap"):
+        input[side] = {**input[side], "host": host, "username": username}  # type: ignore[dict-item]
+    return input
+
+
+# Two spellings of one account: (first inbox's, second inbox's) host and username.
+SPELLINGS = {
+    "username-case": lambda user: ({"username": user.upper()}, {"username": user}),
+    "localhost": lambda user: (
+        {"username": user, "host": "127.0.0.1"},
+        {"username": user, "host": "localhost"},
+    ),
+}
+
+
+@pytest.mark.parametrize("spelling", list(SPELLINGS))
+async def test_other_spellings_of_one_account_are_spaced(spaced, mail, spelling):
+    """Logins to an account of their own (refused, it has no mailbox; an attempt all the same)."""
+    tenant = await spaced.tenant()
+    smtp, imap = mail
+    smtp_before, imap_before = len(smtp.logins), len(imap.logins)
+    username = f"spaced-{uuid.uuid4().hex[:8]}@example.test"
+    first, second = SPELLINGS[spelling](username)
+    inbox_ids = [
+        await create(spaced, tenant, with_account(mail, 1, **first)),
+        await create(spaced, tenant, with_account(mail, 2, **second)),
+    ]
+    await finished_tests(spaced, inbox_ids)
+    for server, before in ((smtp, smtp_before), (imap, imap_before)):
+        logins = logins_of(server, before, username)
+        assert len(logins) == 2, server.logins[before:]
+        login_gaps = gaps(logins)
+        assert all(gap >= SPACING - HANDSHAKE_JITTER for gap in login_gaps), login_gaps

@@ -35,7 +35,7 @@ from sqlalchemy import event
 from mail.network import NetworkPolicy
 from mail.probes import ProbeSettings
 from resolvers.verification import VerificationConfig, verify
-from storage import jobs, models
+from storage import job_runs, models
 from storage.db import Database
 from storage.rows import InboxRow, TestRow
 from storage.secrets import KeyRing
@@ -297,8 +297,12 @@ async def test_verification_job(jobs_stack):
         await loop_turn()
         with recorder.counting() as counts:
             async with db.connection() as connection:
-                claimed = await jobs.claim_tests(
-                    connection, worker_id=worker_id, lease=timedelta(seconds=30), limit=1
+                claimed = await job_runs.claim_tests(
+                    connection,
+                    worker_id=worker_id,
+                    lease=timedelta(seconds=30),
+                    limit=1,
+                    max_attempts=config.max_attempts,
                 )
             assert len(claimed) == 1
             stored = await verify(db, keyring, config, claimed[0], worker_id)
@@ -313,10 +317,10 @@ async def test_verification_job(jobs_stack):
         await create_and_run()
     counts = results[-1]
     _report("job", counts)
-    # Claim, one statement (storage.jobs.CLAIM_SQL): UPDATE connection_test ... SKIP LOCKED,
+    # Claim, one statement (storage.job_runs.CLAIM_SQL): UPDATE connection_test ... SKIP LOCKED,
     #   UPDATE email_inbox SET status = VERIFYING, pg_notify TEST_CHANGED and STATUS_CHANGED,
     #   returning the inbox: the probes start right after it.
-    # Outcome, one statement (storage.jobs.RECORD_SQL): UPDATE connection_test, UPDATE
+    # Outcome, one statement (storage.job_runs.RECORD_SQL): UPDATE connection_test, UPDATE
     #   email_inbox (status FAILED), pg_notify TEST_CHANGED and STATUS_CHANGED.
     assert len(counts.statements) == 2, counts.listing()
     assert counts.checkouts == 0

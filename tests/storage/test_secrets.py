@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from storage import inboxes
+from storage import inbox_passwords, inboxes
 from storage.models import EmailInbox
 from storage.secrets import DecryptionError, KeyRing, Secret, associated_data
 from tests.schema.fragments import CREATE, GET, minimal_input
@@ -109,9 +109,9 @@ async def test_ciphertext_moved_to_another_row_fails_to_decrypt(tenant, db, keyr
     async with db.sessions() as session:
         row = await inboxes.get_inbox(session, tenant.workspace.id, uuid.UUID(two["id"]))
         with pytest.raises(DecryptionError):
-            inboxes.decrypt_password(keyring, row, "smtp_password")
+            inbox_passwords.decrypt_password(keyring, row, "smtp_password")
         row_one = await inboxes.get_inbox(session, tenant.workspace.id, uuid.UUID(one["id"]))
-        assert inboxes.decrypt_password(keyring, row_one, "smtp_password").reveal() == (
+        assert inbox_passwords.decrypt_password(keyring, row_one, "smtp_password").reveal() == (
             "app-password-1"
         )
 
@@ -144,12 +144,18 @@ async def test_rotation_re_encrypts_everything_and_keeps_it_readable(tenant, db,
             row = await inboxes.get_inbox(session, tenant.workspace.id, inbox_id)
             assert not rotated.needs_rotation(row.smtp_password)
             assert not rotated.needs_rotation(row.imap_password)
-            assert inboxes.decrypt_password(rotated, row, "smtp_password").reveal() == f"pw-{i}"
+            assert (
+                inbox_passwords.decrypt_password(rotated, row, "smtp_password").reveal()
+                == f"pw-{i}"
+            )
             # The new key alone now suffices for these rows.
             new_only = KeyRing.parse(
                 ",".join(f"{k}:{v}" for k, v in _specs(rotated) if k == "test2")
             )
-            assert inboxes.decrypt_password(new_only, row, "imap_password").reveal() == f"pw-{i}"
+            assert (
+                inbox_passwords.decrypt_password(new_only, row, "imap_password").reveal()
+                == f"pw-{i}"
+            )
     # Rotate back so other tests' rows stay readable under the session key ring.
     await rotate_all(db, KeyRing.parse(",".join(f"{k}:{v}" for k, v in reversed(_specs(rotated)))))
     read = await tenant.client(GET, {"id": str(ids[0])})
@@ -212,7 +218,7 @@ async def rotate_all(db, ring: KeyRing) -> tuple[int, list[uuid.UUID]]:
     total, unreadable, after = 0, [], None
     while True:
         async with db.transaction() as session:
-            batch = await inboxes.rotate_secrets(session, ring, after=after, batch_size=2)
+            batch = await inbox_passwords.rotate_secrets(session, ring, after=after, batch_size=2)
         total += batch.rotated
         unreadable += batch.unreadable
         if batch.last_id is None:
