@@ -25,10 +25,12 @@ from graphql import (
 from resolvers import inboxes
 from schema.checks import ConnectionTest
 from schema.context import Info, caller
+from schema.enums import InboxStatus
 from schema.types import EmailInbox
 from storage.db import UNAVAILABLE_ERRORS
 from storage.events import Event, EventKind
 from storage.listener import EventHub
+from storage.models import InboxStatus as ModelStatus
 from storage.models import Permission, TestState
 
 log = structlog.get_logger("inboxd.subscriptions")
@@ -53,8 +55,15 @@ class EmailInboxEventKind(Enum):
 class EmailInboxEvent:
     kind: EmailInboxEventKind
     inbox_id: strawberry.ID | None
-    version: int | None
-    inbox: EmailInbox | None = strawberry.field(description="Current state; null once deleted.")
+    version: int | None = strawberry.field(description="The version this change produced.")
+    status: InboxStatus | None = strawberry.field(  # type: ignore[valid-type]
+        description="The inbox's status at `version` (null for DELETED and RESYNC): with "
+        "`kind` and `version`, the sequence of changes, however late `inbox` was read."
+    )
+    inbox: EmailInbox | None = strawberry.field(
+        description="The inbox as read when the event was delivered: its current state, so "
+        "`inbox.version` may be past `version` when changes come quickly. Null once deleted."
+    )
 
 
 async def read_retried(read: Callable[[], Awaitable[T]]) -> T:
@@ -172,7 +181,11 @@ class Subscription:
                 item = await watcher.queue.get()
                 if not isinstance(item, Event):
                     yield EmailInboxEvent(
-                        kind=EmailInboxEventKind.RESYNC, inbox_id=None, version=None, inbox=None
+                        kind=EmailInboxEventKind.RESYNC,
+                        inbox_id=None,
+                        version=None,
+                        status=None,
+                        inbox=None,
                     )
                     continue
                 row = None
@@ -184,5 +197,6 @@ class Subscription:
                     kind=EmailInboxEventKind(item.kind.value),
                     inbox_id=strawberry.ID(str(item.inbox_id)),
                     version=item.version,
+                    status=ModelStatus(item.status) if item.status else None,
                     inbox=EmailInbox.from_row(row) if row else None,
                 )

@@ -164,7 +164,10 @@ async def test_rotation_re_encrypts_everything_and_keeps_it_readable(tenant, db,
         for i, inbox_id in enumerate(ids):
             row = await inboxes.get_inbox(session, tenant.workspace.id, inbox_id)
             assert not keyring.needs_rotation(row.smtp_password)
-            assert inboxes.decrypt_password(keyring, row, "smtp_password").reveal() == f"pw-{i}"
+            assert (
+                inbox_passwords.decrypt_password(keyring, row, "smtp_password").reveal()
+                == f"pw-{i}"
+            )
 
 
 async def test_rotation_reports_a_row_it_cannot_decrypt_and_leaves_it(tenant, db, keyring):
@@ -205,8 +208,8 @@ async def _readability(db, ring: KeyRing) -> tuple[set[uuid.UUID], set[uuid.UUID
     async with db.sessions() as session:
         for row in (await session.execute(select(EmailInbox))).scalars():
             try:
-                for column in inboxes.PASSWORD_COLUMNS:
-                    inboxes.decrypt_password(ring, row, column)
+                for column in inbox_passwords.PASSWORD_COLUMNS:
+                    inbox_passwords.decrypt_password(ring, row, column)
             except DecryptionError:
                 unreadable.add(row.id)
             else:
