@@ -19,7 +19,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from inboxd.logs import get_logger
 from inboxd.settings import Settings
-from inboxd.ws_connection import PROTOCOL, Closable, Connection
+from inboxd.ws_connection import Connection
+from inboxd.ws_protocol import PROTOCOL, Closable
 from resolvers.auth import (
     WS_KEY_UNCHECKABLE,
     ConnectionRefused,

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from graphql import GraphQLError, GraphQLSyntaxError
 from starlette.types import Message, Receive, Scope, Send
-from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
 from inboxd.logs import get_logger
 from inboxd.ws_outbox import Outbox, json_string
+from inboxd.ws_protocol import LIMIT_REACHED, PROTOCOL, Closable, ProtocolError, close_reason
 from resolvers.auth import ConnectionRefused
 from schema.context import Context
 from schema.documents import Document
@@ -35,15 +35,6 @@ if TYPE_CHECKING:
     from inboxd.ws import WebSocketServer
 
 log = get_logger("inboxd.ws")
-PROTOCOL = "graphql-transport-ws"
-LIMIT_REACHED = orjson.dumps([GraphQLError("Subscription limit reached").formatted]).decode()
-
-
-class Closable:
-    """A connection the key sweeper can close."""
-
-    def close(self, code: int, reason: str) -> None:
-        raise NotImplementedError
 
 
 class Member:
@@ -80,15 +71,6 @@ class Operation:
     def __init__(self, op_id: str) -> None:
         self.id = op_id
         self.task: asyncio.Task[None] | None = None
-
-
-class ProtocolError(Exception):
-    """The client broke the protocol: close with ``code`` and ``reason``."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 class Connection(Outbox, Closable):
@@ -342,7 +324,7 @@ class Connection(Outbox, Closable):
                 async for result in source:
                     if first and isinstance(result, PreExecutionError):
                         assert result.errors
-                        reason = _close_reason(result.errors[0])
+                        reason = close_reason(result.errors[0])
                         if reason is not None:
                             self.operations.pop(operation.id, None)
                             self.close(4400, reason)
@@ -394,12 +376,3 @@ class Connection(Outbox, Closable):
         if payload is not None:
             message["payload"] = payload
         self.post_text(orjson.dumps(message))
-
-
-def _close_reason(error: GraphQLError) -> str | None:
-    """Errors Strawberry answers by closing the socket (4400) instead of an ``error``."""
-    if isinstance(error, GraphQLSyntaxError):
-        return error.message
-    if isinstance(error.original_error, CannotGetOperationTypeError):
-        return error.original_error.as_http_error_reason()
-    return None

@@ -10,7 +10,7 @@ from typing import Any
 from starlette.types import Send
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
-from inboxd.ws_connection import Closable
+from inboxd.ws_protocol import Closable
 from schema.pipeline import mask_error
 
 

@@ -239,7 +239,7 @@ class StatusFeeds:
     def __init__(self, schema: InboxdSchema, state: AppState) -> None:
         self.state = state
         self.documents = schema.documents
-        self._schema = schema.graphql_schema()
+        self.graphql_schema = schema.graphql_schema()
         self._plans: dict[tuple[str, str | None], StatusPlan | None] = {}
         self._feeds: dict[FeedKey, StatusFeed] = {}
 
@@ -288,11 +288,11 @@ class StatusFeeds:
         if hub is None or not principal.can(Permission.VIEW_EMAIL_INBOX):
             return None
         values = get_variable_values(
-            self._schema, plan.operation.variable_definitions or (), variables or {}
+            self.graphql_schema, plan.operation.variable_definitions or (), variables or {}
         )
         if isinstance(values, list):  # errors
             return None
-        subscription = self._schema.subscription_type
+        subscription = self.graphql_schema.subscription_type
         assert subscription is not None  # the plan's field validated against it
         arguments = get_argument_values(subscription.fields[SHARED_FIELD], plan.field, values)
         try:
@@ -328,7 +328,7 @@ class StatusFeeds:
         self, plan: StatusPlan, context: Context | None, variables: dict[str, Any] | None
     ) -> list[GraphQLError] | Executor[Any]:
         return ExecutorThrowingOnIncremental.build(
-            self._schema,
+            self.graphql_schema,
             plan.document,
             None,
             context,
