@@ -14,6 +14,8 @@ LIMIT_REACHED = orjson.dumps([GraphQLError("Subscription limit reached").formatt
 class Closable:
     """A connection the key sweeper can close."""
 
+    __slots__ = ()
+
     def close(self, code: int, reason: str) -> None:
         raise NotImplementedError
 
