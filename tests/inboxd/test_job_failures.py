@@ -3,7 +3,6 @@ within the attempt limit, with a reason the user can act on, and the inbox leave
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -19,6 +18,7 @@ from tests.inboxd.test_verification import (
     statuses,
     working_input,
 )
+from tests.support.waiting import wait_until
 
 FINAL = ("PASSED", "FAILED", "CANCELLED")
 
@@ -40,20 +40,20 @@ async def damage(verifier: Verifier, inbox_id: uuid.UUID, assignment: str) -> No
 async def final_test(
     verifier: Verifier, test_id: uuid.UUID, within: float = 60.0
 ) -> tuple[ConnectionTest, EmailInbox]:
-    async with asyncio.timeout(within):
-        while True:
-            async with verifier.db.sessions() as session:
-                test = (
-                    await session.execute(
-                        select(ConnectionTest).where(ConnectionTest.id == test_id)
-                    )
-                ).scalar_one()
-                inbox = (
-                    await session.execute(select(EmailInbox).where(EmailInbox.id == test.inbox_id))
-                ).scalar_one()
-            if test.state in FINAL:
-                return test, inbox
-            await asyncio.sleep(0.1)
+    async def settled() -> tuple[ConnectionTest, EmailInbox] | None:
+        async with verifier.db.sessions() as session:
+            test = (
+                await session.execute(select(ConnectionTest).where(ConnectionTest.id == test_id))
+            ).scalar_one()
+            inbox = (
+                await session.execute(select(EmailInbox).where(EmailInbox.id == test.inbox_id))
+            ).scalar_one()
+        return (test, inbox) if test.state in FINAL else None
+
+    found: tuple[ConnectionTest, EmailInbox] = await wait_until(
+        settled, "the test reached a final state", timeout=within, poll=0.1
+    )
+    return found
 
 
 async def run_test_again(tenant: Any, inbox_id: uuid.UUID) -> uuid.UUID:
