@@ -434,15 +434,20 @@ def throughput_pair(
     inboxd: tuple[Proc, int, str, str],
     floor: tuple[Proc, int, str, str],
     plans_off: tuple[Proc, int, str, str] | None = None,
+    via_strawberry: tuple[Proc, int, str, str] | None = None,
 ) -> None:
     """Warm both up, then measure them in alternating rounds (inboxd, floor, inboxd, ...) so
     that whatever else the machine is doing weighs on both alike; one table row. With
     ``plans_off`` (inboxd with INBOXD_COMPILED_QUERIES=false) a third side joins the same
-    rounds, and two more rows say what the compiled query plans pay."""
+    rounds, and two more rows say what the compiled query plans pay. With ``via_strawberry``
+    (INBOXD_PLAN_SHORTCUT=false: plans run inside Strawberry's execute) a fourth side says
+    what Strawberry's per-operation machinery costs a cached compiled query."""
     args = run.args
     sides = {"inboxd": inboxd, "floor": floor}
     if plans_off is not None:
         sides["plans off"] = plans_off
+    if via_strawberry is not None:
+        sides["via strawberry"] = via_strawberry
     rounds = max(1, args.rounds)
     slice_s = max(1.0, args.duration / rounds)
     for name, (_, port, key, body) in sides.items():
@@ -518,6 +523,28 @@ def throughput_pair(
                 None,
             )
         )
+    if via_strawberry is not None:
+        d = results["via strawberry"]
+        run.rows.append(
+            Row(
+                f"{figure} plans through Strawberry's execute",
+                fmt(d.rps),
+                fmt(b.rps),
+                f"{d.rps / b.rps if b.rps else float('nan'):.2f}x",
+                "-",
+                None,
+            )
+        )
+        run.rows.append(
+            Row(
+                f"{figure} plan shortcut on / through Strawberry",
+                f"{a.cpu_ms:.2f} / {d.cpu_ms:.2f} ms CPU",
+                "-",
+                f"{d.cpu_ms / a.cpu_ms if a.cpu_ms else float('nan'):.2f}x",
+                ">= 1.15x to keep it",
+                None,
+            )
+        )
 
 
 # --- B1-B3: HTTP throughput ---------------------------------------------------------------
@@ -533,6 +560,9 @@ def phase_http(run: Run, pg: Postgres, url: str, ports: tuple[int, int]) -> dict
     # The same server with compiled query plans off (schema.fastpath), measured beside it.
     no_plans_env = {**inboxd_env(run, url, worker=False), "INBOXD_COMPILED_QUERIES": "false"}
     no_plans, no_plans_port = start_inboxd(run, "inboxd-http-no-plans", no_plans_env)
+    # And with plans run inside Strawberry's execute (the Pipeline extension), not before it.
+    via_env = {**inboxd_env(run, url, worker=False), "INBOXD_PLAN_SHORTCUT": "false"}
+    via_strawberry, via_port = start_inboxd(run, "inboxd-http-via-strawberry", via_env)
     emails = [f"read{i:03d}@bench.example.com" for i in range(60)]
     ids = asyncio.run(create_inboxes(port, read_key, emails, ports))
     read_floor, read_port = start_floor(run, "floor-read", "raw_read.py", url)
@@ -553,6 +583,7 @@ def phase_http(run: Run, pg: Postgres, url: str, ports: tuple[int, int]) -> dict
             (inboxd, port, read_key, read_body),
             (read_floor, read_port, read_key, read_body),
             (no_plans, no_plans_port, read_key, read_body),
+            (via_strawberry, via_port, read_key, read_body),
         )
     if "B2" in figures:
         print("B2: emailInboxes(first: 50) throughput", flush=True)

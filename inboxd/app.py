@@ -65,7 +65,11 @@ class InboxdGraphQL(GraphQL[Context, None]):
             max_repeats=settings.max_field_repeats,
             introspection=settings.introspection_enabled,
         )
-        schema = build_schema(limits, compile_queries=settings.compiled_queries)
+        schema = build_schema(
+            limits,
+            compile_queries=settings.compiled_queries,
+            plan_shortcut=settings.plan_shortcut,
+        )
         super().__init__(
             schema,
             graphql_ide="graphiql" if settings.graphiql_enabled else None,

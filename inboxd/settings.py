@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     max_field_repeats: int = 20
     # Compiled plans for read-only queries (schema.fastpath); off: graphql-core runs them all.
     compiled_queries: bool = True
+    # A cached compiled query skips Strawberry's per-operation machinery (schema.pipeline);
+    # off, it runs through Strawberry's execute and the Pipeline extension (bench B1 compares).
+    plan_shortcut: bool = True
     max_body_bytes: int = 256 * 1024
     ws_connection_init_timeout_seconds: float = 10.0
     ws_max_subscriptions_per_connection: int = 20

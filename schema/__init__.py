@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import strawberry
 from graphql import GraphQLError, GraphQLSchema
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.name_converter import NameConverter
-from strawberry.types import ExecutionContext
+from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from schema.documents import Documents
 from schema.limits import Limits
 from schema.mutation import Mutation
-from schema.pipeline import Pipeline
+from schema.pipeline import Pipeline, plan_scope, planned
 from schema.query import Query
 from schema.subscription import Subscription
 
 __all__ = ["InboxdSchema", "Limits", "build_schema", "export_sdl"]
+
+ALL_OPERATIONS = frozenset(OperationType)
 
 
 class CachedNameConverter(NameConverter):
@@ -40,13 +44,55 @@ class InboxdSchema(strawberry.Schema):
     """Strawberry's schema with inboxd's pipeline. ``graphql_schema`` is the one place that
     reaches Strawberry's graphql-core schema (``_schema``: Strawberry has no public seam)."""
 
-    def __init__(self, limits: Limits, *, compile_queries: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        compile_queries: bool = True,
+        plan_shortcut: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(extensions=[lambda: Pipeline(self.documents)], **kwargs)
         self.limits = limits
+        self.plan_shortcut = plan_shortcut
         self.documents = Documents(self.graphql_schema(), limits, compile_queries=compile_queries)
 
     def graphql_schema(self) -> GraphQLSchema:
         return self._schema
+
+    async def execute(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        """Strawberry's ``execute``, with a cached compiled query answered by its plan first
+        (``schema.pipeline.planned``: same document cache, rules and masking)."""
+        with plan_scope():
+            if root_value is None and self.plan_shortcut:
+                data = await planned(
+                    self.documents,
+                    query,
+                    variable_values,
+                    context_value,
+                    operation_name,
+                    allowed_operation_types or ALL_OPERATIONS,
+                )
+                if data is not None:
+                    return ExecutionResult(data=data, errors=None)
+            return await super().execute(
+                query,
+                variable_values,
+                context_value,
+                root_value,
+                operation_name,
+                allowed_operation_types,
+                operation_extensions,
+            )
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -56,10 +102,13 @@ class InboxdSchema(strawberry.Schema):
         return None
 
 
-def build_schema(limits: Limits | None = None, *, compile_queries: bool = True) -> InboxdSchema:
+def build_schema(
+    limits: Limits | None = None, *, compile_queries: bool = True, plan_shortcut: bool = True
+) -> InboxdSchema:
     return InboxdSchema(
         limits or Limits(),
         compile_queries=compile_queries,
+        plan_shortcut=plan_shortcut,
         query=Query,
         mutation=Mutation,
         subscription=Subscription,

@@ -9,6 +9,12 @@ through which inboxd takes part in them:
   query's compiled plan (``schema.fastpath``) when it has one; anything the plan cannot answer
   exactly falls through to graphql-core, in the same request.
 
+A cached, valid query with a plan skips Strawberry's operation machinery altogether
+(``InboxdSchema.execute`` calls ``planned`` first): building the execution context, the
+extension runner and four hook contexts cost more per request than running the plan (bench B1,
+"plans through Strawberry's execute"). ``planned`` is the same cache, rules, coercion and plan
+as ``on_execute``; whatever it cannot answer exactly goes through Strawberry as usual.
+
 Errors are masked (``mask_error``: unexpected ones logged with the request id and replaced) where
 an answer leaves the process, and only there: ``response`` for HTTP, ``formatted`` for
 websocket messages. Two hooks, not five: Strawberry wraps every hook of every extension anew
@@ -18,22 +24,26 @@ for each operation (~10 us a hook).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql import GraphQLError, OperationType
-from graphql.execution.values import get_variable_values
+from graphql.execution.values import VariableValues, get_variable_values
 from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.types.graphql import OperationType as AllowedOperation
 
 from schema.documents import Document, public_error
-from schema.fastpath import Fallback
+from schema.fastpath import Fallback, Plan
 from storage.db import UNAVAILABLE_ERRORS
 
 if TYPE_CHECKING:
+    from graphql import OperationDefinitionNode
+
     from schema.documents import Documents
 
 log = structlog.get_logger("inboxd.graphql")
@@ -133,22 +143,79 @@ class Pipeline(SchemaExtension):
         if operation is None:
             yield
             return
-        coerced = get_variable_values(
-            self.documents.schema,
-            operation.variable_definitions or (),
-            context.variables or {},
-            max_errors=20,
-            hide_suggestions=True,
-        )
+        coerced = coerce_variables(self.documents, operation, context.variables)
         if isinstance(coerced, list):
-            errors = [public_error(error) for error in coerced]
             if operation.operation is OperationType.SUBSCRIPTION:
-                raise errors[0]  # a subscription's stream reports one error, then ends
-            context.result = GraphQLExecutionResult(data=None, errors=errors)
-        elif plan is not None:
+                raise coerced[0]  # a subscription's stream reports one error, then ends
+            context.result = GraphQLExecutionResult(data=None, errors=coerced)
+        elif plan is not None and not _PLAN_DECLINED.get():
             # On Fallback, graphql-core answers: with its errors and partial data.
             with contextlib.suppress(Fallback):
                 context.result = GraphQLExecutionResult(
                     data=await plan.execute(context.context, coerced), errors=None
                 )
         yield
+
+
+# Set while Strawberry answers a request whose plan declined it in ``planned``: the plan
+# is not run a second time.
+_PLAN_DECLINED: ContextVar[bool] = ContextVar("inboxd_plan_declined", default=False)
+
+
+def coerce_variables(
+    documents: Documents, operation: OperationDefinitionNode, variables: dict[str, Any] | None
+) -> VariableValues | list[GraphQLError]:
+    """The operation's variables, coerced; or the errors, without suggestions or values."""
+    coerced = get_variable_values(
+        documents.schema,
+        operation.variable_definitions or (),
+        variables or {},
+        max_errors=20,
+        hide_suggestions=True,
+    )
+    if isinstance(coerced, list):
+        return [public_error(error) for error in coerced]
+    return coerced
+
+
+async def planned(
+    documents: Documents,
+    query: str | None,
+    variables: dict[str, Any] | None,
+    context_value: Any,
+    operation_name: str | None,
+    allowed: Iterable[AllowedOperation],
+) -> dict[str, Any] | None:
+    """The data of a cached, valid, compiled query answered by its plan; None when the plan
+    cannot answer it exactly (a new or invalid document, bad variables, a resolver error, a
+    null in a non-null field), and Strawberry must."""
+    document = documents.get(query) if isinstance(query, str) else None
+    if document is None or not document.valid or AllowedOperation.QUERY not in allowed:
+        return None
+    if not isinstance(operation_name, str | None):
+        return None  # Strawberry's view tells the client what is wrong with it
+    operation, plan = documents.operation(document, operation_name)
+    if operation is None or plan is None:
+        return None
+    coerced = coerce_variables(documents, operation, variables)
+    if isinstance(coerced, list):
+        return None
+    try:
+        return await plan.execute(context_value, coerced)
+    except Fallback:
+        _PLAN_DECLINED.set(True)
+        return None
+
+
+@contextlib.contextmanager
+def plan_scope() -> Iterator[None]:
+    """One operation's scope for ``planned``: a plan it declined is not run again by
+    ``on_execute`` for the same operation, and the mark ends with it."""
+    token = _PLAN_DECLINED.set(False)
+    try:
+        yield
+    finally:
+        _PLAN_DECLINED.reset(token)
+
+
+__all__ = ["Pipeline", "Plan", "coerce_variables", "plan_scope", "planned", "response"]
