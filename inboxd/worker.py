@@ -165,15 +165,17 @@ class Worker:
                 limit=free,
                 max_attempts=self.config.max_attempts,
             )
+            # Started before asking when the next test is due: their logins need not wait
+            # for that round trip.
+            for test in tests:
+                task = asyncio.create_task(self._run(test), name=f"test-{test.id}")
+                self.running[test.id] = task
+                self.probing.add(test.id)
             due_in = None
             if len(tests) < free:  # nothing more is due now: when is the next one?
                 due_in = await job_runs.fail_exhausted_then_next_due(
                     connection, max_attempts=self.config.max_attempts
                 )
-        for test in tests:
-            task = asyncio.create_task(self._run(test), name=f"test-{test.id}")
-            self.running[test.id] = task
-            self.probing.add(test.id)
         if len(tests) == free:
             return 0  # there may be more due right now
         if due_in is None:
