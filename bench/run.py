@@ -178,10 +178,10 @@ async def make_workspace(url: str, name: str, max_inboxes: int) -> tuple[str, st
 
     db = create_database(url, pool_size=1)
     try:
-        async with db.transaction() as session:
-            ws = await workspaces.create_workspace(session, name, max_inboxes=max_inboxes)
+        async with db.connection() as connection, connection.transaction():
+            ws = await workspaces.create_workspace(connection, name, max_inboxes=max_inboxes)
             _, key = await api_keys.create_api_key(
-                session, ws.id, [Permission.MANAGE_EMAIL_INBOX, Permission.VIEW_EMAIL_INBOX]
+                connection, ws.id, [Permission.MANAGE_EMAIL_INBOX, Permission.VIEW_EMAIL_INBOX]
             )
         return str(ws.id), key
     finally:
@@ -1019,26 +1019,19 @@ async def change_status(url: str, inbox_id: str) -> float:
     monotonic time right after COMMIT returned."""
     import asyncpg
 
-    from storage.events import PUBLISH_SQL, EventKind
+    from storage import inbox_changes
 
+    flip = inbox_changes.statement(
+        inbox_changes.change(
+            "inbox",
+            "status = CASE WHEN i.status = 'ACTIVE' THEN 'FAILED' ELSE 'ACTIVE' END",
+            where="i.id = $1",
+        ),
+        result="inbox.version",
+    )
     connection = await asyncpg.connect(url, timeout=10)
     try:
-        async with connection.transaction():
-            row = await connection.fetchrow(
-                "UPDATE email_inbox SET status = CASE WHEN status = 'ACTIVE' THEN 'FAILED' "
-                "ELSE 'ACTIVE' END, version = version + 1, updated_at = now() "
-                "WHERE id = $1 RETURNING workspace_id, version, status",
-                uuid.UUID(inbox_id),
-            )
-            await connection.execute(
-                PUBLISH_SQL,
-                EventKind.STATUS_CHANGED.value,
-                row["workspace_id"],
-                uuid.UUID(inbox_id),
-                row["version"],
-                None,
-                row["status"],
-            )
+        await connection.fetchval(flip, uuid.UUID(inbox_id))  # autocommit: committed on return
         return time.monotonic()
     finally:
         await connection.close()
@@ -1300,7 +1293,7 @@ METHOD = """## What each figure measures
   Floor (`floors/ws_idle.py`): uvicorn as inboxd runs it, N websockets accepted by an ASGI app
   that only awaits `receive`: what any websocket costs before inboxd adds its own.
 - **B7** SQL per operation, pinned with `==` by `tests/storage/test_query_counts.py`
-  (statements, pool checkouts, and round trips including BEGIN/COMMIT and pre-pings).
+  (statements, and round trips including BEGIN/COMMIT).
 """
 
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 from cross_web import HTTPException
-from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
@@ -319,8 +318,8 @@ def create_app(
 
     async def readyz(_: Request) -> Response:
         try:
-            async with state.db.engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+            async with state.db.connection() as connection:
+                await connection.execute("SELECT 1")
         except Exception as exc:  # any failure means "not ready"; the reason is logged
             log.warning("readiness check failed", error=type(exc).__name__)
             return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)

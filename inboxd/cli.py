@@ -121,28 +121,28 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 async def _with_db(settings: Settings, resolved: Resolved, args: argparse.Namespace) -> int:
     db = open_database(settings, resolved.database_url)
     try:
-        async with db.transaction() as session:
+        async with db.connection() as connection, connection.transaction():
             if args.command == "workspace":
                 ws = await workspaces.create_workspace(
-                    session,
+                    connection,
                     args.name,
                     max_inboxes=args.max_inboxes,
                     subscription_active=not args.inactive,
                 )
                 print(f"workspace {ws.name} created (id {ws.id}, max inboxes {ws.max_inboxes})")
             elif args.command == "apikey" and args.apikey_command == "create":
-                ws_row = await workspaces.find_workspace(session, args.workspace)
+                ws_row = await workspaces.find_workspace(connection, args.workspace)
                 if ws_row is None:
                     print(f"no workspace named {args.workspace!r}", file=sys.stderr)
                     return 2
                 permissions = [Permission(p) for p in args.permission]
                 _, key = await api_keys.create_api_key(
-                    session, ws_row.id, permissions, name=args.name or ""
+                    connection, ws_row.id, permissions, name=args.name or ""
                 )
                 print(key)
             elif args.command == "apikey" and args.apikey_command == "revoke":
                 try:
-                    when = await api_keys.revoke_api_key(session, args.key)
+                    when = await api_keys.revoke_api_key(connection, args.key)
                 except NotFoundError:
                     print("no such API key", file=sys.stderr)
                     return 2
@@ -157,8 +157,8 @@ async def _with_db(settings: Settings, resolved: Resolved, args: argparse.Namesp
 async def _rotate_keys(db: Database, keyring: KeyRing) -> None:
     rotated, unreadable, after = 0, [], None
     while True:
-        async with db.transaction() as session:
-            batch = await inbox_passwords.rotate_secrets(session, keyring, after=after)
+        async with db.connection() as connection:
+            batch = await inbox_passwords.rotate_secrets(connection, keyring, after=after)
         rotated += batch.rotated
         unreadable += batch.unreadable
         if batch.last_id is None:

@@ -152,12 +152,14 @@ def open_database(settings: Settings, url: str) -> Database:
 
 async def bootstrap_default_workspace(db: Database) -> str | None:
     """First start only: a default workspace and an admin key. Returns the key, or None."""
-    async with db.transaction() as session:
-        if await workspaces.find_workspace(session, DEFAULT_WORKSPACE) is not None:
+    async with db.connection() as connection, connection.transaction():
+        if await workspaces.find_workspace(connection, DEFAULT_WORKSPACE) is not None:
             return None
-        workspace = await workspaces.create_workspace(session, DEFAULT_WORKSPACE, max_inboxes=100)
+        workspace = await workspaces.create_workspace(
+            connection, DEFAULT_WORKSPACE, max_inboxes=100
+        )
         _, key = await api_keys.create_api_key(
-            session,
+            connection,
             workspace.id,
             [Permission.MANAGE_EMAIL_INBOX, Permission.VIEW_EMAIL_INBOX],
             name="admin (created on first start)",

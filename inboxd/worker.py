@@ -128,8 +128,8 @@ class Worker:
             await asyncio.gather(*pending, return_exceptions=True)
             for test_id in unfinished:
                 try:
-                    async with self.state.db.transaction() as session:
-                        released = await job_runs.release(session, test_id, self.worker_id)
+                    async with self.state.db.connection(background=True) as connection:
+                        released = await job_runs.release(connection, test_id, self.worker_id)
                 except UNAVAILABLE_ERRORS:
                     released = False  # its lease expires and another worker takes it
                 log.info("released unfinished test", test_id=str(test_id), released=released)
@@ -227,8 +227,10 @@ class Worker:
         while True:
             await asyncio.sleep(interval)
             try:
-                async with self.state.db.transaction() as session:
-                    held = await job_runs.extend_lease(session, test_id, self.worker_id, self.lease)
+                async with self.state.db.connection(background=True) as connection:
+                    held = await job_runs.extend_lease(
+                        connection, test_id, self.worker_id, self.lease
+                    )
             except UNAVAILABLE_ERRORS:
                 continue
             if not held:

@@ -106,8 +106,8 @@ class WebSocketServer:
         while True:
             await asyncio.sleep(self.settings.ws_key_recheck_seconds)
             try:
-                async with self.state.db.connection() as connection:
-                    active = await api_keys.active_api_keys(connection, list(self._keys))
+                async with self.state.db.connection() as database:
+                    active = await api_keys.active_api_keys(database, list(self._keys))
             except UNAVAILABLE_ERRORS:
                 continue  # unknown is not revoked: check again next time
             for key_id in [k for k in self._keys if k not in active]:

@@ -13,7 +13,6 @@ from resolvers.state import AppState
 from resolvers.validation import FieldIssue, InputInvalid, parse_id
 from storage import audit, inboxes
 from storage.api_keys import Principal
-from storage.models import EmailInbox
 from storage.rows import InboxRow
 
 
@@ -34,7 +33,7 @@ async def discover(state: AppState, email: str) -> Discovery:
         raise InputInvalid([FieldIssue("email", str(exc))]) from exc
 
 
-async def dns_status_for(inbox: EmailInbox | InboxRow, dns: DnsSettings) -> dict[str, Any]:
+async def dns_status_for(inbox: InboxRow, dns: DnsSettings) -> dict[str, Any]:
     """The DNS setup check of ``inbox``'s domain as stored JSON. Never raises for DNS trouble."""
     try:
         status = await run_dns_check(
@@ -48,22 +47,22 @@ async def dns_status_for(inbox: EmailInbox | InboxRow, dns: DnsSettings) -> dict
     return status.to_dict()
 
 
-async def domain_status(state: AppState, inbox: EmailInbox) -> dict[str, Any]:
+async def domain_status(state: AppState, inbox: InboxRow) -> dict[str, Any]:
     return await dns_status_for(inbox, _dns(state))
 
 
 async def check_domain_setup(
     state: AppState, principal: Principal, raw_id: str, *, client_address: str | None = None
-) -> EmailInbox:
+) -> InboxRow:
     inbox_id = parse_id(raw_id)
-    async with state.db.sessions() as session:
-        inbox = await inboxes.get_inbox(session, principal.workspace_id, inbox_id)
+    async with state.db.connection() as connection:
+        inbox = await inboxes.get_inbox(connection, principal.workspace_id, inbox_id)
     # DNS is asked outside any transaction: no row stays locked while a resolver is slow.
     status = await domain_status(state, inbox)
-    async with state.db.transaction() as session:
-        inbox = await inboxes.set_setup_status(session, principal.workspace_id, inbox_id, status)
+    async with state.db.connection() as connection, connection.transaction():
+        inbox = await inboxes.set_setup_status(connection, principal.workspace_id, inbox_id, status)
         await audit.record(
-            session,
+            connection,
             workspace_id=principal.workspace_id,
             action="DOMAIN_CHECKED",
             inbox_id=inbox_id,

@@ -11,7 +11,6 @@ from datetime import timedelta
 from functools import partial
 from typing import Any, cast
 
-from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 
 from resolvers.domain import fill_from_discovery
@@ -29,15 +28,16 @@ from resolvers.validation import (
 )
 from storage import audit, inbox_reads, inboxes, jobs, workspaces
 from storage.api_keys import Principal
+from storage.db import Connection
 from storage.errors import RateLimitedError
-from storage.models import AuditEvent, ConnectionTest, EmailInbox, Workspace, utcnow
-from storage.rows import InboxRow, TestRow
+from storage.models import utcnow
+from storage.rows import AuditRow, InboxRow, TestRow, WorkspaceRow
 from storage.secrets import Secret
 
 
 @dataclass(frozen=True, slots=True)
 class InboxWrite:
-    inbox: EmailInbox | InboxRow
+    inbox: InboxRow
     warnings: list[FieldIssue]
 
 
@@ -102,7 +102,7 @@ async def list_inboxes(
 
 
 async def _audit(
-    session: AsyncSession,
+    connection: Connection,
     principal: Principal,
     action: str,
     inbox_id: uuid.UUID | None,
@@ -110,7 +110,7 @@ async def _audit(
     details: dict[str, Any] | None = None,
 ) -> None:
     await audit.record(
-        session,
+        connection,
         workspace_id=principal.workspace_id,
         action=action,
         inbox_id=inbox_id,
@@ -168,12 +168,12 @@ async def update_inbox(
     client_address: str | None = None,
 ) -> InboxWrite:
     inbox_id = parse_id(raw_id)
-    async with state.db.transaction() as session:
-        current = await inboxes.get_inbox(session, principal.workspace_id, inbox_id)
+    async with state.db.connection() as connection, connection.transaction():
+        current = await inboxes.get_inbox(connection, principal.workspace_id, inbox_id)
         normalized = normalize_update(current, data, allow_private_hosts=state.allow_private_hosts)
         before = current.version
         inbox, _ = await inboxes.update_inbox(
-            session,
+            connection,
             workspace_id=principal.workspace_id,
             inbox_id=inbox_id,
             changes=normalized.values,
@@ -184,7 +184,7 @@ async def update_inbox(
         )
         if inbox.version != before:
             await _audit(
-                session,
+                connection,
                 principal,
                 "INBOX_UPDATED",
                 inbox.id,
@@ -198,9 +198,9 @@ async def delete_inbox(
     state: AppState, principal: Principal, raw_id: str, *, client_address: str | None = None
 ) -> uuid.UUID:
     inbox_id = parse_id(raw_id)
-    async with state.db.transaction() as session:
-        await inboxes.delete_inbox(session, principal.workspace_id, inbox_id)
-        await _audit(session, principal, "INBOX_DELETED", inbox_id, client_address)
+    async with state.db.connection() as connection, connection.transaction():
+        await inboxes.delete_inbox(connection, principal.workspace_id, inbox_id)
+        await _audit(connection, principal, "INBOX_DELETED", inbox_id, client_address)
     return inbox_id
 
 
@@ -212,7 +212,7 @@ async def test_connection(
     round_trip: bool = False,
     to: str | None = None,
     client_address: str | None = None,
-) -> ConnectionTest:
+) -> TestRow:
     """Queue a verification (with a send-and-receive round trip if asked) of an inbox.
 
     The test already open for the inbox is returned as it is. New ones are limited per inbox
@@ -224,16 +224,18 @@ async def test_connection(
         problems = Problems()
         recipient = normalize_email(to, "to", problems, allow_private=state.allow_private_hosts)
         problems.raise_if_any()
-    async with state.db.transaction() as session:
+    async with state.db.connection() as connection, connection.transaction():
         # The row lock makes concurrent requests for one inbox count one after the other.
-        inbox = await inboxes.get_inbox(session, principal.workspace_id, inbox_id, for_update=True)
-        existing = await jobs.get_open_test(session, inbox.id)
+        inbox = await inboxes.get_inbox(
+            connection, principal.workspace_id, inbox_id, for_update=True
+        )
+        existing = await jobs.get_open_test(connection, inbox.id)
         if existing is not None:
             return existing
         limit = state.tests_per_inbox_per_minute
         if limit > 0:
             window = timedelta(minutes=1)
-            recent = await jobs.manual_tests_since(session, inbox.id, window)
+            recent = await jobs.manual_tests_since(connection, inbox.id, window)
             if len(recent) >= limit:
                 wait = (recent[-limit] + window - utcnow()).total_seconds()
                 raise RateLimitedError(
@@ -241,7 +243,7 @@ async def test_connection(
                     f"at most {limit} connection tests per inbox per minute",
                 )
         test = await jobs.enqueue_test(
-            session,
+            connection,
             inbox,
             reason="ROUND_TRIP" if round_trip else "MANUAL",
             round_trip=round_trip,
@@ -249,7 +251,7 @@ async def test_connection(
             spacing=state.verification_spacing,
         )
         await _audit(
-            session,
+            connection,
             principal,
             "TEST_EMAIL_REQUESTED" if round_trip else "CONNECTION_TEST_REQUESTED",
             inbox.id,
@@ -261,15 +263,15 @@ async def test_connection(
 
 @dataclass(frozen=True, slots=True)
 class Viewer:
-    workspace: Workspace
+    workspace: WorkspaceRow
     permissions: list[str]
     inbox_usage: int
 
 
 async def viewer(state: AppState, principal: Principal) -> Viewer:
-    async with state.db.sessions() as session:
-        workspace = await workspaces.get_workspace(session, principal.workspace_id)
-        usage = await inboxes.count_inboxes(session, principal.workspace_id)
+    async with state.db.connection() as connection:
+        workspace = await workspaces.get_workspace(connection, principal.workspace_id)
+        usage = await inboxes.count_inboxes(connection, principal.workspace_id)
     return Viewer(workspace, sorted(principal.permissions), usage)
 
 
@@ -284,12 +286,12 @@ async def get_test(state: AppState, principal: Principal, raw_id: str) -> TestRo
 
 async def list_tests(
     state: AppState, principal: Principal, inbox_id: str, *, first: int, after: str | None
-) -> tuple[list[ConnectionTest], bool]:
+) -> tuple[list[TestRow], bool]:
     check_first(first, state.max_page_size)
     before = decode_cursor(after)
-    async with state.db.sessions() as session:
+    async with state.db.connection() as connection:
         return await jobs.list_tests(
-            session, principal.workspace_id, parse_id(inbox_id), first=first, before=before
+            connection, principal.workspace_id, parse_id(inbox_id), first=first, before=before
         )
 
 
@@ -300,13 +302,13 @@ async def audit_log(
     first: int,
     after: str | None,
     inbox_id: str | None,
-) -> tuple[list[AuditEvent], bool]:
+) -> tuple[list[AuditRow], bool]:
     check_first(first, state.max_page_size)
     before = decode_cursor(after)
     inbox = parse_id(inbox_id, "inboxId") if inbox_id else None
-    async with state.db.sessions() as session:
+    async with state.db.connection() as connection:
         return await audit.list_events(
-            session, principal.workspace_id, first=first, before=before, inbox_id=inbox
+            connection, principal.workspace_id, first=first, before=before, inbox_id=inbox
         )
 
 

@@ -58,7 +58,8 @@ from resolvers.validation_text import (
     sanitize_signature,
     text_field,
 )
-from storage.models import DeleteMessagePolicy, EmailInbox
+from storage.models import DeleteMessagePolicy
+from storage.rows import InboxRow
 from storage.secrets import Secret
 
 __all__ = [
@@ -216,7 +217,7 @@ _PLAIN_FIELDS = ("description", "sender_info", "department")
 
 
 def normalize_update(
-    inbox: EmailInbox, data: Mapping[str, Any], *, allow_private_hosts: bool = False
+    inbox: InboxRow, data: Mapping[str, Any], *, allow_private_hosts: bool = False
 ) -> NormalizedInbox:
     """Changes to apply to ``inbox``: only what the caller sent, checked like a create."""
     refuse_nul(data)

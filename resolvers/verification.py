@@ -24,7 +24,7 @@ from mail.roundtrip import run_round_trip
 from resolvers.domain import dns_status_for
 from storage import inbox_passwords, job_runs, spacing
 from storage.db import Database
-from storage.models import EmailInbox, utcnow
+from storage.models import utcnow
 from storage.rows import InboxRow, TestRow
 from storage.secrets import DecryptionError, KeyRing
 
@@ -54,9 +54,7 @@ def _unreadable(side: Protocol) -> ProbeResult:
     )
 
 
-def _endpoint_or_none(
-    inbox: EmailInbox | InboxRow, side: Protocol, keyring: KeyRing
-) -> Endpoint | None:
+def _endpoint_or_none(inbox: InboxRow, side: Protocol, keyring: KeyRing) -> Endpoint | None:
     """The side's endpoint, or None when its password does not decrypt with any key."""
     try:
         return _endpoint(inbox, side, keyring)
@@ -65,7 +63,7 @@ def _endpoint_or_none(
         return None
 
 
-def _endpoint(inbox: EmailInbox | InboxRow, side: str, keyring: KeyRing) -> Endpoint:
+def _endpoint(inbox: InboxRow, side: str, keyring: KeyRing) -> Endpoint:
     return Endpoint(
         host=getattr(inbox, f"{side}_host"),
         port=getattr(inbox, f"{side}_port"),
@@ -89,13 +87,13 @@ def summarize(smtp: ProbeResult, imap: ProbeResult) -> str | None:
     return " ".join(f"{r.protocol.upper()} {r.code.value}: {r.message}" for r in failed)
 
 
-async def _dns(inbox: EmailInbox | InboxRow, config: VerificationConfig) -> dict[str, Any] | None:
+async def _dns(inbox: InboxRow, config: VerificationConfig) -> dict[str, Any] | None:
     # Reported beside the logins; never fails the verification.
     return None if config.dns is None else await dns_status_for(inbox, config.dns)
 
 
 async def _round_trip(
-    inbox: EmailInbox | InboxRow,
+    inbox: InboxRow,
     test: job_runs.ClaimedTest,
     smtp: Endpoint,
     imap: Endpoint,
@@ -206,7 +204,7 @@ async def run_attempt(
 LOGIN_WAIT_IN_PLACE = timedelta(seconds=1)
 
 
-async def login_accounts(inbox: EmailInbox | InboxRow, config: VerificationConfig) -> list[str]:
+async def login_accounts(inbox: InboxRow, config: VerificationConfig) -> list[str]:
     """The spacing keys of the inbox's two logins: each resolved address and the host name as
     written, each with the case-folded username."""
     keys = []
@@ -239,9 +237,9 @@ async def take_login_slot(
         await asyncio.sleep(booking.wait)
         return True
     seconds = round(login_spacing.total_seconds())
-    async with db.transaction() as session:
+    async with db.connection(background=True) as connection:
         await job_runs.requeue(
-            session,
+            connection,
             test.id,
             worker_id,
             run_after=booking.at,

@@ -229,7 +229,7 @@ class ConnectionTest:
     version: int
 
     @classmethod
-    def from_row(cls, row: models.ConnectionTest | TestRow) -> ConnectionTest:
+    def from_row(cls, row: TestRow) -> ConnectionTest:
         return cls(
             id=strawberry.ID(str(row.id)),
             inbox_id=strawberry.ID(str(row.inbox_id)),

@@ -36,11 +36,11 @@ from schema.documents import Document
 from schema.pipeline import formatted
 from schema.subscription import INBOX_EVENT_KINDS, read_retried
 from schema.types import EmailInbox
-from storage import models
 from storage.api_keys import Principal
 from storage.events import Event
 from storage.listener import RESYNC, CallbackWatcher, EventHub
 from storage.models import Permission
+from storage.rows import InboxRow
 
 if TYPE_CHECKING:
     from schema import InboxdSchema
@@ -190,7 +190,7 @@ class StatusFeed:
         finally:
             self.task = None
 
-    async def _read(self, item: object) -> models.EmailInbox | None:
+    async def _read(self, item: object) -> InboxRow | None:
         state = self._feeds.state
         if item is INITIAL:  # as the general path: its first read is not retried
             return await inboxes.get_inbox(state, self.principal, str(self.inbox_id))
@@ -336,7 +336,7 @@ class StatusFeeds:
             plan.operation_name,
         )
 
-    async def execute(self, feed: StatusFeed, row: models.EmailInbox) -> str:
+    async def execute(self, feed: StatusFeed, row: InboxRow) -> str:
         """The payload of a ``next`` message for ``row``, as JSON text, exactly as Strawberry's
         subscription path would build it (the root value is what the resolver yields)."""
         context = self.context(feed.principal)

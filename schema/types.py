@@ -31,7 +31,7 @@ from schema.enums import (
 from schema.pagination import PageInfo, page_info
 from storage import models
 from storage.models import Permission
-from storage.rows import InboxRow
+from storage.rows import AuditRow, InboxRow
 
 
 @strawberry.enum(description="The permissions an API key can carry.")
@@ -143,7 +143,7 @@ class EmailInbox:
         )
 
     @classmethod
-    def from_row(cls, row: models.EmailInbox | InboxRow) -> EmailInbox:
+    def from_row(cls, row: InboxRow) -> EmailInbox:
         return cls(
             id=strawberry.ID(str(row.id)),
             name=row.name,
@@ -235,7 +235,7 @@ class AuditEvent:
     at: datetime
 
     @classmethod
-    def from_row(cls, row: models.AuditEvent) -> AuditEvent:
+    def from_row(cls, row: AuditRow) -> AuditEvent:
         return cls(
             id=strawberry.ID(str(row.id)),
             action=row.action,

@@ -14,14 +14,11 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
-
+from storage.db import Connection
 from storage.errors import NotFoundError
 from storage.models import ApiKey, Permission, utcnow
+from storage.rows import ApiKeyRow, columns
 
 KEY_PREFIX = "inbx_"
 
@@ -59,25 +56,35 @@ def split_key(key: str) -> str | None:
     return prefix
 
 
+API_KEY_COLUMNS = columns(ApiKey)
+CREATE_SQL = (
+    "INSERT INTO api_key (id, workspace_id, name, prefix, key_hash, permissions, created_at) "  # noqa: S608
+    f"VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {API_KEY_COLUMNS}"
+)
+
+
 async def create_api_key(
-    session: AsyncSession,
+    connection: Connection,
     workspace_id: uuid.UUID,
     permissions: Iterable[Permission],
     *,
     name: str = "",
-) -> tuple[ApiKey, str]:
+) -> tuple[ApiKeyRow, str]:
     """Returns the row and the plaintext key, which is shown once and never stored."""
     prefix = secrets.token_hex(6)
     key = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
-    row = ApiKey(
-        workspace_id=workspace_id,
-        name=name,
-        prefix=prefix,
-        key_hash=_hash(key),
-        permissions=sorted({p.value for p in permissions}),
+    row: ApiKeyRow | None = await connection.fetchrow(
+        CREATE_SQL,
+        uuid.uuid4(),
+        workspace_id,
+        name,
+        prefix,
+        _hash(key),
+        sorted({p.value for p in permissions}),
+        utcnow(),
+        record_class=ApiKeyRow,
     )
-    session.add(row)
-    await session.flush()
+    assert row is not None  # an INSERT ... RETURNING without conditions returns its row
     return row, key
 
 
@@ -99,10 +106,9 @@ class KeyRefusal(StrEnum):
 
 
 async def check_api_key(
-    connection: Any, key: str, *, touch_interval: timedelta = timedelta(seconds=60)
+    connection: Connection, key: str, *, touch_interval: timedelta = timedelta(seconds=60)
 ) -> Principal | KeyRefusal:
-    """The principal of ``key``, or why there is none, read on a plain asyncpg connection:
-    this runs on every request, and the ORM would cost more than the query."""
+    """The principal of ``key``, or why there is none: this runs on every request."""
     prefix = split_key(key)
     if prefix is None:
         return KeyRefusal.MALFORMED
@@ -125,7 +131,7 @@ async def check_api_key(
 
 
 async def authenticate(
-    connection: Any, key: str, *, touch_interval: timedelta = timedelta(seconds=60)
+    connection: Connection, key: str, *, touch_interval: timedelta = timedelta(seconds=60)
 ) -> Principal | None:
     """The principal of ``key``, or None."""
     checked = await check_api_key(connection, key, touch_interval=touch_interval)
@@ -135,7 +141,7 @@ async def authenticate(
 ACTIVE_KEYS_SQL = "SELECT id FROM api_key WHERE id = ANY($1::uuid[]) AND revoked_at IS NULL"
 
 
-async def active_api_keys(connection: Any, ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+async def active_api_keys(connection: Connection, ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
     """The ids among ``ids`` whose key exists and is not revoked: one statement for every key
     a process holds websocket connections for (the periodic revocation sweep)."""
     if not ids:
@@ -143,24 +149,22 @@ async def active_api_keys(connection: Any, ids: Collection[uuid.UUID]) -> set[uu
     return {row["id"] for row in await connection.fetch(ACTIVE_KEYS_SQL, list(ids))}
 
 
-async def revoke_api_key(session: AsyncSession, prefix: str) -> datetime:
+# The first revocation's time stays: revoking twice changes nothing.
+REVOKE_SQL = (
+    "UPDATE api_key SET revoked_at = coalesce(revoked_at, $2) WHERE prefix = $1 "
+    "RETURNING revoked_at"
+)
+LIST_SQL = f"SELECT {API_KEY_COLUMNS} FROM api_key WHERE workspace_id = $1 ORDER BY created_at"  # noqa: S608
+
+
+async def revoke_api_key(connection: Connection, prefix: str) -> datetime:
     """Revoke by the whole key, its visible part (``inbx_<prefix>``) or the bare prefix."""
     prefix = split_key(prefix) or prefix.removeprefix(KEY_PREFIX).partition("_")[0]
-    row = (
-        await session.execute(select(ApiKey).where(col(ApiKey.prefix) == prefix))
-    ).scalar_one_or_none()
-    if row is None:
+    revoked_at: datetime | None = await connection.fetchval(REVOKE_SQL, prefix, utcnow())
+    if revoked_at is None:
         raise NotFoundError("api key", prefix)
-    if row.revoked_at is None:
-        row.revoked_at = utcnow()
-        await session.flush()
-    return row.revoked_at
+    return revoked_at
 
 
-async def list_api_keys(session: AsyncSession, workspace_id: uuid.UUID) -> list[ApiKey]:
-    result = await session.execute(
-        select(ApiKey)
-        .where(col(ApiKey.workspace_id) == workspace_id)
-        .order_by(col(ApiKey.created_at))
-    )
-    return list(result.scalars())
+async def list_api_keys(connection: Connection, workspace_id: uuid.UUID) -> list[ApiKeyRow]:
+    return await connection.fetch(LIST_SQL, workspace_id, record_class=ApiKeyRow)

@@ -6,16 +6,27 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
+from storage.db import Connection
+from storage.models import AuditEvent, utcnow
+from storage.rows import AuditRow, columns
 
-from storage.db import older_than
-from storage.models import AuditEvent
+RECORD_SQL = """
+    INSERT INTO audit_event (id, workspace_id, inbox_id, action, api_key_prefix,
+                             client_address, details, at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)
+"""
+AUDIT_COLUMNS = columns(AuditEvent)
+# Newest first, after the (at, id) cursor $3, $4 and for the inbox $5 (each NULL: any).
+LIST_SQL = (
+    f"SELECT {AUDIT_COLUMNS} FROM audit_event WHERE workspace_id = $1 "  # noqa: S608
+    "AND ($5::uuid IS NULL OR inbox_id = $5) "
+    "AND ($2::timestamptz IS NULL OR (at, id) < ($2, $3)) "
+    "ORDER BY at DESC, id DESC LIMIT $4"
+)
 
 
 async def record(
-    session: AsyncSession,
+    connection: Connection,
     *,
     workspace_id: uuid.UUID,
     action: str,
@@ -24,41 +35,30 @@ async def record(
     client_address: str | None,
     details: dict[str, Any] | None = None,
 ) -> None:
-    session.add(
-        AuditEvent(
-            workspace_id=workspace_id,
-            inbox_id=inbox_id,
-            action=action,
-            api_key_prefix=api_key_prefix,
-            client_address=client_address,
-            details=details or {},
-        )
+    await connection.execute(
+        RECORD_SQL,
+        uuid.uuid4(),
+        workspace_id,
+        inbox_id,
+        action,
+        api_key_prefix,
+        client_address,
+        details or {},
+        utcnow(),
     )
-    await session.flush()
 
 
 async def list_events(
-    session: AsyncSession,
+    connection: Connection,
     workspace_id: uuid.UUID,
     *,
     first: int,
     before: tuple[datetime, uuid.UUID] | None = None,
     inbox_id: uuid.UUID | None = None,
-) -> tuple[list[AuditEvent], bool]:
+) -> tuple[list[AuditRow], bool]:
     """Newest first."""
-    clauses: list[Any] = [col(AuditEvent.workspace_id) == workspace_id]
-    if inbox_id is not None:
-        clauses.append(col(AuditEvent.inbox_id) == inbox_id)
-    if before is not None:
-        clauses.append(older_than(col(AuditEvent.at), col(AuditEvent.id), before))
-    rows = list(
-        (
-            await session.execute(
-                select(AuditEvent)
-                .where(*clauses)
-                .order_by(col(AuditEvent.at).desc(), col(AuditEvent.id).desc())
-                .limit(first + 1)
-            )
-        ).scalars()
+    at, row_id = before if before is not None else (None, None)
+    rows = await connection.fetch(
+        LIST_SQL, workspace_id, at, row_id, first + 1, inbox_id, record_class=AuditRow
     )
     return rows[:first], len(rows) > first

@@ -5,9 +5,9 @@ change that was rolled back. A payload carries ids, the version the change produ
 an inbox, its status at that version, so the stream alone tells the sequence of statuses
 (PENDING 1, VERIFYING 2, ACTIVE 3) however late a subscriber re-reads the rest.
 
-Every payload is built by ``payload_sql``, in the statement that makes the change, from the
-row it wrote: statements that change many rows notify for each, and Python callers go through
-``PUBLISH_SQL``, the same expression with parameters.
+Every payload is built here, by ``announce_sql``, in the statement that makes the change, from
+the rows it wrote: a statement that changes many rows notifies for each. Inbox changes reach it
+through ``storage.inbox_changes``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from storage.db import driver_connection
 
 CHANNEL = "inboxd_events"
 
@@ -56,9 +53,21 @@ def notify_sql(*parts: str, test_id: str = "NULL", status: str = "NULL") -> str:
     return f"pg_notify('{CHANNEL}', {payload})"
 
 
-PUBLISH_SQL = "SELECT " + notify_sql(
-    "$1::text", "$2::uuid", "$3::uuid", "$4::int", test_id="$5::uuid", status="$6::text"
-)
+def announce_sql(kind: EventKind, rows: str) -> str:
+    """A SELECT sending a ``kind`` event for each row of ``rows`` (a CTE or table name).
+
+    For TEST_CHANGED the rows are tests (id, inbox_id, workspace_id, version); otherwise they
+    are inboxes (id, workspace_id, version, status), the version being the one the change
+    produced. A deletion carries no status: the inbox has none any more.
+    """
+    if kind is EventKind.TEST_CHANGED:
+        notify = notify_sql(
+            "'TEST_CHANGED'", "r.workspace_id", "r.inbox_id", "r.version", test_id="r.id"
+        )
+    else:
+        status = "NULL" if kind is EventKind.DELETED else "r.status"
+        notify = notify_sql(f"'{kind.value}'", "r.workspace_id", "r.id", "r.version", status=status)
+    return f"SELECT {notify} FROM {rows} r"  # noqa: S608  (names from this package only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,15 +91,3 @@ class Event:
             test_id=uuid.UUID(data["t"]) if data.get("t") else None,
             status=data.get("s"),
         )
-
-
-async def publish(session: AsyncSession, event: Event) -> None:
-    await (await driver_connection(session)).execute(
-        PUBLISH_SQL,
-        event.kind.value,
-        event.workspace_id,
-        event.inbox_id,
-        event.version,
-        event.test_id,
-        event.status,
-    )

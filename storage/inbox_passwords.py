@@ -9,12 +9,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
-
+from storage import inbox_changes
+from storage.db import Connection
+from storage.events import EventKind
 from storage.models import EmailInbox
-from storage.rows import InboxRow
+from storage.rows import InboxRow, columns
 from storage.secrets import DecryptionError, KeyRing, Secret, associated_data
 
 TABLE = "email_inbox"
@@ -26,7 +25,7 @@ def encrypt_password(keyring: KeyRing, inbox_id: uuid.UUID, column: str, passwor
     return keyring.encrypt(password.reveal(), associated_data(TABLE, column, inbox_id))
 
 
-def decrypt_password(keyring: KeyRing, inbox: EmailInbox | InboxRow, column: str) -> Secret:
+def decrypt_password(keyring: KeyRing, inbox: InboxRow, column: str) -> Secret:
     blob: bytes = getattr(inbox, column)
     return keyring.decrypt(blob, associated_data(TABLE, column, inbox.id))
 
@@ -38,40 +37,57 @@ class RotationBatch:
     last_id: uuid.UUID | None  # None: no rows after ``after``; rotation is complete
 
 
+BATCH_SQL = (
+    f"SELECT {columns(EmailInbox)} FROM email_inbox "  # noqa: S608
+    "WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2 FOR UPDATE"
+)
+# A new ciphertext is a change of the row like any other: a new version, announced.
+ROTATE_SQL = inbox_changes.statement(
+    inbox_changes.change(
+        "inbox",
+        "smtp_password = r.smtp_password, imap_password = r.imap_password",
+        source="unnest($1::uuid[], $2::bytea[], $3::bytea[]) "
+        "AS r(id, smtp_password, imap_password)",
+        where="i.id = r.id",
+        announce=(EventKind.UPDATED,),
+    ),
+    result="count(*)",
+)
+
+
 async def rotate_secrets(
-    session: AsyncSession,
+    connection: Connection,
     keyring: KeyRing,
     *,
     after: uuid.UUID | None = None,
     batch_size: int = 200,
 ) -> RotationBatch:
-    """Re-encrypt the passwords of one batch of rows (by id, after ``after``) under the newest key.
+    """Re-encrypt the passwords of one batch of rows (by id, after ``after``) under the newest
+    key, in one transaction.
 
     Rows are locked only for their batch's short transaction, so the API keeps serving: every
     process holds all keys and reads both old and new ciphertexts. A row that does not decrypt
     is reported and left as it is, never overwritten.
     """
-    statement = select(EmailInbox).order_by(col(EmailInbox.id)).limit(batch_size).with_for_update()
-    if after is not None:
-        statement = statement.where(col(EmailInbox.id) > after)
-    rows = list((await session.execute(statement)).scalars())
-    rotated = 0
-    unreadable: list[uuid.UUID] = []
-    for inbox in rows:
-        if not any(keyring.needs_rotation(getattr(inbox, c)) for c in PASSWORD_COLUMNS):
-            continue
-        try:
-            values = {
-                column: encrypt_password(
-                    keyring, inbox.id, column, decrypt_password(keyring, inbox, column)
+    async with connection.transaction():
+        rows = await connection.fetch(BATCH_SQL, after, batch_size, record_class=InboxRow)
+        rotated: list[tuple[uuid.UUID, bytes, bytes]] = []
+        unreadable: list[uuid.UUID] = []
+        for inbox in rows:
+            if not any(keyring.needs_rotation(getattr(inbox, c)) for c in PASSWORD_COLUMNS):
+                continue
+            try:
+                smtp, imap = (
+                    encrypt_password(
+                        keyring, inbox.id, column, decrypt_password(keyring, inbox, column)
+                    )
+                    for column in PASSWORD_COLUMNS
                 )
-                for column in PASSWORD_COLUMNS
-            }
-        except DecryptionError:
-            unreadable.append(inbox.id)
-            continue
-        await session.execute(
-            update(EmailInbox).where(col(EmailInbox.id) == inbox.id).values(**values)
-        )
-        rotated += 1
-    return RotationBatch(rotated, unreadable, rows[-1].id if rows else None)
+            except DecryptionError:
+                unreadable.append(inbox.id)
+                continue
+            rotated.append((inbox.id, smtp, imap))
+        if rotated:
+            ids, smtp_passwords, imap_passwords = (list(c) for c in zip(*rotated, strict=True))
+            await connection.execute(ROTATE_SQL, ids, smtp_passwords, imap_passwords)
+    return RotationBatch(len(rotated), unreadable, rows[-1].id if rows else None)

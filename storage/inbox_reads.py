@@ -1,6 +1,6 @@
 """Reading inboxes for display: one by id, or a filtered page, on a plain asyncpg connection.
 
-Rows come back as ``InboxRow`` records, not ORM objects (see ``storage.rows``). Every query
+Rows come back as ``InboxRow`` records (see ``storage.rows``). Every query
 takes the caller's ``workspace_id``.
 """
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from storage.db import Connection
 from storage.models import EmailInbox
 from storage.rows import InboxRow, columns
 
@@ -38,9 +39,9 @@ READ_INBOX_SQL = f"SELECT {INBOX_COLUMNS} FROM email_inbox WHERE id = $1 AND wor
 
 
 async def read_inbox(
-    connection: Any, workspace_id: uuid.UUID, inbox_id: uuid.UUID
+    connection: Connection, workspace_id: uuid.UUID, inbox_id: uuid.UUID
 ) -> InboxRow | None:
-    """One inbox of the workspace, for display (no ORM object, no transaction)."""
+    """One inbox of the workspace, for display, or None."""
     row: InboxRow | None = await connection.fetchrow(
         READ_INBOX_SQL, inbox_id, workspace_id, record_class=InboxRow
     )
@@ -82,7 +83,7 @@ def _filter_sql(workspace_id: uuid.UUID, flt: InboxFilter) -> tuple[list[str], l
 
 
 async def read_page(
-    connection: Any,
+    connection: Connection,
     workspace_id: uuid.UUID,
     *,
     first: int,

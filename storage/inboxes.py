@@ -1,4 +1,5 @@
-"""Email inbox rows: create, read, list, update, delete, each one unit of work in a session.
+"""Email inbox rows: create, update, delete, each one transaction on an asyncpg connection
+(reading them for display is ``storage.inbox_reads``).
 
 Every query takes the caller's ``workspace_id``: an inbox of another workspace is
 indistinguishable from one that does not exist.
@@ -13,12 +14,10 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
+import asyncpg
 
-from storage import events, jobs
+from storage import inbox_changes, jobs
+from storage.db import Connection
 from storage.errors import (
     DuplicateEmailError,
     InboxLimitError,
@@ -26,10 +25,11 @@ from storage.errors import (
     SubscriptionInactiveError,
     VersionConflictError,
 )
+from storage.events import EventKind, announce_sql
 from storage.inbox_passwords import decrypt_password, encrypt_password
-from storage.inbox_reads import INBOX_COLUMNS
-from storage.models import ConnectionTest, EmailInbox, InboxStatus, utcnow
-from storage.rows import InboxRow
+from storage.inbox_reads import INBOX_COLUMNS, READ_INBOX_SQL
+from storage.models import InboxStatus, utcnow
+from storage.rows import InboxRow, TestRow
 from storage.secrets import KeyRing, Secret
 
 # A change to any of these means the stored verification no longer describes the inbox.
@@ -40,24 +40,23 @@ CONNECTION_FIELDS = frozenset(
 )
 
 
-async def count_inboxes(session: AsyncSession, workspace_id: uuid.UUID) -> int:
-    result = await session.execute(
-        select(func.count())
-        .select_from(EmailInbox)
-        .where(col(EmailInbox.workspace_id) == workspace_id)
-    )
-    return int(result.scalar_one())
+COUNT_SQL = (
+    "SELECT count(*) AS usage, NULL::timestamptz AS latest FROM email_inbox WHERE workspace_id = $1"
+)
+FIND_BY_EMAIL_SQL = "SELECT id FROM email_inbox WHERE workspace_id = $1 AND email = $2"
+
+
+async def count_inboxes(connection: Connection, workspace_id: uuid.UUID) -> int:
+    found = await connection.fetchrow(COUNT_SQL, workspace_id)
+    assert found is not None  # an aggregate always has its row
+    return int(found["usage"])
 
 
 async def find_id_by_email(
-    session: AsyncSession, workspace_id: uuid.UUID, email: str
+    connection: Connection, workspace_id: uuid.UUID, email: str
 ) -> uuid.UUID | None:
-    result = await session.execute(
-        select(col(EmailInbox.id)).where(
-            col(EmailInbox.workspace_id) == workspace_id, col(EmailInbox.email) == email
-        )
-    )
-    return result.scalar_one_or_none()
+    found: uuid.UUID | None = await connection.fetchval(FIND_BY_EMAIL_SQL, workspace_id, email)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,22 +98,11 @@ def _create_sql(insert_columns: tuple[str, ...]) -> str:
               FROM inbox
             RETURNING id
         ), notified AS (
-            SELECT pg_notify('{jobs.JOBS_CHANNEL}', ''),
-                   {
-        events.notify_sql(
-            "'TEST_CHANGED'",
-            "t.workspace_id",
-            "t.inbox_id",
-            "t.version",
-            test_id="t.id",
+            {jobs.wake_workers_sql("test")}
+            UNION ALL {announce_sql(EventKind.TEST_CHANGED, "test")}
+            UNION ALL {announce_sql(EventKind.CREATED, "inbox")}
         )
-    },
-                   {
-        events.notify_sql("'CREATED'", "i.workspace_id", "i.id", "i.version", status="i.status")
-    }
-              FROM test t, inbox i
-        )
-        SELECT inbox.* FROM inbox, audit, notified
+        SELECT inbox.* FROM inbox, audit, (SELECT count(*) FROM notified) AS sent
     """  # noqa: S608
 
 
@@ -126,19 +114,15 @@ LOCK_WORKSPACE_AND_ACCOUNTS_SQL = (
     "SELECT subscription_active, max_inboxes, pg_advisory_xact_lock(hashtext($2)), "
     "pg_advisory_xact_lock(hashtext($3)) FROM workspace WHERE id = $1 FOR UPDATE"
 )
-COUNT_SQL = (
-    "SELECT count(*) AS usage, NULL::timestamptz AS latest FROM email_inbox WHERE workspace_id = $1"
-)
 # ... and the count also finds the accounts' latest scheduled login.
 COUNT_AND_LATEST_LOGIN_SQL = (
     "SELECT (SELECT count(*) FROM email_inbox WHERE workspace_id = $1) AS usage, "  # noqa: S608
     f"({jobs.latest_login_query(2)}) AS latest"
 )
-FIND_BY_EMAIL_SQL = "SELECT id FROM email_inbox WHERE workspace_id = $1 AND email = $2"
 
 
 async def create_inbox(
-    connection: Any,
+    connection: Connection,
     *,
     workspace_id: uuid.UUID,
     values: Mapping[str, Any],
@@ -178,6 +162,7 @@ async def create_inbox(
             )
         else:
             found = await connection.fetchrow(COUNT_SQL, workspace_id)
+        assert found is not None  # an aggregate always has its row
         usage, latest = found["usage"], found["latest"]
         if usage >= workspace["max_inboxes"]:
             raise InboxLimitError(usage, workspace["max_inboxes"])
@@ -214,22 +199,53 @@ async def create_inbox(
         return created
 
 
+LOCK_INBOX_SQL = READ_INBOX_SQL + " FOR UPDATE"
+
+
 async def get_inbox(
-    session: AsyncSession, workspace_id: uuid.UUID, inbox_id: uuid.UUID, *, for_update: bool = False
-) -> EmailInbox:
-    statement = select(EmailInbox).where(
-        col(EmailInbox.id) == inbox_id, col(EmailInbox.workspace_id) == workspace_id
+    connection: Connection,
+    workspace_id: uuid.UUID,
+    inbox_id: uuid.UUID,
+    *,
+    for_update: bool = False,
+) -> InboxRow:
+    """The inbox, or NotFoundError; ``for_update`` locks its row until the transaction ends."""
+    inbox: InboxRow | None = await connection.fetchrow(
+        LOCK_INBOX_SQL if for_update else READ_INBOX_SQL,
+        inbox_id,
+        workspace_id,
+        record_class=InboxRow,
     )
-    if for_update:
-        statement = statement.with_for_update()
-    inbox = (await session.execute(statement)).scalar_one_or_none()
     if inbox is None:
         raise NotFoundError("email inbox", inbox_id)
     return inbox
 
 
+@cache
+def _update_sql(set_columns: tuple[str, ...], reverify: bool) -> str:
+    """One statement for an update: the inbox's new values (``$3`` on; ``$1`` the inbox,
+    ``$2`` its workspace) and its events, UPDATED and, when its connection settings changed,
+    STATUS_CHANGED, after cancelling its open tests (TEST_CHANGED each)."""
+    assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(set_columns, start=3))
+    announce = (EventKind.UPDATED, EventKind.STATUS_CHANGED) if reverify else (EventKind.UPDATED,)
+    inbox = inbox_changes.change(
+        "inbox",
+        assignments,
+        where="i.id = $1 AND i.workspace_id = $2",
+        returning=INBOX_COLUMNS,
+        announce=announce,
+    )
+    if not reverify:
+        return inbox_changes.statement(inbox, result="inbox.*")
+    return (
+        f"WITH {jobs.CANCEL_OPEN_TESTS_CTE}, {inbox.cte}, "  # noqa: S608
+        f"notified AS ({jobs.CANCELLED_NOTIFY} UNION ALL {inbox.notify}) "
+        "SELECT inbox.* FROM inbox, (SELECT count(*) FROM notified) AS sent"
+    )
+
+
 async def update_inbox(
-    session: AsyncSession,
+    connection: Connection,
     *,
     workspace_id: uuid.UUID,
     inbox_id: uuid.UUID,
@@ -238,9 +254,10 @@ async def update_inbox(
     keyring: KeyRing,
     expected_version: int | None = None,
     spacing: timedelta = timedelta(0),
-) -> tuple[EmailInbox, ConnectionTest | None]:
-    """Apply a partial update. A change to connection settings re-queues verification."""
-    inbox = await get_inbox(session, workspace_id, inbox_id, for_update=True)
+) -> tuple[InboxRow, TestRow | None]:
+    """Apply a partial update in the caller's transaction. A change to connection settings
+    cancels the open test and queues verification again."""
+    inbox = await get_inbox(connection, workspace_id, inbox_id, for_update=True)
     if expected_version is not None and inbox.version != expected_version:
         raise VersionConflictError(expected_version, inbox.version)
     values: dict[str, Any] = {
@@ -255,67 +272,60 @@ async def update_inbox(
     if reverify:
         values["status"] = InboxStatus.PENDING.value
         values["status_reason"] = None
-    values["version"] = inbox.version + 1
-    values["updated_at"] = utcnow()
+    set_columns = tuple(sorted(values))
     try:
-        async with session.begin_nested():
-            await session.execute(
-                update(EmailInbox).where(col(EmailInbox.id) == inbox.id).values(**values)
+        async with connection.transaction():  # a savepoint: a duplicate is looked up after
+            updated: InboxRow | None = await connection.fetchrow(
+                _update_sql(set_columns, reverify),
+                inbox_id,
+                workspace_id,
+                *(values[c] for c in set_columns),
+                record_class=InboxRow,
             )
-    except IntegrityError as exc:
+    except asyncpg.UniqueViolationError as exc:
         email = str(values.get("email", inbox.email))
-        existing = await find_id_by_email(session, workspace_id, email)
+        existing = await find_id_by_email(connection, workspace_id, email)
         raise DuplicateEmailError(email, existing) from exc
-    await session.refresh(inbox)
+    assert updated is not None  # the row is locked: it is still there
     test = None
     if reverify:
-        await jobs.cancel_open_tests(session, inbox.id)
-        test = await jobs.enqueue_test(session, inbox, reason="SETTINGS_CHANGED", spacing=spacing)
-    await events.publish(
-        session,
-        events.Event(
-            events.EventKind.UPDATED, workspace_id, inbox.id, inbox.version, status=inbox.status
-        ),
-    )
-    if reverify:
-        await events.publish(
-            session,
-            events.Event(
-                events.EventKind.STATUS_CHANGED,
-                workspace_id,
-                inbox.id,
-                inbox.version,
-                status=inbox.status,
-            ),
+        test = await jobs.enqueue_test(
+            connection, updated, reason="SETTINGS_CHANGED", spacing=spacing
         )
-    return inbox, test
+    return updated, test
 
 
-async def delete_inbox(session: AsyncSession, workspace_id: uuid.UUID, inbox_id: uuid.UUID) -> None:
-    inbox = await get_inbox(session, workspace_id, inbox_id, for_update=True)
-    await session.delete(inbox)
-    await session.flush()
-    await events.publish(
-        session,
-        events.Event(events.EventKind.DELETED, workspace_id, inbox_id, inbox.version + 1),
-    )
+DELETED = inbox_changes.delete("inbox", where="i.id = $1 AND i.workspace_id = $2")
+DELETE_SQL = inbox_changes.statement(DELETED, result="inbox.id")
+
+
+async def delete_inbox(
+    connection: Connection, workspace_id: uuid.UUID, inbox_id: uuid.UUID
+) -> None:
+    """Delete the inbox (its tests go with it) and announce it, in one statement."""
+    if await connection.fetchval(DELETE_SQL, inbox_id, workspace_id) is None:
+        raise NotFoundError("email inbox", inbox_id)
+
+
+SETUP_STATUS_SQL = inbox_changes.statement(
+    inbox_changes.change(
+        "inbox",
+        "setup_status = $3::jsonb",
+        where="i.id = $1 AND i.workspace_id = $2",
+        returning=INBOX_COLUMNS,
+        announce=(EventKind.UPDATED,),
+    ),
+    result="inbox.*",
+)
 
 
 async def set_setup_status(
-    session: AsyncSession, workspace_id: uuid.UUID, inbox_id: uuid.UUID, status: dict[str, Any]
-) -> EmailInbox:
+    connection: Connection, workspace_id: uuid.UUID, inbox_id: uuid.UUID, status: dict[str, Any]
+) -> InboxRow:
     """Store a fresh DNS setup check; subscribers hear of it as an update."""
-    inbox = await get_inbox(session, workspace_id, inbox_id, for_update=True)
-    await session.execute(
-        update(EmailInbox)
-        .where(col(EmailInbox.id) == inbox_id)
-        .values(setup_status=status, version=inbox.version + 1, updated_at=utcnow())
+    inbox: InboxRow | None = await connection.fetchrow(
+        SETUP_STATUS_SQL, inbox_id, workspace_id, status, record_class=InboxRow
     )
-    await session.refresh(inbox)
-    await events.publish(
-        session,
-        events.Event(
-            events.EventKind.UPDATED, workspace_id, inbox.id, inbox.version, status=inbox.status
-        ),
-    )
+    if inbox is None:
+        raise NotFoundError("email inbox", inbox_id)
     return inbox

@@ -1,8 +1,8 @@
 """A worker's side of a connection test: claim it, hold its lease, record its outcome.
 
 Each step that changes a test and its inbox is one statement that also sends their
-notifications (see ``events.notify_sql``), so nothing is recorded or announced half-way.
-Queueing and reading tests is ``storage.jobs``.
+notifications, the inbox's through ``storage.inbox_changes``, so nothing is recorded or
+announced half-way. Queueing and reading tests is ``storage.jobs``.
 """
 
 from __future__ import annotations
@@ -12,13 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
-
-from storage import events
-from storage.jobs import JOBS_CHANNEL, publish_test
-from storage.models import ConnectionTest, EmailInbox, InboxStatus, TestState, utcnow
+from storage import inbox_changes
+from storage.db import Connection
+from storage.events import EventKind, announce_sql
+from storage.jobs import TEST_COLUMNS, wake_workers_sql
+from storage.models import EmailInbox, InboxStatus, TestState
 from storage.rows import InboxRow, TestRow, columns
 
 
@@ -33,23 +31,19 @@ class ClaimedTest:
     inbox: InboxRow
 
 
-def _notify_test_and_status(tests: str, inboxes: str) -> str:
-    """A CTE body sending TEST_CHANGED for each row of ``tests`` (columns id, inbox_id,
-    workspace_id, version) and STATUS_CHANGED for each row of ``inboxes`` (id, workspace_id,
-    version, status), in that order."""
-    test_changed = events.notify_sql(
-        "'TEST_CHANGED'", "t.workspace_id", "t.inbox_id", "t.version", test_id="t.id"
-    )
-    status_changed = events.notify_sql(
-        "'STATUS_CHANGED'", "i.workspace_id", "i.id", "i.version", status="i.status"
-    )
-    # Built from names in this module only: S608 does not apply.
-    return (
-        f"SELECT {test_changed} FROM {tests} t "  # noqa: S608
-        f"UNION ALL SELECT {status_changed} FROM {inboxes} i"
-    )
+def _tests_then(tests: str, inbox: inbox_changes.InboxChange) -> str:
+    """The notifications of a statement that changes tests (``tests``: columns id, inbox_id,
+    workspace_id, version) and their inboxes: TEST_CHANGED for each test, then the inboxes'."""
+    return f"{announce_sql(EventKind.TEST_CHANGED, tests)} UNION ALL {inbox.notify}"
 
 
+VERIFYING = inbox_changes.change(
+    "verifying",
+    "status = 'VERIFYING', status_reason = NULL",
+    source="claimed c",
+    where="i.id = c.inbox_id",
+    returning=", ".join(f"i.{c}" for c in columns(EmailInbox).split(", ")),
+)
 # One statement: take due tests (SKIP LOCKED), mark their inboxes VERIFYING, tell subscribers
 # both, and return what the probes need. Autocommit: it is atomic on its own.
 CLAIM_SQL = f"""
@@ -70,15 +64,8 @@ CLAIM_SQL = f"""
                 FOR UPDATE SKIP LOCKED)
         RETURNING t.id, t.inbox_id, t.workspace_id, t.version, t.attempts, t.round_trip,
                   t.round_trip_to
-    ), verifying AS (
-        UPDATE email_inbox AS i
-           SET status = 'VERIFYING', status_reason = NULL, version = i.version + 1,
-               updated_at = now()
-          FROM claimed c
-         WHERE i.id = c.inbox_id
-        RETURNING {", ".join(f"i.{c}" for c in columns(EmailInbox).split(", "))}
-    ), notified AS (
-        {_notify_test_and_status("claimed", "verifying")}
+    ), {VERIFYING.cte}, notified AS (
+        {_tests_then("claimed", VERIFYING)}
     )
     SELECT c.id AS claimed_test_id, c.attempts AS claimed_attempts,
            c.round_trip AS claimed_round_trip, c.round_trip_to AS claimed_round_trip_to, v.*
@@ -88,7 +75,7 @@ CLAIM_SQL = f"""
 
 
 async def claim_tests(
-    connection: Any, *, worker_id: str, lease: timedelta, limit: int, max_attempts: int
+    connection: Connection, *, worker_id: str, lease: timedelta, limit: int, max_attempts: int
 ) -> list[ClaimedTest]:
     """Take up to ``limit`` runnable tests: queued and due, or running with an expired lease
     and attempts left (see ``fail_exhausted_then_next_due`` for those with none)."""
@@ -112,6 +99,12 @@ EXHAUSTED_REASON = (
     "The verification stopped unexpectedly on each of its {max_attempts} attempts; "
     "run testConnection to try again."
 )
+EXHAUSTED = inbox_changes.change(
+    "inbox",
+    "status = 'FAILED', status_reason = $2, last_check_at = now(), error_count = i.error_count + 1",
+    source="failed f",
+    where="i.id = f.inbox_id",
+)
 # Fail those, then: seconds until the next test becomes runnable (a queued test's run_after,
 # or a running test's lease expiry), by the database's clock; NULL when nothing is open.
 IDLE_SQL = f"""
@@ -121,15 +114,8 @@ IDLE_SQL = f"""
                finished_at = now(), version = version + 1
          WHERE state = 'RUNNING' AND lease_expires_at < now() AND attempts >= $1
         RETURNING id, inbox_id, workspace_id, version
-    ), inbox AS (
-        UPDATE email_inbox AS i
-           SET status = 'FAILED', status_reason = $2, last_check_at = now(),
-               error_count = i.error_count + 1, version = i.version + 1, updated_at = now()
-          FROM failed f
-         WHERE i.id = f.inbox_id
-        RETURNING i.id, i.workspace_id, i.version, i.status
-    ), notified AS (
-        {_notify_test_and_status("failed", "inbox")}
+    ), {EXHAUSTED.cte}, notified AS (
+        {_tests_then("failed", EXHAUSTED)}
     )
     SELECT extract(epoch FROM min(due) - clock_timestamp())::float8 AS due_in,
            (SELECT count(*) FROM notified) AS sent
@@ -140,55 +126,30 @@ IDLE_SQL = f"""
 """  # noqa: S608
 
 
-async def fail_exhausted_then_next_due(connection: Any, *, max_attempts: int) -> float | None:
+async def fail_exhausted_then_next_due(
+    connection: Connection, *, max_attempts: int
+) -> float | None:
     """For a worker that found nothing to claim: fail the tests whose worker died on their
     last allowed attempt, and say how long until the next test is due (negative: it is due
     already, None: nothing is open)."""
-    row = await connection.fetchrow(
+    due_in: float | None = await connection.fetchval(
         IDLE_SQL, max_attempts, EXHAUSTED_REASON.format(max_attempts=max_attempts)
     )
-    due_in: float | None = row["due_in"]
     return due_in
 
 
+EXTEND_LEASE_SQL = """
+    UPDATE connection_test SET lease_expires_at = now() + make_interval(secs => $3)
+     WHERE id = $1 AND worker_id = $2 AND state = 'RUNNING'
+    RETURNING id
+"""
+
+
 async def extend_lease(
-    session: AsyncSession, test_id: uuid.UUID, worker_id: str, lease: timedelta
+    connection: Connection, test_id: uuid.UUID, worker_id: str, lease: timedelta
 ) -> bool:
-    result = await session.execute(
-        update(ConnectionTest)
-        .where(
-            col(ConnectionTest.id) == test_id,
-            col(ConnectionTest.worker_id) == worker_id,
-            col(ConnectionTest.state) == TestState.RUNNING.value,
-        )
-        .values(lease_expires_at=utcnow() + lease)
-        .returning(col(ConnectionTest.id))
-    )
-    return result.scalar_one_or_none() is not None
-
-
-async def _set_inbox_status(
-    session: AsyncSession, inbox_id: uuid.UUID, values: dict[str, Any]
-) -> EmailInbox | None:
-    result = await session.execute(
-        update(EmailInbox)
-        .where(col(EmailInbox.id) == inbox_id)
-        .values(**values, version=EmailInbox.version + 1, updated_at=func.now())
-        .returning(EmailInbox)
-    )
-    inbox = result.scalar_one_or_none()
-    if inbox is not None:
-        await events.publish(
-            session,
-            events.Event(
-                events.EventKind.STATUS_CHANGED,
-                inbox.workspace_id,
-                inbox.id,
-                inbox.version,
-                status=inbox.status,
-            ),
-        )
-    return inbox
+    held = await connection.fetchval(EXTEND_LEASE_SQL, test_id, worker_id, lease.total_seconds())
+    return held is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +169,16 @@ class TestOutcome:
     max_attempts: int = 1
 
 
+RECORDED = inbox_changes.change(
+    "inbox",
+    """status = $10, status_reason = $11, last_check_at = now(),
+       error_count = CASE $12 WHEN 'reset' THEN 0 WHEN 'increment'
+                         THEN i.error_count + 1 ELSE i.error_count END,
+       last_verified_at = CASE WHEN $13 THEN now() ELSE i.last_verified_at END,
+       setup_status = coalesce($14::jsonb, i.setup_status)""",
+    source="finished f",
+    where="i.id = f.inbox_id",
+)
 RECORD_SQL = f"""
     WITH finished AS (
         UPDATE connection_test
@@ -218,30 +189,18 @@ RECORD_SQL = f"""
                finished_at = CASE WHEN $9::timestamptz IS NULL THEN now() END,
                version = version + 1
          WHERE id = $1 AND worker_id = $2 AND state = 'RUNNING'
-        RETURNING {columns(ConnectionTest)}
-    ), inbox AS (
-        UPDATE email_inbox AS i
-           SET status = $10, status_reason = $11, last_check_at = now(),
-               error_count = CASE $12 WHEN 'reset' THEN 0 WHEN 'increment'
-                                 THEN i.error_count + 1 ELSE i.error_count END,
-               last_verified_at = CASE WHEN $13 THEN now() ELSE i.last_verified_at END,
-               setup_status = coalesce($14::jsonb, i.setup_status),
-               version = i.version + 1, updated_at = now()
-          FROM finished f
-         WHERE i.id = f.inbox_id
-        RETURNING i.id, i.workspace_id, i.version, i.status
-    ), notified AS (
-        {_notify_test_and_status("finished", "inbox")}
+        RETURNING {TEST_COLUMNS}
+    ), {RECORDED.cte}, notified AS (
+        {_tests_then("finished", RECORDED)}
         -- A retry is a job coming due later: workers re-plan their sleep.
-        UNION ALL SELECT pg_notify('{JOBS_CHANNEL}', '') FROM finished
-                   WHERE $9::timestamptz IS NOT NULL
+        UNION ALL {wake_workers_sql("finished WHERE $9::timestamptz IS NOT NULL")}
     )
     SELECT finished.* FROM finished, (SELECT count(*) FROM notified) AS sent
 """  # noqa: S608
 
 
 async def record_outcome(
-    connection: Any, test_id: uuid.UUID, worker_id: str, outcome: TestOutcome
+    connection: Connection, test_id: uuid.UUID, worker_id: str, outcome: TestOutcome
 ) -> TestRow | None:
     """Store a finished attempt and the inbox's new status, in one statement, if ``worker_id``
     still holds the test. None: it lost the lease or the test was cancelled, and its result
@@ -288,14 +247,36 @@ async def record_outcome(
 INTERRUPTED_REASON = "Verification was interrupted by a server shutdown and is queued again."
 
 
-async def release(session: AsyncSession, test_id: uuid.UUID, worker_id: str) -> bool:
+REQUEUED = inbox_changes.change(
+    "inbox",
+    "status = 'PENDING', status_reason = $4",
+    source="requeued r",
+    where="i.id = r.inbox_id",
+)
+# Back in the queue, its attempt not counted; the inbox PENDING; workers woken.
+REQUEUE_SQL = f"""
+    WITH requeued AS (
+        UPDATE connection_test AS t
+           SET state = 'QUEUED', worker_id = NULL, lease_expires_at = NULL,
+               run_after = coalesce($3::timestamptz, now()),
+               attempts = greatest(t.attempts - 1, 0), version = t.version + 1
+         WHERE t.id = $1 AND t.worker_id = $2 AND t.state = 'RUNNING'
+        RETURNING t.id, t.inbox_id, t.workspace_id, t.version
+    ), {REQUEUED.cte}, notified AS (
+        {_tests_then("requeued", REQUEUED)} UNION ALL {wake_workers_sql("requeued")}
+    )
+    SELECT (SELECT count(*) FROM requeued) AS requeued, (SELECT count(*) FROM notified) AS sent
+"""  # noqa: S608
+
+
+async def release(connection: Connection, test_id: uuid.UUID, worker_id: str) -> bool:
     """Give back a test this worker holds but will not finish (shutting down): it is queued
     again at once, its attempt not counted, for any worker to take."""
-    return await requeue(session, test_id, worker_id, run_after=None, reason=INTERRUPTED_REASON)
+    return await requeue(connection, test_id, worker_id, run_after=None, reason=INTERRUPTED_REASON)
 
 
 async def requeue(
-    session: AsyncSession,
+    connection: Connection,
     test_id: uuid.UUID,
     worker_id: str,
     *,
@@ -303,30 +284,7 @@ async def requeue(
     reason: str,
 ) -> bool:
     """Put a test this worker holds but did not run back in the queue, due at ``run_after``
-    (None: now), its attempt not counted; the inbox is PENDING with ``reason``."""
-    result = await session.execute(
-        update(ConnectionTest)
-        .where(
-            col(ConnectionTest.id) == test_id,
-            col(ConnectionTest.worker_id) == worker_id,
-            col(ConnectionTest.state) == TestState.RUNNING.value,
-        )
-        .values(
-            state=TestState.QUEUED.value,
-            worker_id=None,
-            lease_expires_at=None,
-            run_after=run_after if run_after is not None else func.now(),
-            attempts=func.greatest(ConnectionTest.attempts - 1, 0),
-            version=ConnectionTest.version + 1,
-        )
-        .returning(ConnectionTest)
-    )
-    test = result.scalar_one_or_none()
-    if test is None:
-        return False
-    await publish_test(session, test)
-    await _set_inbox_status(
-        session, test.inbox_id, {"status": InboxStatus.PENDING.value, "status_reason": reason}
-    )
-    await session.execute(text(f"NOTIFY {JOBS_CHANNEL}"))
-    return True
+    (None: now), its attempt not counted; the inbox is PENDING with ``reason``. One
+    statement."""
+    row = await connection.fetchrow(REQUEUE_SQL, test_id, worker_id, run_after, reason)
+    return row is not None and row["requeued"] > 0

@@ -11,37 +11,32 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
-
-from storage import events
-from storage.db import driver_connection, older_than
-from storage.errors import NotFoundError
-from storage.models import (
-    OPEN_TEST_STATES,
-    ConnectionTest,
-    EmailInbox,
-    TestState,
-)
-from storage.rows import TestRow, columns
+from storage.db import Connection
+from storage.events import EventKind, announce_sql
+from storage.models import ConnectionTest
+from storage.rows import InboxRow, TestRow, columns
 
 JOBS_CHANNEL = "inboxd_jobs"
 # Tests a user asked for (rate limited per inbox), as opposed to ones inboxd queued itself.
-USER_REQUESTED_REASONS = ("MANUAL", "ROUND_TRIP")
+USER_REQUESTED_REASONS = ["MANUAL", "ROUND_TRIP"]
+TEST_COLUMNS = columns(ConnectionTest)
 
 
-async def get_open_test(session: AsyncSession, inbox_id: uuid.UUID) -> ConnectionTest | None:
-    result = await session.execute(
-        select(ConnectionTest).where(
-            col(ConnectionTest.inbox_id) == inbox_id,
-            col(ConnectionTest.state).in_(OPEN_TEST_STATES),
-        )
-    )
-    return result.scalar_one_or_none()
+def wake_workers_sql(rows: str) -> str:
+    """A SELECT waking the workers (a job is queued or rescheduled) if ``rows`` has any."""
+    return f"SELECT pg_notify('{JOBS_CHANNEL}', '') FROM (SELECT 1 FROM {rows} LIMIT 1) AS r"  # noqa: S608
+
+
+OPEN_TEST_SQL = (
+    f"SELECT {TEST_COLUMNS} FROM connection_test "  # noqa: S608
+    "WHERE inbox_id = $1 AND state IN ('QUEUED', 'RUNNING')"
+)
+
+
+async def get_open_test(connection: Connection, inbox_id: uuid.UUID) -> TestRow | None:
+    row: TestRow | None = await connection.fetchrow(OPEN_TEST_SQL, inbox_id, record_class=TestRow)
+    return row
 
 
 LOCK_ACCOUNTS_SQL = (
@@ -72,7 +67,7 @@ def account_lock_keys(smtp: tuple[str, str], imap: tuple[str, str]) -> tuple[str
 
 
 async def spaced_start(
-    connection: Any, *, smtp: tuple[str, str], imap: tuple[str, str], spacing: timedelta
+    connection: Connection, *, smtp: tuple[str, str], imap: tuple[str, str], spacing: timedelta
 ) -> datetime | None:
     """When a new login to these accounts ((host, username) for SMTP and IMAP) may happen at
     the earliest, or None for now. Runs on the asyncpg connection of the caller's transaction.
@@ -92,155 +87,122 @@ async def spaced_start(
     return None if latest is None else latest + spacing
 
 
+MANUAL_SINCE_SQL = """
+    SELECT created_at FROM connection_test
+     WHERE inbox_id = $1 AND reason = ANY($2::text[])
+       AND created_at > now() - make_interval(secs => $3)
+     ORDER BY created_at
+"""
+
+
 async def manual_tests_since(
-    session: AsyncSession, inbox_id: uuid.UUID, window: timedelta
+    connection: Connection, inbox_id: uuid.UUID, window: timedelta
 ) -> list[datetime]:
     """Creation times of user-requested tests of the inbox within ``window``, oldest first."""
-    result = await session.execute(
-        select(col(ConnectionTest.created_at))
-        .where(
-            col(ConnectionTest.inbox_id) == inbox_id,
-            col(ConnectionTest.reason).in_(USER_REQUESTED_REASONS),
-            col(ConnectionTest.created_at) > func.now() - window,
-        )
-        .order_by(col(ConnectionTest.created_at))
+    rows = await connection.fetch(
+        MANUAL_SINCE_SQL, inbox_id, USER_REQUESTED_REASONS, window.total_seconds()
     )
-    return list(result.scalars())
+    return [row["created_at"] for row in rows]
+
+
+# One statement: the test (unless one is open already: ON CONFLICT on the partial unique index),
+# the workers woken, and TEST_CHANGED sent.
+ENQUEUE_SQL = f"""
+    WITH test AS (
+        INSERT INTO connection_test (id, inbox_id, workspace_id, state, reason, round_trip,
+                                     round_trip_to, inbox_version, attempts, run_after,
+                                     created_at, version)
+        VALUES ($1, $2, $3, 'QUEUED', $4, $5, $6, $7, 0, greatest(now(), $8::timestamptz),
+                now(), 1)
+        ON CONFLICT (inbox_id) WHERE state IN ('QUEUED', 'RUNNING') DO NOTHING
+        RETURNING {TEST_COLUMNS}
+    ), notified AS (
+        {wake_workers_sql("test")} UNION ALL {announce_sql(EventKind.TEST_CHANGED, "test")}
+    )
+    SELECT test.* FROM test, (SELECT count(*) FROM notified) AS sent
+"""  # noqa: S608
 
 
 async def enqueue_test(
-    session: AsyncSession,
-    inbox: EmailInbox,
+    connection: Connection,
+    inbox: InboxRow,
     *,
     reason: str,
     round_trip: bool = False,
     round_trip_to: str | None = None,
     spacing: timedelta = timedelta(0),
-) -> ConnectionTest:
-    """Queue a test of ``inbox``, or return the one already queued or running.
+) -> TestRow:
+    """Queue a test of ``inbox``, or return the one already queued or running. Runs in the
+    caller's transaction.
 
     Callers hold the inbox's row lock and have just looked (test_connection) or cancelled
     (a settings change) the open test, so none is expected; the insert's ON CONFLICT still
     returns one that appeared anyway.
     """
     not_before = await spaced_start(
-        await driver_connection(session),
+        connection,
         smtp=(inbox.smtp_host, inbox.smtp_username),
         imap=(inbox.imap_host, inbox.imap_username),
         spacing=spacing,
     )
-    test_id = uuid.uuid4()
-    statement = (
-        insert(ConnectionTest)
-        .values(
-            id=test_id,
-            inbox_id=inbox.id,
-            workspace_id=inbox.workspace_id,
-            state=TestState.QUEUED.value,
-            reason=reason,
-            round_trip=round_trip,
-            round_trip_to=round_trip_to,
-            inbox_version=inbox.version,
-            attempts=0,
-            run_after=func.greatest(func.now(), not_before) if not_before else func.now(),
-            created_at=func.now(),
-            version=1,
-        )
-        .on_conflict_do_nothing(
-            index_elements=["inbox_id"],
-            index_where=text("state IN ('QUEUED', 'RUNNING')"),
-        )
-        .returning(col(ConnectionTest.id))
+    test: TestRow | None = await connection.fetchrow(
+        ENQUEUE_SQL,
+        uuid.uuid4(),
+        inbox.id,
+        inbox.workspace_id,
+        reason,
+        round_trip,
+        round_trip_to,
+        inbox.version,
+        not_before,
+        record_class=TestRow,
     )
-    inserted = (await session.execute(statement)).scalar_one_or_none()
-    if inserted is None:
-        existing = await get_open_test(session, inbox.id)
-        if existing is not None:
-            return existing
-        raise RuntimeError("open connection test vanished while enqueueing")  # pragma: no cover
-    await session.execute(text(f"NOTIFY {JOBS_CHANNEL}"))
-    test = await get_test(session, inbox.workspace_id, test_id)
-    await publish_test(session, test)
-    return test
-
-
-async def publish_test(session: AsyncSession, test: ConnectionTest) -> None:
-    await events.publish(
-        session,
-        events.Event(
-            events.EventKind.TEST_CHANGED,
-            test.workspace_id,
-            test.inbox_id,
-            test.version,
-            test_id=test.id,
-        ),
-    )
-
-
-async def cancel_open_tests(session: AsyncSession, inbox_id: uuid.UUID) -> None:
-    """Supersede open tests: their results would describe settings that no longer exist."""
-    cancelled = await session.execute(
-        update(ConnectionTest)
-        .where(
-            col(ConnectionTest.inbox_id) == inbox_id,
-            col(ConnectionTest.state).in_(OPEN_TEST_STATES),
-        )
-        .values(
-            state=TestState.CANCELLED.value,
-            error="Superseded by a change to the inbox's connection settings.",
-            finished_at=func.now(),
-            lease_expires_at=None,
-            version=ConnectionTest.version + 1,
-        )
-        .returning(ConnectionTest)
-    )
-    for test in cancelled.scalars():
-        await publish_test(session, test)
-
-
-async def get_test(
-    session: AsyncSession, workspace_id: uuid.UUID, test_id: uuid.UUID
-) -> ConnectionTest:
-    result = await session.execute(
-        select(ConnectionTest).where(
-            col(ConnectionTest.id) == test_id, col(ConnectionTest.workspace_id) == workspace_id
-        )
-    )
-    test = result.scalar_one_or_none()
     if test is None:
-        raise NotFoundError("connection test", test_id)
+        test = await get_open_test(connection, inbox.id)
+        if test is None:  # pragma: no cover
+            raise RuntimeError("open connection test vanished while enqueueing")
     return test
+
+
+# Supersedes an inbox's open tests (their results would describe settings that no longer
+# exist): a CTE for the statement that changes the settings, with its own TEST_CHANGED.
+CANCEL_OPEN_TESTS_CTE = """
+    cancelled AS (
+        UPDATE connection_test
+           SET state = 'CANCELLED',
+               error = 'Superseded by a change to the inbox''s connection settings.',
+               finished_at = now(), lease_expires_at = NULL, version = version + 1
+         WHERE inbox_id = $1 AND state IN ('QUEUED', 'RUNNING')
+        RETURNING id, inbox_id, workspace_id, version
+    )
+"""
+CANCELLED_NOTIFY = announce_sql(EventKind.TEST_CHANGED, "cancelled")
+
+
+LIST_TESTS_SQL = (
+    f"SELECT {TEST_COLUMNS} FROM connection_test "  # noqa: S608
+    "WHERE workspace_id = $1 AND inbox_id = $2 "
+    "AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4)) "
+    "ORDER BY created_at DESC, id DESC LIMIT $5"
+)
 
 
 async def list_tests(
-    session: AsyncSession,
+    connection: Connection,
     workspace_id: uuid.UUID,
     inbox_id: uuid.UUID,
     *,
     first: int,
     before: tuple[datetime, uuid.UUID] | None = None,
-) -> tuple[list[ConnectionTest], bool]:
+) -> tuple[list[TestRow], bool]:
     """Newest first, after the (created_at, id) cursor ``before``."""
-    clauses: list[Any] = [
-        col(ConnectionTest.workspace_id) == workspace_id,
-        col(ConnectionTest.inbox_id) == inbox_id,
-    ]
-    if before is not None:
-        clauses.append(older_than(col(ConnectionTest.created_at), col(ConnectionTest.id), before))
-    rows = list(
-        (
-            await session.execute(
-                select(ConnectionTest)
-                .where(*clauses)
-                .order_by(col(ConnectionTest.created_at).desc(), col(ConnectionTest.id).desc())
-                .limit(first + 1)
-            )
-        ).scalars()
+    at, row_id = before if before is not None else (None, None)
+    rows = await connection.fetch(
+        LIST_TESTS_SQL, workspace_id, inbox_id, at, row_id, first + 1, record_class=TestRow
     )
     return rows[:first], len(rows) > first
 
 
-TEST_COLUMNS = columns(ConnectionTest)
 # Assembled from column names only; values are positional parameters.
 LATEST_TESTS_SQL = (
     f"SELECT {TEST_COLUMNS}, rank FROM ("  # noqa: S608
@@ -252,8 +214,10 @@ LATEST_TESTS_SQL = (
 READ_TEST_SQL = f"SELECT {TEST_COLUMNS} FROM connection_test WHERE id = $1 AND workspace_id = $2"  # noqa: S608
 
 
-async def read_test(connection: Any, workspace_id: uuid.UUID, test_id: uuid.UUID) -> TestRow | None:
-    """One test of the workspace, for display (no ORM object, no transaction)."""
+async def read_test(
+    connection: Connection, workspace_id: uuid.UUID, test_id: uuid.UUID
+) -> TestRow | None:
+    """One test of the workspace, or None."""
     row: TestRow | None = await connection.fetchrow(
         READ_TEST_SQL, test_id, workspace_id, record_class=TestRow
     )
@@ -261,7 +225,7 @@ async def read_test(connection: Any, workspace_id: uuid.UUID, test_id: uuid.UUID
 
 
 async def latest_tests(
-    connection: Any, workspace_id: uuid.UUID, inbox_ids: Sequence[uuid.UUID], first: int
+    connection: Connection, workspace_id: uuid.UUID, inbox_ids: Sequence[uuid.UUID], first: int
 ) -> dict[uuid.UUID, tuple[list[TestRow], bool]]:
     """The newest ``first`` tests of each inbox (and whether it has more), in one query."""
     rows = await connection.fetch(

@@ -14,12 +14,11 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import asyncpg
 import structlog
 
-from storage.db import asyncpg_url
+from storage.db import Connection, asyncpg_url
 from storage.events import CHANNEL as EVENTS_CHANNEL
 from storage.events import Event
 from storage.jobs import JOBS_CHANNEL
@@ -164,14 +163,14 @@ class EventHub:
         attempt = 0
         first = True
         while True:
-            connection: Any = None
+            connection: Connection | None = None
             try:
                 connection = await asyncpg.connect(self._url, timeout=self._connect_timeout)
                 lost = asyncio.Event()
                 connection.add_termination_listener(lambda _c, lost=lost: lost.set())
 
-                def on_notify(_c: Any, _pid: int, channel: str, payload: str) -> None:
-                    self._dispatch(channel, payload)
+                def on_notify(_c: Connection, _pid: int, channel: str, payload: object) -> None:
+                    self._dispatch(channel, str(payload))  # a str: NOTIFY payloads are text
 
                 await connection.add_listener(EVENTS_CHANNEL, on_notify)
                 await connection.add_listener(JOBS_CHANNEL, on_notify)

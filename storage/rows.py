@@ -1,10 +1,9 @@
-"""Rows read with asyncpg on the hot paths, their columns readable as attributes.
+"""Rows as storage returns them: asyncpg ``Record``s, their columns readable as attributes.
 
-The ORM builds an instrumented object per row (identity map, attribute state): for a page of
-50 inboxes that costs more than the query. Reads that only render a row take an asyncpg
-``Record`` instead, built in C, with the same attribute names as the table model, so the
-GraphQL types build from either. The annotations below mirror ``storage.models``; a test keeps
-them in step.
+An ORM builds an instrumented object per row (identity map, attribute state): for a page of
+50 inboxes that costs more than the query. A ``Record`` is built in C; the subclasses below
+(passed as ``record_class``) name its columns with their types, so mypy checks every use.
+The annotations mirror ``storage.models``; a test keeps them in step.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from typing import Any
 import asyncpg
 
 
-class Row(asyncpg.Record):  # type: ignore[misc]
+class Row(asyncpg.Record):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         # Each declared column becomes a property reading the record's item: C all the way,
@@ -99,6 +98,43 @@ class TestRow(Row):
     started_at: datetime | None
     finished_at: datetime | None
     version: int
+
+
+class WorkspaceRow(Row):
+    """A ``workspace`` row, read-only."""
+
+    id: uuid.UUID
+    name: str
+    max_inboxes: int
+    subscription_active: bool
+    created_at: datetime
+
+
+class ApiKeyRow(Row):
+    """An ``api_key`` row, read-only."""
+
+    id: uuid.UUID
+    workspace_id: uuid.UUID
+    name: str
+    prefix: str
+    key_hash: bytes
+    permissions: list[str]
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class AuditRow(Row):
+    """An ``audit_event`` row, read-only."""
+
+    id: uuid.UUID
+    workspace_id: uuid.UUID
+    inbox_id: uuid.UUID | None
+    action: str
+    api_key_prefix: str | None
+    client_address: str | None
+    details: dict[str, Any]
+    at: datetime
 
 
 def columns(table: Any) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+
+from storage.db import Connection
 
 # Locks the accounts (advisory, sorted) and books the earliest login that keeps the spacing,
 # if it is at most $3 seconds away: one round trip (migration 0005 says why it is a function).
@@ -32,7 +33,7 @@ class Booking:
 
 
 async def book_login(
-    connection: Any, accounts: Iterable[str], spacing: timedelta, *, wait_at_most: timedelta
+    connection: Connection, accounts: Iterable[str], spacing: timedelta, *, wait_at_most: timedelta
 ) -> Booking:
     """Book the next login to ``accounts`` that keeps ``spacing``, unless it is further than
     ``wait_at_most`` away. One autocommit statement on a plain asyncpg connection: its
@@ -41,4 +42,5 @@ async def book_login(
     row = await connection.fetchrow(
         BOOK_SQL, keys, spacing.total_seconds(), wait_at_most.total_seconds()
     )
+    assert row is not None  # the function returns one row
     return Booking(at=row["slot_at"], wait=max(0.0, row["wait_seconds"]), booked=row["booked"])

@@ -30,7 +30,8 @@ from storage import api_keys, workspaces
 from storage.db import Database, create_database
 from storage.listener import EventHub
 from storage.migrate import upgrade
-from storage.models import Permission, Workspace
+from storage.models import Permission
+from storage.rows import WorkspaceRow
 from storage.secrets import KeyRing
 from tests.support.database import create_scratch, drop_scratch, scratch_database, server_url
 from tests.support.dnsserver import DnsTestServer
@@ -242,13 +243,13 @@ async def anonymous(base_url: str) -> AsyncIterator[GraphQLClient]:
 
 @dataclass
 class Tenant:
-    workspace: Workspace
+    workspace: WorkspaceRow
     key: str
     client: GraphQLClient
 
     async def key_with(self, db: Database, *permissions: Permission) -> str:
-        async with db.transaction() as session:
-            _, key = await api_keys.create_api_key(session, self.workspace.id, permissions)
+        async with db.connection() as connection:
+            _, key = await api_keys.create_api_key(connection, self.workspace.id, permissions)
         return key
 
 
@@ -263,14 +264,14 @@ def make_tenant(db: Database, anonymous: GraphQLClient) -> TenantFactory:
         subscription_active: bool = True,
         permissions: tuple[Permission, ...] = ALL_PERMISSIONS,
     ) -> Tenant:
-        async with db.transaction() as session:
+        async with db.connection() as connection, connection.transaction():
             workspace = await workspaces.create_workspace(
-                session,
+                connection,
                 f"ws-{secrets.token_hex(6)}",
                 max_inboxes=max_inboxes,
                 subscription_active=subscription_active,
             )
-            _, key = await api_keys.create_api_key(session, workspace.id, permissions)
+            _, key = await api_keys.create_api_key(connection, workspace.id, permissions)
         return Tenant(workspace, key, anonymous.with_key(key))
 
     return make
@@ -290,11 +291,13 @@ class Verifier:
     anonymous: GraphQLClient
 
     async def tenant(self, **kwargs: Any) -> Tenant:
-        async with self.db.transaction() as session:
+        async with self.db.connection() as connection, connection.transaction():
             workspace = await workspaces.create_workspace(
-                session, f"ws-{secrets.token_hex(6)}", max_inboxes=kwargs.get("max_inboxes", 500)
+                connection,
+                f"ws-{secrets.token_hex(6)}",
+                max_inboxes=kwargs.get("max_inboxes", 500),
             )
-            _, key = await api_keys.create_api_key(session, workspace.id, ALL_PERMISSIONS)
+            _, key = await api_keys.create_api_key(connection, workspace.id, ALL_PERMISSIONS)
         return Tenant(workspace, key, self.anonymous.with_key(key))
 
 

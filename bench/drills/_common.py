@@ -323,12 +323,12 @@ class Drill:
     async def tenant_key(self, max_inboxes: int = 5000) -> str:
         db = create_database(self.database_url, pool_size=1)
         try:
-            async with db.transaction() as session:
+            async with db.connection() as connection, connection.transaction():
                 workspace = await workspaces.create_workspace(
-                    session, f"drill-{uuid.uuid4().hex[:8]}", max_inboxes=max_inboxes
+                    connection, f"drill-{uuid.uuid4().hex[:8]}", max_inboxes=max_inboxes
                 )
                 _, key = await api_keys.create_api_key(
-                    session,
+                    connection,
                     workspace.id,
                     [Permission.MANAGE_EMAIL_INBOX, Permission.VIEW_EMAIL_INBOX],
                 )

@@ -6,10 +6,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select, text
-
 from storage import jobs
-from storage.models import ConnectionTest, EmailInbox
+from storage.rows import InboxRow, TestRow
 from tests.conftest import Verifier
 from tests.inboxd.test_verification import (
     TEST_CONNECTION,
@@ -18,6 +16,7 @@ from tests.inboxd.test_verification import (
     statuses,
     working_input,
 )
+from tests.support.rows import stored_inbox, stored_test
 from tests.support.waiting import wait_until
 
 FINAL = ("PASSED", "FAILED", "CANCELLED")
@@ -30,27 +29,19 @@ async def active_inbox(verifier: Verifier, tenant: Any, mail: Any, email: str) -
 
 
 async def damage(verifier: Verifier, inbox_id: uuid.UUID, assignment: str) -> None:
-    async with verifier.db.transaction() as session:
-        await session.execute(
-            text(f"UPDATE email_inbox SET {assignment} WHERE id = :id"),
-            {"id": inbox_id},
-        )
+    async with verifier.db.connection() as connection:
+        await connection.execute(f"UPDATE email_inbox SET {assignment} WHERE id = $1", inbox_id)
 
 
 async def final_test(
     verifier: Verifier, test_id: uuid.UUID, within: float = 60.0
-) -> tuple[ConnectionTest, EmailInbox]:
-    async def settled() -> tuple[ConnectionTest, EmailInbox] | None:
-        async with verifier.db.sessions() as session:
-            test = (
-                await session.execute(select(ConnectionTest).where(ConnectionTest.id == test_id))
-            ).scalar_one()
-            inbox = (
-                await session.execute(select(EmailInbox).where(EmailInbox.id == test.inbox_id))
-            ).scalar_one()
+) -> tuple[TestRow, InboxRow]:
+    async def settled() -> tuple[TestRow, InboxRow] | None:
+        test = await stored_test(verifier.db, test_id)
+        inbox = await stored_inbox(verifier.db, test.inbox_id)
         return (test, inbox) if test.state in FINAL else None
 
-    found: tuple[ConnectionTest, EmailInbox] = await wait_until(
+    found: tuple[TestRow, InboxRow] = await wait_until(
         settled, "the test reached a final state", timeout=within, poll=0.1
     )
     return found
@@ -101,19 +92,19 @@ async def test_a_test_whose_worker_died_on_every_attempt_fails(verifier, servers
     test_id = uuid.uuid4()
     limit = verifier.stack.settings.job_max_attempts
     # What a worker killed during the last allowed attempt leaves behind.
-    async with verifier.db.transaction() as session:
-        await session.execute(
-            text(
-                "INSERT INTO connection_test (id, inbox_id, workspace_id, state, reason, "
-                "round_trip, inbox_version, attempts, run_after, lease_expires_at, worker_id, "
-                "created_at, started_at, version) "
-                "SELECT :test_id, id, workspace_id, 'RUNNING', 'MANUAL', false, version, "
-                ":attempts, now(), now() - interval '1 second', 'gone:1:x', now(), now(), 1 "
-                "FROM email_inbox WHERE id = :inbox_id"
-            ),
-            {"test_id": test_id, "inbox_id": inbox_id, "attempts": limit},
+    async with verifier.db.connection() as connection, connection.transaction():
+        await connection.execute(
+            "INSERT INTO connection_test (id, inbox_id, workspace_id, state, reason, "
+            "round_trip, inbox_version, attempts, run_after, lease_expires_at, worker_id, "
+            "created_at, started_at, version) "
+            "SELECT $1, id, workspace_id, 'RUNNING', 'MANUAL', false, version, "
+            "$3, now(), now() - interval '1 second', 'gone:1:x', now(), now(), 1 "
+            "FROM email_inbox WHERE id = $2",
+            test_id,
+            inbox_id,
+            limit,
         )
-        await session.execute(text(f"NOTIFY {jobs.JOBS_CHANNEL}"))
+        await connection.execute(f"NOTIFY {jobs.JOBS_CHANNEL}")
     test, inbox = await final_test(verifier, test_id)
 
     assert test.state == "FAILED" and test.attempts == limit

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
-from storage.models import ConnectionTest
+from storage.rows import TestRow
 from storage.secrets import KeyRing
 from tests.conftest import Verifier, verifier_on
 from tests.inboxd.test_verification import CREATE, USER, USERS, inbox_input
@@ -28,6 +27,7 @@ from tests.support.mailservers import (
     SmtpServer,
     closed_port,
 )
+from tests.support.rows import stored_tests
 from tests.support.waiting import wait_until
 
 SPACING = 2.0
@@ -72,31 +72,25 @@ async def create(verifier: Verifier, tenant: Any, input: dict[str, object]) -> u
 
 async def finished_tests(
     verifier: Verifier, inbox_ids: list[uuid.UUID], within: float = 60.0
-) -> list[ConnectionTest]:
+) -> list[TestRow]:
     """The first test of each inbox, once all of them have finished (in inbox order)."""
 
-    async def read() -> list[ConnectionTest]:
-        async with verifier.db.sessions() as session:
-            rows = (
-                await session.execute(
-                    select(ConnectionTest).where(ConnectionTest.inbox_id.in_(inbox_ids))  # type: ignore[attr-defined]
-                )
-            ).scalars()
-            by_inbox = {row.inbox_id: row for row in rows}
+    async def read() -> list[TestRow]:
+        by_inbox = {row.inbox_id: row for row in await stored_tests(verifier.db, inbox_ids)}
         return [by_inbox[i] for i in inbox_ids if i in by_inbox]
 
-    async def settled() -> list[ConnectionTest] | None:
+    async def settled() -> list[TestRow] | None:
         tests = await read()
         done = len(tests) == len(inbox_ids) and all(t.state in FINAL for t in tests)
         return tests if done else None
 
-    found: list[ConnectionTest] = await wait_until(
+    found: list[TestRow] = await wait_until(
         settled, "every test finished", timeout=within, poll=0.1
     )
     return found
 
 
-def start_delays(tests: list[ConnectionTest]) -> list[float]:
+def start_delays(tests: list[TestRow]) -> list[float]:
     """Seconds from each test's due time to its start, as the database recorded them."""
     delays = []
     for test in tests:

@@ -11,12 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
 from websockets.exceptions import ConnectionClosed
 
 from storage import api_keys
 from storage.db import create_database
-from storage.models import ConnectionTest, EmailInbox
 from tests.conftest import Stack, make_settings, running_stack
 from tests.schema.fragments import CREATE, UPDATE, minimal_input
 from tests.support.graphql import GraphQLClient
@@ -148,11 +146,11 @@ async def test_unexpected_errors_are_masked_with_a_request_id(tenant, db, capfd)
     inbox = (await tenant.client(CREATE, {"input": minimal_input()})).data["createEmailInbox"][
         "inbox"
     ]
-    async with db.transaction() as session:  # a row this version of inboxd cannot read
-        await session.execute(
-            update(EmailInbox)
-            .where(EmailInbox.id == uuid.UUID(inbox["id"]))
-            .values(setup_status={"mx": "garbage"})
+    async with db.connection() as connection:  # a row this version of inboxd cannot read
+        await connection.execute(
+            "UPDATE email_inbox SET setup_status = $2 WHERE id = $1",
+            uuid.UUID(inbox["id"]),
+            {"mx": "garbage"},
         )
     configure_logging("INFO")
     try:
@@ -237,11 +235,10 @@ async def test_test_connection_rate_per_inbox(database_url, certs, keyring, make
             results = []
             for _ in range(3):
                 # Finish the open test each time, as a worker would, so a new one is made.
-                async with db.transaction() as session:
-                    await session.execute(
-                        update(ConnectionTest)
-                        .where(ConnectionTest.inbox_id == uuid.UUID(inbox["id"]))
-                        .values(state="PASSED")
+                async with db.connection() as connection:
+                    await connection.execute(
+                        "UPDATE connection_test SET state = 'PASSED' WHERE inbox_id = $1",
+                        uuid.UUID(inbox["id"]),
                     )
                 results.append(
                     (await client(TEST_CONNECTION, {"id": inbox["id"]})).data["testConnection"]
@@ -278,13 +275,11 @@ async def test_logins_to_one_account_are_spaced_across_workspaces(
             )
             created.append(uuid.UUID(response.data["createEmailInbox"]["inbox"]["id"]))
             await client.aclose()
-    async with db.sessions() as session:
+    async with db.connection() as connection:
         run_after = [
-            (
-                await session.execute(
-                    select(ConnectionTest.run_after).where(ConnectionTest.inbox_id == inbox_id)
-                )
-            ).scalar_one()
+            await connection.fetchval(
+                "SELECT run_after FROM connection_test WHERE inbox_id = $1", inbox_id
+            )
             for inbox_id in created
         ]
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(run_after)]
@@ -350,8 +345,8 @@ async def test_revoked_key_subscriptions_end(database_url, certs, keyring, make_
         ws = await WSClient.connect(stack.base_url, tenant.key)
         try:
             await ws.subscribe("subscription { emailInboxEvents { kind } }")
-            async with db.transaction() as session:
-                await api_keys.revoke_api_key(session, tenant.key)
+            async with db.connection() as connection:
+                await api_keys.revoke_api_key(connection, tenant.key)
             with pytest.raises(ConnectionClosed):
                 await ws.receive(timeout=5)
             assert ws.connection.close_code == 4403
@@ -413,11 +408,10 @@ async def test_audit_log_and_test_history_page_by_cursor(tenant, db):
     ]["inbox"]
     for i in range(4):
         await tenant.client(UPDATE, {"id": inbox["id"], "input": {"name": f"name {i}"}})
-        async with db.transaction() as session:  # finish the open test, as a worker would
-            await session.execute(
-                update(ConnectionTest)
-                .where(ConnectionTest.inbox_id == uuid.UUID(inbox["id"]))
-                .values(state="PASSED")
+        async with db.connection() as connection:  # finish the open test, as a worker would
+            await connection.execute(
+                "UPDATE connection_test SET state = 'PASSED' WHERE inbox_id = $1",
+                uuid.UUID(inbox["id"]),
             )
         await tenant.client(TEST_CONNECTION, {"id": inbox["id"]})
 

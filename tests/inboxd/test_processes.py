@@ -15,19 +15,20 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
 from websockets.exceptions import ConnectionClosed
 
 from storage import api_keys, workspaces
 from storage.db import create_database
 from storage.migrate import upgrade
-from storage.models import ConnectionTest, EmailInbox, Permission
+from storage.models import Permission
+from storage.rows import TestRow
 from storage.secrets import KeyRing
 from tests.conftest import verifier_on
 from tests.inboxd.test_verification import inbox_input
 from tests.support.database import EmbeddedPostgres
 from tests.support.mailservers import ImapMode, ImapServer, MailCerts, SmtpMode, SmtpServer
 from tests.support.processes import embedded_data_dir
+from tests.support.rows import stored_inbox, stored_tests
 from tests.support.waiting import wait_until
 from tests.support.ws import WSClient
 
@@ -93,10 +94,10 @@ class ServeProcess:
 async def make_tenant(database_url: str) -> str:
     db = create_database(database_url, pool_size=1)
     try:
-        async with db.transaction() as session:
-            workspace = await workspaces.create_workspace(session, f"ws-{uuid.uuid4().hex[:8]}")
+        async with db.connection() as connection, connection.transaction():
+            workspace = await workspaces.create_workspace(connection, f"ws-{uuid.uuid4().hex[:8]}")
             _, key = await api_keys.create_api_key(
-                session,
+                connection,
                 workspace.id,
                 [Permission.MANAGE_EMAIL_INBOX, Permission.VIEW_EMAIL_INBOX],
             )
@@ -228,8 +229,8 @@ async def test_events_cross_processes_and_survive_a_postgres_restart(tmp_path, k
         await asyncio.to_thread(postgres.close)
 
 
-async def finished(read: Any) -> ConnectionTest | None:
-    row: ConnectionTest = await read()
+async def finished(read: Any) -> TestRow | None:
+    row: TestRow = await read()
     return None if row.state in ("QUEUED", "RUNNING") else row
 
 
@@ -324,13 +325,9 @@ async def test_killed_worker_job_is_finished_by_another(
             second = None
             try:
 
-                async def test_row() -> ConnectionTest:
-                    async with stack.db.sessions() as session:
-                        return (
-                            await session.execute(
-                                select(ConnectionTest).where(ConnectionTest.inbox_id == inbox_id)
-                            )
-                        ).scalar_one()
+                async def test_row() -> TestRow:
+                    (row,) = await stored_tests(stack.db, [inbox_id])
+                    return row
 
                 async def taken() -> bool:
                     return proxy.connections >= 1 and (await test_row()).state == "RUNNING"
@@ -358,19 +355,8 @@ async def test_killed_worker_job_is_finished_by_another(
             # over, not started afresh and not retried as a failure.
             assert row.attempts == 2
             assert proxy.max_open == 1  # never two probes of this inbox at once
-            async with stack.db.sessions() as session:
-                inbox = (
-                    await session.execute(select(EmailInbox).where(EmailInbox.id == inbox_id))
-                ).scalar_one()
-                tests = (
-                    (
-                        await session.execute(
-                            select(ConnectionTest).where(ConnectionTest.inbox_id == inbox_id)
-                        )
-                    )
-                    .scalars()
-                    .all()
-                )
+            inbox = await stored_inbox(stack.db, inbox_id)
+            tests = await stored_tests(stack.db, [inbox_id])
             assert inbox.status == "ACTIVE"
             assert len(tests) == 1
 
@@ -419,13 +405,9 @@ async def test_sigterm_releases_running_jobs_and_closes_subscriptions(
                 ws = await WSClient.connect(served.base_url, tenant.key)
                 await ws.subscribe(STATUS, {"id": str(inbox_id)})
 
-                async def test_row() -> ConnectionTest:
-                    async with stack.db.sessions() as session:
-                        return (
-                            await session.execute(
-                                select(ConnectionTest).where(ConnectionTest.inbox_id == inbox_id)
-                            )
-                        ).scalar_one()
+                async def test_row() -> TestRow:
+                    (row,) = await stored_tests(stack.db, [inbox_id])
+                    return row
 
                 async def running() -> bool:
                     return (await test_row()).state == "RUNNING" and proxy.connections >= 1

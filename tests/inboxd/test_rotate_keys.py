@@ -6,9 +6,7 @@ import base64
 import uuid
 
 import pytest
-from sqlalchemy import select, update
 
-from storage.models import EmailInbox
 from storage.secrets import KeyRing
 from tests.inboxd.test_cli import base_env, run
 from tests.schema.fragments import CREATE, minimal_input
@@ -25,12 +23,12 @@ async def test_rotate_keys_lists_rows_it_cannot_decrypt(tenant, db, keyring, dat
         created = await tenant.client(CREATE, {"input": minimal_input(email)})
         ids.append(uuid.UUID(created.data["createEmailInbox"]["inbox"]["id"]))
     good, broken = ids
-    async with db.transaction() as session:
-        stolen = (
-            await session.execute(select(EmailInbox.imap_password).where(EmailInbox.id == good))
-        ).scalar_one()
-        await session.execute(
-            update(EmailInbox).where(EmailInbox.id == broken).values(imap_password=stolen)
+    async with db.connection() as connection, connection.transaction():
+        stolen = await connection.fetchval(
+            "SELECT imap_password FROM email_inbox WHERE id = $1", good
+        )
+        await connection.execute(
+            "UPDATE email_inbox SET imap_password = $2 WHERE id = $1", broken, stolen
         )
     keys = spec(keyring)
     new = KeyRing.generate_spec("cli-list")
@@ -41,12 +39,10 @@ async def test_rotate_keys_lists_rows_it_cannot_decrypt(tenant, db, keyring, dat
         assert "could not be decrypted" in rotated.stderr
         assert str(broken) in rotated.stderr
         assert str(good) not in rotated.stderr
-        async with db.sessions() as session:
-            left = (
-                await session.execute(
-                    select(EmailInbox.imap_password).where(EmailInbox.id == broken)
-                )
-            ).scalar_one()
+        async with db.connection() as connection:
+            left = await connection.fetchval(
+                "SELECT imap_password FROM email_inbox WHERE id = $1", broken
+            )
         assert left == stolen  # untouched
     finally:
         back = run(["rotate-keys"], {**env, "INBOXD_ENCRYPTION_KEYS": new + "," + keys})

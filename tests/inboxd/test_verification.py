@@ -423,7 +423,6 @@ async def test_subscription_to_another_workspace_inbox_is_not_found(verifier, se
 
 async def test_no_credential_in_logs_jobs_or_notify_payloads(verifier, servers, capfd):
     import asyncpg
-    from sqlalchemy import text
 
     from inboxd.logs import configure_logging
 
@@ -458,20 +457,15 @@ async def test_no_credential_in_logs_jobs_or_notify_payloads(verifier, servers, 
     finally:
         configure_logging("WARNING")
         await listener.close()
-    async with verifier.db.sessions() as session:
-        rows = (
-            (
-                await session.execute(
-                    text(
-                        "SELECT row_to_json(t)::text FROM connection_test t"
-                        " WHERE inbox_id = ANY(:ids)"
-                    ),
-                    {"ids": [uuid.UUID(i) for i in ids]},
-                )
+    async with verifier.db.connection() as connection:
+        rows = [
+            row[0]
+            for row in await connection.fetch(
+                "SELECT row_to_json(t)::text FROM connection_test t"
+                " WHERE inbox_id = ANY($1::uuid[])",
+                [uuid.UUID(i) for i in ids],
             )
-            .scalars()
-            .all()
-        )
+        ]
     captured = capfd.readouterr()
 
     # Everything inboxd (and its libraries) logged; the test's own mail servers log the logins

@@ -344,8 +344,8 @@ async def test_sweeper_closes_every_connection_of_a_revoked_key(
             await events_ws.subscribe("subscription { emailInboxEvents { kind } }")
             others_sub = await others_ws.subscribe(STATUS, {"id": other_inbox})
             await next_version(others_ws, others_sub, 1)
-            async with db.transaction() as session:
-                await api_keys.revoke_api_key(session, tenant.key)
+            async with db.connection() as connection:
+                await api_keys.revoke_api_key(connection, tenant.key)
             for ws in (feed_ws, events_ws):
                 assert await closed_with(ws.connection) == (4403, "API key revoked")
             # Another key's connection stays open and keeps hearing its changes.

@@ -31,8 +31,8 @@ async def test_close_reason_says_what_is_wrong_with_the_key(tenant, db, base_url
     other = await make_tenant()
     prefix = split_key(other.key)
     revoked = await tenant.key_with(db, *api_keys.Permission)
-    async with db.transaction() as session:
-        await api_keys.revoke_api_key(session, revoked)
+    async with db.connection() as connection:
+        await api_keys.revoke_api_key(connection, revoked)
 
     code, missing = await refusal(base_url, {})
     assert code == 4403 and missing.startswith("API key missing")

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import pytest
 from graphql import GraphQLError
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 
 from schema.pipeline import mask_error
 from storage.db import UNAVAILABLE_ERRORS, Database, create_database
@@ -116,20 +115,20 @@ def masked_code(error: BaseException) -> str:
     return str((masked.extensions or {})["code"])
 
 
-async def caught(db: Database, statement: str, **params: Any) -> BaseException:
+async def caught(db: Database, statement: str, *args: Any) -> BaseException:
     with pytest.raises(Exception) as info:
-        async with db.sessions() as session:
-            await session.execute(text(statement), params)
+        async with db.connection() as connection:
+            await connection.execute(statement, *args)
     return info.value
 
 
 async def test_only_an_outage_is_reported_as_service_unavailable(db: Database, database_url: str):
     # What Postgres refuses is a bug to fix (or input to validate), not an outage.
     for refused in (
-        await caught(db, "SELECT CAST(:value AS text)", value=NUL),
+        await caught(db, "SELECT CAST($1 AS text)", NUL),
         await caught(db, "SELECT 1 / 0"),
     ):
-        assert isinstance(refused, DBAPIError)
+        assert isinstance(refused, asyncpg.PostgresError)
         assert not isinstance(refused, UNAVAILABLE_ERRORS)
         assert masked_code(refused) == "INTERNAL_SERVER_ERROR"
 

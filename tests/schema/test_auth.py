@@ -31,8 +31,8 @@ async def test_x_api_key_header_works(tenant, anonymous):
 
 async def test_revoked_key_is_refused(tenant, db):
     assert (await tenant.client(VIEWER)).data
-    async with db.transaction() as session:
-        await api_keys.revoke_api_key(session, tenant.key)
+    async with db.connection() as connection:
+        await api_keys.revoke_api_key(connection, tenant.key)
     response = await tenant.client(VIEWER)
     assert response.error_codes() == ["UNAUTHENTICATED"]
 

@@ -23,7 +23,6 @@ from graphql.execution.values import get_variable_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_graphql import queries
-from sqlalchemy import text
 
 from inboxd.app import InboxdGraphQL
 from mail.results import ProbeCode, ProbeResult
@@ -172,20 +171,16 @@ async def seed(tenant: Tenant, count: int) -> list[str]:
 async def test_compiled_answers_equal_strawberrys(stack: Stack, tenant: Tenant) -> None:
     ids = await seed(tenant, 3)
     # Results of a finished test, so JSON columns and nested objects are not all null.
-    async with stack.state.db.transaction() as session:
-        await session.execute(
-            text(
-                "UPDATE connection_test SET state = 'FAILED', attempts = 1, started_at = now(), "
-                "finished_at = now(), smtp_result = CAST(:smtp AS jsonb) WHERE inbox_id = :id"
-            ),
-            {
-                "id": uuid.UUID(ids[0]),
-                "smtp": orjson.dumps(
-                    ProbeResult(
-                        "smtp", False, ProbeCode.AUTH_FAILED, "Wrong password.", latency_ms=3
-                    ).to_dict()
-                ).decode(),
-            },
+    async with stack.state.db.connection() as connection:
+        await connection.execute(
+            "UPDATE connection_test SET state = 'FAILED', attempts = 1, started_at = now(), "
+            "finished_at = now(), smtp_result = $2::text::jsonb WHERE inbox_id = $1",
+            uuid.UUID(ids[0]),
+            orjson.dumps(
+                ProbeResult(
+                    "smtp", False, ProbeCode.AUTH_FAILED, "Wrong password.", latency_ms=3
+                ).to_dict()
+            ).decode(),
         )
     cases: list[tuple[str, dict[str, Any]]] = [
         (GET, {"id": ids[0]}),

@@ -6,10 +6,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import select, text
 
 from storage import inboxes
-from storage.models import ConnectionTest
+from storage.jobs import OPEN_TEST_SQL
+from storage.rows import TestRow
 from tests.schema.fragments import CREATE, GET, UPDATE
 
 STORED = {"smtp": "stored-smtp-secret", "imap": "stored-imap-secret"}
@@ -36,36 +36,28 @@ async def update(tenant, inbox_id: str, changes: dict[str, object]) -> dict[str,
 
 
 async def stored_password(db, keyring, tenant, inbox_id: str, side: str) -> str:
-    async with db.sessions() as session:
-        row = await inboxes.get_inbox(session, tenant.workspace.id, uuid.UUID(inbox_id))
+    async with db.connection() as connection:
+        row = await inboxes.get_inbox(connection, tenant.workspace.id, uuid.UUID(inbox_id))
     return inboxes.decrypt_password(keyring, row, f"{side}_password").reveal()
 
 
 async def mark_verified(db, inbox_id: str) -> None:
     """What a worker leaves behind after a passing verification: the inbox ACTIVE and no open
     test. The stack these tests use has no worker (their hosts must never be contacted)."""
-    async with db.transaction() as session:
-        await session.execute(
-            text("UPDATE email_inbox SET status = 'ACTIVE' WHERE id = :id"), {"id": inbox_id}
+    async with db.connection() as connection, connection.transaction():
+        await connection.execute(
+            "UPDATE email_inbox SET status = 'ACTIVE' WHERE id = $1", uuid.UUID(inbox_id)
         )
-        await session.execute(
-            text(
-                "UPDATE connection_test SET state = 'PASSED' WHERE inbox_id = :id"
-                " AND state IN ('QUEUED', 'RUNNING')"
-            ),
-            {"id": inbox_id},
+        await connection.execute(
+            "UPDATE connection_test SET state = 'PASSED' WHERE inbox_id = $1"
+            " AND state IN ('QUEUED', 'RUNNING')",
+            uuid.UUID(inbox_id),
         )
 
 
-async def open_tests(db, inbox_id: str) -> list[ConnectionTest]:
-    async with db.sessions() as session:
-        rows = await session.execute(
-            select(ConnectionTest).where(
-                ConnectionTest.inbox_id == uuid.UUID(inbox_id),
-                ConnectionTest.state.in_(("QUEUED", "RUNNING")),  # type: ignore[attr-defined]
-            )
-        )
-        return list(rows.scalars())
+async def open_tests(db, inbox_id: str) -> list[TestRow]:
+    async with db.connection() as connection:
+        return await connection.fetch(OPEN_TEST_SQL, uuid.UUID(inbox_id), record_class=TestRow)
 
 
 @pytest.mark.parametrize("side", ["smtp", "imap"])

@@ -357,8 +357,8 @@ async def test_update_round_trips_and_keeps_password(tenant, db, keyring):
     # A username change is a connection change: back to PENDING.
     assert after["status"] == "PENDING"
     # The blank password kept the stored one (not just "some password").
-    async with db.sessions() as session:
-        row = await inboxes.get_inbox(session, tenant.workspace.id, uuid.UUID(inbox["id"]))
+    async with db.connection() as connection:
+        row = await inboxes.get_inbox(connection, tenant.workspace.id, uuid.UUID(inbox["id"]))
     assert inboxes.decrypt_password(keyring, row, "smtp_password").reveal() == "smtp-secret-123"
     # Untouched fields stay.
     assert after["senderInfo"] == inbox["senderInfo"]

@@ -30,8 +30,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
-
 from storage.db import Database
 from tests.conftest import Tenant, TenantFactory
 from tests.support.ws import WSClient
@@ -141,29 +139,26 @@ async def seed_workspace(make_tenant: TenantFactory, index: int) -> Workspace:
 async def snapshot(db: Database, ws: Workspace) -> dict[str, list[str]]:
     """Every row that belongs to the workspace, as JSON text, per table."""
     found: dict[str, list[str]] = {}
-    async with db.sessions() as session:
-        columns = (
-            await session.execute(
-                text(
-                    "SELECT table_name, column_name FROM information_schema.columns "
-                    "WHERE table_schema = 'public' AND column_name IN ('workspace_id', 'inbox_id')"
-                )
-            )
-        ).all()
+    async with db.connection() as connection:
+        columns = await connection.fetch(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = 'public' AND column_name IN ('workspace_id', 'inbox_id')"
+        )
         tables: dict[str, set[str]] = {}
         for table, column in columns:
             tables.setdefault(table, set()).add(column)
         ids = [uuid.UUID(i) for i in ws.inbox_ids]
         for table, cols in sorted(tables.items()):
-            where = "workspace_id = :ws" if "workspace_id" in cols else "inbox_id = ANY(:ids)"
-            rows = await session.execute(
-                text(f'SELECT row_to_json(t)::text FROM "{table}" t WHERE {where} ORDER BY 1'),
-                {"ws": uuid.UUID(ws.id), "ids": ids},
+            if "workspace_id" in cols:
+                where, arg = "workspace_id = $1", uuid.UUID(ws.id)
+            else:
+                where, arg = "inbox_id = ANY($1::uuid[])", ids
+            rows = await connection.fetch(
+                f'SELECT row_to_json(t)::text FROM "{table}" t WHERE {where} ORDER BY 1', arg
             )
             found[table] = [r[0] for r in rows]
-        row = await session.execute(
-            text("SELECT row_to_json(t)::text FROM workspace t WHERE id = :ws"),
-            {"ws": uuid.UUID(ws.id)},
+        row = await connection.fetch(
+            "SELECT row_to_json(t)::text FROM workspace t WHERE id = $1", uuid.UUID(ws.id)
         )
         found["workspace"] = [r[0] for r in row]
     return found

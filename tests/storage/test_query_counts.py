@@ -1,16 +1,12 @@
 """How much database work each operation costs, pinned exactly (benchmark figure B7).
 
-Three numbers per operation, all measured on the engine the running server uses:
+Two numbers per operation, both measured on the pools the running server uses (every query
+inboxd runs is SQL text on an asyncpg connection of ``Database.connection``; a query logger on
+each connection sees it):
 
-- ``statements``: SQL statements SQLAlchemy sends (``before_cursor_execute``) plus those run
-  on the plain asyncpg pool of the hot reads (``Database.connection``, counted by a query
-  logger on its connections). Those run in autocommit: one statement, one round trip.
-- ``checkouts``: SQLAlchemy pool checkouts, i.e. sessions opened. With ``pool_pre_ping=True``
-  each one costs three extra round trips before the first statement
-  (``BEGIN; SELECT ;; ROLLBACK``), plus two of transaction control (``BEGIN`` and
-  ``COMMIT``/``ROLLBACK``).
+- ``statements``: SQL statements, each one round trip (autocommit, or inside a transaction).
 - ``round_trips``: everything asyncpg sends and waits for: the statements above plus the
-  transaction control and pre-ping queries (asyncpg's query logger sees those).
+  transaction control (``BEGIN``, ``COMMIT``, ``ROLLBACK``, savepoints).
 
 The counts are exact on purpose: a change that adds a query makes a test here fail, and whoever
 made it either removes the query or updates the count and its comment. The list tests pin the
@@ -30,14 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from mail.network import NetworkPolicy
 from mail.probes import ProbeSettings
 from resolvers.verification import VerificationConfig, verify
 from storage import job_runs, models
 from storage.db import Database
-from storage.rows import InboxRow, TestRow
+from storage.rows import ApiKeyRow, AuditRow, InboxRow, TestRow, WorkspaceRow
 from storage.secrets import KeyRing
 from tests.conftest import Tenant, TenantFactory, Verifier, verifier_on
 from tests.schema.fragments import CREATE, GET, LIST
@@ -61,7 +56,6 @@ def _report(name: str, counts: Counts) -> None:
     found = json.loads(Path(path).read_text()) if Path(path).exists() else {}
     found[name] = {
         "statements": len(counts.statements),
-        "checkouts": counts.checkouts,
         "round_trips": counts.round_trips,
     }
     Path(path).write_text(json.dumps(found, indent=1))
@@ -70,8 +64,7 @@ def _report(name: str, counts: Counts) -> None:
 @dataclass
 class Counts:
     statements: list[str] = field(default_factory=list)
-    checkouts: int = 0
-    control: list[str] = field(default_factory=list)  # BEGIN/COMMIT/ROLLBACK and pings
+    control: list[str] = field(default_factory=list)  # BEGIN/COMMIT/ROLLBACK, savepoints
 
     @property
     def round_trips(self) -> int:
@@ -80,43 +73,29 @@ class Counts:
     def listing(self) -> str:
         return "\n".join(s[:100] for s in self.statements)
 
-    def summary(self) -> tuple[int, int, int]:
-        return len(self.statements), self.checkouts, self.round_trips
+    def summary(self) -> tuple[int, int]:
+        return len(self.statements), self.round_trips
+
+
+# Transaction control: what asyncpg's ``connection.transaction()`` sends around statements.
+CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT ", "RELEASE SAVEPOINT ")
 
 
 class Recorder:
-    """Listens on one database's two pools; ``counting()`` collects what happens inside it."""
+    """Listens on one database's pools; ``counting()`` collects what happens inside it."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self.current: Counts | None = None
 
-    def _plain(self, record: Any) -> None:
+    def _logged(self, record: Any) -> None:
         if self.current is None:
             return
         query = " ".join(record.query.split())
-        if query.rstrip(";") in ("BEGIN", "COMMIT", "ROLLBACK"):
+        if query.rstrip(";").startswith(CONTROL):
             self.current.control.append(query)
         else:
             self.current.statements.append(query)
-
-    def _statement(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if self.current is not None:
-            self.current.statements.append(" ".join(statement.split()))
-
-    def _query(self, record: Any) -> None:
-        if self.current is not None:
-            self.current.control.append(record.query)
-
-    def _checkout(self, *_args: Any) -> None:
-        if self.current is not None:
-            self.current.checkouts += 1
-
-    def _connect(self, dbapi_connection: Any, _record: Any) -> None:
-        # asyncpg's own query logger sees what SQLAlchemy sends outside cursor.execute:
-        # BEGIN/COMMIT/ROLLBACK and the pre-ping's "SELECT ;" (prepared statements it runs for
-        # cursor.execute are not logged, so nothing is counted twice).
-        dbapi_connection._connection.add_query_logger(self._query)
 
     @contextmanager
     def counting(self) -> Iterator[Counts]:
@@ -130,32 +109,19 @@ class Recorder:
 @asynccontextmanager
 async def recording(db: Database) -> AsyncIterator[Recorder]:
     recorder = Recorder(db)
-    engine = db.engine
-    sync_engine = engine.sync_engine
     # Fresh pools, so that every connection used from here on carries the query logger.
-    await engine.dispose()
     await db.close_pool()
-    db.query_loggers.append(recorder._plain)
-    listeners = [
-        (sync_engine, "before_cursor_execute", recorder._statement),
-        (sync_engine, "checkout", recorder._checkout),
-        (sync_engine, "connect", recorder._connect),
-    ]
-    for target, name, fn in listeners:
-        event.listen(target, name, fn)
+    db.query_loggers.append(recorder._logged)
     try:
         yield recorder
     finally:
-        for target, name, fn in listeners:
-            event.remove(target, name, fn)
-        db.query_loggers.remove(recorder._plain)
-        await engine.dispose()  # drop the connections that carry our logger
-        await db.close_pool()
+        db.query_loggers.remove(recorder._logged)
+        await db.close_pool()  # drop the connections that carry our logger
 
 
 async def measured(db: Database, operation: Any) -> Counts:
-    """Run ``operation`` once to warm the pool and the statement caches (a fresh connection
-    skips its first pre-ping), then count a second run (so creates must vary their input)."""
+    """Run ``operation`` once to warm the pool and the statement caches, then count a second
+    run (so creates must vary their input)."""
     async with recording(db) as recorder:
         await operation()
         await loop_turn()
@@ -187,10 +153,10 @@ def _creator(tenant: Tenant) -> Any:
 async def test_create_inbox(tenant, state):
     counts = await measured(state.db, _creator(tenant))
     _report("create", counts)
-    # Authentication (plain asyncpg pool, autocommit):
+    # Authentication (autocommit):
     #   1 SELECT api_key by prefix
     #   2 UPDATE api_key.last_used_at (the test stack touches on every use: interval 0)
-    # createEmailInbox (one transaction on the plain pool, storage.inboxes.create_inbox):
+    # createEmailInbox (one transaction, storage.inboxes.create_inbox):
     #   3 SELECT workspace ... FOR UPDATE (serialises creates against the plan limit)
     #   4 SELECT count(*) of the workspace's inboxes (after the lock: its own snapshot)
     #     (with login spacing, 3 also takes the accounts' advisory locks and 4 also finds
@@ -199,7 +165,6 @@ async def test_create_inbox(tenant, state):
     #     test AS (INSERT connection_test), audit AS (INSERT audit_event),
     #     notified AS (pg_notify jobs, TEST_CHANGED, CREATED) SELECT inbox.*
     assert len(counts.statements) == 5, counts.listing()
-    assert counts.checkouts == 0
     # + BEGIN and COMMIT.
     assert counts.round_trips == 5 + 2, counts.control
 
@@ -214,9 +179,8 @@ async def test_read_one_inbox(tenant, state):
     counts = await measured(state.db, read)
     _report("read", counts)
     # 1 SELECT api_key, 2 UPDATE api_key.last_used_at, 3 SELECT email_inbox by id + workspace,
-    # all on the plain asyncpg pool: no session, no transaction control, no pre-ping.
+    # each in autocommit: no transaction control.
     assert len(counts.statements) == 3, counts.listing()
-    assert counts.checkouts == 0
     assert counts.round_trips == 3, counts.control
 
 
@@ -245,7 +209,6 @@ async def test_list_is_constant_in_page_size(fifty, state):
     # 1 SELECT api_key, 2 UPDATE api_key.last_used_at,
     # 3 SELECT the page (LIMIT first + 1), 4 SELECT count(*) for totalCount.
     assert len(five.statements) == 4, five.listing()
-    assert five.checkouts == 0
     assert five.round_trips == 4, five.control
     # No N+1: fifty rows cost exactly what five do.
     assert all_fifty.summary() == five.summary()
@@ -323,13 +286,18 @@ async def test_verification_job(jobs_stack):
     # Outcome, one statement (storage.job_runs.RECORD_SQL): UPDATE connection_test, UPDATE
     #   email_inbox (status FAILED), pg_notify TEST_CHANGED and STATUS_CHANGED.
     assert len(counts.statements) == 2, counts.listing()
-    assert counts.checkouts == 0
     assert counts.round_trips == 2, counts.control
 
 
 def test_plain_rows_mirror_the_table_models() -> None:
     # storage.rows declares each column's attribute for the type checker; a column added to a
     # model must be added there too (the rows themselves carry whatever the SELECT returns).
-    for row_class, model in ((InboxRow, models.EmailInbox), (TestRow, models.ConnectionTest)):
+    for row_class, model in (
+        (InboxRow, models.EmailInbox),
+        (TestRow, models.ConnectionTest),
+        (WorkspaceRow, models.Workspace),
+        (ApiKeyRow, models.ApiKey),
+        (AuditRow, models.AuditEvent),
+    ):
         declared = {k for k in row_class.__annotations__ if not k.startswith("__")}
         assert declared == set(model.__table__.columns.keys()), row_class  # type: ignore[attr-defined]

@@ -7,10 +7,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
 
 from storage import inbox_passwords, inboxes
-from storage.models import EmailInbox
+from storage.inbox_reads import INBOX_COLUMNS
+from storage.rows import InboxRow
 from storage.secrets import DecryptionError, KeyRing, Secret, associated_data
 from tests.schema.fragments import CREATE, GET, minimal_input
 
@@ -95,22 +95,18 @@ async def test_ciphertext_moved_to_another_row_fails_to_decrypt(tenant, db, keyr
     two = (await tenant.client(CREATE, {"input": minimal_input("two@example.com")})).data[
         "createEmailInbox"
     ]["inbox"]
-    async with db.transaction() as session:
-        stolen = (
-            await session.execute(
-                select(EmailInbox.smtp_password).where(EmailInbox.id == uuid.UUID(one["id"]))
-            )
-        ).scalar_one()
-        await session.execute(
-            update(EmailInbox)
-            .where(EmailInbox.id == uuid.UUID(two["id"]))
-            .values(smtp_password=stolen)
+    async with db.connection() as connection, connection.transaction():
+        stolen = await connection.fetchval(
+            "SELECT smtp_password FROM email_inbox WHERE id = $1", uuid.UUID(one["id"])
         )
-    async with db.sessions() as session:
-        row = await inboxes.get_inbox(session, tenant.workspace.id, uuid.UUID(two["id"]))
+        await connection.execute(
+            "UPDATE email_inbox SET smtp_password = $2 WHERE id = $1", uuid.UUID(two["id"]), stolen
+        )
+    async with db.connection() as connection:
+        row = await inboxes.get_inbox(connection, tenant.workspace.id, uuid.UUID(two["id"]))
         with pytest.raises(DecryptionError):
             inbox_passwords.decrypt_password(keyring, row, "smtp_password")
-        row_one = await inboxes.get_inbox(session, tenant.workspace.id, uuid.UUID(one["id"]))
+        row_one = await inboxes.get_inbox(connection, tenant.workspace.id, uuid.UUID(one["id"]))
         assert inbox_passwords.decrypt_password(keyring, row_one, "smtp_password").reveal() == (
             "app-password-1"
         )
@@ -139,9 +135,9 @@ async def test_rotation_re_encrypts_everything_and_keeps_it_readable(tenant, db,
     total, reported = await rotate_all(db, rotated)
     assert total == len(readable) and set(ids) <= readable
     assert set(reported) == unreadable
-    async with db.sessions() as session:
+    async with db.connection() as connection:
         for i, inbox_id in enumerate(ids):
-            row = await inboxes.get_inbox(session, tenant.workspace.id, inbox_id)
+            row = await inboxes.get_inbox(connection, tenant.workspace.id, inbox_id)
             assert not rotated.needs_rotation(row.smtp_password)
             assert not rotated.needs_rotation(row.imap_password)
             assert (
@@ -160,9 +156,9 @@ async def test_rotation_re_encrypts_everything_and_keeps_it_readable(tenant, db,
     await rotate_all(db, KeyRing.parse(",".join(f"{k}:{v}" for k, v in reversed(_specs(rotated)))))
     read = await tenant.client(GET, {"id": str(ids[0])})
     assert read.data["emailInbox"]["smtp"]["hasPassword"] is True
-    async with db.sessions() as session:
+    async with db.connection() as connection:
         for i, inbox_id in enumerate(ids):
-            row = await inboxes.get_inbox(session, tenant.workspace.id, inbox_id)
+            row = await inboxes.get_inbox(connection, tenant.workspace.id, inbox_id)
             assert not keyring.needs_rotation(row.smtp_password)
             assert (
                 inbox_passwords.decrypt_password(keyring, row, "smtp_password").reveal()
@@ -177,17 +173,13 @@ async def test_rotation_reports_a_row_it_cannot_decrypt_and_leaves_it(tenant, db
     two = (await tenant.client(CREATE, {"input": minimal_input("keep2@example.com")})).data[
         "createEmailInbox"
     ]["inbox"]
-    async with db.transaction() as session:
-        # A ciphertext bound to another row: no key in the ring can open it here.
-        stolen = (
-            await session.execute(
-                select(EmailInbox.smtp_password).where(EmailInbox.id == uuid.UUID(one["id"]))
-            )
-        ).scalar_one()
-        await session.execute(
-            update(EmailInbox)
-            .where(EmailInbox.id == uuid.UUID(two["id"]))
-            .values(smtp_password=stolen)
+    # A ciphertext bound to another row: no key in the ring can open it here.
+    async with db.connection() as connection, connection.transaction():
+        stolen = await connection.fetchval(
+            "SELECT smtp_password FROM email_inbox WHERE id = $1", uuid.UUID(one["id"])
+        )
+        await connection.execute(
+            "UPDATE email_inbox SET smtp_password = $2 WHERE id = $1", uuid.UUID(two["id"]), stolen
         )
     ring = KeyRing.parse(
         ",".join(f"{k}:{v}" for k, v in _specs(keyring)) + "," + KeyRing.generate_spec("test3")
@@ -196,8 +188,8 @@ async def test_rotation_reports_a_row_it_cannot_decrypt_and_leaves_it(tenant, db
         _, reported = await rotate_all(db, ring)
         assert uuid.UUID(two["id"]) in reported
         assert uuid.UUID(one["id"]) not in reported
-        async with db.sessions() as session:
-            row = await inboxes.get_inbox(session, tenant.workspace.id, uuid.UUID(two["id"]))
+        async with db.connection() as connection:
+            row = await inboxes.get_inbox(connection, tenant.workspace.id, uuid.UUID(two["id"]))
         assert row.smtp_password == stolen  # left exactly as it was
     finally:
         await rotate_all(db, KeyRing.parse(",".join(f"{k}:{v}" for k, v in reversed(_specs(ring)))))
@@ -205,8 +197,11 @@ async def test_rotation_reports_a_row_it_cannot_decrypt_and_leaves_it(tenant, db
 
 async def _readability(db, ring: KeyRing) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
     readable, unreadable = set(), set()
-    async with db.sessions() as session:
-        for row in (await session.execute(select(EmailInbox))).scalars():
+    async with db.connection() as connection:
+        rows = await connection.fetch(
+            f"SELECT {INBOX_COLUMNS} FROM email_inbox", record_class=InboxRow
+        )
+        for row in rows:
             try:
                 for column in inbox_passwords.PASSWORD_COLUMNS:
                     inbox_passwords.decrypt_password(ring, row, column)
@@ -220,8 +215,10 @@ async def _readability(db, ring: KeyRing) -> tuple[set[uuid.UUID], set[uuid.UUID
 async def rotate_all(db, ring: KeyRing) -> tuple[int, list[uuid.UUID]]:
     total, unreadable, after = 0, [], None
     while True:
-        async with db.transaction() as session:
-            batch = await inbox_passwords.rotate_secrets(session, ring, after=after, batch_size=2)
+        async with db.connection() as connection:
+            batch = await inbox_passwords.rotate_secrets(
+                connection, ring, after=after, batch_size=2
+            )
         total += batch.rotated
         unreadable += batch.unreadable
         if batch.last_id is None:

@@ -1,0 +1,73 @@
+"""An inbox's state change, written once.
+
+Every write to an existing ``email_inbox`` row is built by ``change``: whatever the caller sets,
+the row's ``version`` goes up by one and ``updated_at`` becomes the transaction's ``now()``,
+and the statement that writes it also announces it (``events.announce_sql``), so a change is
+never committed without its event nor announced without being committed. Creation (version 1,
+``CREATED``) and deletion (``delete``: the event carries version + 1) are the two ends.
+
+A change is SQL text for a data-modifying CTE, so the callers (update, setup status, the
+worker's claim, outcome and requeue, key rotation) each keep their one statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from storage.events import EventKind, announce_sql
+
+# What an announcement reads of each changed inbox.
+ANNOUNCED = "i.id, i.workspace_id, i.version, i.status"
+
+
+@dataclass(frozen=True, slots=True)
+class InboxChange:
+    """``cte``: ``name AS (UPDATE email_inbox ...)``, for a ``WITH``; ``notify``: a SELECT
+    sending its events, to join (``UNION ALL``) the statement's other notifications."""
+
+    name: str
+    cte: str
+    notify: str
+
+
+def change(
+    name: str,
+    assignments: str,
+    *,
+    where: str,
+    source: str | None = None,
+    returning: str = ANNOUNCED,
+    announce: Sequence[EventKind] = (EventKind.STATUS_CHANGED,),
+) -> InboxChange:
+    """The UPDATE of the inboxes ``where`` selects (alias ``i``; ``source`` is a FROM list),
+    setting ``assignments`` (SQL, values as parameters) and the version and timestamp, and
+    announcing each kind of ``announce`` for every row changed. ``returning`` must include
+    ``ANNOUNCED``'s columns."""
+    from_ = f" FROM {source}" if source else ""
+    update = (
+        f"UPDATE email_inbox AS i SET {assignments}, version = i.version + 1, "  # noqa: S608
+        f"updated_at = now(){from_} WHERE {where} RETURNING {returning}"
+    )
+    notify = " UNION ALL ".join(announce_sql(kind, name) for kind in announce)
+    return InboxChange(name, f"{name} AS ({update})", notify)
+
+
+def delete(name: str, *, where: str) -> InboxChange:
+    """The DELETE of the inboxes ``where`` selects (alias ``i``), announced as DELETED with
+    the version after their last."""
+    remove = (
+        f"DELETE FROM email_inbox AS i WHERE {where} "  # noqa: S608
+        "RETURNING i.id, i.workspace_id, i.version + 1 AS version, i.status"
+    )
+    return InboxChange(name, f"{name} AS ({remove})", announce_sql(EventKind.DELETED, name))
+
+
+def statement(inbox: InboxChange, *, result: str, also_notify: Sequence[str] = ()) -> str:
+    """A whole statement of one change: ``WITH <change>, notified AS (<its events>, then
+    also_notify's) SELECT <result> FROM <change>``, the events sent once per statement."""
+    notify = " UNION ALL ".join([inbox.notify, *also_notify])
+    return (
+        f"WITH {inbox.cte}, notified AS ({notify}) "  # noqa: S608
+        f"SELECT {result} FROM {inbox.name}, (SELECT count(*) FROM notified) AS sent"
+    )
