@@ -6,6 +6,10 @@ and the statement that writes it also announces it (``events.announce_sql``), so
 never committed without its event nor announced without being committed. Creation (version 1,
 ``CREATED``) and deletion (``delete``: the event carries version + 1) are the two ends.
 
+One write is not a change of the inbox: ``reencrypt`` puts the same passwords under a newer
+key. Nothing a client reads differs, so the version, ``updated_at`` and subscribers are left
+alone (an ``updateEmailInbox`` with ``expectedVersion`` never conflicts with a key rotation).
+
 A change is SQL text for a data-modifying CTE, so the callers (update, setup status, the
 worker's claim, outcome and requeue, key rotation) each keep their one statement.
 """
@@ -61,6 +65,16 @@ def delete(name: str, *, where: str) -> InboxChange:
         "RETURNING i.id, i.workspace_id, i.version + 1 AS version, i.status"
     )
     return InboxChange(name, f"{name} AS ({remove})", announce_sql(EventKind.DELETED, name))
+
+
+def reencrypt(source: str) -> str:
+    """The UPDATE giving inboxes new ciphertexts of the same passwords: ``source`` is a FROM
+    item ``r(id, smtp_password, imap_password)``. Returns the number of rows written."""
+    return (
+        "WITH written AS (UPDATE email_inbox AS i SET smtp_password = r.smtp_password, "  # noqa: S608
+        f"imap_password = r.imap_password FROM {source} WHERE i.id = r.id RETURNING 1) "
+        "SELECT count(*) FROM written"
+    )
 
 
 def statement(inbox: InboxChange, *, result: str, also_notify: Sequence[str] = ()) -> str:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from storage import inbox_changes
 from storage.db import Connection
-from storage.events import EventKind
 from storage.models import EmailInbox
 from storage.rows import InboxRow, columns
 from storage.secrets import DecryptionError, KeyRing, Secret, associated_data
@@ -41,17 +40,9 @@ BATCH_SQL = (
     f"SELECT {columns(EmailInbox)} FROM email_inbox "  # noqa: S608
     "WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2 FOR UPDATE"
 )
-# A new ciphertext is a change of the row like any other: a new version, announced.
-ROTATE_SQL = inbox_changes.statement(
-    inbox_changes.change(
-        "inbox",
-        "smtp_password = r.smtp_password, imap_password = r.imap_password",
-        source="unnest($1::uuid[], $2::bytea[], $3::bytea[]) "
-        "AS r(id, smtp_password, imap_password)",
-        where="i.id = r.id",
-        announce=(EventKind.UPDATED,),
-    ),
-    result="count(*)",
+# The same passwords under the newest key: not a change of the inbox (no version, no event).
+ROTATE_SQL = inbox_changes.reencrypt(
+    "unnest($1::uuid[], $2::bytea[], $3::bytea[]) AS r(id, smtp_password, imap_password)"
 )
 
 

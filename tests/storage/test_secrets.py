@@ -112,6 +112,12 @@ async def test_ciphertext_moved_to_another_row_fails_to_decrypt(tenant, db, keyr
         )
 
 
+async def _versions(db, workspace_id, ids):
+    async with db.connection() as connection:
+        rows = [await inboxes.get_inbox(connection, workspace_id, i) for i in ids]
+    return [(row.version, row.updated_at) for row in rows]
+
+
 async def test_rotation_re_encrypts_everything_and_keeps_it_readable(tenant, db, keyring):
     ids = []
     for i in range(5):
@@ -132,7 +138,11 @@ async def test_rotation_re_encrypts_everything_and_keeps_it_readable(tenant, db,
     # Other tests share this database (one of them leaves a row that cannot be decrypted on
     # purpose): every row is either re-encrypted or reported, none is skipped silently.
     readable, unreadable = await _readability(db, keyring)
+    versions = await _versions(db, tenant.workspace.id, ids)
     total, reported = await rotate_all(db, rotated)
+    # The same passwords under a new key: no client-visible change, so no new version (an
+    # update with expectedVersion racing a rotation must not conflict).
+    assert await _versions(db, tenant.workspace.id, ids) == versions
     assert total == len(readable) and set(ids) <= readable
     assert set(reported) == unreadable
     async with db.connection() as connection:
