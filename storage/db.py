@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,6 +23,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+from storage import observe
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -140,6 +143,7 @@ class Database:
     async def connection(self, *, background: bool = False) -> AsyncIterator[Any]:
         """A pooled asyncpg connection (autocommit: one statement, one round trip); from the
         background pool for the worker."""
+        started = time.perf_counter()
         try:
             pool = self._pools.get(background) or await self._open_pool(background)
             acquiring = pool.acquire(timeout=self.connect_timeout)
@@ -148,10 +152,16 @@ class Database:
             # Refused while connecting (e.g. 55000, the database not accepting connections):
             # whatever Postgres said, it could not be reached.
             raise DatabaseUnreachable(f"{type(exc).__name__} while connecting") from exc
+        finally:
+            observe.pool_acquired(background, time.perf_counter() - started)
         try:
             yield connection
         finally:
             await acquiring.__aexit__(None, None, None)
+
+    def open_pools(self) -> dict[str, Any]:
+        """The pools opened so far, by name ("api", "background"), for their gauges."""
+        return {"background" if bg else "api": pool for bg, pool in self._pools.items()}
 
     async def _open_pool(self, background: bool) -> Any:
         async with self._pool_lock:
