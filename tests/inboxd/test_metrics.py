@@ -4,6 +4,7 @@ operation, and no label value ever comes from what a client sent."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -315,3 +316,28 @@ def _known_label_values() -> dict[str, frozenset[str]]:
 
 
 KNOWN = _known_label_values()
+
+
+async def test_metrics_on_a_port_of_their_own_need_no_token(pg_server, certs, keyring):
+    async with verifier_on(
+        pg_server[0], certs, keyring, worker=False, metrics_enabled=True, metrics_port=0
+    ) as running:
+        port = running.stack.app.state.metrics.port
+        assert (await scrape_text(running.stack.base_url)).status_code == 404
+        response = await scrape_text(f"http://127.0.0.1:{port}", None)
+        assert response.status_code == 200
+        samples = parse(response.text)
+        assert value(samples, "inboxd_listener_connected") == 1
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+async def test_the_dashboard_and_the_alerts_read_metrics_inboxd_exposes(watched: Verifier):
+    text = (await scrape_text(watched.stack.base_url)).text
+    exposed = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    alerts = (DOCS / "operations.md").read_text().split("## The five alerts worth having")[1]
+    for source in ((DOCS / "grafana-inboxd.json").read_text(), alerts.split("## Dashboard")[0]):
+        read = set(re.findall(r"\binboxd_[a-z_]+", source))
+        assert read, source[:200]
+        assert read <= exposed, read - exposed
