@@ -4,7 +4,6 @@ a span per probe, the request id as an attribute, and no secret or address anywh
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from tests.conftest import Verifier, verifier_on
 from tests.support.mailservers import ImapMode, ImapServer, MailCerts, SmtpMode, SmtpServer
+from tests.support.waiting import wait_until
 
 USER = "traced-user@example.test"
 PASSWORD = "Trace-Canary-8812"
@@ -117,13 +117,6 @@ async def traced(
         yield running
 
 
-async def wait_for(check: Any, what: str, timeout: float = 20) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, what
-        await asyncio.sleep(0.1)
-
-
 async def test_operations_sql_and_probes_are_traced(traced: Verifier, receiver: Receiver, servers):
     smtp, imap = servers
     tenant = await traced.tenant()
@@ -152,8 +145,8 @@ async def test_operations_sql_and_probes_are_traced(traced: Verifier, receiver: 
     def read_traced() -> bool:
         return any(s.attributes.get("inboxd.request_id") == request_id for s in receiver.spans)
 
-    await wait_for(read_traced, "the read's span arrived")
-    await wait_for(lambda: named("smtp login") and named("imap login"), "probe spans arrived")
+    await wait_until(read_traced, "the read's span arrived")
+    await wait_until(lambda: named("smtp login") and named("imap login"), "probe spans arrived")
 
     (operation,) = [
         s for s in receiver.spans if s.attributes.get("inboxd.request_id") == request_id
