@@ -435,23 +435,29 @@ def throughput_pair(
     floor: tuple[Proc, int, str, str],
     plans_off: tuple[Proc, int, str, str] | None = None,
     via_strawberry: tuple[Proc, int, str, str] | None = None,
+    metrics_on: tuple[Proc, int, str, str] | None = None,
 ) -> None:
     """Warm both up, then measure them in alternating rounds (inboxd, floor, inboxd, ...) so
     that whatever else the machine is doing weighs on both alike; one table row. With
     ``plans_off`` (inboxd with INBOXD_COMPILED_QUERIES=false) a third side joins the same
     rounds, and two more rows say what the compiled query plans pay. With ``via_strawberry``
     (INBOXD_PLAN_SHORTCUT=false: plans run inside Strawberry's execute) a fourth side says
-    what Strawberry's per-operation machinery costs a cached compiled query."""
+    what Strawberry's per-operation machinery costs a cached compiled query. With
+    ``metrics_on`` (INBOXD_METRICS_ENABLED=true) one more says what the metrics cost: the
+    target is within 5% of "inboxd" (metrics off, the default)."""
     args = run.args
     sides = {"inboxd": inboxd, "floor": floor}
     if plans_off is not None:
         sides["plans off"] = plans_off
     if via_strawberry is not None:
         sides["via strawberry"] = via_strawberry
+    if metrics_on is not None:
+        sides["metrics on"] = metrics_on
     rounds = max(1, args.rounds)
     slice_s = max(1.0, args.duration / rounds)
+    tags = {name: f"{i}{name[0]}" for i, name in enumerate(sides)}  # distinct per side
     for name, (_, port, key, body) in sides.items():
-        http_load(run, port, key, body.replace("@RUN@", f"w{name[0]}"), args.warmup)
+        http_load(run, port, key, body.replace("@RUN@", f"w{tags[name]}"), args.warmup)
     parts: dict[str, list[Load]] = {name: [] for name in sides}
     cpu: dict[str, float] = dict.fromkeys(sides, 0.0)
     for r in range(rounds):
@@ -459,7 +465,7 @@ def throughput_pair(
             profiler = profile(run, proc, f"{figure}-{name}-r{r}", slice_s) if r == 0 else None
             before = cpu_seconds(proc.pid)
             parts[name].append(
-                http_load(run, port, key, body.replace("@RUN@", f"m{name[0]}{r}"), slice_s)
+                http_load(run, port, key, body.replace("@RUN@", f"m{tags[name]}r{r}"), slice_s)
             )
             cpu[name] += cpu_seconds(proc.pid) - before
             if profiler is not None:
@@ -523,6 +529,19 @@ def throughput_pair(
                 None,
             )
         )
+    if metrics_on is not None:
+        m = results["metrics on"]
+        share = m.rps / a.rps if a.rps else float("nan")
+        run.rows.append(
+            Row(
+                f"{figure} metrics on / off",
+                f"{fmt(m.rps)} / {fmt(a.rps)} ({m.cpu_ms:.2f} / {a.cpu_ms:.2f} ms CPU)",
+                "-",
+                f"{share:.3f}x",
+                ">= 0.95x",
+                share >= 0.95 and m.bad == 0 and m.socket_errors == 0,
+            )
+        )
     if via_strawberry is not None:
         d = results["via strawberry"]
         run.rows.append(
@@ -563,6 +582,13 @@ def phase_http(run: Run, pg: Postgres, url: str, ports: tuple[int, int]) -> dict
     # And with plans run inside Strawberry's execute (the Pipeline extension), not before it.
     via_env = {**inboxd_env(run, url, worker=False), "INBOXD_PLAN_SHORTCUT": "false"}
     via_strawberry, via_port = start_inboxd(run, "inboxd-http-via-strawberry", via_env)
+    # And with Prometheus metrics on (scraped by nobody: what every request pays for them).
+    metrics_env = {
+        **inboxd_env(run, url, worker=False),
+        "INBOXD_METRICS_ENABLED": "true",
+        "INBOXD_METRICS_TOKEN": "bench-metrics",
+    }
+    with_metrics, metrics_port = start_inboxd(run, "inboxd-http-metrics", metrics_env)
     emails = [f"read{i:03d}@bench.example.com" for i in range(60)]
     ids = asyncio.run(create_inboxes(port, read_key, emails, ports))
     read_floor, read_port = start_floor(run, "floor-read", "raw_read.py", url)
@@ -584,6 +610,7 @@ def phase_http(run: Run, pg: Postgres, url: str, ports: tuple[int, int]) -> dict
             (read_floor, read_port, read_key, read_body),
             (no_plans, no_plans_port, read_key, read_body),
             (via_strawberry, via_port, read_key, read_body),
+            (with_metrics, metrics_port, read_key, read_body),
         )
     if "B2" in figures:
         print("B2: emailInboxes(first: 50) throughput", flush=True)
@@ -605,6 +632,7 @@ def phase_http(run: Run, pg: Postgres, url: str, ports: tuple[int, int]) -> dict
             0.40,
             (inboxd, port, inboxd_key, create_body),
             (create_floor, create_port, floor_key, create_body),
+            metrics_on=(with_metrics, metrics_port, inboxd_key, create_body),
         )
     run.stop_all()
     return {"key": read_key, "inbox": ids[0], "workspace": read_ws}

@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
@@ -32,7 +32,12 @@ from strawberry.types.graphql import OperationType
 from inboxd.cors import cors_middleware, websocket_origin_middleware
 from inboxd.guards import RequestGuard, TokenBuckets, request_principal
 from inboxd.logs import get_logger
+from inboxd.metrics import HttpMetrics
+from inboxd.metrics_http import Exposition
+from inboxd.observe import Observer
+from inboxd.request_log import RequestLogMiddleware
 from inboxd.settings import Settings
+from inboxd.tracing import stop_tracing, tracing_for
 from inboxd.ws import GraphQLWebSockets, WebSocketServer
 from inboxd.ws_legacy import LegacyConnection, LegacyHandler
 from resolvers.auth import ConnectionRefused
@@ -88,6 +93,8 @@ class InboxdGraphQL(GraphQL[Context, None]):
         self.schema: InboxdSchema = schema
         # graphql-transport-ws; Strawberry's handler serves only the legacy graphql-ws.
         self.ws = WebSocketServer(schema, state, settings)
+        # Metrics and spans per operation; None when both are off (inboxd.observe).
+        self.observer = self.ws.observer = Observer.for_settings(schema, settings)
 
     def encode_json(self, data: object) -> str:
         # A str, not bytes: Strawberry sends bytes as binary websocket frames, which
@@ -189,6 +196,32 @@ class InboxdGraphQL(GraphQL[Context, None]):
         operation_name: str | None,
         extensions: dict[str, Any] | None = None,
     ) -> ExecutionResult:
+        """Run one HTTP operation, recorded once (``inboxd.observe``) whichever way
+        ``InboxdSchema.execute`` answers it."""
+        observer = self.observer
+        if observer is None:
+            return await self._run(context, method, query, variables, operation_name, extensions)
+        started = time.perf_counter()
+        with observer.span(context.request_id) as span:
+            try:
+                result = await self._run(
+                    context, method, query, variables, operation_name, extensions
+                )
+            except HTTPException:
+                observer.done(query, operation_name, None, started, span, outcome="error")
+                raise
+            observer.done(query, operation_name, result.errors, started, span)
+            return result
+
+    async def _run(
+        self,
+        context: Context,
+        method: str,
+        query: str | None,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        extensions: dict[str, Any] | None,
+    ) -> ExecutionResult:
         """Run one HTTP operation through the schema's pipeline (``schema.pipeline``)."""
         if isinstance(query, str):
             await self.schema.documents.prepare(query)  # a new document: off the event loop
@@ -268,42 +301,6 @@ class InboxdGraphQL(GraphQL[Context, None]):
         await response(scope, receive, send)
 
 
-class RequestLogMiddleware:
-    """One JSON line per HTTP request, tagged with a request id that errors also carry."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = uuid.uuid4().hex
-        scope["inboxd.request_id"] = request_id
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            if scope["path"] not in ("/healthz", "/readyz"):
-                log.info(
-                    "request",
-                    method=scope["method"],
-                    path=scope["path"],
-                    status=status,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                    request_id=request_id,
-                )
-
-
 def create_app(
     settings: Settings,
     state: AppState,
@@ -311,7 +308,12 @@ def create_app(
     on_startup: Callable[[], Awaitable[None]] | None = None,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> Starlette:
+    exposition = Exposition(settings)  # first: it refuses metrics nobody may read
     graphql = InboxdGraphQL(state, settings)
+    http_metrics = HttpMetrics() if settings.metrics_enabled else None
+    tracing = tracing_for(settings)
+    if tracing is not None:
+        tracing.watch(state.db)
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -333,6 +335,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await exposition.start(state.db, state.hub, graphql.ws)
         if on_startup is not None:
             await on_startup()
         try:
@@ -340,11 +343,14 @@ def create_app(
         finally:
             if on_shutdown is not None:
                 await on_shutdown()
+            await exposition.stop()
+            stop_tracing(settings)
 
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            *exposition.routes(),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             *(
@@ -357,16 +363,18 @@ def create_app(
             *websocket_origin_middleware(settings),
             Middleware(GraphQLWebSockets, server=graphql.ws, path="/graphql"),
             *cors_middleware(settings),
-            Middleware(RequestLogMiddleware),
+            Middleware(RequestLogMiddleware, http=http_metrics),
             Middleware(
                 RequestGuard,
                 path="/graphql",
                 max_body_bytes=settings.max_body_bytes,
                 buckets=TokenBuckets(settings.rate_limit_requests_per_minute),
                 state=state,
+                metrics=http_metrics,
             ),
         ],
         lifespan=lifespan,
     )
     app.state.graphql = graphql
+    app.state.metrics = exposition
     return app

@@ -17,6 +17,7 @@ import orjson
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from inboxd.metrics import HttpMetrics
 from resolvers.auth import Authentication, authenticate, check_key, key_from_headers
 from resolvers.state import AppState
 from storage.api_keys import Principal
@@ -91,8 +92,10 @@ class RequestGuard:
         max_body_bytes: int,
         buckets: TokenBuckets,
         state: AppState,
+        metrics: HttpMetrics | None = None,
     ) -> None:
         self.app = app
+        self.metrics = metrics
         self.path = path
         self.max_body_bytes = max_body_bytes
         self.buckets = buckets
@@ -131,6 +134,9 @@ class RequestGuard:
             bucket, whose = f"ip:{client[0] if client else '-'}", "this address without a valid key"
         wait = self.buckets.take(bucket)
         if wait > 0:
+            if self.metrics is not None:
+                limited = self.metrics.limited_key if principal else self.metrics.limited_address
+                limited.inc()
             retry = max(1, math.ceil(wait))
             await self._refuse(
                 send,

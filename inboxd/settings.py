@@ -94,6 +94,21 @@ class Settings(BaseSettings):
     job_poll_interval_seconds: float = 15.0
     shutdown_grace_seconds: float = 10.0
 
+    # Prometheus metrics at /metrics (docs/operations.md). On the API port a scrape must send
+    # ``Authorization: Bearer <metrics_token>``; with ``metrics_port`` set they are served
+    # there instead (bind ``metrics_host`` to a network only Prometheus reaches), which is
+    # also how an ``inboxd worker`` process is scraped.
+    metrics_enabled: bool = False
+    metrics_token: SecretStr | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    # OpenTelemetry traces over OTLP/HTTP, e.g. http://collector:4318/v1/traces; unset: none.
+    # Needs the optional extra: pip install 'inboxd[otel]'.
+    traces_endpoint: str | None = None
+    traces_service_name: str = "inboxd"
+    traces_export_timeout_seconds: float = 10.0
+    traces_export_interval_seconds: float = 5.0
+
     @cached_property
     def graphiql_enabled(self) -> bool:
         if self.graphiql is not None:

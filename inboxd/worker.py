@@ -20,8 +20,11 @@ from datetime import timedelta
 
 import structlog
 
+from inboxd.metrics_http import Exposition
+from inboxd.observe import observed_attempt, record_claim, record_crash
 from inboxd.runtime import Resolved, open_database
 from inboxd.settings import Settings
+from inboxd.tracing import Tracing, stop_tracing, tracing_for
 from mail.dns_lookup import DnsSettings
 from mail.network import NetworkPolicy
 from mail.probes import ProbeSettings
@@ -29,7 +32,6 @@ from resolvers.state import AppState
 from resolvers.verification import (
     VerificationConfig,
     crashed_outcome,
-    run_attempt,
     store_outcome,
     take_login_slot,
 )
@@ -107,6 +109,7 @@ class Worker:
     # Tests whose logins are in progress: what ``concurrency`` limits. A test leaves this set
     # once its probes are done, so the next one is claimed while its outcome is stored.
     probing: set[uuid.UUID] = field(default_factory=set)
+    tracing: Tracing | None = None
     _task: asyncio.Task[None] | None = None
     _stopping: bool = False
 
@@ -168,6 +171,7 @@ class Worker:
             # Started before asking when the next test is due: their logins need not wait
             # for that round trip.
             for test in tests:
+                record_claim(test)
                 task = asyncio.create_task(self._run(test), name=f"test-{test.id}")
                 self.running[test.id] = task
                 self.probing.add(test.id)
@@ -200,7 +204,7 @@ class Worker:
                 self.state.db, test, self.worker_id, self.config, login_spacing
             ):
                 return  # queued again for its login slot
-            outcome = await run_attempt(test, self.state.keyring, self.config)
+            outcome = await observed_attempt(test, self.state.keyring, self.config, self.tracing)
             # The logins are over: the slot takes the next test while this outcome is stored.
             self._free_slot(test_id)
             await store_outcome(self.state.db, test, self.worker_id, outcome)
@@ -209,6 +213,7 @@ class Worker:
         except Exception:
             # The attempt counts: retried with backoff like network weather, up to the limit.
             log.exception("connection test crashed", test_id=str(test_id))
+            record_crash()
             self._free_slot(test_id)
             try:
                 await store_outcome(
@@ -248,6 +253,9 @@ class Background:
 
     async def start(self) -> None:
         assert self.state.hub is not None
+        tracing = tracing_for(self.settings)
+        if tracing is not None:
+            tracing.watch(self.state.db)
         await self.state.hub.start()
         if self.run_worker:
             self.worker = Worker(
@@ -257,6 +265,7 @@ class Background:
                 concurrency=self.settings.worker_concurrency,
                 lease=timedelta(seconds=self.settings.job_lease_seconds),
                 poll_interval=self.settings.job_poll_interval_seconds,
+                tracing=tracing,
             )
             await self.worker.start()
 
@@ -274,9 +283,13 @@ def start_background(settings: Settings, resolved: Resolved, state: AppState) ->
 async def run_worker_forever(settings: Settings, resolved: Resolved) -> None:
     state = build_state(settings, resolved)
     background = Background(settings, state, run_worker=True)
+    exposition = Exposition(settings)  # metrics on INBOXD_METRICS_PORT, if on
+    await exposition.start(state.db, state.hub)
     await background.start()
     try:
         await asyncio.Event().wait()
     finally:
         await background.stop()
+        await exposition.stop()
+        stop_tracing(settings)
         await state.db.dispose()

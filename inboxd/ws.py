@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -35,6 +36,9 @@ from storage import api_keys
 from storage.api_keys import Principal
 from storage.db import UNAVAILABLE_ERRORS
 
+if TYPE_CHECKING:
+    from inboxd.observe import Observer
+
 log = get_logger("inboxd.ws")
 
 
@@ -55,6 +59,7 @@ class WebSocketServer:
         self.state = state
         self.settings = settings
         self.feeds = StatusFeeds(schema, state)
+        self.observer: Observer | None = None  # set by the app when metrics or traces are on
         self._keys: dict[uuid.UUID, _Key] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -68,6 +73,16 @@ class WebSocketServer:
     @property
     def open_connections(self) -> int:
         return sum(len(key.connections) for key in self._keys.values())
+
+    def counts(self) -> tuple[int, dict[str, int]]:
+        """Open connections, and active subscriptions by root field (for metrics)."""
+        fields: dict[str, int] = {}
+        for key in self._keys.values():
+            for connection in key.connections:
+                if isinstance(connection, Connection):
+                    for field_name in connection.subscription_fields():
+                        fields[field_name] = fields.get(field_name, 0) + 1
+        return self.open_connections, fields
 
     # --- admission and the key sweeper ---------------------------------------------------
 

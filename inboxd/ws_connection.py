@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -22,12 +24,12 @@ from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
 from inboxd.logs import get_logger
+from inboxd.ws_operations import Member, Operation
 from inboxd.ws_outbox import Outbox, json_string
 from inboxd.ws_protocol import LIMIT_REACHED, PROTOCOL, Closable, ProtocolError, close_reason
 from resolvers.auth import ConnectionRefused
 from schema.context import Context
 from schema.documents import Document
-from schema.feeds import StatusFeed
 from schema.pipeline import formatted
 from storage.api_keys import Principal
 
@@ -35,42 +37,6 @@ if TYPE_CHECKING:
     from inboxd.ws import WebSocketServer
 
 log = get_logger("inboxd.ws")
-
-
-class Member:
-    """A subscription served by a shared feed: three references, no task."""
-
-    __slots__ = ("connection", "feed", "id")
-
-    def __init__(self, connection: Connection, op_id: str) -> None:
-        self.connection = connection
-        self.id = op_id
-        self.feed: StatusFeed | None = None
-
-    def next(self, payload: str) -> None:
-        self.connection.post_next(self.id, payload)
-
-    def complete(self) -> None:
-        if self.connection.operations.get(self.id) is self:
-            del self.connection.operations[self.id]
-            self.connection.post_text(orjson.dumps({"id": self.id, "type": "complete"}).decode())
-
-    def fallback(
-        self, query: str, operation_name: str | None, variables: dict[str, Any] | None
-    ) -> None:
-        if self.connection.operations.get(self.id) is self:
-            del self.connection.operations[self.id]
-            self.connection.start_operation(self.id, query, variables, operation_name)
-
-
-class Operation:
-    """A subscription (or query) run by Strawberry in a task of its own."""
-
-    __slots__ = ("id", "task")
-
-    def __init__(self, op_id: str) -> None:
-        self.id = op_id
-        self.task: asyncio.Task[None] | None = None
 
 
 class Connection(Outbox, Closable):
@@ -227,10 +193,13 @@ class Connection(Outbox, Closable):
         assert self.principal is not None
         plan = self.server.feeds.plan(document, operation_name)
         if plan is not None:
-            member = Member(self, op_id)
+            observer = self.server.observer
+            member = Member(self, op_id, "emailInboxStatus" if observer is not None else None)
             self.operations[op_id] = member
             member.feed = self.server.feeds.join(plan, self.principal, variables, member)
             if member.feed is not None:
+                if observer is not None:
+                    observer.done(document.query, operation_name, None, None, None)
                 return
             del self.operations[op_id]
         self.start_operation(op_id, document.query, variables, operation_name)
@@ -283,11 +252,18 @@ class Connection(Outbox, Closable):
         variables: dict[str, Any] | None,
         operation_name: str | None,
     ) -> None:
-        operation = Operation(op_id)
+        observer = self.server.observer
+        field = observer.subscription_field(query, operation_name) if observer else None
+        operation = Operation(op_id, field)
         self.operations[op_id] = operation
         operation.task = asyncio.create_task(
             self._run_operation(operation, query, variables, operation_name)
         )
+
+    def subscription_fields(self) -> Iterator[str]:
+        for operation in self.operations.values():
+            if operation.field is not None:
+                yield operation.field
 
     def _general_context(self) -> Context:
         if self.context is None:
@@ -310,6 +286,28 @@ class Connection(Outbox, Closable):
         variables: dict[str, Any] | None,
         operation_name: str | None,
     ) -> None:
+        """``_stream``, recorded once at its first result (``inboxd.observe``); a
+        subscription's span lasts as long as it does."""
+        observer = self.server.observer
+        if observer is None:
+            await self._stream(operation, query, variables, operation_name, None)
+            return
+        started = None if operation.field is not None else time.perf_counter()
+        with observer.span(self._request_id()) as span:
+
+            def first(errors: list[GraphQLError] | None) -> None:
+                observer.done(query, operation_name, errors, started, span)
+
+            await self._stream(operation, query, variables, operation_name, first)
+
+    async def _stream(
+        self,
+        operation: Operation,
+        query: str,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        first_result: Callable[[list[GraphQLError] | None], None] | None,
+    ) -> None:
         """Strawberry's ``run_operation``: the results of ``schema.stream`` as ``next``
         messages, then ``complete``; errors before execution as one ``error`` message."""
         try:
@@ -322,6 +320,8 @@ class Connection(Outbox, Closable):
             first = True
             async with contextlib.aclosing(source):
                 async for result in source:
+                    if first and first_result is not None:
+                        first_result(getattr(result, "errors", None))
                     if first and isinstance(result, PreExecutionError):
                         assert result.errors
                         reason = close_reason(result.errors[0])

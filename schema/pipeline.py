@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from graphql import ExecutionResult as GraphQLExecutionResult
-from graphql import GraphQLError, OperationType
+from graphql import FieldNode, GraphQLError, OperationType
 from graphql.execution.values import VariableValues, get_variable_values
 from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
@@ -104,6 +104,42 @@ def response(result: Any, request_id: str) -> dict[str, Any]:
     if extensions:
         answer["extensions"] = extensions
     return answer
+
+
+# What became of an operation (inboxd.metrics counts by these): answered without errors; with
+# the client's errors only (invalid, refused, not found); with a bug's; or without a database.
+OUTCOMES = ("ok", "error", "internal_error", "unavailable")
+
+
+def outcome_of(errors: Iterable[GraphQLError] | None) -> str:
+    """The outcome of an operation whose result carries ``errors`` (unmasked)."""
+    found = "ok"
+    for error in errors or ():
+        if is_unexpected(error) and not isinstance(error.original_error, UNAVAILABLE_ERRORS):
+            return "internal_error"
+        if is_unexpected(error) or (error.extensions or {}).get("code") == "SERVICE_UNAVAILABLE":
+            found = "unavailable"
+        elif found == "ok":
+            found = "error"
+    return found
+
+
+def root_field(
+    documents: Documents, query: object, operation_name: object
+) -> tuple[str, str | None]:
+    """The operation's type and its one root field's name (None: several, or not a plain
+    field) for a valid cached document; ("query", None) for anything else."""
+    document = documents.get(query) if isinstance(query, str) else None
+    if document is None or not document.valid or not isinstance(operation_name, str | None):
+        return "query", None
+    operation, _ = documents.operation(document, operation_name)
+    if operation is None:
+        return "query", None
+    selections = operation.selection_set.selections
+    name = None
+    if len(selections) == 1 and isinstance(selections[0], FieldNode):
+        name = selections[0].name.value
+    return operation.operation.value, name
 
 
 def _request_id(context: Any) -> str:
@@ -218,4 +254,14 @@ def plan_scope() -> Iterator[None]:
         _PLAN_DECLINED.reset(token)
 
 
-__all__ = ["Pipeline", "Plan", "coerce_variables", "plan_scope", "planned", "response"]
+__all__ = [
+    "OUTCOMES",
+    "Pipeline",
+    "Plan",
+    "coerce_variables",
+    "outcome_of",
+    "plan_scope",
+    "planned",
+    "response",
+    "root_field",
+]

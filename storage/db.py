@@ -4,6 +4,7 @@ forms the project uses."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
+
+from storage import observe
 
 if TYPE_CHECKING:
     from asyncpg.connection import LoggedQuery
@@ -99,6 +102,7 @@ class Database:
     @asynccontextmanager
     async def connection(self, *, background: bool = False) -> AsyncIterator[Connection]:
         """A pooled asyncpg connection, from the background pool for the worker."""
+        started = time.perf_counter()
         try:
             pool = self._pools.get(background) or await self._open_pool(background)
             acquiring = pool.acquire(timeout=self.connect_timeout)
@@ -107,10 +111,16 @@ class Database:
             # Refused while connecting (e.g. 55000, the database not accepting connections):
             # whatever Postgres said, it could not be reached.
             raise DatabaseUnreachable(f"{type(exc).__name__} while connecting") from exc
+        finally:
+            observe.pool_acquired(background, time.perf_counter() - started)
         try:
             yield connection
         finally:
             await acquiring.__aexit__(None, None, None)
+
+    def open_pools(self) -> dict[str, Pool]:
+        """The pools opened so far, by name ("api", "background"), for their gauges."""
+        return {"background" if bg else "api": pool for bg, pool in self._pools.items()}
 
     async def _open_pool(self, background: bool) -> Pool:
         async with self._pool_lock:

@@ -29,6 +29,8 @@ class ClaimedTest:
     round_trip: bool
     round_trip_to: str | None
     inbox: InboxRow
+    # Seconds from when it came due (queued run_after, or its expired lease) to this claim.
+    lag: float = 0.0
 
 
 def _tests_then(tests: str, inbox: inbox_changes.InboxChange) -> str:
@@ -55,20 +57,23 @@ CLAIM_SQL = f"""
                worker_id = $2,
                started_at = coalesce(t.started_at, now()),
                version = t.version + 1
-         WHERE t.id IN (
-               SELECT id FROM connection_test
-                WHERE (state = 'QUEUED' AND run_after <= now())
-                   OR (state = 'RUNNING' AND lease_expires_at < now() AND attempts < $4)
-                ORDER BY run_after
-                LIMIT $3
-                FOR UPDATE SKIP LOCKED)
+          FROM (SELECT id,
+                       CASE WHEN state = 'QUEUED' THEN run_after ELSE lease_expires_at END AS due_at
+                  FROM connection_test
+                 WHERE (state = 'QUEUED' AND run_after <= now())
+                    OR (state = 'RUNNING' AND lease_expires_at < now() AND attempts < $4)
+                 ORDER BY run_after
+                 LIMIT $3
+                 FOR UPDATE SKIP LOCKED) AS due
+         WHERE t.id = due.id
         RETURNING t.id, t.inbox_id, t.workspace_id, t.version, t.attempts, t.round_trip,
-                  t.round_trip_to
+                  t.round_trip_to, extract(epoch FROM now() - due.due_at)::float8 AS lag
     ), {VERIFYING.cte}, notified AS (
         {_tests_then("claimed", VERIFYING)}
     )
     SELECT c.id AS claimed_test_id, c.attempts AS claimed_attempts,
-           c.round_trip AS claimed_round_trip, c.round_trip_to AS claimed_round_trip_to, v.*
+           c.round_trip AS claimed_round_trip, c.round_trip_to AS claimed_round_trip_to,
+           c.lag AS claimed_lag, v.*
       FROM claimed c JOIN verifying v ON v.id = c.inbox_id,
            (SELECT count(*) FROM notified) AS sent
 """  # noqa: S608
@@ -89,6 +94,7 @@ async def claim_tests(
             round_trip=row["claimed_round_trip"],
             round_trip_to=row["claimed_round_trip_to"],
             inbox=row,
+            lag=row["claimed_lag"],
         )
         for row in rows
     ]
