@@ -8,7 +8,8 @@ a worker needs to notice it; the longest wait is the queue's lag.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from storage.db import Connection
 
 JOB_STATS_SQL = """
     SELECT count(*) FILTER (WHERE state = 'QUEUED') AS queued,
@@ -33,8 +34,9 @@ class JobStats:
     oldest_due_seconds: float
 
 
-async def job_stats(connection: Any, *, overdue_after: float) -> JobStats:
+async def job_stats(connection: Connection, *, overdue_after: float) -> JobStats:
     row = await connection.fetchrow(JOB_STATS_SQL, overdue_after)
+    assert row is not None  # an aggregate always has its one row
     return JobStats(
         queued=row["queued"],
         running=row["running"],
