@@ -126,6 +126,7 @@ async def test_spaced_tests_start_at_their_own_due_times(spaced, mail):
     due_gaps = gaps([t.run_after for t in tests])
     assert all(gap >= SPACING - 0.01 for gap in due_gaps), due_gaps
     delays = start_delays(tests)
+    print(f"start delay after the due time (s): {[round(d, 3) for d in delays]}")
     assert all(0 <= delay <= ON_TIME for delay in delays), delays
     # Each at its own time, not together.
     start_gaps = gaps([t.started_at for t in tests if t.started_at])
@@ -136,6 +137,7 @@ async def test_spaced_tests_start_at_their_own_due_times(spaced, mail):
         logins = [at for user, at in server.logins[before:] if user == USER]
         assert len(logins) == 3
         login_gaps = gaps(logins)
+        print(f"gaps between logins seen by the server (s): {[round(g, 3) for g in login_gaps]}")
         assert all(gap >= SPACING - HANDSHAKE_JITTER for gap in login_gaps), login_gaps
 
 
@@ -155,6 +157,7 @@ async def test_a_retry_starts_at_its_due_time(spaced, mail):
     assert len(logins) == test.attempts
     # run_after holds the last retry's due time; its login followed within a second.
     late = logins[-1] - test.run_after.timestamp()
+    print(f"last retry's login after its due time: {late:.3f} s")
     assert 0 <= late <= ON_TIME + HANDSHAKE_JITTER, late
 
 
