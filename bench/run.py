@@ -663,16 +663,31 @@ async def shape_check(run: Run, port: int, floor_port: int, key: str, inbox_id: 
 async def b4_inboxd(
     port: int, key: str, users: list[str], ports: tuple[int, int], warm: int, max_seconds: float
 ) -> tuple[list[float], int, dict[str, list[float]]]:
-    """Sequential create -> ACTIVE; also when each step was seen, for the breakdown."""
-    import httpx
+    """Sequential create -> ACTIVE; also when each step was seen, for the breakdown.
+
+    The create goes through a plain keep-alive HTTP/1.1 client (bench.loadgen.post), as in B5:
+    httpx spent ~1 ms of CPU per request on the same two cores, counted against inboxd."""
     import websockets
+
+    from bench.loadgen import post
 
     phases: dict[str, list[float]] = {}
     latencies: list[float] = []
     failed = 0
     deadline = time.monotonic() + max_seconds
+    reader, writer = await asyncio.open_connection(HOST, port)
+
+    async def create(user: str) -> str:
+        body = dumps({"query": CREATE, "variables": {"input": inbox_input(user, *ports, user)}})
+        status_line, payload = await post(
+            reader, writer, HOST, port, "/graphql", key, body.encode()
+        )
+        answer = json.loads(payload)
+        if b" 200 " not in status_line or answer.get("errors"):
+            raise RuntimeError(f"create failed: {status_line!r} {payload[:300]!r}")
+        return str(answer["data"]["createEmailInbox"]["inbox"]["id"])
+
     async with (
-        httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=30) as http,
         websockets.connect(
             f"ws://{HOST}:{port}/graphql",
             subprotocols=["graphql-transport-ws"],
@@ -688,8 +703,7 @@ async def b4_inboxd(
             if time.monotonic() > deadline:
                 break
             started = time.perf_counter()
-            data = await graphql(http, key, CREATE, {"input": inbox_input(user, *ports, user)})
-            inbox_id = data["createEmailInbox"]["inbox"]["id"]
+            inbox_id = await create(user)
             seen = {"create answered": time.perf_counter()}
             sub = str(i)
             await ws.send(
@@ -719,6 +733,7 @@ async def b4_inboxd(
                 failed += status != "ACTIVE"
                 for name, at in seen.items():
                     phases.setdefault(name, []).append((at - started) * 1000)
+    writer.close()
     return latencies, failed, phases
 
 
