@@ -210,12 +210,20 @@ class Receiver:
             folders = list(row.receiving_folders) or ["INBOX"]
             idle = session.idle_supported and len(folders) == 1
             state = ReceivingState.IDLE if idle else ReceivingState.POLLING
-            await self._set_state(inbox_id, state, idle_supported=session.idle_supported)
+            announced = False
             while True:
                 # Every wake re-reads each folder from its last seen UID: aioimaplib may drop
                 # an EXISTS that arrives during another command, so none is relied upon.
+                session.arrivals_noticed = False
                 for folder in folders:
                     await self._sync(session, row, folder)
+                if not announced:
+                    # Only now: each folder's starting point is recorded, so mail arriving
+                    # from here on is received, never taken for old mail.
+                    await self._set_state(inbox_id, state, idle_supported=session.idle_supported)
+                    announced = True
+                if session.arrivals_noticed:
+                    continue  # announced during the sync: read again before waiting
                 async with self.state.db.connection(background=True) as connection:
                     await watch_leases.record_checked(connection, inbox_id, self.owner)
                 if idle:

@@ -35,6 +35,7 @@ _FETCH_START = re.compile(rb"^\d+ FETCH \(", re.IGNORECASE)
 _UID = re.compile(rb"\bUID (\d+)", re.IGNORECASE)
 _SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)", re.IGNORECASE)
 _CHANGES = re.compile(rb"^\d+ (EXISTS|RECENT|EXPUNGE|FETCH)", re.IGNORECASE)
+_ARRIVALS = re.compile(rb"^\d+ (EXISTS|RECENT)", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,14 @@ class ImapSession:
         self._client = client
         self._lost = lost
         self._settings = settings
+        # An EXISTS that came with another command's response: aioimaplib files it under that
+        # command, and the server will not repeat it during the next IDLE.
+        self.arrivals_noticed = False
+
+    def _notice(self, response: Any) -> Any:
+        if any(_ARRIVALS.match(bytes(line)) for line in response.lines):
+            self.arrivals_noticed = True
+        return response
 
     @property
     def idle_supported(self) -> bool:
@@ -157,7 +166,8 @@ class ImapSession:
 
             session = cls(_Client(opener, settings.command_timeout, lost), lost, settings)
             try:
-                await asyncio.wait_for(session._client.wait_hello_from_server(), timeout)
+                # Bounded by aioimaplib's own timeout (command_timeout).
+                await session._client.wait_hello_from_server()
                 if endpoint.security is Security.STARTTLS:
                     assert context is not None
                     await session._starttls(context, target.host)
@@ -242,7 +252,7 @@ class ImapSession:
         return int(match.group(1))
 
     async def _search(self, *criteria: str) -> list[int]:
-        response = await self._client.uid_search(*criteria, charset=None)
+        response = self._notice(await self._client.uid_search(*criteria, charset=None))
         if response.result != "OK":
             raise ImapSessionError("PROTOCOL_ERROR", "The server refused UID SEARCH.")
         uids: list[int] = []
@@ -265,7 +275,7 @@ class ImapSession:
 
     async def _fetch(self, uids: list[int], items: str) -> list[tuple[bytes, bytes | None]]:
         """(the FETCH response's text, its literal) per message."""
-        response = await self._client.uid("fetch", ",".join(map(str, uids)), items)
+        response = self._notice(await self._client.uid("fetch", ",".join(map(str, uids)), items))
         if response.result != "OK":
             raise ImapSessionError("PROTOCOL_ERROR", "The server refused UID FETCH.")
         found: list[tuple[bytes, bytes | None]] = []
@@ -317,9 +327,12 @@ class ImapSession:
                 try:
                     await asyncio.wait({push, lost}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    lost.cancel()
-                if not push.done():
-                    push.cancel()
+                    for waiter in (push, lost):
+                        if not waiter.done():
+                            waiter.cancel()
+                        elif not waiter.cancelled():
+                            waiter.exception()  # retrieved here; acted on below
+                if not push.done() or push.cancelled() or push.exception() is not None:
                     break
                 lines = push.result()
                 if lines == aioimaplib.STOP_WAIT_SERVER_PUSH:
@@ -341,7 +354,7 @@ class ImapSession:
     async def check_alive(self) -> None:
         if self._lost.is_set():
             raise ImapSessionError("CONNECTION_LOST", "The IMAP connection was lost.")
-        response = await self._client.noop()
+        response = self._notice(await self._client.noop())
         if response.result != "OK":
             raise ImapSessionError("CONNECTION_LOST", "The server did not answer NOOP.")
 
