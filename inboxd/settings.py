@@ -108,6 +108,21 @@ class Settings(BaseSettings):
     traces_service_name: str = "inboxd"
     traces_export_timeout_seconds: float = 10.0
     traces_export_interval_seconds: float = 5.0
+    # Receiving mail (inboxd/receiver.py): every ACTIVE inbox with receiving on is watched
+    # over IMAP by one process, under a lease renewed while it watches.
+    receiving_enabled: bool = True
+    receiving_lease_seconds: float = 60.0
+    # IDLE is re-issued this often (servers drop it after 29 minutes), with a NOOP check.
+    receiving_idle_interval_seconds: float = 600.0
+    receiving_poll_interval_seconds: float = 30.0  # servers without IDLE
+    receiving_max_inboxes_per_process: int = 1000
+    # Refused logins in a row before the inbox is FAILED (AUTH_FAILED) and watching stops.
+    receiving_auth_failure_limit: int = 3
+    receiving_backoff_base_seconds: float = 2.0
+    receiving_backoff_max_seconds: float = 300.0
+    receiving_max_backfill_days: int = 30
+    receiving_max_message_bytes: int = 25 * 1024 * 1024  # larger: only the header is stored
+    receiving_fetch_batch: int = 20  # messages per UID FETCH
 
     @cached_property
     def graphiql_enabled(self) -> bool:

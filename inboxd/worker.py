@@ -1,4 +1,5 @@
-"""Background work beside the API: the LISTEN hub and the verification workers.
+"""Background work beside the API: the LISTEN hub, the verification workers and the
+receiver that watches mailboxes (``inboxd.receiver``).
 
 A worker claims due connection tests from Postgres (``FOR UPDATE SKIP LOCKED``), holds each
 under a lease that it renews while the probes run, and records the outcome only if it still
@@ -22,10 +23,12 @@ import structlog
 
 from inboxd.metrics_http import Exposition
 from inboxd.observe import observed_attempt, record_claim, record_crash
+from inboxd.receiver import Receiver, ReceiverConfig
 from inboxd.runtime import Resolved, open_database
 from inboxd.settings import Settings
 from inboxd.tracing import Tracing, stop_tracing, tracing_for
 from mail.dns_lookup import DnsSettings
+from mail.imap_session import SessionSettings
 from mail.network import NetworkPolicy
 from mail.probes import ProbeSettings
 from resolvers.state import AppState
@@ -77,6 +80,28 @@ def verification_config(settings: Settings) -> VerificationConfig:
         retry_base=timedelta(seconds=settings.job_retry_base_seconds),
         round_trip_timeout=settings.round_trip_timeout,
         round_trip_poll_interval=settings.round_trip_poll_interval,
+    )
+
+
+def receiver_config(settings: Settings) -> ReceiverConfig:
+    imap = verification_config(settings).imap
+    return ReceiverConfig(
+        session=SessionSettings(
+            connect_timeout=settings.imap_connect_timeout,
+            command_timeout=settings.imap_timeout,
+            network=imap.network,
+            ca_file=imap.ca_file,
+            fetch_batch=settings.receiving_fetch_batch,
+            max_message_bytes=settings.receiving_max_message_bytes,
+        ),
+        lease_seconds=settings.receiving_lease_seconds,
+        idle_interval=settings.receiving_idle_interval_seconds,
+        poll_interval=settings.receiving_poll_interval_seconds,
+        max_inboxes=settings.receiving_max_inboxes_per_process,
+        auth_failure_limit=settings.receiving_auth_failure_limit,
+        backoff_base=settings.receiving_backoff_base_seconds,
+        backoff_max=settings.receiving_backoff_max_seconds,
+        max_backfill_days=settings.receiving_max_backfill_days,
     )
 
 
@@ -252,12 +277,14 @@ class Worker:
 
 @dataclass
 class Background:
-    """What ``inboxd serve`` runs beside the API: the hub always, a worker unless disabled."""
+    """What ``inboxd serve`` runs beside the API: the hub always, a worker and a receiver
+    unless disabled."""
 
     settings: Settings
     state: AppState
     run_worker: bool = True
     worker: Worker | None = None
+    receiver: Receiver | None = None
 
     async def start(self) -> None:
         assert self.state.hub is not None
@@ -276,8 +303,13 @@ class Background:
                 tracing=tracing,
             )
             await self.worker.start()
+            if self.settings.receiving_enabled:
+                self.receiver = Receiver(self.state, receiver_config(self.settings))
+                await self.receiver.start()
 
     async def stop(self) -> None:
+        if self.receiver is not None:
+            await self.receiver.stop()
         if self.worker is not None:
             await self.worker.stop(self.settings.shutdown_grace_seconds)
         if self.state.hub is not None:

@@ -44,6 +44,7 @@ from resolvers.validation_issues import (
     parse_id,
     refuse_nul,
 )
+from resolvers.validation_receiving import normalize_receiving
 from resolvers.validation_text import (
     DAILY_SEND_LIMIT_RANGE,
     DEFAULT_DAILY_SEND_LIMIT,
@@ -199,6 +200,7 @@ def normalize_create(
             data, "notification_email", problems, allow_private=private
         ),
         "dkim_selectors": normalize_selectors(data.get("dkim_selectors"), problems),
+        **normalize_receiving(data.get("receiving"), problems, create=True),
     }
     if values["notify_on_new_messages"] and not values["notification_email"]:
         problems.error("notificationEmail", "is required when notifyOnNewMessages is true")
@@ -255,6 +257,8 @@ def normalize_update(
         values["delete_message_policy"] = DeleteMessagePolicy(
             data["delete_message_policy"] or DeleteMessagePolicy.DONT_DELETE
         ).value
+    if data.get("receiving") is not None:
+        values.update(normalize_receiving(data["receiving"], problems, create=False))
 
     passwords: dict[str, Secret] = {}
     for protocol in ("smtp", "imap"):

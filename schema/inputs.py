@@ -9,6 +9,7 @@ import strawberry
 from strawberry import UNSET
 
 from schema.enums import DeleteMessagePolicy, InboxStatus, Provider, Security
+from schema.messages import ReceivingInput
 from storage.secrets import Secret
 
 
@@ -93,6 +94,9 @@ class CreateEmailInboxInput:
     notify_on_new_messages: bool | None = UNSET
     notification_email: str | None = UNSET
     dkim_selectors: list[str] | None = UNSET
+    receiving: ReceivingInput | None = strawberry.field(
+        default=UNSET, description="Receiving mail: on by default, INBOX, no backfill."
+    )
 
 
 @strawberry.input(description="Only the fields sent are changed.")
@@ -116,6 +120,9 @@ class UpdateEmailInboxInput:
     notify_on_new_messages: bool | None = UNSET
     notification_email: str | None = UNSET
     dkim_selectors: list[str] | None = UNSET
+    receiving: ReceivingInput | None = strawberry.field(
+        default=UNSET, description="Receiving mail: on by default, INBOX, no backfill."
+    )
 
 
 @strawberry.input

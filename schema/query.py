@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import strawberry
 
-from resolvers import domain, inboxes
+from resolvers import domain, inboxes, messages
 from resolvers.pagination import encode_cursor
 from resolvers.validation import InputInvalid
 from schema.checks import ConnectionTest, MailSettingsDiscovery
 from schema.context import Info, bad_input, caller, unavailable
 from schema.inputs import EmailInboxFilter
+from schema.messages import Message, MessageConnection, MessageFilter, message_connection
 from schema.pagination import page_info
 from schema.types import (
     AuditEvent,
@@ -69,6 +70,31 @@ class Query:
             page_info=page_info([e.cursor for e in edges], page.has_next_page, after),
             total_count=page.total_count,
         )
+
+    @strawberry.field(description="An inbox's received messages, newest first, in pages.")
+    async def messages(
+        self,
+        info: Info,
+        inbox_id: strawberry.ID,
+        first: int = 20,
+        after: str | None = None,
+        filter: MessageFilter | None = None,
+    ) -> MessageConnection:
+        principal = caller(info, Permission.VIEW_EMAIL_INBOX)
+        flt = (filter or MessageFilter()).stored()
+        try:
+            rows, has_next = await messages.list_messages(
+                info.context.state, principal, inbox_id, first=first, after=after, flt=flt
+            )
+        except InputInvalid as exc:
+            raise bad_input(exc) from None
+        return message_connection(rows, has_next, after)
+
+    @strawberry.field(description="One received message of the caller's workspace, or null.")
+    async def message(self, info: Info, id: strawberry.ID) -> Message | None:
+        principal = caller(info, Permission.VIEW_EMAIL_INBOX)
+        row = await messages.get_message(info.context.state, principal, id)
+        return Message.from_row(row) if row else None
 
     @strawberry.field(description="One connection test of the caller's workspace, or null.")
     async def connection_test(self, info: Info, id: strawberry.ID) -> ConnectionTest | None:

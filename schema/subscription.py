@@ -22,10 +22,11 @@ from graphql import (
     GraphQLError,
 )
 
-from resolvers import inboxes
+from resolvers import inboxes, messages
 from schema.checks import ConnectionTest
 from schema.context import Info, caller
 from schema.enums import InboxStatus
+from schema.messages import Message
 from schema.types import EmailInbox
 from storage.db import UNAVAILABLE_ERRORS
 from storage.events import Event, EventKind
@@ -45,6 +46,7 @@ class EmailInboxEventKind(Enum):
     UPDATED = "UPDATED"
     DELETED = "DELETED"
     STATUS_CHANGED = "STATUS_CHANGED"
+    MESSAGE_RECEIVED = "MESSAGE_RECEIVED"
     RESYNC = "RESYNC"
 
 
@@ -59,6 +61,9 @@ class EmailInboxEvent:
     status: InboxStatus | None = strawberry.field(  # type: ignore[valid-type]
         description="The inbox's status at `version` (null for DELETED and RESYNC): with "
         "`kind` and `version`, the sequence of changes, however late `inbox` was read."
+    )
+    message_id: strawberry.ID | None = strawberry.field(
+        default=None, description="MESSAGE_RECEIVED: the stored message (see `message(id)`)."
     )
     inbox: EmailInbox | None = strawberry.field(
         description="The inbox as read when the event was delivered: its current state, so "
@@ -175,7 +180,8 @@ class Subscription:
         principal = caller(info, Permission.VIEW_EMAIL_INBOX)
         state, hub = info.context.state, _hub(info)
         async with hub.watch(
-            principal.workspace_id, lambda e: e.kind in INBOX_EVENT_KINDS
+            principal.workspace_id,
+            lambda e: e.kind in INBOX_EVENT_KINDS or e.kind is EventKind.MESSAGE_RECEIVED,
         ) as watcher:
             while True:
                 item = await watcher.queue.get()
@@ -199,4 +205,32 @@ class Subscription:
                     version=item.version,
                     status=ModelStatus(item.status) if item.status else None,
                     inbox=EmailInbox.from_row(row) if row else None,
+                    message_id=strawberry.ID(str(item.message_id)) if item.message_id else None,
                 )
+
+    @strawberry.subscription(
+        description="Each message stored for the inbox from now on, once, as it arrives."
+    )
+    async def message_received(
+        self, info: Info, inbox_id: strawberry.ID
+    ) -> AsyncGenerator[Message, None]:
+        principal = caller(info, Permission.VIEW_EMAIL_INBOX)
+        state, hub = info.context.state, _hub(info)
+        watched = _uuid(inbox_id, "email inbox")
+        async with hub.watch(
+            principal.workspace_id,
+            lambda e: e.inbox_id == watched and e.kind is EventKind.MESSAGE_RECEIVED,
+        ) as watcher:
+            if await inboxes.get_inbox(state, principal, inbox_id) is None:
+                raise GraphQLError(
+                    f"No email inbox with id {inbox_id}.", extensions={"code": "NOT_FOUND"}
+                )
+            while True:
+                item = await watcher.queue.get()
+                if not isinstance(item, Event) or item.message_id is None:
+                    continue  # RESYNC: read the inbox's messages to catch up
+                row = await read_retried(
+                    partial(messages.get_message, state, principal, str(item.message_id))
+                )
+                if row is not None:
+                    yield Message.from_row(row)

@@ -28,6 +28,7 @@ from schema.enums import (
     Provider,
     Security,
 )
+from schema.messages import InboxReceiving
 from schema.pagination import PageInfo, page_info
 from storage import models
 from storage.models import Permission
@@ -107,7 +108,10 @@ class EmailInbox:
     last_verified_at: datetime | None
     last_check_at: datetime | None
     error_count: int
-    last_message_id: str | None
+    last_message_id: str | None = strawberry.field(
+        description="The id of the last message received (see `message(id)`)."
+    )
+    receiving: InboxReceiving
     created_at: datetime
     updated_at: datetime
     version: int
@@ -186,6 +190,14 @@ class EmailInbox:
             last_check_at=row.last_check_at,
             error_count=row.error_count,
             last_message_id=row.last_message_id,
+            receiving=InboxReceiving(
+                enabled=row.receiving_enabled,
+                folders=list(row.receiving_folders),
+                backfill_days=row.receiving_backfill_days,
+                last_check_at=row.last_check_at,
+                _inbox_id=row.id,
+                _watched=row.receiving_enabled and row.active and row.status == "ACTIVE",
+            ),
             created_at=row.created_at,
             updated_at=row.updated_at,
             version=row.version,

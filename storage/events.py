@@ -27,6 +27,7 @@ class EventKind(StrEnum):
     DELETED = "DELETED"
     STATUS_CHANGED = "STATUS_CHANGED"
     TEST_CHANGED = "TEST_CHANGED"
+    MESSAGE_RECEIVED = "MESSAGE_RECEIVED"
 
 
 def payload_sql(
@@ -37,19 +38,25 @@ def payload_sql(
     *,
     test_id: str = "NULL",
     status: str = "NULL",
+    message_id: str | None = None,
 ) -> str:
     """The SQL expression of an event's payload, from SQL expressions for its parts (column
-    references or parameters). ``Event.decode`` reads it."""
+    references or parameters). ``Event.decode`` reads it. Only message events carry 'm'."""
+    message = f", 'm', {message_id}" if message_id is not None else ""
     return (
         f"json_build_object('k', {kind}, 'w', {workspace_id}, 'i', {inbox_id}, "
-        f"'v', {version}, 't', {test_id}, 's', {status})::text"
+        f"'v', {version}, 't', {test_id}, 's', {status}{message})::text"
     )
 
 
-def notify_sql(*parts: str, test_id: str = "NULL", status: str = "NULL") -> str:
+def notify_sql(
+    *parts: str, test_id: str = "NULL", status: str = "NULL", message_id: str | None = None
+) -> str:
     """``pg_notify`` of ``payload_sql(*parts, ...)`` on the events channel."""
     kind, workspace_id, inbox_id, version = parts
-    payload = payload_sql(kind, workspace_id, inbox_id, version, test_id=test_id, status=status)
+    payload = payload_sql(
+        kind, workspace_id, inbox_id, version, test_id=test_id, status=status, message_id=message_id
+    )
     return f"pg_notify('{CHANNEL}', {payload})"
 
 
@@ -79,6 +86,8 @@ class Event:
     test_id: uuid.UUID | None = None
     # The inbox's status at ``version`` (None for test events and deletions).
     status: str | None = None
+    # The stored message (MESSAGE_RECEIVED only).
+    message_id: uuid.UUID | None = None
 
     @classmethod
     def decode(cls, payload: str) -> Event:
@@ -90,4 +99,5 @@ class Event:
             version=int(data["v"]),
             test_id=uuid.UUID(data["t"]) if data.get("t") else None,
             status=data.get("s"),
+            message_id=uuid.UUID(data["m"]) if data.get("m") else None,
         )

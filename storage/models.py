@@ -11,7 +11,17 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Index, LargeBinary, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
@@ -134,6 +144,17 @@ class EmailInbox(SQLModel, table=True):
     )
     notify_on_new_messages: bool = Field(default=False, nullable=False)
     notification_email: str | None = Field(default=None, sa_column=Column(Text))
+    receiving_enabled: bool = Field(
+        default=True, sa_column=Column(Boolean, nullable=False, server_default=text("true"))
+    )
+    receiving_folders: list[str] = Field(
+        default_factory=lambda: ["INBOX"],
+        sa_column=Column(ARRAY(Text), nullable=False, server_default=text("'{INBOX}'")),
+    )
+    # Days of existing mail imported on the first connection; 0: only mail arriving from then.
+    receiving_backfill_days: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
+    )
     dkim_selectors: list[str] = Field(
         default_factory=list,
         sa_column=Column(ARRAY(Text), nullable=False, server_default=text("'{}'")),
@@ -237,3 +258,103 @@ class LoginSlot(SQLModel, table=True):
 
     account: str = Field(sa_column=Column(Text, primary_key=True))
     last_login_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class ReceivingState(StrEnum):
+    CONNECTING = "CONNECTING"
+    IDLE = "IDLE"
+    POLLING = "POLLING"
+    BACKOFF = "BACKOFF"
+    DISABLED = "DISABLED"
+
+
+class InboxWatch(SQLModel, table=True):
+    """Who watches an inbox's mailbox, until when, and how that is going.
+
+    One row per inbox that was ever watched. ``owner`` holds the lease: a process watches the
+    inbox only while ``expires_at`` is ahead, renews it while it does, and any process takes
+    over a lease that expired (its owner died)."""
+
+    __tablename__ = "inbox_watch"
+
+    inbox_id: uuid.UUID = Field(foreign_key="email_inbox.id", ondelete="CASCADE", primary_key=True)
+    owner: str | None = Field(default=None, sa_column=Column(Text))
+    expires_at: datetime | None = _ts()
+    state: str = Field(
+        default=ReceivingState.CONNECTING.value, sa_column=Column(Text, nullable=False)
+    )
+    idle_supported: bool | None = Field(default=None)
+    last_error_code: str | None = Field(default=None, sa_column=Column(Text))
+    last_error_message: str | None = Field(default=None, sa_column=Column(Text))
+    last_error_hint: str | None = Field(default=None, sa_column=Column(Text))
+    auth_failures: int = Field(default=0, nullable=False)
+
+
+class FolderSync(SQLModel, table=True):
+    """How far one folder of an inbox has been read: everything up to ``last_uid`` under
+    ``uidvalidity`` is stored (or was there before watching began)."""
+
+    __tablename__ = "folder_sync"
+
+    inbox_id: uuid.UUID = Field(foreign_key="email_inbox.id", ondelete="CASCADE", primary_key=True)
+    folder: str = Field(sa_column=Column(Text, primary_key=True))
+    uidvalidity: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_uid: int = Field(sa_column=Column(BigInteger, nullable=False))
+    highestmodseq: int | None = Field(default=None, sa_column=Column(BigInteger))
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class Message(SQLModel, table=True):
+    """A received message, parsed. Stored once per (inbox, folder, uidvalidity, uid) and once
+    per Message-ID within the inbox; ``parse_error`` set means it could not be parsed (it is
+    kept, so it is never fetched again)."""
+
+    __tablename__ = "message"
+    __table_args__ = (
+        Index("uq_message_mailbox_uid", "inbox_id", "folder", "uidvalidity", "uid", unique=True),
+        Index(
+            "uq_message_inbox_message_id",
+            "inbox_id",
+            "message_id",
+            unique=True,
+            postgresql_where=text("message_id IS NOT NULL"),
+        ),
+        Index("ix_message_inbox_received", "inbox_id", "received_at", "id"),
+        Index("ix_message_workspace_received", "workspace_id", "received_at", "id"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    workspace_id: uuid.UUID = Field(foreign_key="workspace.id", ondelete="CASCADE")
+    inbox_id: uuid.UUID = Field(foreign_key="email_inbox.id", ondelete="CASCADE")
+    folder: str = Field(sa_column=Column(Text, nullable=False))
+    uidvalidity: int = Field(sa_column=Column(BigInteger, nullable=False))
+    uid: int = Field(sa_column=Column(BigInteger, nullable=False))
+    message_id: str | None = Field(default=None, sa_column=Column(Text))
+    in_reply_to: str | None = Field(default=None, sa_column=Column(Text))
+    reference_ids: list[str] = Field(
+        default_factory=list, sa_column=Column(ARRAY(Text), nullable=False)
+    )
+    subject: str | None = Field(default=None, sa_column=Column(Text))
+    from_address: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    to_addresses: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSONB, nullable=False)
+    )
+    cc_addresses: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSONB, nullable=False)
+    )
+    reply_to_addresses: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSONB, nullable=False)
+    )
+    sent_at: datetime | None = _ts()
+    text_body: str | None = Field(default=None, sa_column=Column(Text))
+    html_body: str | None = Field(default=None, sa_column=Column(Text))
+    attachments: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSONB, nullable=False)
+    )
+    size: int = Field(default=0, nullable=False)
+    parse_error: str | None = Field(default=None, sa_column=Column(Text))
+    received_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )

@@ -61,6 +61,9 @@ class InboxRow(Row):
     delete_message_policy: str
     notify_on_new_messages: bool
     notification_email: str | None
+    receiving_enabled: bool
+    receiving_folders: list[str]
+    receiving_backfill_days: int
     dkim_selectors: list[str]
     setup_status: dict[str, Any] | None
     last_verified_at: datetime | None

@@ -135,6 +135,15 @@ def make_settings(
         "job_lease_seconds": 5.0,
         "job_poll_interval_seconds": 1.0,
         "shutdown_grace_seconds": 2.0,
+        # Receiving has its own tests (tests/inboxd/test_receiving.py), which switch it on.
+        "receiving_enabled": False,
+        "receiving_lease_seconds": 3.0,
+        "receiving_backoff_base_seconds": 0.1,
+        "receiving_backoff_max_seconds": 1.0,
+        "receiving_poll_interval_seconds": 0.5,
+        # Bounds a known race (a message arriving between the last sync and IDLE's start is
+        # sometimes seen only at the next IDLE re-issue): see the issue 12 slice report.
+        "receiving_idle_interval_seconds": 2.0,
         **overrides,
     }
     return Settings(**values)

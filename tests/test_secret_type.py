@@ -19,6 +19,7 @@ REVEALED_IN = {
     "mail/smtp_probe.py": "AUTH: the login itself",
     "mail/imap_probe.py": "LOGIN: the login itself",
     "mail/probe_runner.py": "the login itself, for the round trip",
+    "mail/imap_session.py": "LOGIN: the receiving session's login itself",
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from schema.inputs import CreateEmailInboxInput, ServerInput, UpdateEmailInboxInput
+from schema.messages import InboxReceiving, ReceivingInput
 from schema.types import EmailInbox as PublicInbox
 from schema.types import ServerSettings
 from storage.models import EmailInbox
@@ -29,11 +30,20 @@ MAINTAINED = {
 }  # fmt: skip
 # Fields of the public shape that are not a column of the table.
 RELATIONS = {"connection_tests": "a page of the inbox's rows in connection_test"}
+# Fields of ``receiving`` that are live status (inbox_watch, or a column shown above), not
+# settings: every other field of it is a ``receiving_*`` column.
+RECEIVING_STATUS = {
+    "state": "inbox_watch.state, or DISABLED",
+    "last_error": "inbox_watch.last_error_*",
+    "idle_supported": "inbox_watch.idle_supported",
+    "last_check_at": "the inbox's last_check_at column, shown again beside the status",
+}
 # Input fields that are not a column of their own, and what they write.
 DERIVED_INPUTS = {
     "password": "the shared password: smtp_password and imap_password",
     "smtp": "smtp_* columns (ServerInput)",
     "imap": "imap_* columns (ServerInput)",
+    "receiving": "receiving_* columns (ReceivingInput)",
 }
 
 
@@ -46,19 +56,29 @@ def public_columns() -> set[str]:
     shown = {f.name for f in fields(PublicInbox) if not f.name.startswith("_")}
     sides = {f.name for f in fields(ServerSettings)} - {"has_password"}
     flat = {f"{side}_{name}" for side in SIDES for name in sides if side in shown}
-    return (shown - set(SIDES) - set(RELATIONS)) | flat
+    receiving = {f.name for f in fields(InboxReceiving) if not f.name.startswith("_")}
+    flat |= {f"receiving_{name}" for name in receiving - set(RECEIVING_STATUS)}
+    return (shown - set(SIDES) - set(RELATIONS) - {"receiving"}) | flat
 
 
 def input_columns(input_type: type) -> set[str]:
     names = {f.name for f in fields(input_type)}
     server = {f.name for f in fields(ServerInput)} - {"password"}
     flat = {f"{side}_{name}" for side in SIDES for name in server if side in names}
+    if "receiving" in names:
+        flat |= {f"receiving_{f.name}" for f in fields(ReceivingInput)}
     return (names - set(DERIVED_INPUTS)) | flat
 
 
 def test_hot_rows_read_every_column():
     declared = {k for k in InboxRow.__annotations__ if not k.startswith("__")}
     assert declared == table_columns()
+
+
+def test_receiving_status_fields_are_not_settings():
+    shown = {f.name for f in fields(InboxReceiving) if not f.name.startswith("_")}
+    assert set(RECEIVING_STATUS) <= shown
+    assert not {f"receiving_{name}" for name in RECEIVING_STATUS} & table_columns()
 
 
 def test_every_column_is_shown_or_internal_for_a_reason():

@@ -1,0 +1,277 @@
+"""Receiving mail: one watch task per inbox this process holds the lease of.
+
+The receiver claims watch leases (``storage.watch_leases``), renews them every third of the
+lease, and runs a task per leased inbox that logs in over IMAP (``mail.imap_session``), reads
+each folder from its last seen UID, stores every new message (``storage.messages``, one
+transaction per message with its folder's progress and its notification) and then waits:
+IDLE when the server offers it and one folder is watched, polling otherwise. A change of the
+inbox (its version) restarts its task with the new settings; an inbox that stops qualifying
+(not ACTIVE, switched off, receiving disabled) is given back. Inbox events wake the receiver,
+so a newly verified inbox is watched at once rather than at the next renewal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import random
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import aioimaplib
+import structlog
+
+from mail.endpoint import Endpoint
+from mail.imap_session import ImapSession, ImapSessionError, SessionSettings
+from mail.parse import parse_message
+from mail.presets import Security
+from resolvers.state import AppState
+from storage import messages, watch_leases
+from storage.db import UNAVAILABLE_ERRORS
+from storage.events import EventKind
+from storage.inbox_passwords import decrypt_password
+from storage.models import ReceivingState
+from storage.rows import InboxRow
+from storage.secrets import DecryptionError
+
+log = structlog.get_logger("inboxd.receiver")
+
+WAKING_KINDS = {EventKind.CREATED, EventKind.UPDATED, EventKind.STATUS_CHANGED}
+# A connection that broke for these reasons is network weather: reconnect with backoff.
+TRANSIENT = (OSError, TimeoutError, aioimaplib.AioImapException, *UNAVAILABLE_ERRORS)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverConfig:
+    session: SessionSettings
+    lease_seconds: float = 60.0
+    idle_interval: float = 600.0
+    poll_interval: float = 30.0
+    max_inboxes: int = 1000
+    auth_failure_limit: int = 3
+    backoff_base: float = 2.0
+    backoff_max: float = 300.0
+    max_backfill_days: int = 30
+
+
+def backoff(attempt: int, base: float, cap: float) -> float:
+    return float(min(cap, base * 2**attempt) * random.uniform(0.5, 1.0))
+
+
+@dataclass
+class Receiver:
+    state: AppState
+    config: ReceiverConfig
+    owner: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    )
+    tasks: dict[uuid.UUID, asyncio.Task[None]] = field(default_factory=dict)
+    versions: dict[uuid.UUID, int] = field(default_factory=dict)
+    _task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name=f"receiver-{self.owner}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        held = list(self.tasks)
+        await self._cancel(held)
+        with contextlib.suppress(*UNAVAILABLE_ERRORS):
+            async with self.state.db.connection(background=True) as connection:
+                await watch_leases.release(connection, self.owner, held)
+
+    async def _cancel(self, inbox_ids: list[uuid.UUID]) -> None:
+        tasks = [self.tasks.pop(i) for i in inbox_ids if i in self.tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        hub = self.state.hub
+        assert hub is not None
+        waker = asyncio.Event()
+        watcher = hub.add(None, lambda e: e.kind in WAKING_KINDS, lambda _item: waker.set())
+        failures = 0
+        try:
+            while True:
+                waker.clear()
+                try:
+                    await self._tick()
+                    failures = 0
+                except UNAVAILABLE_ERRORS as exc:
+                    log.warning("receiver: database unavailable", error=type(exc).__name__)
+                    failures += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        waker.wait(),
+                        self.config.lease_seconds / 3
+                        if not failures
+                        else backoff(failures, 0.5, 10),
+                    )
+        finally:
+            hub.remove(watcher)
+
+    async def _tick(self) -> None:
+        """Renew what is held, give back what no longer qualifies, claim what is free."""
+        held = list(self.tasks)
+        lease = self.config.lease_seconds
+        async with self.state.db.connection(background=True) as connection:
+            kept = await watch_leases.renew(connection, self.owner, held, lease_seconds=lease)
+            dropped = [i for i in held if i not in kept or self.tasks[i].done()]
+            await self._cancel(dropped)
+            await watch_leases.release(connection, self.owner, dropped)
+            for inbox_id, version in kept.items():
+                if inbox_id in self.tasks and self.versions.get(inbox_id, version) != version:
+                    await self._cancel([inbox_id])  # settings changed: watch with the new ones
+                    self._start(inbox_id)
+            free = self.config.max_inboxes - len(self.tasks)
+            for inbox_id in await watch_leases.claim(
+                connection, self.owner, lease_seconds=lease, limit=free
+            ):
+                self._start(inbox_id)
+
+    def _start(self, inbox_id: uuid.UUID) -> None:
+        self.tasks[inbox_id] = asyncio.create_task(self._watch(inbox_id), name=f"watch-{inbox_id}")
+
+    async def _watch(self, inbox_id: uuid.UUID) -> None:
+        """Watch one inbox until cancelled, the lease is lost or its login keeps failing."""
+        attempt = 0
+        while True:
+            try:
+                await self._session(inbox_id)
+                return  # the inbox is gone or unreadable
+            except messages.LeaseLost:
+                return
+            except ImapSessionError as exc:
+                error = watch_leases.WatchError(exc.code, exc.message, exc.hint)
+                log.info("receiving failed", inbox_id=str(inbox_id), code=exc.code)
+                if await self._record_failure(inbox_id, error, auth=exc.auth):
+                    return  # FAILED: watched again once new credentials are verified
+            except TRANSIENT as exc:
+                error = watch_leases.WatchError(
+                    "CONNECTION_LOST", f"The IMAP connection broke ({type(exc).__name__})."
+                )
+                log.info("receiving interrupted", inbox_id=str(inbox_id), error=type(exc).__name__)
+                with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                    await self._record_failure(inbox_id, error, auth=False)
+            await asyncio.sleep(backoff(attempt, self.config.backoff_base, self.config.backoff_max))
+            attempt += 1
+
+    async def _record_failure(
+        self, inbox_id: uuid.UUID, error: watch_leases.WatchError, *, auth: bool
+    ) -> bool:
+        async with self.state.db.connection(background=True) as connection:
+            return await watch_leases.record_failure(
+                connection,
+                inbox_id,
+                self.owner,
+                error,
+                auth=auth,
+                auth_failure_limit=self.config.auth_failure_limit,
+            )
+
+    async def _set_state(
+        self, inbox_id: uuid.UUID, state: ReceivingState, idle_supported: bool | None = None
+    ) -> None:
+        async with self.state.db.connection(background=True) as connection:
+            await watch_leases.set_state(
+                connection, inbox_id, self.owner, state, idle_supported=idle_supported
+            )
+
+    async def _session(self, inbox_id: uuid.UUID) -> None:
+        async with self.state.db.connection(background=True) as connection:
+            row = await watch_leases.read_watched_inbox(connection, inbox_id)
+        if row is None:
+            return
+        self.versions[inbox_id] = row.version
+        try:
+            password = decrypt_password(self.state.keyring, row, "imap_password")
+        except DecryptionError:
+            log.warning("receiving: IMAP password unreadable", inbox_id=str(inbox_id))
+            return
+        endpoint = Endpoint(
+            row.imap_host,
+            row.imap_port,
+            Security(row.imap_security),
+            row.imap_username,
+            password,
+            row.imap_tls_certificate_sha256,
+        )
+        await self._set_state(inbox_id, ReceivingState.CONNECTING)
+        session = await ImapSession.open(endpoint, self.config.session)
+        try:
+            folders = list(row.receiving_folders) or ["INBOX"]
+            idle = session.idle_supported and len(folders) == 1
+            state = ReceivingState.IDLE if idle else ReceivingState.POLLING
+            announced = False
+            while True:
+                # Every wake re-reads each folder from its last seen UID: aioimaplib may drop
+                # an EXISTS that arrives during another command, so none is relied upon.
+                session.arrivals_noticed = False
+                for folder in folders:
+                    await self._sync(session, row, folder)
+                if not announced:
+                    # Only now: each folder's starting point is recorded, so mail arriving
+                    # from here on is received, never taken for old mail.
+                    await self._set_state(inbox_id, state, idle_supported=session.idle_supported)
+                    announced = True
+                if session.arrivals_noticed:
+                    continue  # announced during the sync: read again before waiting
+                async with self.state.db.connection(background=True) as connection:
+                    await watch_leases.record_checked(connection, inbox_id, self.owner)
+                if idle:
+                    await session.wait_for_change(self.config.idle_interval)
+                else:
+                    await session.wait_polling(self.config.poll_interval)
+        finally:
+            await session.close()
+
+    async def _sync(self, session: ImapSession, row: InboxRow, folder: str) -> None:
+        mailbox = await session.examine(folder)
+        async with self.state.db.connection(background=True) as connection:
+            known = await messages.folder_state(connection, row.id, folder)
+        if known is None or known.uidvalidity != mailbox.uidvalidity:
+            # First look, or the server renumbered the folder: start from now, so nothing
+            # already there arrives as new (unless a backfill was asked for, first time only).
+            last_uid = mailbox.uidnext - 1
+            days = min(row.receiving_backfill_days, self.config.max_backfill_days)
+            if known is None and days > 0:
+                since = (datetime.now(UTC) - timedelta(days=days)).date()
+                backfill = await session.uids_since(since)
+                if backfill:
+                    last_uid = min(last_uid, backfill[0] - 1)
+            async with self.state.db.connection(background=True) as connection:
+                await messages.start_folder(
+                    connection,
+                    row.id,
+                    self.owner,
+                    folder,
+                    uidvalidity=mailbox.uidvalidity,
+                    last_uid=last_uid,
+                )
+        else:
+            last_uid = known.last_uid
+        uids = await session.uids_after(last_uid)
+        async for fetched in session.fetch(uids):
+            parsed = parse_message(fetched.raw, headers_only=fetched.headers_only)
+            if fetched.headers_only and parsed.parse_error is None:
+                parsed.parse_error = (
+                    f"The message ({fetched.size} bytes) is larger than the limit of "
+                    f"{self.config.session.max_message_bytes} bytes: only its header was stored."
+                )
+            new = messages.NewMessage(
+                folder=folder,
+                uidvalidity=mailbox.uidvalidity,
+                uid=fetched.uid,
+                size=fetched.size,
+                **dataclasses.asdict(parsed),
+            )
+            async with self.state.db.connection(background=True) as connection:
+                await messages.store_message(connection, row.id, self.owner, new)

@@ -1,0 +1,387 @@
+"""A long-lived IMAP session for receiving mail, on aioimaplib (the stack's IMAP client).
+
+aioimaplib opens its own connection by host name and has no STARTTLS. Here it gets a socket
+to the address the outbound guard checked (``network.resolve_target``), TLS verified against
+the host name with the probes' contexts (``mail.tls``, pinning included), and STARTTLS on its
+transport through ``loop.start_tls``. Mailboxes are opened with EXAMINE and bodies fetched
+with BODY.PEEK, so watching never changes a flag; UID FETCH goes in batches (aioimaplib
+recurses once per response line and overflows the stack on one large FETCH).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import aioimaplib
+
+from mail.endpoint import Endpoint
+from mail.failures import ProbeFailure
+from mail.network import NetworkPolicy, TargetError, open_socket, resolve_target
+from mail.presets import Security
+from mail.results import ProbeCode
+from mail.tls import negotiate
+
+_UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]", re.IGNORECASE)
+_UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]", re.IGNORECASE)
+_STATUS_UIDNEXT = re.compile(rb"UIDNEXT (\d+)", re.IGNORECASE)
+_FETCH_START = re.compile(rb"^\d+ FETCH \(", re.IGNORECASE)
+_UID = re.compile(rb"\bUID (\d+)", re.IGNORECASE)
+_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)", re.IGNORECASE)
+_CHANGES = re.compile(rb"^\d+ (EXISTS|RECENT|EXPUNGE|FETCH)", re.IGNORECASE)
+_ARRIVALS = re.compile(rb"^\d+ (EXISTS|RECENT)", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    connect_timeout: float = 10.0
+    command_timeout: float = 30.0
+    network: NetworkPolicy = field(default_factory=NetworkPolicy)
+    ca_file: str | None = None
+    fetch_batch: int = 20
+    max_message_bytes: int = 25 * 1024 * 1024
+
+
+class ImapSessionError(Exception):
+    """The session could not be opened or broke; ``message`` is safe to show. ``auth``: the
+    server refused the credentials (never retried quickly: providers lock such accounts)."""
+
+    def __init__(
+        self, code: str, message: str, *, hint: str | None = None, auth: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.hint = hint
+        self.auth = auth
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    uidvalidity: int
+    uidnext: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    uid: int
+    size: int
+    raw: bytes
+    headers_only: bool  # larger than max_message_bytes: only its header was fetched
+
+
+class _Client(aioimaplib.IMAP4):  # type: ignore[misc]
+    """aioimaplib's client on a connection opened by ``opener`` instead of by host name."""
+
+    def __init__(self, opener: Any, timeout: float, lost: asyncio.Event) -> None:
+        self._opener = opener
+        super().__init__(timeout=timeout, conn_lost_cb=lambda _exc: lost.set())
+
+    def create_client(
+        self,
+        host: str,
+        port: int,
+        loop: asyncio.AbstractEventLoop | None,
+        conn_lost_cb: Any = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        running = asyncio.get_running_loop()
+        self.protocol = aioimaplib.IMAP4ClientProtocol(running, conn_lost_cb)
+        self._client_task = running.create_task(self._opener(self.protocol))
+
+
+def quote_mailbox(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class ImapSession:
+    def __init__(self, client: _Client, lost: asyncio.Event, settings: SessionSettings) -> None:
+        self._client = client
+        self._lost = lost
+        self._settings = settings
+        # An EXISTS that came with another command's response: aioimaplib files it under that
+        # command, and the server will not repeat it during the next IDLE.
+        self.arrivals_noticed = False
+
+    def _notice(self, response: Any) -> Any:
+        if any(_ARRIVALS.match(bytes(line)) for line in response.lines):
+            self.arrivals_noticed = True
+        return response
+
+    @property
+    def idle_supported(self) -> bool:
+        return "IDLE" in self._client.protocol.capabilities
+
+    @property
+    def lost(self) -> bool:
+        return self._lost.is_set()
+
+    @classmethod
+    async def open(cls, endpoint: Endpoint, settings: SessionSettings) -> ImapSession:
+        """Connected, TLS as configured, logged in. Raises ImapSessionError."""
+        try:
+            target = await resolve_target(endpoint.host, endpoint.port, settings.network)
+        except TargetError as exc:
+            raise ImapSessionError(exc.code.value, str(exc)) from None
+        try:
+            session = await cls._connect(endpoint, settings, target)
+        except ImapSessionError:
+            raise
+        except ProbeFailure as exc:  # the certificate (mail.tls explains what to do)
+            raise ImapSessionError(exc.code.value, str(exc), hint=exc.hint) from None
+        except Exception as exc:
+            raise _network_error(exc) from None
+        try:
+            await session._login(endpoint)
+        except BaseException:
+            await session.close()
+            raise
+        return session
+
+    @classmethod
+    async def _connect(
+        cls, endpoint: Endpoint, settings: SessionSettings, target: Any
+    ) -> ImapSession:
+        timeout = settings.connect_timeout
+        implicit = endpoint.security is Security.TLS
+
+        async def open_with(context: ssl.SSLContext | None) -> ImapSession:
+            lost = asyncio.Event()
+
+            async def opener(protocol: Any) -> Any:
+                sock = await open_socket(target, timeout)
+                return await asyncio.get_running_loop().create_connection(
+                    lambda: protocol,
+                    sock=sock,
+                    ssl=context if implicit else None,
+                    server_hostname=target.host if implicit else None,
+                    ssl_handshake_timeout=timeout if implicit else None,
+                )
+
+            session = cls(_Client(opener, settings.command_timeout, lost), lost, settings)
+            try:
+                # Bounded by aioimaplib's own timeout (command_timeout).
+                await session._client.wait_hello_from_server()
+                if endpoint.security is Security.STARTTLS:
+                    assert context is not None
+                    await session._starttls(context, target.host)
+            except BaseException:
+                await session.close()
+                raise
+            return session
+
+        async def close(session: ImapSession) -> None:
+            await session.close()
+
+        if endpoint.security is Security.NONE:
+            return await open_with(None)
+        session, _ = await negotiate(
+            open_with,
+            lambda s: s._client.protocol.transport.get_extra_info("ssl_object"),
+            close,
+            ca_file=settings.ca_file,
+            pin=endpoint.tls_certificate_sha256,
+        )
+        return session
+
+    async def _starttls(self, context: ssl.SSLContext, host: str) -> None:
+        protocol = self._client.protocol
+        if "STARTTLS" not in protocol.capabilities:
+            raise ImapSessionError(
+                ProbeCode.STARTTLS_UNSUPPORTED.value,
+                "The server does not offer STARTTLS.",
+                hint="Use port 993 with security TLS.",
+            )
+        command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
+        response = await asyncio.wait_for(protocol.execute(command), self._settings.connect_timeout)
+        if response.result != "OK":
+            raise ImapSessionError(
+                ProbeCode.STARTTLS_UNSUPPORTED.value, "The server refused STARTTLS."
+            )
+        protocol.transport = await asyncio.get_running_loop().start_tls(
+            protocol.transport,
+            protocol,
+            context,
+            server_hostname=host,
+            ssl_handshake_timeout=self._settings.connect_timeout,
+        )
+        # Asked again: capabilities sent before TLS may have been forged.
+        await asyncio.wait_for(protocol.capability(), self._settings.command_timeout)
+
+    async def _login(self, endpoint: Endpoint) -> None:
+        response = await self._client.login(endpoint.username, endpoint.password.reveal())
+        if response.result != "OK":
+            raise ImapSessionError(
+                ProbeCode.AUTH_FAILED.value,
+                "The server rejected the IMAP username or password.",
+                hint="Check the username (often the full email address) and the password; "
+                "providers with 2FA need an app password.",
+                auth=True,
+            )
+        protocol = self._client.protocol
+        await asyncio.wait_for(protocol.capability(), self._settings.command_timeout)
+
+    async def examine(self, folder: str) -> Mailbox:
+        """Open ``folder`` read-only: its UIDVALIDITY and UIDNEXT."""
+        response = await self._client.examine(quote_mailbox(folder))
+        if response.result != "OK":
+            raise ImapSessionError(
+                "FOLDER_NOT_FOUND", f"The server has no folder {folder!r}.", hint="Check folders."
+            )
+        # aioimaplib moves to SELECTED only on SELECT; EXAMINE selects just the same.
+        self._client.protocol.state = aioimaplib.SELECTED
+        text = b"\n".join(bytes(line) for line in response.lines)
+        validity, uidnext = _UIDVALIDITY.search(text), _UIDNEXT.search(text)
+        if validity is None:
+            raise ImapSessionError("PROTOCOL_ERROR", "The server sent no UIDVALIDITY.")
+        if uidnext is None:  # optional before IMAP4rev2: ask for it
+            return Mailbox(int(validity.group(1)), await self._uidnext(folder))
+        return Mailbox(int(validity.group(1)), int(uidnext.group(1)))
+
+    async def _uidnext(self, folder: str) -> int:
+        response = await self._client.status(quote_mailbox(folder), "(UIDNEXT)")
+        match = _STATUS_UIDNEXT.search(b" ".join(bytes(x) for x in response.lines))
+        if match is None:
+            raise ImapSessionError("PROTOCOL_ERROR", "The server sent no UIDNEXT.")
+        return int(match.group(1))
+
+    async def _search(self, *criteria: str) -> list[int]:
+        response = self._notice(await self._client.uid_search(*criteria, charset=None))
+        if response.result != "OK":
+            raise ImapSessionError("PROTOCOL_ERROR", "The server refused UID SEARCH.")
+        uids: list[int] = []
+        # aioimaplib hands the untagged "* SEARCH 1 2" over as "1 2"; the last line is the
+        # tagged completion.
+        for line in response.lines[:-1]:
+            words = bytes(line).split()
+            if words[:1] == [b"SEARCH"]:
+                words = words[1:]
+            if all(w.isdigit() for w in words):
+                uids.extend(int(w) for w in words)
+        return sorted(uids)
+
+    async def uids_after(self, last_uid: int) -> list[int]:
+        # "n:*" always matches the highest UID, even below n: filtered here.
+        return [uid for uid in await self._search("UID", f"{last_uid + 1}:*") if uid > last_uid]
+
+    async def uids_since(self, day: date) -> list[int]:
+        return await self._search("SINCE", day.strftime("%d-%b-%Y"))
+
+    async def _fetch(self, uids: list[int], items: str) -> list[tuple[bytes, bytes | None]]:
+        """(the FETCH response's text, its literal) per message."""
+        response = self._notice(await self._client.uid("fetch", ",".join(map(str, uids)), items))
+        if response.result != "OK":
+            raise ImapSessionError("PROTOCOL_ERROR", "The server refused UID FETCH.")
+        found: list[tuple[bytes, bytes | None]] = []
+        for line in response.lines:
+            if isinstance(line, bytearray):  # the literal of the message before
+                if found:
+                    found[-1] = (found[-1][0], bytes(line))
+            elif _FETCH_START.match(line):
+                found.append((bytes(line), None))
+            elif found:  # the rest of the FETCH, after its literal
+                found[-1] = (found[-1][0] + b" " + bytes(line), found[-1][1])
+        return found
+
+    async def fetch(self, uids: list[int]) -> AsyncIterator[Fetched]:
+        """Each message of ``uids`` in UID order, batch by batch; never marks one seen."""
+        batch = self._settings.fetch_batch
+        for start in range(0, len(uids), batch):
+            sizes: dict[int, int] = {}
+            for text, _ in await self._fetch(uids[start : start + batch], "(UID RFC822.SIZE)"):
+                uid, size = _UID.search(text), _SIZE.search(text)
+                if uid and size:
+                    sizes[int(uid.group(1))] = int(size.group(1))
+            small = [u for u in sorted(sizes) if sizes[u] <= self._settings.max_message_bytes]
+            large = [u for u in sorted(sizes) if u not in small]
+            bodies: dict[int, tuple[bytes, bool]] = {}
+            for chosen, items, headers_only in (
+                (small, "(UID BODY.PEEK[])", False),
+                (large, "(UID BODY.PEEK[HEADER])", True),
+            ):
+                if not chosen:
+                    continue
+                for text, literal in await self._fetch(chosen, items):
+                    uid = _UID.search(text)
+                    if uid and literal is not None:
+                        bodies[int(uid.group(1))] = (literal, headers_only)
+            for number in sorted(bodies):
+                raw, headers_only = bodies[number]
+                yield Fetched(number, sizes[number], raw, headers_only)
+
+    async def wait_for_change(self, within: float) -> None:
+        """IDLE until the server reports a change, the connection drops or ``within`` passes
+        (then a NOOP checks the connection is alive)."""
+        client = self._client
+        idle = await client.idle_start(timeout=within)
+        try:
+            while not self._lost.is_set():
+                push = asyncio.ensure_future(client.wait_server_push(within + 5))
+                lost = asyncio.ensure_future(self._lost.wait())
+                try:
+                    await asyncio.wait({push, lost}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in (push, lost):
+                        if not waiter.done():
+                            waiter.cancel()
+                        elif not waiter.cancelled():
+                            waiter.exception()  # retrieved here; acted on below
+                if not push.done() or push.cancelled() or push.exception() is not None:
+                    break
+                lines = push.result()
+                if lines == aioimaplib.STOP_WAIT_SERVER_PUSH:
+                    break
+                if any(_CHANGES.match(bytes(line)) for line in lines):
+                    break
+        finally:
+            if not self._lost.is_set() and client.has_pending_idle():
+                client.idle_done()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(idle, self._settings.command_timeout)
+        await self.check_alive()
+
+    async def wait_polling(self, interval: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._lost.wait(), interval)
+        await self.check_alive()
+
+    async def check_alive(self) -> None:
+        if self._lost.is_set():
+            raise ImapSessionError("CONNECTION_LOST", "The IMAP connection was lost.")
+        response = self._notice(await self._client.noop())
+        if response.result != "OK":
+            raise ImapSessionError("CONNECTION_LOST", "The server did not answer NOOP.")
+
+    async def close(self) -> None:
+        """Log out politely if the connection is up; close it in any case."""
+        protocol = self._client.protocol
+        if protocol is not None and protocol.transport is not None and not self._lost.is_set():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._client.logout(), 2.0)
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.abort()
+        task = getattr(self._client, "_client_task", None)
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+
+def _network_error(exc: BaseException) -> ImapSessionError:
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return ImapSessionError(ProbeCode.TIMEOUT.value, "The IMAP server did not answer in time.")
+    if isinstance(exc, ConnectionRefusedError):
+        return ImapSessionError(
+            ProbeCode.CONNECTION_REFUSED.value, "The IMAP server refused the connection."
+        )
+    if isinstance(exc, ssl.SSLError):
+        return ImapSessionError(ProbeCode.TLS_HANDSHAKE_FAILED.value, "The TLS handshake failed.")
+    return ImapSessionError(
+        "CONNECTION_FAILED", f"The IMAP connection failed ({type(exc).__name__})."
+    )

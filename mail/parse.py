@@ -1,0 +1,121 @@
+"""A fetched message, parsed with the standard library (``email``, ``policy.default``).
+
+Whatever a sender put in a message, parsing returns: what could be read is kept, and the first
+thing that could not be is reported in ``parse_error``, so the message is stored once with its
+error and never fetched again. HTML bodies are sanitised with nh3, as signatures are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage, Message
+from typing import Any
+
+import nh3
+
+MAX_HEADER_TEXT = 2_000  # one header's stored text (subject, ids); the rest is cut
+
+
+@dataclass(slots=True)
+class ParsedMessage:
+    message_id: str | None = None
+    in_reply_to: str | None = None
+    reference_ids: list[str] = field(default_factory=list)
+    subject: str | None = None
+    from_address: dict[str, Any] | None = None
+    to_addresses: list[dict[str, Any]] = field(default_factory=list)
+    cc_addresses: list[dict[str, Any]] = field(default_factory=list)
+    reply_to_addresses: list[dict[str, Any]] = field(default_factory=list)
+    sent_at: datetime | None = None
+    text_body: str | None = None
+    html_body: str | None = None
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    parse_error: str | None = None
+
+
+def _clean(value: object, limit: int | None = MAX_HEADER_TEXT) -> str | None:
+    """Text Postgres can store (no NUL), stripped, cut at ``limit``; None when empty."""
+    if value is None:
+        return None
+    text = str(value).replace("\x00", "").strip()
+    if limit is not None:
+        text = text[:limit]
+    return text or None
+
+
+def _addresses(message: Message, name: str) -> list[dict[str, Any]]:
+    header = message[name]
+    if header is None:
+        return []
+    return [
+        {"name": _clean(a.display_name), "address": _clean(a.addr_spec) or ""}
+        for a in getattr(header, "addresses", ())
+    ]
+
+
+def _date(message: Message) -> datetime | None:
+    header = message["date"]
+    moment = getattr(header, "datetime", None) if header is not None else None
+    if not isinstance(moment, datetime):
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _headers(message: Message, parsed: ParsedMessage) -> None:
+    parsed.message_id = _clean(message["message-id"])
+    parsed.in_reply_to = _clean(message["in-reply-to"])
+    references = _clean(message["references"], None) or ""
+    parsed.reference_ids = [r[:MAX_HEADER_TEXT] for r in references.split()][:100]
+    parsed.subject = _clean(message["subject"])
+    senders = _addresses(message, "from")
+    parsed.from_address = senders[0] if senders else None
+    parsed.to_addresses = _addresses(message, "to")
+    parsed.cc_addresses = _addresses(message, "cc")
+    parsed.reply_to_addresses = _addresses(message, "reply-to")
+    parsed.sent_at = _date(message)
+
+
+def _bodies(message: EmailMessage, parsed: ParsedMessage) -> None:
+    text = message.get_body(preferencelist=("plain",))
+    if text is not None:
+        parsed.text_body = _clean(text.get_content(), None)
+    html = message.get_body(preferencelist=("html",))
+    if html is not None:
+        markup = _clean(html.get_content(), None)
+        parsed.html_body = nh3.clean(markup, link_rel="noopener noreferrer") if markup else None
+
+
+def _attachments(message: EmailMessage, parsed: ParsedMessage) -> None:
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        filename = part.get_filename()
+        disposition = part.get_content_disposition()
+        if disposition != "attachment" and not (disposition == "inline" and filename):
+            continue
+        payload = part.get_payload(decode=True)
+        parsed.attachments.append(
+            {
+                "filename": _clean(filename),
+                "content_type": part.get_content_type(),
+                "size": len(payload) if isinstance(payload, bytes) else 0,
+                "content_id": _clean(part["content-id"]),
+            }
+        )
+
+
+def parse_message(raw: bytes, *, headers_only: bool = False) -> ParsedMessage:
+    """Parse ``raw`` (a whole message, or only its header when ``headers_only``)."""
+    parsed = ParsedMessage()
+    message = message_from_bytes(raw, policy=policy.default)
+    assert isinstance(message, EmailMessage)  # policy.default builds EmailMessage
+    steps = [_headers] if headers_only else [_headers, _bodies, _attachments]
+    for step in steps:
+        try:
+            step(message, parsed)
+        except Exception as exc:  # any sender-made defect: keep what was read, say what broke
+            parsed.parse_error = f"{step.__name__.strip('_')}: {type(exc).__name__}: {exc}"[:500]
+            break
+    return parsed

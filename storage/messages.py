@@ -1,0 +1,278 @@
+"""Received messages and how far each folder has been read.
+
+A message is stored, its folder's last seen UID advanced and MESSAGE_RECEIVED notified in one
+statement (one transaction), and only while the caller still holds the inbox's watch lease:
+a crash between two messages can neither skip one nor store one twice, and a process whose
+lease was taken over stops writing. A message already stored (same folder, UIDVALIDITY and
+UID, or the same Message-ID in the inbox) is not stored again; the folder still advances.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from storage import events
+from storage.models import Message
+from storage.rows import Row, columns
+
+
+class MessageRow(Row):
+    """A ``message`` row, read-only."""
+
+    id: uuid.UUID
+    workspace_id: uuid.UUID
+    inbox_id: uuid.UUID
+    folder: str
+    uidvalidity: int
+    uid: int
+    message_id: str | None
+    in_reply_to: str | None
+    reference_ids: list[str]
+    subject: str | None
+    from_address: dict[str, Any] | None
+    to_addresses: list[dict[str, Any]]
+    cc_addresses: list[dict[str, Any]]
+    reply_to_addresses: list[dict[str, Any]]
+    sent_at: datetime | None
+    text_body: str | None
+    html_body: str | None
+    attachments: list[dict[str, Any]]
+    size: int
+    parse_error: str | None
+    received_at: datetime
+
+
+MESSAGE_COLUMNS = columns(Message)
+
+
+@dataclass(slots=True)
+class NewMessage:
+    """What the receiver parsed from one fetched message (see mail.parse)."""
+
+    folder: str
+    uidvalidity: int
+    uid: int
+    size: int
+    message_id: str | None = None
+    in_reply_to: str | None = None
+    reference_ids: list[str] = field(default_factory=list)
+    subject: str | None = None
+    from_address: dict[str, Any] | None = None
+    to_addresses: list[dict[str, Any]] = field(default_factory=list)
+    cc_addresses: list[dict[str, Any]] = field(default_factory=list)
+    reply_to_addresses: list[dict[str, Any]] = field(default_factory=list)
+    sent_at: datetime | None = None
+    text_body: str | None = None
+    html_body: str | None = None
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    parse_error: str | None = None
+
+
+HELD = """
+    SELECT i.id, i.workspace_id, i.version, i.status
+      FROM email_inbox i JOIN inbox_watch w ON w.inbox_id = i.id
+     WHERE i.id = $1 AND w.owner = $2 AND w.expires_at > now()
+"""
+
+STORE_SQL = f"""
+    WITH held AS ({HELD}), advanced AS (
+        UPDATE folder_sync f SET last_uid = greatest(f.last_uid, $5), updated_at = now()
+          FROM held
+         WHERE f.inbox_id = held.id AND f.folder = $3 AND f.uidvalidity = $4
+        RETURNING f.inbox_id
+    ), stored AS (
+        INSERT INTO message (id, workspace_id, inbox_id, folder, uidvalidity, uid, message_id,
+                             in_reply_to, reference_ids, subject, from_address, to_addresses,
+                             cc_addresses, reply_to_addresses, sent_at, text_body, html_body,
+                             attachments, size, parse_error, received_at)
+        SELECT $6, held.workspace_id, held.id, $3, $4, $5, $7, $8, $9, $10, $11, $12, $13, $14,
+               $15, $16, $17, $18, $19, $20, now()
+          FROM held, advanced
+        ON CONFLICT DO NOTHING
+        RETURNING id, inbox_id
+    ), touched AS (
+        UPDATE email_inbox i SET last_message_id = stored.id::text, last_check_at = now()
+          FROM stored WHERE i.id = stored.inbox_id
+        RETURNING i.id, i.workspace_id, i.version, i.status, stored.id AS message_id
+    ), notified AS (
+        SELECT {
+    events.notify_sql(
+        "'MESSAGE_RECEIVED'",
+        "t.workspace_id",
+        "t.id",
+        "t.version",
+        status="t.status",
+        message_id="t.message_id",
+    )
+} FROM touched t
+    )
+    SELECT (SELECT count(*) FROM advanced) AS advanced,
+           (SELECT message_id FROM touched) AS stored,
+           (SELECT count(*) FROM notified) AS notified
+"""  # noqa: S608
+
+
+class LeaseLost(Exception):
+    """The caller no longer holds the inbox's watch lease (another process took it over)."""
+
+
+async def store_message(
+    connection: Any, inbox_id: uuid.UUID, owner: str, message: NewMessage
+) -> uuid.UUID | None:
+    """Store ``message`` and advance its folder; the new message's id, or None when it was
+    already stored. Raises LeaseLost when ``owner`` no longer watches the inbox."""
+    record = await connection.fetchrow(
+        STORE_SQL,
+        inbox_id,
+        owner,
+        message.folder,
+        message.uidvalidity,
+        message.uid,
+        uuid.uuid4(),
+        message.message_id,
+        message.in_reply_to,
+        message.reference_ids,
+        message.subject,
+        message.from_address,
+        message.to_addresses,
+        message.cc_addresses,
+        message.reply_to_addresses,
+        message.sent_at,
+        message.text_body,
+        message.html_body,
+        message.attachments,
+        message.size,
+        message.parse_error,
+    )
+    if not record["advanced"]:
+        raise LeaseLost(str(inbox_id))
+    stored: uuid.UUID | None = record["stored"]
+    return stored
+
+
+@dataclass(frozen=True, slots=True)
+class FolderState:
+    uidvalidity: int
+    last_uid: int
+
+
+async def folder_state(connection: Any, inbox_id: uuid.UUID, folder: str) -> FolderState | None:
+    record = await connection.fetchrow(
+        "SELECT uidvalidity, last_uid FROM folder_sync WHERE inbox_id = $1 AND folder = $2",
+        inbox_id,
+        folder,
+    )
+    return FolderState(record["uidvalidity"], record["last_uid"]) if record else None
+
+
+START_FOLDER_SQL = f"""
+    WITH held AS ({HELD})
+    INSERT INTO folder_sync (inbox_id, folder, uidvalidity, last_uid, updated_at)
+    SELECT held.id, $3, $4, $5, now() FROM held
+    ON CONFLICT (inbox_id, folder) DO UPDATE
+       SET uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid, updated_at = now()
+    RETURNING inbox_id
+"""  # noqa: S608
+
+
+async def start_folder(
+    connection: Any,
+    inbox_id: uuid.UUID,
+    owner: str,
+    folder: str,
+    *,
+    uidvalidity: int,
+    last_uid: int,
+) -> None:
+    """Record where reading ``folder`` starts: the first time, or after its UIDVALIDITY
+    changed (the old UIDs mean nothing any more; mail already stored stays, deduplicated by
+    Message-ID should it be fetched again)."""
+    started = await connection.fetchval(
+        START_FOLDER_SQL, inbox_id, owner, folder, uidvalidity, last_uid
+    )
+    if started is None:
+        raise LeaseLost(str(inbox_id))
+
+
+@dataclass(slots=True)
+class MessageFilter:
+    folder: str | None = None
+    sender: str | None = None
+    subject: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    search: str | None = None
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _filter_sql(
+    workspace_id: uuid.UUID, inbox_id: uuid.UUID, flt: MessageFilter
+) -> tuple[list[str], list[Any]]:
+    args: list[Any] = [workspace_id, inbox_id]
+    clauses = ["workspace_id = $1", "inbox_id = $2"]
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if flt.folder is not None:
+        clauses.append(f"folder = {arg(flt.folder)}")
+    if flt.sender:
+        clauses.append(f"(from_address->>'address') ILIKE {arg(_like(flt.sender))}")
+    if flt.subject:
+        clauses.append(f"subject ILIKE {arg(_like(flt.subject))}")
+    if flt.since is not None:
+        clauses.append(f"received_at >= {arg(flt.since)}")
+    if flt.until is not None:
+        clauses.append(f"received_at < {arg(flt.until)}")
+    if flt.search:
+        pattern = arg(_like(flt.search))
+        clauses.append(
+            f"(subject ILIKE {pattern} OR text_body ILIKE {pattern} "
+            f"OR (from_address->>'address') ILIKE {pattern} "
+            f"OR (from_address->>'name') ILIKE {pattern})"
+        )
+    return clauses, args
+
+
+async def read_messages(
+    connection: Any,
+    workspace_id: uuid.UUID,
+    inbox_id: uuid.UUID,
+    *,
+    first: int,
+    after: tuple[datetime, uuid.UUID] | None,
+    flt: MessageFilter,
+) -> tuple[list[MessageRow], bool]:
+    """A page of an inbox's messages, newest first, after the keyset cursor ``after``."""
+    clauses, args = _filter_sql(workspace_id, inbox_id, flt)
+    if after is not None:
+        clauses.append(f"(received_at, id) < (${len(args) + 1}, ${len(args) + 2})")
+        args += list(after)
+    args.append(first + 1)
+    rows: list[MessageRow] = await connection.fetch(
+        f"SELECT {MESSAGE_COLUMNS} FROM message WHERE {' AND '.join(clauses)} "  # noqa: S608
+        f"ORDER BY received_at DESC, id DESC LIMIT ${len(args)}",
+        *args,
+        record_class=MessageRow,
+    )
+    return rows[:first], len(rows) > first
+
+
+async def read_message(
+    connection: Any, workspace_id: uuid.UUID, message_id: uuid.UUID
+) -> MessageRow | None:
+    row: MessageRow | None = await connection.fetchrow(
+        f"SELECT {MESSAGE_COLUMNS} FROM message WHERE id = $1 AND workspace_id = $2",  # noqa: S608
+        message_id,
+        workspace_id,
+        record_class=MessageRow,
+    )
+    return row

@@ -1,0 +1,201 @@
+"""Who watches which inbox's mailbox: one lease per inbox, across every process.
+
+Every ACTIVE, switched-on inbox with receiving enabled is watched by exactly one process: a
+process claims inboxes whose lease is free or expired (a dead owner), renews the ones it holds,
+and gives them back when it stops or the inbox no longer qualifies. Two processes claiming at
+once never both win: the claim is one ``INSERT .. ON CONFLICT DO UPDATE .. WHERE`` and
+Postgres re-checks the condition on the row the other committed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from storage import events
+from storage.models import EmailInbox, ReceivingState
+from storage.rows import InboxRow, columns
+
+INBOX_COLUMNS = columns(EmailInbox)
+
+ELIGIBLE = "i.status = 'ACTIVE' AND i.active AND i.receiving_enabled"
+
+CLAIM_SQL = f"""
+    INSERT INTO inbox_watch (inbox_id, owner, expires_at, state, auth_failures)
+    SELECT i.id, $1, now() + make_interval(secs => $2), 'CONNECTING', 0
+      FROM email_inbox i LEFT JOIN inbox_watch w ON w.inbox_id = i.id
+     WHERE {ELIGIBLE} AND (w.owner IS NULL OR w.expires_at < now())
+     ORDER BY random()
+     LIMIT $3
+    ON CONFLICT (inbox_id) DO UPDATE
+       SET owner = excluded.owner, expires_at = excluded.expires_at, state = 'CONNECTING'
+     WHERE inbox_watch.owner IS NULL OR inbox_watch.expires_at < now()
+    RETURNING inbox_id
+"""  # noqa: S608
+
+# Renew what this owner holds and still qualifies; with the inbox's version, so a watcher
+# started before a change of settings is restarted with the new ones.
+RENEW_SQL = f"""
+    UPDATE inbox_watch w SET expires_at = now() + make_interval(secs => $2)
+      FROM email_inbox i
+     WHERE w.inbox_id = i.id AND w.owner = $1 AND w.inbox_id = ANY($3::uuid[]) AND {ELIGIBLE}
+    RETURNING w.inbox_id, i.version
+"""  # noqa: S608
+
+RELEASE_SQL = """
+    UPDATE inbox_watch SET owner = NULL, expires_at = NULL
+     WHERE owner = $1 AND inbox_id = ANY($2::uuid[])
+"""
+
+
+async def claim(
+    connection: Any, owner: str, *, lease_seconds: float, limit: int
+) -> list[uuid.UUID]:
+    if limit <= 0:
+        return []
+    return [r["inbox_id"] for r in await connection.fetch(CLAIM_SQL, owner, lease_seconds, limit)]
+
+
+async def renew(
+    connection: Any, owner: str, inbox_ids: list[uuid.UUID], *, lease_seconds: float
+) -> dict[uuid.UUID, int]:
+    """The held inboxes that still qualify, by id, with their current version."""
+    if not inbox_ids:
+        return {}
+    rows = await connection.fetch(RENEW_SQL, owner, lease_seconds, inbox_ids)
+    return {r["inbox_id"]: r["version"] for r in rows}
+
+
+async def release(connection: Any, owner: str, inbox_ids: list[uuid.UUID]) -> None:
+    if inbox_ids:
+        await connection.execute(RELEASE_SQL, owner, inbox_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchError:
+    code: str
+    message: str
+    hint: str | None = None
+
+
+SET_STATE_SQL = """
+    UPDATE inbox_watch SET state = $3, idle_supported = coalesce($4, idle_supported)
+     WHERE inbox_id = $1 AND owner = $2
+"""
+
+# Connected and looked: the errors are over.
+CHECKED_SQL = """
+    WITH watch AS (
+        UPDATE inbox_watch
+           SET auth_failures = 0, last_error_code = NULL, last_error_message = NULL,
+               last_error_hint = NULL
+         WHERE inbox_id = $1 AND owner = $2
+        RETURNING inbox_id
+    )
+    UPDATE email_inbox i SET last_check_at = now(), error_count = 0
+      FROM watch WHERE i.id = watch.inbox_id
+"""
+
+FAILED_SQL = f"""
+    WITH watch AS (
+        UPDATE inbox_watch
+           SET state = 'BACKOFF', last_error_code = $3, last_error_message = $4,
+               last_error_hint = $5,
+               auth_failures = CASE WHEN $6 THEN auth_failures + 1 ELSE 0 END
+         WHERE inbox_id = $1 AND owner = $2
+        RETURNING inbox_id, auth_failures
+    ), inbox AS (
+        UPDATE email_inbox i
+           SET last_check_at = now(), error_count = i.error_count + 1,
+               status = CASE WHEN w.auth_failures >= $7 THEN 'FAILED' ELSE i.status END,
+               status_reason = CASE WHEN w.auth_failures >= $7 THEN $8 ELSE i.status_reason END,
+               version = CASE WHEN w.auth_failures >= $7 THEN i.version + 1 ELSE i.version END,
+               updated_at = CASE WHEN w.auth_failures >= $7 THEN now() ELSE i.updated_at END
+          FROM watch w
+         WHERE i.id = w.inbox_id
+        RETURNING i.id, i.workspace_id, i.version, i.status, w.auth_failures >= $7 AS failed
+    ), notified AS (
+        SELECT {
+    events.notify_sql("'STATUS_CHANGED'", "i.workspace_id", "i.id", "i.version", status="i.status")
+} FROM inbox i WHERE i.failed
+    )
+    SELECT (SELECT failed FROM inbox) AS failed, (SELECT count(*) FROM notified) AS sent
+"""  # noqa: S608
+
+
+async def set_state(
+    connection: Any,
+    inbox_id: uuid.UUID,
+    owner: str,
+    state: ReceivingState,
+    *,
+    idle_supported: bool | None = None,
+) -> None:
+    await connection.execute(SET_STATE_SQL, inbox_id, owner, state.value, idle_supported)
+
+
+async def record_checked(connection: Any, inbox_id: uuid.UUID, owner: str) -> None:
+    await connection.execute(CHECKED_SQL, inbox_id, owner)
+
+
+async def record_failure(
+    connection: Any,
+    inbox_id: uuid.UUID,
+    owner: str,
+    error: WatchError,
+    *,
+    auth: bool,
+    auth_failure_limit: int,
+) -> bool:
+    """Count a failed connection; True when it was the ``auth_failure_limit``-th refused
+    login in a row and the inbox is now FAILED (watching stops until its credentials
+    change and it is verified again)."""
+    reason = f"IMAP login refused while receiving mail: {error.message}"
+    record = await connection.fetchrow(
+        FAILED_SQL,
+        inbox_id,
+        owner,
+        error.code,
+        error.message,
+        error.hint,
+        auth,
+        auth_failure_limit,
+        reason,
+    )
+    return bool(record and record["failed"])
+
+
+@dataclass(frozen=True, slots=True)
+class WatchStatus:
+    state: str
+    idle_supported: bool | None
+    error: WatchError | None
+
+
+async def read_statuses(
+    connection: Any, inbox_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, WatchStatus]:
+    rows = await connection.fetch(
+        "SELECT inbox_id, owner, expires_at > now() AS live, state, idle_supported, "
+        "last_error_code, last_error_message, last_error_hint "
+        "FROM inbox_watch WHERE inbox_id = ANY($1::uuid[])",
+        inbox_ids,
+    )
+    found = {}
+    for r in rows:
+        error = None
+        if r["last_error_code"]:
+            error = WatchError(r["last_error_code"], r["last_error_message"], r["last_error_hint"])
+        state = r["state"] if r["live"] else ReceivingState.CONNECTING.value
+        found[r["inbox_id"]] = WatchStatus(state, r["idle_supported"], error)
+    return found
+
+
+async def read_watched_inbox(connection: Any, inbox_id: uuid.UUID) -> InboxRow | None:
+    row: InboxRow | None = await connection.fetchrow(
+        f"SELECT {INBOX_COLUMNS} FROM email_inbox WHERE id = $1",  # noqa: S608
+        inbox_id,
+        record_class=InboxRow,
+    )
+    return row

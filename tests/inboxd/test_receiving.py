@@ -1,0 +1,301 @@
+"""Receiving mail end to end: real pymap servers over real sockets, a real inboxd stack with
+its receiver, messages read back over GraphQL and live over graphql-transport-ws."""
+
+from __future__ import annotations
+
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aioimaplib
+import pytest
+
+from inboxd.receiver import Receiver
+from inboxd.worker import receiver_config
+from storage.inbox_passwords import encrypt_password
+from storage.secrets import KeyRing, Secret
+from tests.conftest import Verifier, verifier_on
+from tests.support.mailservers import (
+    ImapMode,
+    ImapServer,
+    MailCerts,
+    SmtpMode,
+    SmtpServer,
+)
+from tests.support.waiting import subscribed, wait_until
+from tests.support.ws import WSClient
+
+PASSWORD = "Receive-Canary-4417"
+USERS = {f"user{n}@example.test": PASSWORD for n in range(10)}
+
+CREATE = """
+mutation($input: CreateEmailInboxInput!) {
+  createEmailInbox(input: $input) {
+    __typename
+    ... on CreateEmailInboxSuccess { inbox { id } }
+    ... on UserError { code message }
+  }
+}"""
+RECEIVING = """
+query($id: ID!) {
+  emailInbox(id: $id) {
+    status statusReason errorCount lastMessageId
+    receiving { enabled folders backfillDays state lastCheckAt idleSupported
+                lastError { code message hint } }
+  }
+}"""
+MESSAGES = """
+query($id: ID!, $filter: MessageFilter) {
+  messages(inboxId: $id, first: 50, filter: $filter) {
+    edges { node { id subject messageId parseError textBody htmlBody uid
+                   from { name address } to { address }
+                   attachments { filename contentType size contentId } } }
+    pageInfo { hasNextPage }
+  }
+}"""
+MESSAGE = "query($id: ID!) { message(id: $id) { id subject textBody from { address } } }"
+RECEIVED = "subscription($id: ID!) { messageReceived(inboxId: $id) { id subject messageId } }"
+
+
+def mail(subject: str, *, message_id: str | None = None, extra: str = "") -> bytes:
+    message_id = message_id or f"<{uuid.uuid4().hex}@sender.test>"
+    return (
+        f"From: Sender <sender@sender.test>\r\nTo: someone@example.test\r\n"
+        f"Subject: {subject}\r\nMessage-ID: {message_id}\r\n{extra}\r\nHello, {subject}.\r\n"
+    ).encode()
+
+
+@pytest.fixture(scope="module")
+def servers(certs: MailCerts) -> Iterator[dict[str, Any]]:
+    ctx = certs.server_context
+    with (
+        SmtpServer(SmtpMode.TLS, USERS, ssl_context=ctx) as smtp,
+        ImapServer(ImapMode.TLS, USERS, ssl_context=ctx) as imap_tls,
+        ImapServer(ImapMode.STARTTLS, USERS, ssl_context=ctx) as imap_starttls,
+    ):
+        yield {"smtp": smtp, "TLS": imap_tls, "STARTTLS": imap_starttls}
+
+
+@pytest.fixture(scope="module")
+async def receiving(
+    pg_server: tuple[str, Path | None], certs: MailCerts, keyring: KeyRing
+) -> AsyncIterator[Verifier]:
+    async with verifier_on(pg_server[0], certs, keyring, receiving_enabled=True) as running:
+        yield running
+
+
+async def create_watched(
+    receiving: Verifier, tenant: Any, servers: dict[str, Any], user: str, security: str = "TLS"
+) -> str:
+    """An inbox of ``user`` on the IMAP server of ``security``, verified and being watched."""
+    created = await tenant.client(
+        CREATE,
+        {
+            "input": {
+                "email": user,
+                "smtp": {"host": "127.0.0.1", "port": servers["smtp"].port, "security": "TLS",
+                         "password": PASSWORD},
+                "imap": {"host": "127.0.0.1", "port": servers[security].port,
+                         "security": security, "password": PASSWORD},
+            }
+        },
+    )  # fmt: skip
+    payload = created.data["createEmailInbox"]
+    assert payload["__typename"] == "CreateEmailInboxSuccess", payload
+    inbox_id: str = payload["inbox"]["id"]
+
+    async def watching() -> bool:
+        inbox = (await tenant.client(RECEIVING, {"id": inbox_id})).data["emailInbox"]
+        assert inbox["status"] != "FAILED", inbox
+        return inbox["receiving"]["state"] in ("IDLE", "POLLING")
+
+    await wait_until(watching, f"inbox {inbox_id} watched")
+    return inbox_id
+
+
+async def subjects(tenant: Any, inbox_id: str, **filter: Any) -> list[str]:
+    result = await tenant.client(MESSAGES, {"id": inbox_id, "filter": filter or None})
+    return [e["node"]["subject"] for e in result.data["messages"]["edges"]]
+
+
+async def append_over_imap(server: ImapServer, certs: MailCerts, user: str, raw: bytes) -> None:
+    """Deliver as a mail client would: an APPEND from a session of its own."""
+    context = ssl.create_default_context(cafile=certs.ca_file)
+    client = aioimaplib.IMAP4_SSL("127.0.0.1", server.port, ssl_context=context)
+    await client.wait_hello_from_server()
+    assert (await client.login(user, PASSWORD)).result == "OK"
+    assert (await client.append(raw, mailbox="INBOX")).result == "OK"
+    await client.logout()
+
+
+async def test_new_mail_reaches_a_subscriber_and_old_mail_is_not_imported(
+    receiving: Verifier, servers: dict[str, Any], certs: MailCerts
+) -> None:
+    user = "user0@example.test"
+    servers["TLS"].deliver(user, mail("old news"))
+    tenant = await receiving.tenant()
+    inbox_id = await create_watched(receiving, tenant, servers, user)
+    ws = await WSClient.connect(receiving.stack.base_url, tenant.key)
+    try:
+        sub = await ws.subscribe(RECEIVED, {"id": inbox_id})
+        assert receiving.stack.state.hub is not None
+        await subscribed(receiving.stack.state.hub, tenant.workspace.id)
+        await append_over_imap(servers["TLS"], certs, user, mail("fresh"))
+        message = await ws.next_payload(sub, timeout=30)
+        assert message["type"] == "next", message
+        received = message["payload"]["data"]["messageReceived"]
+        assert received["subject"] == "fresh"
+    finally:
+        await ws.close()
+    assert await subjects(tenant, inbox_id) == ["fresh"]
+    detail = (await tenant.client(MESSAGE, {"id": received["id"]})).data["message"]
+    assert detail["textBody"] == "Hello, fresh."
+    assert detail["from"]["address"] == "sender@sender.test"
+    inbox = (await tenant.client(RECEIVING, {"id": inbox_id})).data["emailInbox"]
+    assert inbox["lastMessageId"] == received["id"]
+    assert inbox["receiving"]["idleSupported"] is True
+    assert inbox["receiving"]["lastCheckAt"] is not None
+    # Another workspace sees neither the message nor the inbox's messages.
+    stranger = await receiving.tenant()
+    assert (await stranger.client(MESSAGE, {"id": received["id"]})).data["message"] is None
+    assert await subjects(stranger, inbox_id) == []
+
+
+async def test_same_message_id_is_stored_once_and_a_bad_message_once_with_its_error(
+    receiving: Verifier, servers: dict[str, Any]
+) -> None:
+    user = "user1@example.test"
+    tenant = await receiving.tenant()
+    inbox_id = await create_watched(receiving, tenant, servers, user, "STARTTLS")
+    imap = servers["STARTTLS"]
+    imap.deliver(user, mail("first copy", message_id="<same@sender.test>"))
+    imap.deliver(user, mail("second copy", message_id="<same@sender.test>"))
+    bad = mail("broken", extra='Content-Type: text/plain; charset="no-such-charset"\r\n')
+    imap.deliver(user, bad)
+    imap.deliver(user, mail("after the broken one"))
+
+    async def all_read() -> list[str]:
+        found = await subjects(tenant, inbox_id)
+        return found if "after the broken one" in found else []
+
+    found = await wait_until(all_read, "messages after the broken one stored")
+    assert sorted(found) == ["after the broken one", "broken", "first copy"]
+    result = await tenant.client(MESSAGES, {"id": inbox_id, "filter": {"subject": "broken"}})
+    nodes = [e["node"] for e in result.data["messages"]["edges"]]
+    [broken] = [n for n in nodes if n["subject"] == "broken"]
+    assert broken["parseError"] and "no-such-charset" in broken["parseError"]
+
+
+async def test_mail_that_arrives_while_no_receiver_runs_is_picked_up_once(
+    receiving: Verifier, servers: dict[str, Any]
+) -> None:
+    user = "user2@example.test"
+    tenant = await receiving.tenant()
+    inbox_id = await create_watched(receiving, tenant, servers, user)
+    servers["TLS"].deliver(user, mail("before the restart"))
+    await wait_until(lambda: _has(tenant, inbox_id, "before the restart"), "first message stored")
+    background = receiving.stack.background
+    assert background.receiver is not None
+    await background.receiver.stop()
+    servers["TLS"].deliver(user, mail("during the restart"))
+    background.receiver = Receiver(receiving.stack.state, receiver_config(receiving.stack.settings))
+    await background.receiver.start()
+    await wait_until(
+        lambda: _has(tenant, inbox_id, "during the restart"), "message from the gap stored"
+    )
+    servers["TLS"].deliver(user, mail("after the restart"))
+    await wait_until(lambda: _has(tenant, inbox_id, "after the restart"), "new message stored")
+    assert sorted(await subjects(tenant, inbox_id)) == [
+        "after the restart",
+        "before the restart",
+        "during the restart",
+    ]
+
+
+async def _has(tenant: Any, inbox_id: str, subject: str) -> bool:
+    return subject in await subjects(tenant, inbox_id)
+
+
+async def test_two_receivers_racing_store_each_message_exactly_once(
+    receiving: Verifier, servers: dict[str, Any]
+) -> None:
+    tenant = await receiving.tenant()
+    users = [f"user{n}@example.test" for n in (3, 4, 5)]
+    inbox_ids = [await create_watched(receiving, tenant, servers, u) for u in users]
+    rival = Receiver(receiving.stack.state, receiver_config(receiving.stack.settings))
+    await rival.start()
+    try:
+        for round_ in range(4):
+            for user in users:
+                servers["TLS"].deliver(user, mail(f"{user} {round_}"))
+        for inbox_id, user in zip(inbox_ids, users, strict=True):
+
+            async def all_four(inbox_id: str = inbox_id) -> bool:
+                return len(await subjects(tenant, inbox_id)) >= 4
+
+            await wait_until(all_four, f"four messages for {user}")
+            assert sorted(await subjects(tenant, inbox_id)) == [f"{user} {n}" for n in range(4)]
+    finally:
+        await rival.stop()
+
+
+async def test_refused_logins_fail_the_inbox_with_a_hint_and_watching_stops(
+    receiving: Verifier, servers: dict[str, Any], keyring: KeyRing
+) -> None:
+    user = "user6@example.test"
+    tenant = await receiving.tenant()
+    inbox_id = await create_watched(receiving, tenant, servers, user)
+    # The password changed at the provider: the stored one is now refused.
+    async with receiving.db.connection() as connection:
+        await connection.execute(
+            "UPDATE email_inbox SET imap_password = $2, version = version + 1 WHERE id = $1",
+            uuid.UUID(inbox_id),
+            encrypt_password(keyring, uuid.UUID(inbox_id), "imap_password", Secret("stale")),
+        )
+
+    async def failed() -> dict[str, Any] | None:
+        inbox = (await tenant.client(RECEIVING, {"id": inbox_id})).data["emailInbox"]
+        return inbox if inbox["status"] == "FAILED" else None
+
+    inbox = await wait_until(failed, "inbox FAILED after refused logins")
+    assert "login refused" in inbox["statusReason"]
+    assert inbox["receiving"]["state"] == "DISABLED"
+    assert inbox["receiving"]["lastError"]["code"] == "AUTH_FAILED"
+    assert inbox["receiving"]["lastError"]["hint"]
+    assert inbox["errorCount"] >= receiving.stack.settings.receiving_auth_failure_limit
+    assert PASSWORD not in str(inbox) and "stale" not in str(inbox)
+
+
+async def test_receiving_settings_are_set_on_create_and_update(
+    receiving: Verifier, servers: dict[str, Any]
+) -> None:
+    tenant = await receiving.tenant()
+    created = await tenant.client(
+        CREATE,
+        {"input": {"email": "settings@example.test", "password": PASSWORD,
+                   "smtp": {"host": "127.0.0.1", "port": 1},
+                   "imap": {"host": "127.0.0.1", "port": 1},
+                   "receiving": {"folders": ["INBOX", "Archive"], "backfillDays": 7}}},
+    )  # fmt: skip
+    inbox_id = created.data["createEmailInbox"]["inbox"]["id"]
+    inbox = (await tenant.client(RECEIVING, {"id": inbox_id})).data["emailInbox"]
+    assert inbox["receiving"]["folders"] == ["INBOX", "Archive"]
+    assert inbox["receiving"]["backfillDays"] == 7
+    assert inbox["receiving"]["enabled"] is True
+    update = (
+        "mutation($id: ID!, $input: UpdateEmailInboxInput!) { updateEmailInbox(id: $id, "
+        "input: $input) { __typename ... on ValidationError { fields { field message } } } }"
+    )
+    result = await tenant.client(
+        update, {"id": inbox_id, "input": {"receiving": {"backfillDays": 1000}}}
+    )
+    assert result.data["updateEmailInbox"]["__typename"] == "ValidationError"
+    result = await tenant.client(
+        update, {"id": inbox_id, "input": {"receiving": {"enabled": False}}}
+    )
+    assert result.data["updateEmailInbox"]["__typename"] == "UpdateEmailInboxSuccess"
+    inbox = (await tenant.client(RECEIVING, {"id": inbox_id})).data["emailInbox"]
+    assert inbox["receiving"]["enabled"] is False
+    assert inbox["receiving"]["state"] == "DISABLED"
