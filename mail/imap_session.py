@@ -94,6 +94,18 @@ class _Client(aioimaplib.IMAP4):  # type: ignore[misc]
         running = asyncio.get_running_loop()
         self.protocol = aioimaplib.IMAP4ClientProtocol(running, conn_lost_cb)
         self._client_task = running.create_task(self._opener(self.protocol))
+        self._client_task.add_done_callback(_retrieve)  # even if its waiter was cancelled
+
+    async def wait_hello_from_server(self) -> None:
+        # Not aioimaplib's: its wait_for task is orphaned, error and all, by a cancelled caller.
+        async with asyncio.timeout(self.timeout):
+            await self._client_task
+            await self.protocol.wait("AUTH|NONAUTH")
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def quote_mailbox(name: str) -> str:
