@@ -65,9 +65,20 @@ def announce_sql(kind: EventKind, rows: str) -> str:
 
     For TEST_CHANGED the rows are tests (id, inbox_id, workspace_id, version); otherwise they
     are inboxes (id, workspace_id, version, status), the version being the one the change
-    produced. A deletion carries no status: the inbox has none any more.
+    produced. A deletion carries no status: the inbox has none any more. For MESSAGE_RECEIVED
+    the inbox rows also carry ``message_id``, the stored message (the inbox is not changed:
+    its version is the current one).
     """
-    if kind is EventKind.TEST_CHANGED:
+    if kind is EventKind.MESSAGE_RECEIVED:
+        notify = notify_sql(
+            "'MESSAGE_RECEIVED'",
+            "r.workspace_id",
+            "r.id",
+            "r.version",
+            status="r.status",
+            message_id="r.message_id",
+        )
+    elif kind is EventKind.TEST_CHANGED:
         notify = notify_sql(
             "'TEST_CHANGED'", "r.workspace_id", "r.inbox_id", "r.version", test_id="r.id"
         )

@@ -9,14 +9,19 @@ never committed without its event nor announced without being committed. Creatio
 One write is not a change of the inbox: ``reencrypt`` puts the same passwords under a newer
 key. Nothing a client reads differs, so the version, ``updated_at`` and subscribers are left
 alone (an ``updateEmailInbox`` with ``expectedVersion`` never conflicts with a key rotation).
+Nor are the live counters the receiver keeps (``counters``: ``last_check_at``,
+``last_message_id``, ``error_count``), written on every check of a mailbox: each message is
+announced as MESSAGE_RECEIVED already, and a version and STATUS_CHANGED per poll would be noise
+to subscribers and a conflict for every ``expectedVersion``.
 
 A change is SQL text for a data-modifying CTE, so the callers (update, setup status, the
-worker's claim, outcome and requeue, key rotation) each keep their one statement.
+worker's claim, outcome and requeue, key rotation, the receiver's checks) each keep their one
+statement.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from storage.events import EventKind, announce_sql
@@ -74,6 +79,33 @@ def reencrypt(source: str) -> str:
         "WITH written AS (UPDATE email_inbox AS i SET smtp_password = r.smtp_password, "  # noqa: S608
         f"imap_password = r.imap_password FROM {source} WHERE i.id = r.id RETURNING 1) "
         "SELECT count(*) FROM written"
+    )
+
+
+# What ``counters`` may write: the receiver's record of its checks, never settings or status.
+COUNTER_COLUMNS = frozenset({"last_check_at", "last_message_id", "error_count"})
+
+
+def counters(
+    name: str,
+    values: Mapping[str, str],
+    *,
+    where: str,
+    source: str | None = None,
+    returning: str = "i.id",
+) -> str:
+    """``name AS (UPDATE email_inbox ...)``, for a ``WITH``: the inboxes ``where`` selects
+    (alias ``i``; ``source`` is a FROM list) get ``values`` (column: SQL expression) of
+    ``COUNTER_COLUMNS`` only. No version, no ``updated_at``, no event: see the module's
+    docstring. Anything else raises ValueError, so a change cannot slip through here."""
+    others = sorted(set(values) - COUNTER_COLUMNS)
+    if others or not values:
+        raise ValueError(f"counters() writes only {sorted(COUNTER_COLUMNS)}, not {others}")
+    assignments = ", ".join(f"{column} = {value}" for column, value in sorted(values.items()))
+    from_ = f" FROM {source}" if source else ""
+    return (
+        f"{name} AS (UPDATE email_inbox AS i SET {assignments}{from_} "  # noqa: S608
+        f"WHERE {where} RETURNING {returning})"
     )
 
 

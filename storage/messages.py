@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from storage import events
+from storage import inbox_changes
+from storage.db import Connection
+from storage.events import EventKind, announce_sql
 from storage.models import Message
 from storage.rows import Row, columns
 
@@ -77,6 +79,15 @@ HELD = """
      WHERE i.id = $1 AND w.owner = $2 AND w.expires_at > now()
 """
 
+# The inbox's last message and check are counters, not a change of the inbox (no version).
+TOUCHED = inbox_changes.counters(
+    "touched",
+    {"last_message_id": "stored.id::text", "last_check_at": "now()"},
+    source="stored",
+    where="i.id = stored.inbox_id",
+    returning="i.id, i.workspace_id, i.version, i.status, stored.id AS message_id",
+)
+
 STORE_SQL = f"""
     WITH held AS ({HELD}), advanced AS (
         UPDATE folder_sync f SET last_uid = greatest(f.last_uid, $5), updated_at = now()
@@ -93,21 +104,8 @@ STORE_SQL = f"""
           FROM held, advanced
         ON CONFLICT DO NOTHING
         RETURNING id, inbox_id
-    ), touched AS (
-        UPDATE email_inbox i SET last_message_id = stored.id::text, last_check_at = now()
-          FROM stored WHERE i.id = stored.inbox_id
-        RETURNING i.id, i.workspace_id, i.version, i.status, stored.id AS message_id
-    ), notified AS (
-        SELECT {
-    events.notify_sql(
-        "'MESSAGE_RECEIVED'",
-        "t.workspace_id",
-        "t.id",
-        "t.version",
-        status="t.status",
-        message_id="t.message_id",
-    )
-} FROM touched t
+    ), {TOUCHED}, notified AS (
+        {announce_sql(EventKind.MESSAGE_RECEIVED, "touched")}
     )
     SELECT (SELECT count(*) FROM advanced) AS advanced,
            (SELECT message_id FROM touched) AS stored,
@@ -120,7 +118,7 @@ class LeaseLost(Exception):
 
 
 async def store_message(
-    connection: Any, inbox_id: uuid.UUID, owner: str, message: NewMessage
+    connection: Connection, inbox_id: uuid.UUID, owner: str, message: NewMessage
 ) -> uuid.UUID | None:
     """Store ``message`` and advance its folder; the new message's id, or None when it was
     already stored. Raises LeaseLost when ``owner`` no longer watches the inbox."""
@@ -147,6 +145,7 @@ async def store_message(
         message.size,
         message.parse_error,
     )
+    assert record is not None  # a SELECT of aggregates: always one row
     if not record["advanced"]:
         raise LeaseLost(str(inbox_id))
     stored: uuid.UUID | None = record["stored"]
@@ -159,7 +158,9 @@ class FolderState:
     last_uid: int
 
 
-async def folder_state(connection: Any, inbox_id: uuid.UUID, folder: str) -> FolderState | None:
+async def folder_state(
+    connection: Connection, inbox_id: uuid.UUID, folder: str
+) -> FolderState | None:
     record = await connection.fetchrow(
         "SELECT uidvalidity, last_uid FROM folder_sync WHERE inbox_id = $1 AND folder = $2",
         inbox_id,
@@ -179,7 +180,7 @@ START_FOLDER_SQL = f"""
 
 
 async def start_folder(
-    connection: Any,
+    connection: Connection,
     inbox_id: uuid.UUID,
     owner: str,
     folder: str,
@@ -243,7 +244,7 @@ def _filter_sql(
 
 
 async def read_messages(
-    connection: Any,
+    connection: Connection,
     workspace_id: uuid.UUID,
     inbox_id: uuid.UUID,
     *,
@@ -267,7 +268,7 @@ async def read_messages(
 
 
 async def read_message(
-    connection: Any, workspace_id: uuid.UUID, message_id: uuid.UUID
+    connection: Connection, workspace_id: uuid.UUID, message_id: uuid.UUID
 ) -> MessageRow | None:
     row: MessageRow | None = await connection.fetchrow(
         f"SELECT {MESSAGE_COLUMNS} FROM message WHERE id = $1 AND workspace_id = $2",  # noqa: S608

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
-from storage import events
+from storage import inbox_changes
+from storage.db import Connection
 from storage.models import EmailInbox, ReceivingState
 from storage.rows import InboxRow, columns
 
@@ -50,7 +50,7 @@ RELEASE_SQL = """
 
 
 async def claim(
-    connection: Any, owner: str, *, lease_seconds: float, limit: int
+    connection: Connection, owner: str, *, lease_seconds: float, limit: int
 ) -> list[uuid.UUID]:
     if limit <= 0:
         return []
@@ -58,7 +58,7 @@ async def claim(
 
 
 async def renew(
-    connection: Any, owner: str, inbox_ids: list[uuid.UUID], *, lease_seconds: float
+    connection: Connection, owner: str, inbox_ids: list[uuid.UUID], *, lease_seconds: float
 ) -> dict[uuid.UUID, int]:
     """The held inboxes that still qualify, by id, with their current version."""
     if not inbox_ids:
@@ -67,7 +67,7 @@ async def renew(
     return {r["inbox_id"]: r["version"] for r in rows}
 
 
-async def release(connection: Any, owner: str, inbox_ids: list[uuid.UUID]) -> None:
+async def release(connection: Connection, owner: str, inbox_ids: list[uuid.UUID]) -> None:
     if inbox_ids:
         await connection.execute(RELEASE_SQL, owner, inbox_ids)
 
@@ -85,19 +85,27 @@ SET_STATE_SQL = """
 """
 
 # Connected and looked: the errors are over.
-CHECKED_SQL = """
+CHECKED_SQL = f"""
     WITH watch AS (
         UPDATE inbox_watch
            SET auth_failures = 0, last_error_code = NULL, last_error_message = NULL,
                last_error_hint = NULL
          WHERE inbox_id = $1 AND owner = $2
         RETURNING inbox_id
+    ), {
+    inbox_changes.counters(
+        "inbox",
+        {"last_check_at": "now()", "error_count": "0"},
+        source="watch",
+        where="i.id = watch.inbox_id",
     )
-    UPDATE email_inbox i SET last_check_at = now(), error_count = 0
-      FROM watch WHERE i.id = watch.inbox_id
-"""
+}
+    SELECT count(*) FROM inbox
+"""  # noqa: S608
 
-FAILED_SQL = f"""
+# A failed check: counted, on the watch and on the inbox's counters. Whether it was the
+# refused login that makes the inbox FAILED is decided here; that change is FAILED_CHANGE_SQL.
+FAILED_CHECK_SQL = f"""
     WITH watch AS (
         UPDATE inbox_watch
            SET state = 'BACKOFF', last_error_code = $3, last_error_message = $4,
@@ -105,27 +113,32 @@ FAILED_SQL = f"""
                auth_failures = CASE WHEN $6 THEN auth_failures + 1 ELSE 0 END
          WHERE inbox_id = $1 AND owner = $2
         RETURNING inbox_id, auth_failures
-    ), inbox AS (
-        UPDATE email_inbox i
-           SET last_check_at = now(), error_count = i.error_count + 1,
-               status = CASE WHEN w.auth_failures >= $7 THEN 'FAILED' ELSE i.status END,
-               status_reason = CASE WHEN w.auth_failures >= $7 THEN $8 ELSE i.status_reason END,
-               version = CASE WHEN w.auth_failures >= $7 THEN i.version + 1 ELSE i.version END,
-               updated_at = CASE WHEN w.auth_failures >= $7 THEN now() ELSE i.updated_at END
-          FROM watch w
-         WHERE i.id = w.inbox_id
-        RETURNING i.id, i.workspace_id, i.version, i.status, w.auth_failures >= $7 AS failed
-    ), notified AS (
-        SELECT {
-    events.notify_sql("'STATUS_CHANGED'", "i.workspace_id", "i.id", "i.version", status="i.status")
-} FROM inbox i WHERE i.failed
+    ), {
+    inbox_changes.counters(
+        "inbox",
+        {"last_check_at": "now()", "error_count": "i.error_count + 1"},
+        source="watch w",
+        where="i.id = w.inbox_id",
+        returning="w.auth_failures",
     )
-    SELECT (SELECT failed FROM inbox) AS failed, (SELECT count(*) FROM notified) AS sent
+}
+    SELECT auth_failures FROM inbox
 """  # noqa: S608
+
+# Only an inbox still ACTIVE: one whose settings changed meanwhile is being verified anew,
+# and a refusal of its old credentials says nothing about the new ones.
+FAILED_CHANGE_SQL = inbox_changes.statement(
+    inbox_changes.change(
+        "inbox",
+        "status = 'FAILED', status_reason = $2",
+        where="i.id = $1 AND i.status = 'ACTIVE'",
+    ),
+    result="inbox.id",
+)
 
 
 async def set_state(
-    connection: Any,
+    connection: Connection,
     inbox_id: uuid.UUID,
     owner: str,
     state: ReceivingState,
@@ -135,12 +148,12 @@ async def set_state(
     await connection.execute(SET_STATE_SQL, inbox_id, owner, state.value, idle_supported)
 
 
-async def record_checked(connection: Any, inbox_id: uuid.UUID, owner: str) -> None:
+async def record_checked(connection: Connection, inbox_id: uuid.UUID, owner: str) -> None:
     await connection.execute(CHECKED_SQL, inbox_id, owner)
 
 
 async def record_failure(
-    connection: Any,
+    connection: Connection,
     inbox_id: uuid.UUID,
     owner: str,
     error: WatchError,
@@ -151,19 +164,16 @@ async def record_failure(
     """Count a failed connection; True when it was the ``auth_failure_limit``-th refused
     login in a row and the inbox is now FAILED (watching stops until its credentials
     change and it is verified again)."""
-    reason = f"IMAP login refused while receiving mail: {error.message}"
-    record = await connection.fetchrow(
-        FAILED_SQL,
-        inbox_id,
-        owner,
-        error.code,
-        error.message,
-        error.hint,
-        auth,
-        auth_failure_limit,
-        reason,
-    )
-    return bool(record and record["failed"])
+    async with connection.transaction():
+        # Two statements: Postgres updates a row once per statement, and the counters and
+        # the FAILED change are two updates of the inbox.
+        auth_failures = await connection.fetchval(
+            FAILED_CHECK_SQL, inbox_id, owner, error.code, error.message, error.hint, auth
+        )
+        if auth_failures is None or auth_failures < auth_failure_limit:
+            return False
+        reason = f"IMAP login refused while receiving mail: {error.message}"
+        return await connection.fetchval(FAILED_CHANGE_SQL, inbox_id, reason) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +184,7 @@ class WatchStatus:
 
 
 async def read_statuses(
-    connection: Any, inbox_ids: list[uuid.UUID]
+    connection: Connection, inbox_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, WatchStatus]:
     rows = await connection.fetch(
         "SELECT inbox_id, owner, expires_at > now() AS live, state, idle_supported, "
@@ -192,7 +202,7 @@ async def read_statuses(
     return found
 
 
-async def read_watched_inbox(connection: Any, inbox_id: uuid.UUID) -> InboxRow | None:
+async def read_watched_inbox(connection: Connection, inbox_id: uuid.UUID) -> InboxRow | None:
     row: InboxRow | None = await connection.fetchrow(
         f"SELECT {INBOX_COLUMNS} FROM email_inbox WHERE id = $1",  # noqa: S608
         inbox_id,

@@ -11,6 +11,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("inboxd", "schema", "resolvers", "storage", "mail")
 # The table descriptions (for alembic and the rows test) and alembic itself keep SQLAlchemy.
@@ -84,3 +86,13 @@ def test_event_payloads_are_built_only_by_storage_events():
         if "json_build_object" in text or "inboxd_events" in text
     }
     assert builders == {"storage/events.py"}
+
+
+def test_the_receivers_counters_cannot_carry_a_change():
+    # counters() skips the version and the event: only the receiver's counters may go that way.
+    from storage import inbox_changes
+
+    with pytest.raises(ValueError, match="status"):
+        inbox_changes.counters(
+            "inbox", {"last_check_at": "now()", "status": "'FAILED'"}, where="true"
+        )
