@@ -24,7 +24,7 @@ from tests.support.mailservers import (
     SmtpMode,
     SmtpServer,
 )
-from tests.support.waiting import subscribed, wait_until
+from tests.support.waiting import HUNG, subscribed, wait_until
 from tests.support.ws import WSClient
 
 PASSWORD = "Receive-Canary-4417"
@@ -239,6 +239,41 @@ async def test_two_receivers_racing_store_each_message_exactly_once(
             assert sorted(await subjects(tenant, inbox_id)) == [f"{user} {n}" for n in range(4)]
     finally:
         await rival.stop()
+
+
+async def test_mail_arriving_as_the_watcher_reads_or_goes_back_to_idle_is_received_at_once(
+    receiving: Verifier, servers: dict[str, Any], certs: MailCerts
+) -> None:
+    # Mail delivered at the worst moments: just before the watcher's IDLE reaches the server
+    # (pymap reports in IDLE only what changes after IDLE began) and just before its UID
+    # FETCH or SEARCH (the EXISTS comes with that command's answer, which aioimaplib would
+    # drop). Missed, a message would wait for the IDLE re-issue, far past this test's wait.
+    assert receiving.stack.settings.receiving_idle_interval_seconds > HUNG
+    user = "user7@example.test"
+    moments: list[tuple[bytes, bytes]] = []  # (command, mail delivered just before it)
+
+    def arrive_before(to: str, line: bytes) -> bytes | None:
+        if to == user and moments and moments[0][0] in line.upper():
+            return moments.pop(0)[1]
+        return None
+
+    with ImapServer(ImapMode.TLS, USERS, ssl_context=certs.server_context) as imap:
+        imap.arrive_before = arrive_before
+        tenant = await receiving.tenant()
+        inbox_id = await create_watched(receiving, tenant, {**servers, "TLS": imap}, user)
+        expected: list[str] = []
+
+        async def all_stored() -> bool:
+            return sorted(await subjects(tenant, inbox_id)) == sorted(expected)
+
+        for round_ in range(3):
+            for command in (b" IDLE", b" UID FETCH", b" UID SEARCH"):
+                subject = f"{round_} before{command.decode()}"
+                moments.append((command, mail(subject)))
+                # Mail that wakes the watcher: it reads, then goes back to IDLE.
+                imap.deliver(user, mail(f"{subject} (first)"))
+                expected += [f"{subject} (first)", subject]
+                await wait_until(all_stored, f"{expected[-2:]} stored, each once")
 
 
 async def test_refused_logins_fail_the_inbox_with_a_hint_and_watching_stops(
