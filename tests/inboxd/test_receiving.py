@@ -3,6 +3,7 @@ its receiver, messages read back over GraphQL and live over graphql-transport-ws
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -274,6 +275,50 @@ async def test_mail_arriving_as_the_watcher_reads_or_goes_back_to_idle_is_receiv
                 imap.deliver(user, mail(f"{subject} (first)"))
                 expected += [f"{subject} (first)", subject]
                 await wait_until(all_stored, f"{expected[-2:]} stored, each once")
+
+
+async def _watcher(receiving: Verifier, inbox_id: str) -> Any:
+    async with receiving.db.connection() as connection:
+        return await connection.fetchrow(
+            "SELECT owner, expires_at > now() AS live, state FROM inbox_watch WHERE inbox_id = $1",
+            uuid.UUID(inbox_id),
+        )
+
+
+async def test_a_dead_receivers_lease_lapses_and_another_takes_over_storing_mail_once(
+    receiving: Verifier, servers: dict[str, Any]
+) -> None:
+    user = "user8@example.test"
+    tenant = await receiving.tenant()
+    inbox_id = await create_watched(receiving, tenant, servers, user)
+    background = receiving.stack.background
+    dead = background.receiver
+    assert dead is not None and dead._task is not None
+    assert (await _watcher(receiving, inbox_id))["owner"] == dead.owner
+    # Its process dies: every task stops at once and nothing gives the lease back.
+    watching = list(dead.tasks.values())
+    for task in (dead._task, *watching):
+        task.cancel()
+    await asyncio.gather(dead._task, *watching, return_exceptions=True)
+    servers["TLS"].deliver(user, mail("while nobody watched"))
+    successor = Receiver(receiving.stack.state, receiver_config(receiving.stack.settings))
+    background.receiver = successor  # the stack's receiver from here on, for later tests
+    await successor.start()
+
+    async def taken_over() -> bool:
+        watch = await _watcher(receiving, inbox_id)
+        return watch["owner"] == successor.owner and watch["live"] and watch["state"] == "IDLE"
+
+    await wait_until(taken_over, "the lapsed lease taken over")
+    await wait_until(
+        lambda: _has(tenant, inbox_id, "while nobody watched"), "mail from the gap stored"
+    )
+    servers["TLS"].deliver(user, mail("after the takeover"))
+    await wait_until(lambda: _has(tenant, inbox_id, "after the takeover"), "new mail stored")
+    assert sorted(await subjects(tenant, inbox_id)) == [
+        "after the takeover",
+        "while nobody watched",
+    ]
 
 
 async def test_refused_logins_fail_the_inbox_with_a_hint_and_watching_stops(
