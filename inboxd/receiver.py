@@ -19,6 +19,7 @@ import os
 import random
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -26,7 +27,7 @@ import aioimaplib
 import structlog
 
 from mail.endpoint import Endpoint
-from mail.imap_session import ImapSession, ImapSessionError, SessionSettings
+from mail.imap_session import ImapSession, ImapSessionError, Mailbox, SessionSettings
 from mail.parse import parse_message
 from mail.presets import Security
 from resolvers.state import AppState
@@ -206,17 +207,18 @@ class Receiver:
         )
         await self._set_state(inbox_id, ReceivingState.CONNECTING)
         session = await ImapSession.open(endpoint, self.config.session)
+        checker: ImapSession | None = None
         try:
             folders = list(row.receiving_folders) or ["INBOX"]
             idle = session.idle_supported and len(folders) == 1
             state = ReceivingState.IDLE if idle else ReceivingState.POLLING
             announced = False
+            opened: dict[str, Mailbox] = {}
             while True:
-                # Every wake re-reads each folder from its last seen UID: aioimaplib may drop
-                # an EXISTS that arrives during another command, so none is relied upon.
-                session.arrivals_noticed = False
+                # Every wake re-reads each folder from its last seen UID.
+                session.forget_arrivals()
                 for folder in folders:
-                    await self._sync(session, row, folder)
+                    opened[folder] = await self._sync(session, row, folder)
                 if not announced:
                     # Only now: each folder's starting point is recorded, so mail arriving
                     # from here on is received, never taken for old mail.
@@ -227,13 +229,20 @@ class Receiver:
                 async with self.state.db.connection(background=True) as connection:
                     await watch_leases.record_checked(connection, inbox_id, self.owner)
                 if idle:
-                    await session.wait_for_change(self.config.idle_interval)
+                    if checker is None:
+                        checker = await ImapSession.open(endpoint, self.config.session)
+                    await session.wait_for_change(
+                        self.config.idle_interval, _arrived_since(checker, folders[0], opened)
+                    )
                 else:
                     await session.wait_polling(self.config.poll_interval)
         finally:
+            if checker is not None:
+                await checker.close()
             await session.close()
 
-    async def _sync(self, session: ImapSession, row: InboxRow, folder: str) -> None:
+    async def _sync(self, session: ImapSession, row: InboxRow, folder: str) -> Mailbox:
+        """Read ``folder`` from its last seen UID; what EXAMINE said of it."""
         mailbox = await session.examine(folder)
         async with self.state.db.connection(background=True) as connection:
             known = await messages.folder_state(connection, row.id, folder)
@@ -275,3 +284,16 @@ class Receiver:
             )
             async with self.state.db.connection(background=True) as connection:
                 await messages.store_message(connection, row.id, self.owner, new)
+        return mailbox
+
+
+def _arrived_since(
+    checker: ImapSession, folder: str, opened: dict[str, Mailbox]
+) -> Callable[[], Awaitable[bool]]:
+    """Whether ``folder`` gained mail since it was last opened, asked on a second connection
+    while the first is in IDLE (see ``ImapSession.wait_for_change``): its UIDNEXT moved."""
+
+    async def arrived() -> bool:
+        return await checker.uidnext(folder) > opened[folder].uidnext
+
+    return arrived

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import re
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -23,6 +23,7 @@ import aioimaplib
 
 from mail.endpoint import Endpoint
 from mail.failures import ProbeFailure
+from mail.imap_client import Client
 from mail.network import NetworkPolicy, TargetError, open_socket, resolve_target
 from mail.presets import Security
 from mail.results import ProbeCode
@@ -35,7 +36,6 @@ _FETCH_START = re.compile(rb"^\d+ FETCH \(", re.IGNORECASE)
 _UID = re.compile(rb"\bUID (\d+)", re.IGNORECASE)
 _SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)", re.IGNORECASE)
 _CHANGES = re.compile(rb"^\d+ (EXISTS|RECENT|EXPUNGE|FETCH)", re.IGNORECASE)
-_ARRIVALS = re.compile(rb"^\d+ (EXISTS|RECENT)", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,55 +76,32 @@ class Fetched:
     headers_only: bool  # larger than max_message_bytes: only its header was fetched
 
 
-class _Client(aioimaplib.IMAP4):  # type: ignore[misc]
-    """aioimaplib's client on a connection opened by ``opener`` instead of by host name."""
-
-    def __init__(self, opener: Any, timeout: float, lost: asyncio.Event) -> None:
-        self._opener = opener
-        super().__init__(timeout=timeout, conn_lost_cb=lambda _exc: lost.set())
-
-    def create_client(
-        self,
-        host: str,
-        port: int,
-        loop: asyncio.AbstractEventLoop | None,
-        conn_lost_cb: Any = None,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        running = asyncio.get_running_loop()
-        self.protocol = aioimaplib.IMAP4ClientProtocol(running, conn_lost_cb)
-        self._client_task = running.create_task(self._opener(self.protocol))
-        self._client_task.add_done_callback(_retrieve)  # even if its waiter was cancelled
-
-    async def wait_hello_from_server(self) -> None:
-        # Not aioimaplib's: its wait_for task is orphaned, error and all, by a cancelled caller.
-        async with asyncio.timeout(self.timeout):
-            await self._client_task
-            await self.protocol.wait("AUTH|NONAUTH")
-
-
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
-
-
 def quote_mailbox(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class ImapSession:
-    def __init__(self, client: _Client, lost: asyncio.Event, settings: SessionSettings) -> None:
+    def __init__(
+        self,
+        client: Client,
+        lost: asyncio.Event,
+        arrivals: asyncio.Event,
+        settings: SessionSettings,
+    ) -> None:
         self._client = client
         self._lost = lost
+        # Set by any untagged EXISTS or RECENT (outside EXAMINE), whatever command it came
+        # with: the server will not repeat it during the next IDLE.
+        self._arrivals = arrivals
         self._settings = settings
-        # An EXISTS that came with another command's response: aioimaplib files it under that
-        # command, and the server will not repeat it during the next IDLE.
-        self.arrivals_noticed = False
 
-    def _notice(self, response: Any) -> Any:
-        if any(_ARRIVALS.match(bytes(line)) for line in response.lines):
-            self.arrivals_noticed = True
-        return response
+    @property
+    def arrivals_noticed(self) -> bool:
+        """The server announced mail since ``forget_arrivals``."""
+        return self._arrivals.is_set()
+
+    def forget_arrivals(self) -> None:
+        self._arrivals.clear()
 
     @property
     def idle_supported(self) -> bool:
@@ -176,7 +153,9 @@ class ImapSession:
                     ssl_handshake_timeout=timeout if implicit else None,
                 )
 
-            session = cls(_Client(opener, settings.command_timeout, lost), lost, settings)
+            arrivals = asyncio.Event()
+            client = Client(opener, settings.command_timeout, lost, arrivals.set)
+            session = cls(client, lost, arrivals, settings)
             try:
                 # Bounded by aioimaplib's own timeout (command_timeout).
                 await session._client.wait_hello_from_server()
@@ -256,6 +235,10 @@ class ImapSession:
             return Mailbox(int(validity.group(1)), await self._uidnext(folder))
         return Mailbox(int(validity.group(1)), int(uidnext.group(1)))
 
+    async def uidnext(self, folder: str) -> int:
+        """``folder``'s UIDNEXT by STATUS (on a connection that has not opened it)."""
+        return await self._uidnext(folder)
+
     async def _uidnext(self, folder: str) -> int:
         response = await self._client.status(quote_mailbox(folder), "(UIDNEXT)")
         match = _STATUS_UIDNEXT.search(b" ".join(bytes(x) for x in response.lines))
@@ -264,7 +247,7 @@ class ImapSession:
         return int(match.group(1))
 
     async def _search(self, *criteria: str) -> list[int]:
-        response = self._notice(await self._client.uid_search(*criteria, charset=None))
+        response = await self._client.uid_search(*criteria, charset=None)
         if response.result != "OK":
             raise ImapSessionError("PROTOCOL_ERROR", "The server refused UID SEARCH.")
         uids: list[int] = []
@@ -287,7 +270,7 @@ class ImapSession:
 
     async def _fetch(self, uids: list[int], items: str) -> list[tuple[bytes, bytes | None]]:
         """(the FETCH response's text, its literal) per message."""
-        response = self._notice(await self._client.uid("fetch", ",".join(map(str, uids)), items))
+        response = await self._client.uid("fetch", ",".join(map(str, uids)), items)
         if response.result != "OK":
             raise ImapSessionError("PROTOCOL_ERROR", "The server refused UID FETCH.")
         found: list[tuple[bytes, bytes | None]] = []
@@ -327,13 +310,25 @@ class ImapSession:
                 raw, headers_only = bodies[number]
                 yield Fetched(number, sizes[number], raw, headers_only)
 
-    async def wait_for_change(self, within: float) -> None:
+    async def wait_for_change(
+        self, within: float, arrived_before: Callable[[], Awaitable[bool]]
+    ) -> None:
         """IDLE until the server reports a change, the connection drops or ``within`` passes
-        (then a NOOP checks the connection is alive)."""
+        (then a NOOP checks the connection is alive).
+
+        Once IDLE is accepted, ``arrived_before`` is asked whether mail came between the last
+        read and the start of IDLE: a server may report only changes made after IDLE began
+        (pymap's in-memory backend does), and nothing here would otherwise hear of that mail
+        before ``within`` ends. When it says so, or an EXISTS came with IDLE's acceptance,
+        IDLE ends at once so the caller reads again."""
         client = self._client
+        queue = client.protocol.idle_queue
+        while not queue.empty():  # what came after the last IDLE's end: read since
+            queue.get_nowait()
         idle = await client.idle_start(timeout=within)
         try:
-            while not self._lost.is_set():
+            changed = self.arrivals_noticed or await arrived_before()
+            while not changed and not self._lost.is_set():
                 push = asyncio.ensure_future(client.wait_server_push(within + 5))
                 lost = asyncio.ensure_future(self._lost.wait())
                 try:
@@ -349,8 +344,7 @@ class ImapSession:
                 lines = push.result()
                 if lines == aioimaplib.STOP_WAIT_SERVER_PUSH:
                     break
-                if any(_CHANGES.match(bytes(line)) for line in lines):
-                    break
+                changed = any(_CHANGES.match(bytes(line)) for line in lines)
         finally:
             if not self._lost.is_set() and client.has_pending_idle():
                 client.idle_done()
@@ -366,7 +360,7 @@ class ImapSession:
     async def check_alive(self) -> None:
         if self._lost.is_set():
             raise ImapSessionError("CONNECTION_LOST", "The IMAP connection was lost.")
-        response = self._notice(await self._client.noop())
+        response = await self._client.noop()
         if response.result != "OK":
             raise ImapSessionError("CONNECTION_LOST", "The server did not answer NOOP.")
 

@@ -3,6 +3,7 @@ its receiver, messages read back over GraphQL and live over graphql-transport-ws
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -24,7 +25,7 @@ from tests.support.mailservers import (
     SmtpMode,
     SmtpServer,
 )
-from tests.support.waiting import subscribed, wait_until
+from tests.support.waiting import HUNG, subscribed, wait_until
 from tests.support.ws import WSClient
 
 PASSWORD = "Receive-Canary-4417"
@@ -239,6 +240,85 @@ async def test_two_receivers_racing_store_each_message_exactly_once(
             assert sorted(await subjects(tenant, inbox_id)) == [f"{user} {n}" for n in range(4)]
     finally:
         await rival.stop()
+
+
+async def test_mail_arriving_as_the_watcher_reads_or_goes_back_to_idle_is_received_at_once(
+    receiving: Verifier, servers: dict[str, Any], certs: MailCerts
+) -> None:
+    # Mail delivered at the worst moments: just before the watcher's IDLE reaches the server
+    # (pymap reports in IDLE only what changes after IDLE began) and just before its UID
+    # FETCH or SEARCH (the EXISTS comes with that command's answer, which aioimaplib would
+    # drop). Missed, a message would wait for the IDLE re-issue, far past this test's wait.
+    assert receiving.stack.settings.receiving_idle_interval_seconds > HUNG
+    user = "user7@example.test"
+    moments: list[tuple[bytes, bytes]] = []  # (command, mail delivered just before it)
+
+    def arrive_before(to: str, line: bytes) -> bytes | None:
+        if to == user and moments and moments[0][0] in line.upper():
+            return moments.pop(0)[1]
+        return None
+
+    with ImapServer(ImapMode.TLS, USERS, ssl_context=certs.server_context) as imap:
+        imap.arrive_before = arrive_before
+        tenant = await receiving.tenant()
+        inbox_id = await create_watched(receiving, tenant, {**servers, "TLS": imap}, user)
+        expected: list[str] = []
+
+        async def all_stored() -> bool:
+            return sorted(await subjects(tenant, inbox_id)) == sorted(expected)
+
+        for round_ in range(3):
+            for command in (b" IDLE", b" UID FETCH", b" UID SEARCH"):
+                subject = f"{round_} before{command.decode()}"
+                moments.append((command, mail(subject)))
+                # Mail that wakes the watcher: it reads, then goes back to IDLE.
+                imap.deliver(user, mail(f"{subject} (first)"))
+                expected += [f"{subject} (first)", subject]
+                await wait_until(all_stored, f"{expected[-2:]} stored, each once")
+
+
+async def _watcher(receiving: Verifier, inbox_id: str) -> Any:
+    async with receiving.db.connection() as connection:
+        return await connection.fetchrow(
+            "SELECT owner, expires_at > now() AS live, state FROM inbox_watch WHERE inbox_id = $1",
+            uuid.UUID(inbox_id),
+        )
+
+
+async def test_a_dead_receivers_lease_lapses_and_another_takes_over_storing_mail_once(
+    receiving: Verifier, servers: dict[str, Any]
+) -> None:
+    user = "user8@example.test"
+    tenant = await receiving.tenant()
+    inbox_id = await create_watched(receiving, tenant, servers, user)
+    background = receiving.stack.background
+    dead = background.receiver
+    assert dead is not None and dead._task is not None
+    assert (await _watcher(receiving, inbox_id))["owner"] == dead.owner
+    # Its process dies: every task stops at once and nothing gives the lease back.
+    watching = list(dead.tasks.values())
+    for task in (dead._task, *watching):
+        task.cancel()
+    await asyncio.gather(dead._task, *watching, return_exceptions=True)
+    servers["TLS"].deliver(user, mail("while nobody watched"))
+    successor = Receiver(receiving.stack.state, receiver_config(receiving.stack.settings))
+    background.receiver = successor  # the stack's receiver from here on, for later tests
+    await successor.start()
+
+    async def taken_over() -> bool:
+        watch = await _watcher(receiving, inbox_id)
+        return watch["owner"] == successor.owner and watch["live"] and watch["state"] == "IDLE"
+
+    await wait_until(taken_over, "the lapsed lease taken over")
+    await wait_until(
+        lambda: _has(tenant, inbox_id, "while nobody watched"), "mail from the gap stored"
+    )
+    servers["TLS"].deliver(user, mail("after the takeover"))
+    await wait_until(lambda: _has(tenant, inbox_id, "after the takeover"), "new mail stored")
+    assert sorted(await subjects(tenant, inbox_id)) == [
+        "after the takeover",
+        "while nobody watched",
+    ]
 
 
 async def test_refused_logins_fail_the_inbox_with_a_hint_and_watching_stops(

@@ -419,6 +419,31 @@ class _CountingLogin(Login):
         return await super().authenticate(credentials)
 
 
+class _CommandReader:
+    """The connection's reader, as pymap reads it, with ``ImapServer.arrive_before`` consulted
+    before each command line reaches pymap."""
+
+    def __init__(self, reader: asyncio.StreamReader, server: ImapServer) -> None:
+        self._reader = reader
+        self._server = server
+        self._user: str | None = None
+
+    async def readline(self) -> bytes:
+        line = await self._reader.readline()
+        words = line.split()
+        if len(words) >= 3 and words[1].upper() == b"LOGIN":
+            self._user = words[2].strip(b'"').decode()
+        arrive = self._server.arrive_before
+        if self._user is not None and arrive is not None:
+            raw = arrive(self._user, line)
+            if raw is not None:  # mail arriving this instant, before pymap sees the command
+                await self._server._append(self._user, raw)
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
+
+
 class ImapServer(StreamServer):
     """pymap's dict backend. Note: pymap lets loopback clients LOGIN before STARTTLS."""
 
@@ -436,6 +461,9 @@ class ImapServer(StreamServer):
         self.auth_attempts = 0
         # (username, wall-clock time) of each login attempt, for spacing tests.
         self.logins: list[tuple[str, float]] = []
+        # (user, command line) -> a raw message to deliver to the user just before pymap reads
+        # that command, or None: mail arriving at an exact moment of a client's session.
+        self.arrive_before: Callable[[str, bytes], bytes | None] | None = None
 
     async def _start(self) -> None:
         args = Namespace(passlib_cfg=None, proxy_protocol=None, inherited_sockets=None)
@@ -469,7 +497,7 @@ class ImapServer(StreamServer):
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self._imap is not None
         info = SocketInfo.get(writer, None, unique_id=uuid.uuid4().bytes)
-        await self._imap(reader, writer, info)
+        await self._imap(_CommandReader(reader, self), writer, info)  # type: ignore[arg-type]
 
     async def _mailboxes(self, user: str) -> MailboxSet:
         assert self._config is not None

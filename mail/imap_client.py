@@ -1,0 +1,78 @@
+"""aioimaplib's client on a socket opened elsewhere, hearing every announced arrival.
+
+``mail.imap_session`` opens the connection (the outbound guard's address, TLS as the probes
+verify it); aioimaplib speaks IMAP on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import aioimaplib
+
+_ARRIVALS = re.compile(rb"^\* \d+ (EXISTS|RECENT)", re.IGNORECASE)
+# Their EXISTS is the size of the folder being opened, not news.
+_OPENING = ("EXAMINE", "SELECT")
+
+
+class Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
+    """aioimaplib's protocol, telling ``arrived`` of every untagged EXISTS or RECENT.
+
+    aioimaplib files an untagged response under a pending command of its name, else under a
+    pending NOOP or IDLE, else drops it ("ignored untagged response"): an EXISTS sent with a
+    UID SEARCH or UID FETCH is lost, and the server, having told us, never repeats it.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, lost: Any, arrived: Callable[[], None]
+    ) -> None:
+        super().__init__(loop, lost)
+        self._arrived = arrived
+
+    def _untagged_response(self, line: bytes) -> Any:
+        opening = self.pending_sync_command is not None and (
+            self.pending_sync_command.name in _OPENING
+        )
+        if not opening and _ARRIVALS.match(line):
+            self._arrived()
+        return super()._untagged_response(line)
+
+
+class Client(aioimaplib.IMAP4):  # type: ignore[misc]
+    """aioimaplib's client on a connection opened by ``opener`` instead of by host name."""
+
+    def __init__(
+        self, opener: Any, timeout: float, lost: asyncio.Event, arrived: Callable[[], None]
+    ) -> None:
+        self._opener = opener
+        self._arrived = arrived
+        super().__init__(timeout=timeout, conn_lost_cb=lambda _exc: lost.set())
+
+    def create_client(
+        self,
+        host: str,
+        port: int,
+        loop: asyncio.AbstractEventLoop | None,
+        conn_lost_cb: Any = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        running = asyncio.get_running_loop()
+        self.protocol = Protocol(running, conn_lost_cb, self._arrived)
+        self._client_task = running.create_task(self._opener(self.protocol))
+        self._client_task.add_done_callback(_retrieve)  # even if its waiter was cancelled
+
+    async def wait_hello_from_server(self) -> None:
+        # Not aioimaplib's: its wait_for task is orphaned, error and all, by a cancelled caller
+        # ("Task exception was never retrieved" when a receiver stops mid-connect).
+        async with asyncio.timeout(self.timeout):
+            await self._client_task
+            await self.protocol.wait("AUTH|NONAUTH")
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
