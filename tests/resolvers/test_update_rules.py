@@ -83,6 +83,7 @@ APPLIED: list[tuple[dict[str, Any], dict[str, Any]]] = [
     ({"imap": {"port": 1143, "security": "NONE"}}, {"imap": {"port": 1143, "security": "NONE"}}),
     ({"smtp": {"username": " sender "}}, {"smtp": {"username": "sender"}}),
     ({"smtp": {"username": ""}}, {"smtp": {"username": "base@example.com"}}),
+    ({"imap": {"username": "u" * 320}}, {"imap": {"username": "u" * 320}}),
     (
         {"smtp": {"tlsCertificateSha256": FINGERPRINT}},
         {"smtp": {"tlsCertificateSha256": "ab" * 32}},
