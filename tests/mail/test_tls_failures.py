@@ -90,3 +90,23 @@ async def test_a_server_hanging_up_mid_handshake_has_no_reason_to_quote(
     assert result.code is ProbeCode.TLS_HANDSHAKE_FAILED
     assert result.message == "The TLS handshake with the server failed."
     assert result.hint is not None and "security setting and port" in result.hint
+
+
+@pytest.mark.parametrize("probe", PROBES)
+@pytest.mark.parametrize("security", [Security.STARTTLS, Security.NONE])
+async def test_a_plaintext_port_that_never_greets_points_at_the_port(
+    probe: object, security: Security, endpoint: EndpointFactory, quick: ProbeSettings
+) -> None:
+    # Before saying so, the probe checks whether the port wanted TLS from the first byte; a
+    # silent server does not, so the advice is about the port, not the security setting.
+    side = "smtp" if probe is probe_smtp else "imap"
+    with HostileServer(Behaviour.SILENT) as server:
+        result = await with_deadline(
+            probe(endpoint(server.port, security), quick),  # type: ignore[operator]
+            "the probe ended",
+            timeout=30,
+        )
+    assert result.code is ProbeCode.TIMEOUT
+    assert "sent no greeting" in result.message
+    assert result.field == f"{side}.port"
+    assert result.hint is not None and "port and security" in result.hint

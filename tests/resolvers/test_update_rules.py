@@ -207,3 +207,12 @@ async def test_an_internal_address_is_refused_on_update_by_default(
     assert payload["__typename"] == "ValidationError", payload
     assert [f["field"] for f in payload["fields"]] == ["email"]
     assert "INBOXD_ALLOW_PRIVATE_HOSTS" in payload["fields"][0]["message"]
+
+
+async def test_a_malformed_id_is_named_as_the_id(tenant: Tenant) -> None:
+    refused = await update(tenant, "not-an-id", {"name": "x"})
+    assert refused["__typename"] == "ValidationError", refused
+    assert [f["field"] for f in refused["fields"]] == ["id"]
+    # Reading one is like reading one that does not exist.
+    response = await tenant.client('query { emailInbox(id: "not-an-id") { id } }')
+    assert not response.errors and response.data["emailInbox"] is None
