@@ -12,6 +12,8 @@ from tests.resolvers.test_internal_domains import public_only  # noqa: F401  (fi
 from tests.schema.fragments import CREATE, UPDATE
 
 FINGERPRINT = "AB:" * 31 + "AB"
+# 253 characters: the longest name DNS allows.
+LONGEST_HOST = ("a" * 63 + ".") * 3 + "a" * 61
 
 BASE: dict[str, Any] = {
     "email": "base@example.com",
@@ -101,6 +103,16 @@ APPLIED: list[tuple[dict[str, Any], dict[str, Any]]] = [
         {"imap": {"host": "imap2.example.com", "password": "new-pass"}},
         {"imap": {"host": "imap2.example.com"}},
     ),
+    (
+        {"imap": {"host": "IMAP.EXAMPLE.BOX", "password": "new-pass"}},
+        {"imap": {"host": "imap.example.box"}},
+    ),
+    ({"imap": {"host": "[::1]", "password": "new-pass"}}, {"imap": {"host": "::1"}}),
+    ({"imap": {"host": LONGEST_HOST, "password": "new-pass"}}, {"imap": {"host": LONGEST_HOST}}),
+    (
+        {"dkimSelectors": [f"s{n}" for n in range(10)]},
+        {"dkimSelectors": [f"s{n}" for n in range(10)]},
+    ),
 ]
 
 # (changes, the fields the ValidationError names, in order)
@@ -130,6 +142,9 @@ REFUSED: list[tuple[dict[str, Any], list[str]]] = [
     ({"imap": {"tlsCertificateSha256": "zz"}}, ["imap.tlsCertificateSha256"]),
     ({"smtp": {"password": "p" * 1025}}, ["smtp.password"]),
     ({"smtp": {"host": "bad host!"}}, ["smtp.host"]),
+    ({"imap": {"host": "imap.example.com]", "password": "p"}}, ["imap.host"]),
+    ({"imap": {"host": LONGEST_HOST + "a", "password": "p"}}, ["imap.host"]),
+    ({"dkimSelectors": [f"s{n}" for n in range(11)]}, ["dkimSelectors"]),
     ({"email": "bad", "smtp": {"port": 0}, "tags": ["y" * 51]}, ["email", "tags[0]", "smtp.port"]),
 ]
 
