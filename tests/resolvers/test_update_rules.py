@@ -98,6 +98,11 @@ APPLIED: list[tuple[dict[str, Any], dict[str, Any]]] = [
         {"smtp": {"tlsCertificateSha256": "ab" * 32}},
     ),
     ({"imap": {"tlsCertificateSha256": None}}, {"imap": {"tlsCertificateSha256": None}}),
+    ({"imap": {"tlsCertificateSha256": ""}}, {"imap": {"tlsCertificateSha256": None}}),
+    (
+        {"smtp": {"tlsCertificateSha256": " ".join(["Ab"] * 32)}},
+        {"smtp": {"tlsCertificateSha256": "ab" * 32}},
+    ),
     ({"imap": {"host": "IMAP.example.com."}}, {"imap": {"host": "imap.example.com"}}),
     (
         {"imap": {"host": "imap2.example.com", "password": "new-pass"}},
