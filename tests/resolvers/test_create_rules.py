@@ -48,3 +48,12 @@ async def test_a_host_with_nothing_to_swap_asks_for_the_imap_host(
     payload = response.data["createEmailInbox"]
     assert payload["__typename"] == "ValidationError", payload
     assert [f["field"] for f in payload["fields"]] == ["imap.host"]
+
+
+async def test_smtp_without_a_host_names_the_host(tenant: Tenant) -> None:
+    response = await tenant.client(
+        CREATE, {"input": {"email": "x@example.com", "smtp": {"port": 587, "password": "pw"}}}
+    )
+    payload = response.data["createEmailInbox"]
+    assert payload["__typename"] == "ValidationError", payload
+    assert [f["field"] for f in payload["fields"]] == ["smtp.host"]
