@@ -1,5 +1,6 @@
 """`createEmailInbox` fills in what was omitted the way the README says: the IMAP host from the
-SMTP host's name, when there is a name to derive it from."""
+SMTP host's name, when there is a name to derive it from; a provider preset's server only
+where the input leaves it open; port and security from each other."""
 
 from __future__ import annotations
 
@@ -57,3 +58,33 @@ async def test_smtp_without_a_host_names_the_host(tenant: Tenant) -> None:
     payload = response.data["createEmailInbox"]
     assert payload["__typename"] == "ValidationError", payload
     assert [f["field"] for f in payload["fields"]] == ["smtp.host"]
+
+
+@pytest.mark.parametrize(
+    ("given", "smtp"),
+    [
+        (
+            {"smtp": {"host": "smtp.company.com", "password": "pw"}},
+            ("smtp.company.com", 587, "STARTTLS"),
+        ),
+        ({"provider": "GMAIL", "password": "pw"}, ("smtp.gmail.com", 465, "TLS")),
+        # The preset's port and security belong to the preset's host, not to one given.
+        (
+            {"provider": "GMAIL", "smtp": {"host": "relay.company.com", "password": "pw"}},
+            ("relay.company.com", 587, "STARTTLS"),
+        ),
+        # A port given keeps the preset's host, and its security follows the port.
+        (
+            {"provider": "GMAIL", "smtp": {"port": 587, "password": "pw"}},
+            ("smtp.gmail.com", 587, "STARTTLS"),
+        ),
+    ],
+)
+async def test_what_a_preset_and_the_defaults_fill_in(
+    tenant: Tenant, given: dict[str, object], smtp: tuple[str, int, str]
+) -> None:
+    response = await tenant.client(CREATE, {"input": {"email": "fill@company.com", **given}})
+    payload = response.data["createEmailInbox"]
+    assert payload["__typename"] == "CreateEmailInboxSuccess", payload
+    shown = payload["inbox"]["smtp"]
+    assert (shown["host"], shown["port"], shown["security"]) == smtp
