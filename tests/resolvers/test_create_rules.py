@@ -88,3 +88,20 @@ async def test_what_a_preset_and_the_defaults_fill_in(
     assert payload["__typename"] == "CreateEmailInboxSuccess", payload
     shown = payload["inbox"]["smtp"]
     assert (shown["host"], shown["port"], shown["security"]) == smtp
+
+
+async def test_an_imap_host_given_alone_gets_implicit_tls(tenant: Tenant) -> None:
+    response = await tenant.client(
+        CREATE,
+        {
+            "input": {
+                "email": "alone@company.com",
+                "smtp": {"host": "smtp.company.com", "password": "pw"},
+                "imap": {"host": "mailbox.other.com"},
+            }
+        },
+    )
+    payload = response.data["createEmailInbox"]
+    assert payload["__typename"] == "CreateEmailInboxSuccess", payload
+    imap = payload["inbox"]["imap"]
+    assert (imap["host"], imap["port"], imap["security"]) == ("mailbox.other.com", 993, "TLS")
