@@ -14,6 +14,8 @@ from tests.schema.fragments import CREATE, UPDATE
 FINGERPRINT = "AB:" * 31 + "AB"
 # 253 characters: the longest name DNS allows.
 LONGEST_HOST = ("a" * 63 + ".") * 3 + "a" * 61
+# 254 characters: the longest address SMTP carries (RFC 5321 path limit).
+LONGEST_EMAIL = "l" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 57 + ".com"
 
 BASE: dict[str, Any] = {
     "email": "base@example.com",
@@ -42,6 +44,7 @@ BASE: dict[str, Any] = {
 APPLIED: list[tuple[dict[str, Any], dict[str, Any]]] = [
     ({"email": " New@Example.COM "}, {"email": "new@example.com"}),
     ({"email": "Alice@Corp.Internal"}, {"email": "alice@corp.internal"}),
+    ({"email": LONGEST_EMAIL}, {"email": LONGEST_EMAIL}),
     ({"name": "  Renamed  "}, {"name": "Renamed"}),
     ({"displayName": "Shown"}, {"displayName": "Shown"}),
     (
@@ -127,6 +130,7 @@ APPLIED: list[tuple[dict[str, Any], dict[str, Any]]] = [
 REFUSED: list[tuple[dict[str, Any], list[str]]] = [
     ({"email": "not-an-address"}, ["email"]),
     ({"email": None}, ["email"]),
+    ({"email": "e" + LONGEST_EMAIL}, ["email"]),
     ({"name": None}, ["name"]),
     ({"name": "   "}, ["name"]),
     ({"name": "n" * 201}, ["name"]),
@@ -248,3 +252,10 @@ async def test_a_malformed_id_is_named_as_the_id(tenant: Tenant) -> None:
     # Reading one is like reading one that does not exist.
     response = await tenant.client('query { emailInbox(id: "not-an-id") { id } }')
     assert not response.errors and response.data["emailInbox"] is None
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+async def test_a_blank_email_is_missing_not_malformed(tenant: Tenant, blank: str) -> None:
+    before = await create(tenant)
+    refused = await update(tenant, before["id"], {"email": blank})
+    assert refused["fields"] == [{"field": "email", "message": "is required"}]
