@@ -17,10 +17,12 @@ from storage.secrets import KeyRing
 from tests.conftest import Verifier, verifier_on
 from tests.inboxd.test_verification import (
     CREATE,
+    SEND_TEST,
     TEST_CONNECTION,
     create_and_watch,
     inbox_input,
     latest_test,
+    run_test_to_end,
     servers,  # noqa: F401  (fixture)
     statuses,
     working_input,
@@ -157,3 +159,28 @@ async def test_a_refused_imap_login_with_a_provider_explains_app_passwords(
     test = await latest_test(tenant, inbox_id)
     assert test["imap"]["code"] == "AUTH_FAILED"
     assert test["imap"]["hint"] is not None and "app password" in test["imap"]["hint"]
+
+
+async def test_no_test_message_is_sent_when_a_login_failed(
+    slow_retries: Verifier,
+    servers: dict[str, Any],  # noqa: F811
+) -> None:
+    tenant = await slow_retries.tenant()
+    input = working_input(servers, email="no-round-trip@example.com", imap_password="wrong-one")
+    inbox_id, seen = await create_and_watch(slow_retries, tenant, input)
+    assert statuses(seen)[-1] == "FAILED"
+    delivered = len(servers["smtp_starttls"].messages)
+    sent = await tenant.client(SEND_TEST, {"id": inbox_id})
+    test_id = sent.data["sendTestEmail"]["connectionTest"]["id"]
+    result = await run_test_to_end(slow_retries, tenant, test_id)
+    assert result["state"] == "FAILED" and result["imap"]["ok"] is False
+    trip = result["roundTrip"]
+    assert trip["code"] == "SKIPPED"
+    assert (trip["ok"], trip["sent"], trip["deleted"], trip["received"]) == (
+        False,
+        False,
+        False,
+        None,
+    )
+    assert trip["hint"] and "login" in trip["message"]
+    assert len(servers["smtp_starttls"].messages) == delivered
