@@ -10,6 +10,7 @@ from storage import jobs
 from storage.rows import InboxRow, TestRow
 from tests.conftest import Verifier
 from tests.inboxd.test_verification import (
+    INBOX_TESTS,
     TEST_CONNECTION,
     create_and_watch,
     servers,  # noqa: F401  (fixture)
@@ -72,6 +73,14 @@ async def test_unreadable_password_ends_the_test_with_secret_unreadable(verifier
     assert "re-enter the password" in test.smtp_result["hint"].lower()
     assert test.imap_result is not None and test.imap_result["ok"] is True
     assert inbox.status == "FAILED" and "SECRET_UNREADABLE" in (inbox.status_reason or "")
+    # What the user reads through the API: a failed side, and why no login was tried.
+    shown = await tenant.client(INBOX_TESTS, {"id": str(inbox_id)})
+    assert not shown.errors, shown.errors
+    edges = shown.data["emailInbox"]["connectionTests"]["edges"]
+    smtp = next(e["node"] for e in edges if e["node"]["id"] == str(test.id))["smtp"]
+    assert smtp["ok"] is False and smtp["code"] == "SECRET_UNREADABLE"
+    assert "can no longer be decrypted" in smtp["message"]
+    assert smtp["field"] == "smtp.password"
 
 
 async def test_a_crashing_attempt_counts_and_stops_at_the_limit(verifier, servers):  # noqa: F811

@@ -122,6 +122,7 @@ async def test_starttls_against_implicit_tls_port(
     result = await probe_imap(endpoint(imap_tls.port, Security.STARTTLS), probe_settings)
     assert result.code is ProbeCode.PROTOCOL_ERROR
     assert result.hint is not None and "set security to TLS" in result.hint
+    assert "port 143 for STARTTLS" in result.hint
 
 
 async def test_server_without_starttls(

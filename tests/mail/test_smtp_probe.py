@@ -116,6 +116,7 @@ async def test_starttls_against_implicit_tls_port_names_the_fix(
     assert result.code is ProbeCode.PROTOCOL_ERROR
     assert result.field == "smtp.security"
     assert result.hint is not None and "set security to TLS" in result.hint
+    assert "port 587 for STARTTLS" in result.hint
 
 
 async def test_server_without_starttls(

@@ -55,6 +55,33 @@ def test_key_ring_refuses_bad_keys_without_echoing_them():
     assert "not-base64-secret" not in str(bad_b64.value)
 
 
+def test_keys_file_with_one_key_per_line():
+    # .inboxd/encryption.keys holds one key per line; the last line's key encrypts.
+    old, new = KeyRing.generate_spec("line1"), KeyRing.generate_spec("line2")
+    ring = KeyRing.parse(f"{old}\n{new}\n")
+    assert ring.key_ids == ["line1", "line2"] and ring.primary_key_id == "line2"
+
+
+def test_key_with_a_stray_character_is_refused_by_name():
+    encoded = KeyRing.generate_spec("typo").split(":")[1]
+    # A character outside base64 is a typo in the key, not something to skip over.
+    with pytest.raises(ValueError) as stray:
+        KeyRing.parse(f"typo:{encoded[:10]}*{encoded[10:]}")
+    assert "'typo'" in str(stray.value) and "base64" in str(stray.value)
+
+
+def test_key_ids_must_fit_the_envelope():
+    encoded = KeyRing.generate_spec("x").split(":")[1]
+    with pytest.raises(ValueError, match="invalid key id"):
+        KeyRing.parse(f":{encoded}")
+    # The envelope stores the key id's length in one byte.
+    longest = KeyRing.parse(f"{'k' * 255}:{encoded}")
+    aad = associated_data("email_inbox", "smtp_password", uuid.uuid4())
+    assert longest.decrypt(longest.encrypt("pw", aad), aad).reveal() == "pw"
+    with pytest.raises(ValueError, match="invalid key id"):
+        KeyRing.parse(f"{'k' * 256}:{encoded}")
+
+
 def test_old_keys_still_decrypt_after_a_new_one_is_added():
     old = KeyRing.generate_spec("old")
     ring_old = KeyRing.parse(old)

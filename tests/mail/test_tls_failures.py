@@ -1,0 +1,112 @@
+"""How a failed TLS handshake is explained: which setting to look at, and the server's own reason
+when it gave one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from mail.network import NetworkPolicy
+from mail.probes import ProbeCode, ProbeSettings, Security, probe_imap, probe_smtp
+from tests.mail.conftest import EndpointFactory
+from tests.support.mailservers import Behaviour, HostileServer, StreamServer
+from tests.support.waiting import with_deadline
+
+PROBES = [pytest.param(probe_smtp, id="smtp"), pytest.param(probe_imap, id="imap")]
+# A fatal TLS alert, protocol_version (70): what a server that speaks only TLS 1.0 answers a
+# client that offers 1.2 and up.
+PROTOCOL_VERSION_ALERT = b"\x15\x03\x01\x00\x02\x02\x46"
+
+
+class RefusesTheHandshake(StreamServer):
+    """Reads the ClientHello and answers it with a fatal alert."""
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reader.read(1), 5)
+        writer.write(PROTOCOL_VERSION_ALERT)
+        await writer.drain()
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            await asyncio.wait_for(reader.read(), 5)
+
+
+@pytest.fixture
+def quick() -> ProbeSettings:
+    return ProbeSettings(
+        connect_timeout=0.5, overall_timeout=1.5, network=NetworkPolicy(allow_private_hosts=True)
+    )
+
+
+@pytest.mark.parametrize("probe", PROBES)
+async def test_a_refused_handshake_names_the_servers_reason(
+    probe: object, endpoint: EndpointFactory, quick: ProbeSettings
+) -> None:
+    side = "smtp" if probe is probe_smtp else "imap"
+    with RefusesTheHandshake() as server:
+        result = await with_deadline(
+            probe(endpoint(server.port, Security.TLS), quick),  # type: ignore[operator]
+            "the probe ended",
+            timeout=30,
+        )
+    assert result.code is ProbeCode.TLS_HANDSHAKE_FAILED, result.message
+    # The alert's short name, not OpenSSL's whole line.
+    assert result.message.endswith(" (TLSV1_ALERT_PROTOCOL_VERSION)."), result.message
+    assert "_ssl.c" not in result.message
+    assert result.field == f"{side}.security"
+    assert result.hint is not None and "TLS 1.2" in result.hint
+    assert not result.transient
+
+
+@pytest.mark.parametrize("probe", PROBES)
+async def test_a_handshake_that_never_finishes_points_at_the_port(
+    probe: object, endpoint: EndpointFactory, quick: ProbeSettings
+) -> None:
+    side = "smtp" if probe is probe_smtp else "imap"
+    with HostileServer(Behaviour.SILENT) as server:
+        result = await with_deadline(
+            probe(endpoint(server.port, Security.TLS), quick),  # type: ignore[operator]
+            "the probe ended",
+            timeout=30,
+        )
+    assert result.code is ProbeCode.TIMEOUT
+    assert "TLS handshake" in result.message
+    assert result.field == f"{side}.port"
+    assert result.hint is not None and "did not complete TLS" in result.hint
+    assert result.transient
+
+
+@pytest.mark.parametrize("probe", PROBES)
+async def test_a_server_hanging_up_mid_handshake_has_no_reason_to_quote(
+    probe: object, endpoint: EndpointFactory, quick: ProbeSettings
+) -> None:
+    with HostileServer(Behaviour.CLOSE_MID_TLS) as server:
+        result = await with_deadline(
+            probe(endpoint(server.port, Security.TLS), quick),  # type: ignore[operator]
+            "the probe ended",
+            timeout=30,
+        )
+    assert result.code is ProbeCode.TLS_HANDSHAKE_FAILED
+    assert result.message == "The TLS handshake with the server failed."
+    assert result.hint is not None and "security setting and port" in result.hint
+
+
+@pytest.mark.parametrize("probe", PROBES)
+@pytest.mark.parametrize("security", [Security.STARTTLS, Security.NONE])
+async def test_a_plaintext_port_that_never_greets_points_at_the_port(
+    probe: object, security: Security, endpoint: EndpointFactory, quick: ProbeSettings
+) -> None:
+    # Before saying so, the probe checks whether the port wanted TLS from the first byte; a
+    # silent server does not, so the advice is about the port, not the security setting.
+    side = "smtp" if probe is probe_smtp else "imap"
+    with HostileServer(Behaviour.SILENT) as server:
+        result = await with_deadline(
+            probe(endpoint(server.port, security), quick),  # type: ignore[operator]
+            "the probe ended",
+            timeout=30,
+        )
+    assert result.code is ProbeCode.TIMEOUT
+    assert "sent no greeting" in result.message
+    assert result.field == f"{side}.port"
+    assert result.hint is not None and "port and security" in result.hint
