@@ -248,6 +248,10 @@ def inboxd_env(run: Run, url: str, *, worker: bool, ca_file: str | None = None) 
         "INBOXD_LOG_LEVEL": run.args.log_level,
         # Never ask a resolver: every host in the benchmark is an IP literal on loopback.
         "INBOXD_DNS_CHECK_ENABLED": "false",
+        # B1-B7 measure the API and verification; receiving (a watcher and its IMAP sessions
+        # for every ACTIVE inbox, issue 12) gets its own figures, B8-B10, and would otherwise
+        # count as extra logins and load the mail servers these figures share.
+        "INBOXD_RECEIVING_ENABLED": "false",
         "INBOXD_ALLOW_PRIVATE_HOSTS": "true",
         "INBOXD_WORKER_ENABLED": "true" if worker else "false",
         "INBOXD_WORKER_CONCURRENCY": str(run.args.worker_concurrency),

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from schema import InboxdSchema
 
 
+FIELD_CACHE_SIZE = 1024
+
+
 class Observer:
     """Operation metrics (when on) and spans (when traces are on) for one schema."""
 
@@ -39,6 +42,7 @@ class Observer:
             metrics.OperationMetrics(schema.graphql_schema()) if settings.metrics_enabled else None
         )
         self.tracing = tracing_for(settings)
+        self._fields: dict[tuple[object, object], tuple[str, str | None]] = {}
 
     @classmethod
     def for_settings(cls, schema: InboxdSchema, settings: Settings) -> Observer | None:
@@ -46,6 +50,20 @@ class Observer:
         if not settings.metrics_enabled and not settings.traces_endpoint:
             return None
         return cls(schema, settings)
+
+    def _root_field(self, query: object, operation_name: object) -> tuple[str, str | None]:
+        # Per request, a document is looked up and its operation found again: remember the
+        # answer for the texts seen (bounded like the document cache, which it mirrors).
+        if not isinstance(query, str) or not isinstance(operation_name, str | None):
+            return root_field(self.documents, query, operation_name)
+        key = (query, operation_name)
+        found = self._fields.get(key)
+        if found is None:
+            found = root_field(self.documents, query, operation_name)
+            # Only a valid document's own field: "other" may yet turn out to be one.
+            if found[1] is not None and len(self._fields) < FIELD_CACHE_SIZE:
+                self._fields[key] = found
+        return found
 
     def span(self, request_id: str) -> AbstractContextManager[Span | None]:
         return self.tracing.operation(request_id) if self.tracing is not None else nullcontext()
@@ -62,7 +80,7 @@ class Observer:
     ) -> str:
         """Record one operation (``started``: its perf_counter start, None for a subscription
         starting); returns its type."""
-        kind, field = root_field(self.documents, query, operation_name)
+        kind, field = self._root_field(query, operation_name)
         outcome = outcome or outcome_of(errors)
         if self.metrics is not None:
             seconds = None if started is None else time.perf_counter() - started

@@ -299,6 +299,8 @@ class Drill:
             INBOXD_LOG_LEVEL="WARNING",
             INBOXD_HOST="127.0.0.1",
             INBOXD_DNS_CHECK_ENABLED="false",
+            # These drills count verification logins; receiving has drills of its own to come.
+            INBOXD_RECEIVING_ENABLED="false",
             INBOXD_ALLOW_PRIVATE_HOSTS="true",
             INBOXD_TLS_CA_FILE=self.certs.ca_file,
             # One API key drives all the load: the per-key request limit would refuse most of it.
