@@ -156,6 +156,7 @@ async def test_greeting_then_silence_times_out(
     assert received, "the probe got past the greeting before the silence"
     # The per-reply limit fired, not the whole probe's: the message names the one that did.
     assert f"no reply within {quick.connect_timeout:g} s" in result.message
+    assert result.field is not None and result.field.endswith(".host")
 
 
 @pytest.mark.parametrize("probe", PROBES)

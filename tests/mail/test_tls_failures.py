@@ -11,7 +11,7 @@ import pytest
 from mail.network import NetworkPolicy
 from mail.probes import ProbeCode, ProbeSettings, Security, probe_imap, probe_smtp
 from tests.mail.conftest import EndpointFactory
-from tests.support.mailservers import Behaviour, HostileServer, StreamServer
+from tests.support.mailservers import Behaviour, HostileServer, StreamServer, closed_port
 from tests.support.waiting import with_deadline
 
 PROBES = [pytest.param(probe_smtp, id="smtp"), pytest.param(probe_imap, id="imap")]
@@ -110,3 +110,52 @@ async def test_a_plaintext_port_that_never_greets_points_at_the_port(
     assert "sent no greeting" in result.message
     assert result.field == f"{side}.port"
     assert result.hint is not None and "port and security" in result.hint
+
+
+class HangsUpAtOnce(StreamServer):
+    """Accepts the connection and closes it without a word."""
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        return
+
+
+@pytest.mark.parametrize("probe", PROBES)
+async def test_plain_text_where_tls_was_expected_names_the_port(
+    probe: object, endpoint: EndpointFactory, quick: ProbeSettings
+) -> None:
+    with HostileServer(Behaviour.GARBAGE) as server:
+        result = await with_deadline(
+            probe(endpoint(server.port, Security.TLS), quick),  # type: ignore[operator]
+            "the probe ended",
+            timeout=30,
+        )
+    assert result.code is ProbeCode.PROTOCOL_ERROR
+    assert result.message == f"The server on port {server.port} did not answer with TLS."
+
+
+@pytest.mark.parametrize("probe", PROBES)
+async def test_a_server_that_hangs_up_at_once_is_a_protocol_error(
+    probe: object, endpoint: EndpointFactory, quick: ProbeSettings
+) -> None:
+    with HangsUpAtOnce() as server:
+        result = await with_deadline(
+            probe(endpoint(server.port, Security.STARTTLS), quick),  # type: ignore[operator]
+            "the probe ended",
+            timeout=30,
+        )
+    assert result.code is ProbeCode.PROTOCOL_ERROR, result.message
+    assert "closed the connection" in result.message
+
+
+@pytest.mark.parametrize("probe", PROBES)
+async def test_a_short_password_leaves_our_own_wording_alone(
+    probe: object, endpoint: EndpointFactory, quick: ProbeSettings
+) -> None:
+    # Server texts lose even a short password; our hints must not lose every "port" in them.
+    result = await with_deadline(
+        probe(endpoint(closed_port(), Security.STARTTLS, password="port"), quick),  # type: ignore[operator]
+        "the probe ended",
+        timeout=30,
+    )
+    assert result.code is ProbeCode.CONNECTION_REFUSED
+    assert result.hint is not None and "port number" in result.hint

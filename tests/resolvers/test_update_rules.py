@@ -143,6 +143,7 @@ REFUSED: list[tuple[dict[str, Any], list[str]]] = [
     ({"notifyOnNewMessages": None}, ["notifyOnNewMessages"]),
     ({"notifyOnNewMessages": True}, ["notificationEmail"]),
     ({"tags": ["ok", "x" * 51]}, ["tags[1]"]),
+    ({"tags": ["x" * 51, "ok", "y" * 51]}, ["tags[0]", "tags[2]"]),
     ({"tags": [f"t{n}" for n in range(21)]}, ["tags"]),
     ({"dkimSelectors": ["good", "bad_selector!"]}, ["dkimSelectors[1]"]),
     ({"replyTo": "nope"}, ["replyTo"]),
