@@ -26,7 +26,9 @@ from datetime import UTC, datetime, timedelta
 import aioimaplib
 import structlog
 
+from mail import imap_index
 from mail.endpoint import Endpoint
+from mail.idle_check import IdleChecker
 from mail.imap_session import ImapSession, ImapSessionError, Mailbox, SessionSettings
 from mail.parse import parse_message
 from mail.presets import Security
@@ -43,6 +45,8 @@ log = structlog.get_logger("inboxd.receiver")
 
 WAKING_KINDS = {EventKind.CREATED, EventKind.UPDATED, EventKind.STATUS_CHANGED}
 # A connection that broke for these reasons is network weather: reconnect with backoff.
+# A renumbered folder: mail that arrived this long before it was last read may still be new.
+RESET_MARGIN = timedelta(minutes=5)
 TRANSIENT = (OSError, TimeoutError, aioimaplib.AioImapException, *UNAVAILABLE_ERRORS)
 
 
@@ -57,6 +61,8 @@ class ReceiverConfig:
     backoff_base: float = 2.0
     backoff_max: float = 300.0
     max_backfill_days: int = 30
+    # An IDLE watcher's second connection closes after this long without a check.
+    checker_linger: float = 60.0
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
@@ -142,11 +148,19 @@ class Receiver:
         self.tasks[inbox_id] = asyncio.create_task(self._watch(inbox_id), name=f"watch-{inbox_id}")
 
     async def _watch(self, inbox_id: uuid.UUID) -> None:
-        """Watch one inbox until cancelled, the lease is lost or its login keeps failing."""
+        """Watch one inbox until cancelled, the lease is lost or its login keeps failing.
+        The backoff grows with failures in a row: a session that got to watching starts the
+        count again, so an outage of the server now and then never stretches the next
+        reconnect towards the maximum."""
         attempt = 0
+
+        def watching() -> None:
+            nonlocal attempt
+            attempt = 0
+
         while True:
             try:
-                await self._session(inbox_id)
+                await self._session(inbox_id, watching)
                 return  # the inbox is gone or unreadable
             except messages.LeaseLost:
                 return
@@ -186,7 +200,7 @@ class Receiver:
                 connection, inbox_id, self.owner, state, idle_supported=idle_supported
             )
 
-    async def _session(self, inbox_id: uuid.UUID) -> None:
+    async def _session(self, inbox_id: uuid.UUID, watching: Callable[[], None]) -> None:
         async with self.state.db.connection(background=True) as connection:
             row = await watch_leases.read_watched_inbox(connection, inbox_id)
         if row is None:
@@ -207,7 +221,7 @@ class Receiver:
         )
         await self._set_state(inbox_id, ReceivingState.CONNECTING)
         session = await ImapSession.open(endpoint, self.config.session)
-        checker: ImapSession | None = None
+        checker = IdleChecker(endpoint, self.config.session, self.config.checker_linger)
         try:
             folders = list(row.receiving_folders) or ["INBOX"]
             idle = session.idle_supported and len(folders) == 1
@@ -224,21 +238,19 @@ class Receiver:
                     # from here on is received, never taken for old mail.
                     await self._set_state(inbox_id, state, idle_supported=session.idle_supported)
                     announced = True
+                    watching()
                 if session.arrivals_noticed:
                     continue  # announced during the sync: read again before waiting
                 async with self.state.db.connection(background=True) as connection:
                     await watch_leases.record_checked(connection, inbox_id, self.owner)
                 if idle:
-                    if checker is None:
-                        checker = await ImapSession.open(endpoint, self.config.session)
                     await session.wait_for_change(
                         self.config.idle_interval, _arrived_since(checker, folders[0], opened)
                     )
                 else:
                     await session.wait_polling(self.config.poll_interval)
         finally:
-            if checker is not None:
-                await checker.close()
+            await checker.close()
             await session.close()
 
     async def _sync(self, session: ImapSession, row: InboxRow, folder: str) -> Mailbox:
@@ -246,12 +258,12 @@ class Receiver:
         mailbox = await session.examine(folder)
         async with self.state.db.connection(background=True) as connection:
             known = await messages.folder_state(connection, row.id, folder)
-        if known is None or known.uidvalidity != mailbox.uidvalidity:
-            # First look, or the server renumbered the folder: start from now, so nothing
-            # already there arrives as new (unless a backfill was asked for, first time only).
+        if known is None:
+            # First look: start from now, so nothing already there arrives as new (unless a
+            # backfill was asked for).
             last_uid = mailbox.uidnext - 1
             days = min(row.receiving_backfill_days, self.config.max_backfill_days)
-            if known is None and days > 0:
+            if days > 0:
                 since = (datetime.now(UTC) - timedelta(days=days)).date()
                 backfill = await session.uids_since(since)
                 if backfill:
@@ -265,9 +277,11 @@ class Receiver:
                     uidvalidity=mailbox.uidvalidity,
                     last_uid=last_uid,
                 )
+            uids = await session.uids_after(last_uid)
+        elif known.uidvalidity != mailbox.uidvalidity:
+            uids = await self._renumbered(session, row, folder, mailbox, known)
         else:
-            last_uid = known.last_uid
-        uids = await session.uids_after(last_uid)
+            uids = await session.uids_after(known.last_uid)
         async for fetched in session.fetch(uids):
             parsed = parse_message(fetched.raw, headers_only=fetched.headers_only)
             if fetched.headers_only and parsed.parse_error is None:
@@ -286,14 +300,52 @@ class Receiver:
                 await messages.store_message(connection, row.id, self.owner, new)
         return mailbox
 
+    async def _renumbered(
+        self,
+        session: ImapSession,
+        row: InboxRow,
+        folder: str,
+        mailbox: Mailbox,
+        known: messages.FolderState,
+    ) -> list[int]:
+        """The server renumbered ``folder`` (UIDVALIDITY changed): stored messages get their
+        new UIDs, one FOLDER_RESET is announced, and reading goes on from now; of what is
+        there, only mail that arrived after the folder was last read is fetched (the UIDs to
+        fetch). Old mail is never replayed as new; mail whose Message-ID is already stored is
+        not stored again."""
+        listed = await imap_index.index(session)
+        stored = {m.message_id: m.uid for m in listed if m.message_id is not None}
+        # Arrived since the folder last moved, with a margin for mail that landed while it was
+        # being read and for the server's clock: stored ones are matched by Message-ID.
+        since = known.updated_at - RESET_MARGIN
+        fresh = [m.uid for m in listed if m.arrived is not None and m.arrived > since]
+        async with self.state.db.connection(background=True) as connection:
+            found = await messages.reset_folder(
+                connection,
+                row.id,
+                self.owner,
+                folder,
+                uidvalidity=mailbox.uidvalidity,
+                last_uid=mailbox.uidnext - 1,
+                renumbered=stored,
+            )
+        log.info(
+            "receiving: folder renumbered",
+            inbox_id=str(row.id),
+            messages=len(listed),
+            found_again=found,
+            fetched=len(fresh),
+        )
+        return fresh + await session.uids_after(mailbox.uidnext - 1)
+
 
 def _arrived_since(
-    checker: ImapSession, folder: str, opened: dict[str, Mailbox]
+    checker: IdleChecker, folder: str, opened: dict[str, Mailbox]
 ) -> Callable[[], Awaitable[bool]]:
     """Whether ``folder`` gained mail since it was last opened, asked on a second connection
-    while the first is in IDLE (see ``ImapSession.wait_for_change``): its UIDNEXT moved."""
+    while the first is in IDLE (see ``mail.idle_check``): its UIDNEXT moved."""
 
     async def arrived() -> bool:
-        return await checker.uidnext(folder) > opened[folder].uidnext
+        return await checker.moved(folder, opened[folder].uidnext)
 
     return arrived

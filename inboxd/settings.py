@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     # IDLE is re-issued this often (servers drop it after 29 minutes), with a NOOP check.
     receiving_idle_interval_seconds: float = 600.0
     receiving_poll_interval_seconds: float = 30.0  # servers without IDLE
+    # An IDLE watcher's second connection (mail.idle_check) closes after this long unused.
+    receiving_idle_check_linger_seconds: float = 60.0
     receiving_max_inboxes_per_process: int = 1000
     # Refused logins in a row before the inbox is FAILED (AUTH_FAILED) and watching stops.
     receiving_auth_failure_limit: int = 3

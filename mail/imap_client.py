@@ -33,6 +33,19 @@ class Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         super().__init__(loop, lost)
         self._arrived = arrived
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        """End every command still waiting for an answer. aioimaplib leaves them to their own
+        timeouts, and some have none: the CAPABILITY it sends after the greeting (holding its
+        state lock, so that even a cancelled wait for the greeting never returns) and IDLE
+        before the server's "+" (a watcher would wait on a dead connection forever)."""
+        super().connection_lost(exc)
+        for task in self.tasks:  # the greeting's task, failing now: retrieved, not leaked
+            task.add_done_callback(_retrieve)
+        waiting = [self.pending_sync_command, *self.pending_async_commands.values()]
+        for command in waiting:
+            if command is not None:
+                command.close(b"connection lost", "BYE")
+
     def _untagged_response(self, line: bytes) -> Any:
         opening = self.pending_sync_command is not None and (
             self.pending_sync_command.name in _OPENING

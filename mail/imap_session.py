@@ -33,7 +33,7 @@ _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]", re.IGNORECASE)
 _UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]", re.IGNORECASE)
 _STATUS_UIDNEXT = re.compile(rb"UIDNEXT (\d+)", re.IGNORECASE)
 _FETCH_START = re.compile(rb"^\d+ FETCH \(", re.IGNORECASE)
-_UID = re.compile(rb"\bUID (\d+)", re.IGNORECASE)
+UID = re.compile(rb"\bUID (\d+)", re.IGNORECASE)
 _SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)", re.IGNORECASE)
 _CHANGES = re.compile(rb"^\d+ (EXISTS|RECENT|EXPUNGE|FETCH)", re.IGNORECASE)
 
@@ -246,7 +246,7 @@ class ImapSession:
             raise ImapSessionError("PROTOCOL_ERROR", "The server sent no UIDNEXT.")
         return int(match.group(1))
 
-    async def _search(self, *criteria: str) -> list[int]:
+    async def search(self, *criteria: str) -> list[int]:
         response = await self._client.uid_search(*criteria, charset=None)
         if response.result != "OK":
             raise ImapSessionError("PROTOCOL_ERROR", "The server refused UID SEARCH.")
@@ -263,12 +263,12 @@ class ImapSession:
 
     async def uids_after(self, last_uid: int) -> list[int]:
         # "n:*" always matches the highest UID, even below n: filtered here.
-        return [uid for uid in await self._search("UID", f"{last_uid + 1}:*") if uid > last_uid]
+        return [uid for uid in await self.search("UID", f"{last_uid + 1}:*") if uid > last_uid]
 
     async def uids_since(self, day: date) -> list[int]:
-        return await self._search("SINCE", day.strftime("%d-%b-%Y"))
+        return await self.search("SINCE", day.strftime("%d-%b-%Y"))
 
-    async def _fetch(self, uids: list[int], items: str) -> list[tuple[bytes, bytes | None]]:
+    async def fetch_items(self, uids: list[int], items: str) -> list[tuple[bytes, bytes | None]]:
         """(the FETCH response's text, its literal) per message."""
         response = await self._client.uid("fetch", ",".join(map(str, uids)), items)
         if response.result != "OK":
@@ -289,8 +289,8 @@ class ImapSession:
         batch = self._settings.fetch_batch
         for start in range(0, len(uids), batch):
             sizes: dict[int, int] = {}
-            for text, _ in await self._fetch(uids[start : start + batch], "(UID RFC822.SIZE)"):
-                uid, size = _UID.search(text), _SIZE.search(text)
+            for text, _ in await self.fetch_items(uids[start : start + batch], "(UID RFC822.SIZE)"):
+                uid, size = UID.search(text), _SIZE.search(text)
                 if uid and size:
                     sizes[int(uid.group(1))] = int(size.group(1))
             small = [u for u in sorted(sizes) if sizes[u] <= self._settings.max_message_bytes]
@@ -302,8 +302,8 @@ class ImapSession:
             ):
                 if not chosen:
                     continue
-                for text, literal in await self._fetch(chosen, items):
-                    uid = _UID.search(text)
+                for text, literal in await self.fetch_items(chosen, items):
+                    uid = UID.search(text)
                     if uid and literal is not None:
                         bodies[int(uid.group(1))] = (literal, headers_only)
             for number in sorted(bodies):
@@ -325,7 +325,14 @@ class ImapSession:
         queue = client.protocol.idle_queue
         while not queue.empty():  # what came after the last IDLE's end: read since
             queue.get_nowait()
-        idle = await client.idle_start(timeout=within)
+        try:  # aioimaplib waits for the server's "+" without a timeout of its own
+            idle = await asyncio.wait_for(
+                client.idle_start(timeout=within), self._settings.command_timeout
+            )
+        except TimeoutError:
+            raise ImapSessionError(
+                "CONNECTION_LOST", "The IMAP server did not accept IDLE in time."
+            ) from None
         try:
             changed = self.arrivals_noticed or await arrived_before()
             while not changed and not self._lost.is_set():
@@ -372,6 +379,8 @@ class ImapSession:
                 await asyncio.wait_for(self._client.logout(), 2.0)
         if protocol is not None and protocol.transport is not None:
             protocol.transport.abort()
+        for leftover in list(self._client.tasks):  # an IDLE the server never ended, say
+            leftover.cancel()
         task = getattr(self._client, "_client_task", None)
         if task is not None and not task.done():
             task.cancel()

@@ -47,12 +47,14 @@ class EmailInboxEventKind(Enum):
     DELETED = "DELETED"
     STATUS_CHANGED = "STATUS_CHANGED"
     MESSAGE_RECEIVED = "MESSAGE_RECEIVED"
+    FOLDER_RESET = "FOLDER_RESET"
     RESYNC = "RESYNC"
 
 
 @strawberry.type(
     description="A change to an inbox of the workspace. RESYNC: the server lost "
-    "its database connection for a while; re-read what you display."
+    "its database connection for a while; re-read what you display. FOLDER_RESET: the mail "
+    "server renumbered `folder` (its UIDVALIDITY changed); stored messages keep their ids."
 )
 class EmailInboxEvent:
     kind: EmailInboxEventKind
@@ -64,6 +66,9 @@ class EmailInboxEvent:
     )
     message_id: strawberry.ID | None = strawberry.field(
         default=None, description="MESSAGE_RECEIVED: the stored message (see `message(id)`)."
+    )
+    folder: str | None = strawberry.field(
+        default=None, description="FOLDER_RESET: the folder the mail server renumbered."
     )
     inbox: EmailInbox | None = strawberry.field(
         description="The inbox as read when the event was delivered: its current state, so "
@@ -106,6 +111,7 @@ INBOX_EVENT_KINDS = {
     EventKind.DELETED,
     EventKind.STATUS_CHANGED,
 }
+RECEIVING_EVENT_KINDS = {EventKind.MESSAGE_RECEIVED, EventKind.FOLDER_RESET}
 
 
 @strawberry.type
@@ -174,14 +180,15 @@ class Subscription:
 
     @strawberry.subscription(
         description="Created, updated, deleted and status-changed events for every inbox of "
-        "the caller's workspace."
+        "the caller's workspace, each message received and each folder the mail server "
+        "renumbered."
     )
     async def email_inbox_events(self, info: Info) -> AsyncGenerator[EmailInboxEvent, None]:
         principal = caller(info, Permission.VIEW_EMAIL_INBOX)
         state, hub = info.context.state, _hub(info)
         async with hub.watch(
             principal.workspace_id,
-            lambda e: e.kind in INBOX_EVENT_KINDS or e.kind is EventKind.MESSAGE_RECEIVED,
+            lambda e: e.kind in INBOX_EVENT_KINDS or e.kind in RECEIVING_EVENT_KINDS,
         ) as watcher:
             while True:
                 item = await watcher.queue.get()
@@ -206,6 +213,7 @@ class Subscription:
                     status=ModelStatus(item.status) if item.status else None,
                     inbox=EmailInbox.from_row(row) if row else None,
                     message_id=strawberry.ID(str(item.message_id)) if item.message_id else None,
+                    folder=item.folder,
                 )
 
     @strawberry.subscription(

@@ -28,6 +28,7 @@ class EventKind(StrEnum):
     STATUS_CHANGED = "STATUS_CHANGED"
     TEST_CHANGED = "TEST_CHANGED"
     MESSAGE_RECEIVED = "MESSAGE_RECEIVED"
+    FOLDER_RESET = "FOLDER_RESET"
 
 
 def payload_sql(
@@ -39,10 +40,13 @@ def payload_sql(
     test_id: str = "NULL",
     status: str = "NULL",
     message_id: str | None = None,
+    folder: str | None = None,
 ) -> str:
     """The SQL expression of an event's payload, from SQL expressions for its parts (column
-    references or parameters). ``Event.decode`` reads it. Only message events carry 'm'."""
+    references or parameters). ``Event.decode`` reads it. Only message events carry 'm', only
+    folder resets 'f'."""
     message = f", 'm', {message_id}" if message_id is not None else ""
+    message += f", 'f', {folder}" if folder is not None else ""
     return (
         f"json_build_object('k', {kind}, 'w', {workspace_id}, 'i', {inbox_id}, "
         f"'v', {version}, 't', {test_id}, 's', {status}{message})::text"
@@ -50,12 +54,23 @@ def payload_sql(
 
 
 def notify_sql(
-    *parts: str, test_id: str = "NULL", status: str = "NULL", message_id: str | None = None
+    *parts: str,
+    test_id: str = "NULL",
+    status: str = "NULL",
+    message_id: str | None = None,
+    folder: str | None = None,
 ) -> str:
     """``pg_notify`` of ``payload_sql(*parts, ...)`` on the events channel."""
     kind, workspace_id, inbox_id, version = parts
     payload = payload_sql(
-        kind, workspace_id, inbox_id, version, test_id=test_id, status=status, message_id=message_id
+        kind,
+        workspace_id,
+        inbox_id,
+        version,
+        test_id=test_id,
+        status=status,
+        message_id=message_id,
+        folder=folder,
     )
     return f"pg_notify('{CHANNEL}', {payload})"
 
@@ -67,7 +82,8 @@ def announce_sql(kind: EventKind, rows: str) -> str:
     are inboxes (id, workspace_id, version, status), the version being the one the change
     produced. A deletion carries no status: the inbox has none any more. For MESSAGE_RECEIVED
     the inbox rows also carry ``message_id``, the stored message (the inbox is not changed:
-    its version is the current one).
+    its version is the current one); for FOLDER_RESET they carry ``folder``, the folder the
+    server renumbered.
     """
     if kind is EventKind.MESSAGE_RECEIVED:
         notify = notify_sql(
@@ -77,6 +93,15 @@ def announce_sql(kind: EventKind, rows: str) -> str:
             "r.version",
             status="r.status",
             message_id="r.message_id",
+        )
+    elif kind is EventKind.FOLDER_RESET:
+        notify = notify_sql(
+            "'FOLDER_RESET'",
+            "r.workspace_id",
+            "r.id",
+            "r.version",
+            status="r.status",
+            folder="r.folder",
         )
     elif kind is EventKind.TEST_CHANGED:
         notify = notify_sql(
@@ -99,6 +124,8 @@ class Event:
     status: str | None = None
     # The stored message (MESSAGE_RECEIVED only).
     message_id: uuid.UUID | None = None
+    # The renumbered folder (FOLDER_RESET only).
+    folder: str | None = None
 
     @classmethod
     def decode(cls, payload: str) -> Event:
@@ -111,4 +138,5 @@ class Event:
             test_id=uuid.UUID(data["t"]) if data.get("t") else None,
             status=data.get("s"),
             message_id=uuid.UUID(data["m"]) if data.get("m") else None,
+            folder=data.get("f"),
         )

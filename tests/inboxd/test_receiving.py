@@ -88,9 +88,19 @@ async def receiving(
 
 
 async def create_watched(
-    receiving: Verifier, tenant: Any, servers: dict[str, Any], user: str, security: str = "TLS"
+    receiving: Verifier,
+    tenant: Any,
+    servers: dict[str, Any],
+    user: str,
+    security: str = "TLS",
+    **settings: Any,
 ) -> str:
-    """An inbox of ``user`` on the IMAP server of ``security``, verified and being watched."""
+    """An inbox of ``user`` on the IMAP server of ``security``, verified and being watched;
+    ``settings``: its ``receiving`` input (folders, backfill_days)."""
+    receiving_input = {
+        "folders": settings.get("folders"),
+        "backfillDays": settings.get("backfill_days"),
+    }
     created = await tenant.client(
         CREATE,
         {
@@ -100,6 +110,7 @@ async def create_watched(
                          "password": PASSWORD},
                 "imap": {"host": "127.0.0.1", "port": servers[security].port,
                          "security": security, "password": PASSWORD},
+                "receiving": {k: v for k, v in receiving_input.items() if v is not None},
             }
         },
     )  # fmt: skip

@@ -43,6 +43,7 @@ from pymap.backend.dict import Identity, Login
 from pymap.backend.dict.filter import FilterSet
 from pymap.backend.dict.mailbox import MailboxSet
 from pymap.concurrent import Subsystem
+from pymap.config import BackendCapability
 from pymap.imap import IMAPServer
 from pymap.parsing.message import AppendMessage
 from pymap.user import Passwords, UserMetadata
@@ -400,6 +401,12 @@ class _Utf8Cleartext(Cleartext):
 
 
 class _PymapConfig(DictConfig):
+    idle = True  # pymap's own disable_idle is read nowhere
+
+    @property
+    def backend_capability(self) -> BackendCapability:
+        return BackendCapability(idle=self.idle, object_id=True, multi_append=True)
+
     @property
     def greeting(self) -> bytes:
         # The stock greeting calls socket.getfqdn() per connection, a DNS lookup.
@@ -448,12 +455,19 @@ class ImapServer(StreamServer):
     """pymap's dict backend. Note: pymap lets loopback clients LOGIN before STARTTLS."""
 
     def __init__(
-        self, mode: ImapMode, users: Mapping[str, str], *, ssl_context: ssl.SSLContext | None = None
+        self,
+        mode: ImapMode,
+        users: Mapping[str, str],
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        idle: bool = True,
     ) -> None:
         if mode is not ImapMode.PLAIN and ssl_context is None:
             raise ValueError(f"{mode} needs an ssl_context")
         super().__init__(ssl_context=ssl_context if mode is ImapMode.TLS else None)
         self.mode = mode
+        self.idle = idle  # False: no IDLE capability (clients must poll)
+        self.open_sessions = 0  # connections being served now
         self.users = dict(users)
         self._tls_context = ssl_context
         self._config: _PymapConfig | None = None
@@ -482,6 +496,7 @@ class ImapServer(StreamServer):
             cpu_subsystem=Subsystem.for_asyncio(),  # no thread pool to leak
             invalid_user_sleep=0.0,
         )
+        config.idle = self.idle
         config.apply_context()
         login = _CountingLogin(config, self)
         passwords = Passwords(config)
@@ -497,7 +512,11 @@ class ImapServer(StreamServer):
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self._imap is not None
         info = SocketInfo.get(writer, None, unique_id=uuid.uuid4().bytes)
-        await self._imap(_CommandReader(reader, self), writer, info)  # type: ignore[arg-type]
+        self.open_sessions += 1
+        try:
+            await self._imap(_CommandReader(reader, self), writer, info)  # type: ignore[arg-type]
+        finally:
+            self.open_sessions -= 1
 
     async def _mailboxes(self, user: str) -> MailboxSet:
         assert self._config is not None
