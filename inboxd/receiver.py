@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 import aioimaplib
 import structlog
 
+from inboxd.message_actions import MessageActions
 from mail.endpoint import Endpoint
 from mail.imap_session import ImapSession, ImapSessionError, Mailbox, SessionSettings
 from mail.parse import parse_message
@@ -208,6 +209,15 @@ class Receiver:
         await self._set_state(inbox_id, ReceivingState.CONNECTING)
         session = await ImapSession.open(endpoint, self.config.session)
         checker: ImapSession | None = None
+        actions = MessageActions(
+            self.state,
+            inbox_id,
+            row.workspace_id,
+            self.owner,
+            session,
+            backoff_base=self.config.backoff_base,
+            backoff_max=self.config.backoff_max,
+        )
         try:
             folders = list(row.receiving_folders) or ["INBOX"]
             idle = session.idle_supported and len(folders) == 1
@@ -217,6 +227,7 @@ class Receiver:
             while True:
                 # Every wake re-reads each folder from its last seen UID.
                 session.forget_arrivals()
+                await actions.apply()  # first: it SELECTs, and IDLE wants the folder EXAMINEd
                 for folder in folders:
                     opened[folder] = await self._sync(session, row, folder)
                 if not announced:
@@ -237,6 +248,7 @@ class Receiver:
                 else:
                     await session.wait_polling(self.config.poll_interval)
         finally:
+            actions.close()
             if checker is not None:
                 await checker.close()
             await session.close()
@@ -280,6 +292,8 @@ class Receiver:
                 uidvalidity=mailbox.uidvalidity,
                 uid=fetched.uid,
                 size=fetched.size,
+                seen="\\seen" in fetched.flags,
+                flagged="\\flagged" in fetched.flags,
                 **dataclasses.asdict(parsed),
             )
             async with self.state.db.connection(background=True) as connection:
