@@ -436,3 +436,31 @@ async def test_a_crash_between_storing_and_deleting_still_deletes_under_delete_o
 
 async def _crashed(tasks: list[asyncio.Task[None]]) -> bool:
     return bool(tasks)
+
+
+async def test_an_action_for_another_uidvalidity_touches_nothing(
+    receiving: Verifier, servers: dict[str, Any], certs: MailCerts
+) -> None:
+    user, imap = "act7@example.test", servers["imap"]
+    tenant = await receiving.tenant()
+    inbox_id = await create_watched(tenant, servers, user, "DELETE_WHEN_DELETED")
+    raw, kept_id = mail("same uid, other folder generation")
+    imap.deliver(user, raw)
+    found = await stored_soon(tenant, inbox_id, "same uid, other folder generation")
+    message_id = uuid.UUID(found["same uid, other folder generation"]["id"])
+    async with receiving.db.connection() as connection:
+        # A deletion queued before the server renumbered the folder: its UID names nothing now.
+        await connection.execute(
+            "INSERT INTO message_action (message_id, inbox_id, folder, uidvalidity, uid, kind, "
+            "next_attempt_at, created_at) SELECT id, inbox_id, folder, uidvalidity + 1, uid, "
+            "'DELETE', now(), now() FROM message WHERE id = $1",
+            message_id,
+        )
+    await tenant.client(SET_FLAGS, {"id": str(message_id), "seen": True})  # wakes the watcher
+
+    async def seen() -> bool:
+        return (await on_server(certs, imap, user)).get(kept_id) == {"\\Seen"}
+
+    await wait_until(seen, "the flag stored")
+    await wait_until(lambda: _none_pending(receiving, inbox_id), "both actions done")
+    assert kept_id in await on_server(certs, imap, user)
