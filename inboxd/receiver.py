@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 import aioimaplib
 import structlog
 
+from inboxd.message_actions import MessageActions
 from mail import imap_index
 from mail.endpoint import Endpoint
 from mail.idle_check import IdleChecker
@@ -33,7 +34,7 @@ from mail.imap_session import ImapSession, ImapSessionError, Mailbox, SessionSet
 from mail.parse import parse_message
 from mail.presets import Security
 from resolvers.state import AppState
-from storage import messages, watch_leases
+from storage import folder_sync, messages, watch_leases
 from storage.db import UNAVAILABLE_ERRORS
 from storage.events import EventKind
 from storage.inbox_passwords import decrypt_password
@@ -222,6 +223,15 @@ class Receiver:
         await self._set_state(inbox_id, ReceivingState.CONNECTING)
         session = await ImapSession.open(endpoint, self.config.session)
         checker = IdleChecker(endpoint, self.config.session, self.config.checker_linger)
+        actions = MessageActions(
+            self.state,
+            inbox_id,
+            row.workspace_id,
+            self.owner,
+            session,
+            backoff_base=self.config.backoff_base,
+            backoff_max=self.config.backoff_max,
+        )
         try:
             folders = list(row.receiving_folders) or ["INBOX"]
             idle = session.idle_supported and len(folders) == 1
@@ -231,6 +241,7 @@ class Receiver:
             while True:
                 # Every wake re-reads each folder from its last seen UID.
                 session.forget_arrivals()
+                await actions.apply()  # first: it SELECTs, and IDLE wants the folder EXAMINEd
                 for folder in folders:
                     opened[folder] = await self._sync(session, row, folder)
                 if not announced:
@@ -250,6 +261,7 @@ class Receiver:
                 else:
                     await session.wait_polling(self.config.poll_interval)
         finally:
+            actions.close()
             await checker.close()
             await session.close()
 
@@ -257,7 +269,7 @@ class Receiver:
         """Read ``folder`` from its last seen UID; what EXAMINE said of it."""
         mailbox = await session.examine(folder)
         async with self.state.db.connection(background=True) as connection:
-            known = await messages.folder_state(connection, row.id, folder)
+            known = await folder_sync.folder_state(connection, row.id, folder)
         if known is None:
             # First look: start from now, so nothing already there arrives as new (unless a
             # backfill was asked for).
@@ -269,7 +281,7 @@ class Receiver:
                 if backfill:
                     last_uid = min(last_uid, backfill[0] - 1)
             async with self.state.db.connection(background=True) as connection:
-                await messages.start_folder(
+                await folder_sync.start_folder(
                     connection,
                     row.id,
                     self.owner,
@@ -294,6 +306,8 @@ class Receiver:
                 uidvalidity=mailbox.uidvalidity,
                 uid=fetched.uid,
                 size=fetched.size,
+                seen="\\seen" in fetched.flags,
+                flagged="\\flagged" in fetched.flags,
                 **dataclasses.asdict(parsed),
             )
             async with self.state.db.connection(background=True) as connection:
@@ -306,7 +320,7 @@ class Receiver:
         row: InboxRow,
         folder: str,
         mailbox: Mailbox,
-        known: messages.FolderState,
+        known: folder_sync.FolderState,
     ) -> list[int]:
         """The server renumbered ``folder`` (UIDVALIDITY changed): stored messages get their
         new UIDs, one FOLDER_RESET is announced, and reading goes on from now; of what is
@@ -320,7 +334,7 @@ class Receiver:
         since = known.updated_at - RESET_MARGIN
         fresh = [m.uid for m in listed if m.arrived is not None and m.arrived > since]
         async with self.state.db.connection(background=True) as connection:
-            found = await messages.reset_folder(
+            found = await folder_sync.reset_folder(
                 connection,
                 row.id,
                 self.owner,

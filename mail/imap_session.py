@@ -24,12 +24,13 @@ import aioimaplib
 from mail.endpoint import Endpoint
 from mail.failures import ProbeFailure
 from mail.imap_client import Client
+from mail.imap_mailbox import UIDVALIDITY, MailboxWrites, flags_of, network_error, quote_mailbox
+from mail.imap_mailbox import ImapSessionError as ImapSessionError  # where callers look
 from mail.network import NetworkPolicy, TargetError, open_socket, resolve_target
 from mail.presets import Security
 from mail.results import ProbeCode
 from mail.tls import negotiate
 
-_UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]", re.IGNORECASE)
 _UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]", re.IGNORECASE)
 _STATUS_UIDNEXT = re.compile(rb"UIDNEXT (\d+)", re.IGNORECASE)
 _FETCH_START = re.compile(rb"^\d+ FETCH \(", re.IGNORECASE)
@@ -48,20 +49,6 @@ class SessionSettings:
     max_message_bytes: int = 25 * 1024 * 1024
 
 
-class ImapSessionError(Exception):
-    """The session could not be opened or broke; ``message`` is safe to show. ``auth``: the
-    server refused the credentials (never retried quickly: providers lock such accounts)."""
-
-    def __init__(
-        self, code: str, message: str, *, hint: str | None = None, auth: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.hint = hint
-        self.auth = auth
-
-
 @dataclass(frozen=True, slots=True)
 class Mailbox:
     uidvalidity: int
@@ -74,13 +61,10 @@ class Fetched:
     size: int
     raw: bytes
     headers_only: bool  # larger than max_message_bytes: only its header was fetched
+    flags: frozenset[str] = frozenset()  # lowercased, as they were before the fetch
 
 
-def quote_mailbox(name: str) -> str:
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-class ImapSession:
+class ImapSession(MailboxWrites):
     def __init__(
         self,
         client: Client,
@@ -94,6 +78,11 @@ class ImapSession:
         # with: the server will not repeat it during the next IDLE.
         self._arrivals = arrivals
         self._settings = settings
+        self._woken = asyncio.Event()  # ``wake``: stop waiting, the caller has work to do
+
+    def wake(self) -> None:
+        """End the current or next ``wait_for_change`` or ``wait_polling`` early."""
+        self._woken.set()
 
     @property
     def arrivals_noticed(self) -> bool:
@@ -125,7 +114,7 @@ class ImapSession:
         except ProbeFailure as exc:  # the certificate (mail.tls explains what to do)
             raise ImapSessionError(exc.code.value, str(exc), hint=exc.hint) from None
         except Exception as exc:
-            raise _network_error(exc) from None
+            raise network_error(exc) from None
         try:
             await session._login(endpoint)
         except BaseException:
@@ -228,7 +217,7 @@ class ImapSession:
         # aioimaplib moves to SELECTED only on SELECT; EXAMINE selects just the same.
         self._client.protocol.state = aioimaplib.SELECTED
         text = b"\n".join(bytes(line) for line in response.lines)
-        validity, uidnext = _UIDVALIDITY.search(text), _UIDNEXT.search(text)
+        validity, uidnext = UIDVALIDITY.search(text), _UIDNEXT.search(text)
         if validity is None:
             raise ImapSessionError("PROTOCOL_ERROR", "The server sent no UIDVALIDITY.")
         if uidnext is None:  # optional before IMAP4rev2: ask for it
@@ -289,10 +278,13 @@ class ImapSession:
         batch = self._settings.fetch_batch
         for start in range(0, len(uids), batch):
             sizes: dict[int, int] = {}
-            for text, _ in await self.fetch_items(uids[start : start + batch], "(UID RFC822.SIZE)"):
+            flags: dict[int, frozenset[str]] = {}
+            chosen = uids[start : start + batch]
+            for text, _ in await self.fetch_items(chosen, "(UID RFC822.SIZE FLAGS)"):
                 uid, size = UID.search(text), _SIZE.search(text)
                 if uid and size:
                     sizes[int(uid.group(1))] = int(size.group(1))
+                    flags[int(uid.group(1))] = flags_of(text)
             small = [u for u in sorted(sizes) if sizes[u] <= self._settings.max_message_bytes]
             large = [u for u in sorted(sizes) if u not in small]
             bodies: dict[int, tuple[bytes, bool]] = {}
@@ -308,7 +300,7 @@ class ImapSession:
                         bodies[int(uid.group(1))] = (literal, headers_only)
             for number in sorted(bodies):
                 raw, headers_only = bodies[number]
-                yield Fetched(number, sizes[number], raw, headers_only)
+                yield Fetched(number, sizes[number], raw, headers_only, flags[number])
 
     async def wait_for_change(
         self, within: float, arrived_before: Callable[[], Awaitable[bool]]
@@ -320,7 +312,7 @@ class ImapSession:
         read and the start of IDLE: a server may report only changes made after IDLE began
         (pymap's in-memory backend does), and nothing here would otherwise hear of that mail
         before ``within`` ends. When it says so, or an EXISTS came with IDLE's acceptance,
-        IDLE ends at once so the caller reads again."""
+        IDLE ends at once so the caller reads again; so it does on ``wake``."""
         client = self._client
         queue = client.protocol.idle_queue
         while not queue.empty():  # what came after the last IDLE's end: read since
@@ -334,14 +326,15 @@ class ImapSession:
                 "CONNECTION_LOST", "The IMAP server did not accept IDLE in time."
             ) from None
         try:
-            changed = self.arrivals_noticed or await arrived_before()
+            changed = self.arrivals_noticed or self._woken.is_set() or await arrived_before()
             while not changed and not self._lost.is_set():
                 push = asyncio.ensure_future(client.wait_server_push(within + 5))
                 lost = asyncio.ensure_future(self._lost.wait())
+                woken = asyncio.ensure_future(self._woken.wait())
                 try:
-                    await asyncio.wait({push, lost}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait({push, lost, woken}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    for waiter in (push, lost):
+                    for waiter in (push, lost, woken):
                         if not waiter.done():
                             waiter.cancel()
                         elif not waiter.cancelled():
@@ -357,11 +350,17 @@ class ImapSession:
                 client.idle_done()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(idle, self._settings.command_timeout)
+        self._woken.clear()
         await self.check_alive()
 
     async def wait_polling(self, interval: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._lost.wait(), interval)
+        waiters = {asyncio.ensure_future(e.wait()) for e in (self._lost, self._woken)}
+        try:
+            await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        self._woken.clear()
         await self.check_alive()
 
     async def check_alive(self) -> None:
@@ -386,17 +385,3 @@ class ImapSession:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-
-
-def _network_error(exc: BaseException) -> ImapSessionError:
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        return ImapSessionError(ProbeCode.TIMEOUT.value, "The IMAP server did not answer in time.")
-    if isinstance(exc, ConnectionRefusedError):
-        return ImapSessionError(
-            ProbeCode.CONNECTION_REFUSED.value, "The IMAP server refused the connection."
-        )
-    if isinstance(exc, ssl.SSLError):
-        return ImapSessionError(ProbeCode.TLS_HANDSHAKE_FAILED.value, "The TLS handshake failed.")
-    return ImapSessionError(
-        "CONNECTION_FAILED", f"The IMAP connection failed ({type(exc).__name__})."
-    )

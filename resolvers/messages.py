@@ -1,17 +1,23 @@
-"""What the received-mail fields do: pages of an inbox's messages, one message, and the
-receiving status of inboxes (batched per request). Every read is scoped to the caller's
-workspace: another workspace's inbox or message reads as absent."""
+"""What the received-mail fields do: pages of an inbox's messages, one message, the receiving
+status of inboxes (batched per request), and setting a message's flags or deleting it (each
+audited, and carried to the IMAP server by the inbox's watcher: ``inboxd.message_actions``).
+Everything is scoped to the caller's workspace: another workspace's inbox or message reads as
+absent, and changing it is NOT_FOUND."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from strawberry.dataloader import DataLoader
 
 from resolvers.pagination import check_first, decode_cursor
 from resolvers.state import AppState
-from storage import messages, watch_leases
+from resolvers.validation import FieldIssue, InputInvalid, parse_id
+from storage import audit, messages, watch_leases
 from storage.api_keys import Principal
+from storage.db import Connection
+from storage.errors import NotFoundError
 from storage.messages import MessageFilter, MessageRow
 from storage.watch_leases import WatchStatus
 
@@ -50,6 +56,65 @@ async def get_message(state: AppState, principal: Principal, raw_id: str) -> Mes
         return None
     async with state.db.connection() as connection:
         return await messages.read_message(connection, principal.workspace_id, message_id)
+
+
+async def set_message_flags(
+    state: AppState,
+    principal: Principal,
+    raw_id: str,
+    *,
+    seen: bool | None,
+    flagged: bool | None,
+    client_address: str | None = None,
+) -> MessageRow:
+    message_id = parse_id(raw_id)
+    if seen is None and flagged is None:
+        raise InputInvalid([FieldIssue("seen", "give seen, flagged or both")])
+    async with state.db.connection() as connection, connection.transaction():
+        row = await messages.set_flags(
+            connection, principal.workspace_id, message_id, seen=seen, flagged=flagged
+        )
+        if row is None:
+            raise NotFoundError("message", raw_id)
+        details = {"messageId": str(message_id), "seen": seen, "flagged": flagged}
+        await _audit(
+            connection, principal, "MESSAGE_FLAGS_SET", row.inbox_id, client_address, details
+        )
+    return row
+
+
+async def delete_message(
+    state: AppState, principal: Principal, raw_id: str, *, client_address: str | None = None
+) -> uuid.UUID:
+    message_id = parse_id(raw_id)
+    async with state.db.connection() as connection, connection.transaction():
+        deleted = await messages.delete_message(connection, principal.workspace_id, message_id)
+        if deleted is None:
+            raise NotFoundError("message", raw_id)
+        details = {"messageId": str(message_id), "onServer": deleted.on_server}
+        await _audit(
+            connection, principal, "MESSAGE_DELETED", deleted.inbox_id, client_address, details
+        )
+    return message_id
+
+
+async def _audit(
+    connection: Connection,
+    principal: Principal,
+    action: str,
+    inbox_id: uuid.UUID,
+    client_address: str | None,
+    details: dict[str, Any],
+) -> None:
+    await audit.record(
+        connection,
+        workspace_id=principal.workspace_id,
+        action=action,
+        inbox_id=inbox_id,
+        api_key_prefix=principal.key_prefix,
+        client_address=client_address,
+        details=details,
+    )
 
 
 def watch_status_loader(state: AppState) -> DataLoader[uuid.UUID, WatchStatus | None]:

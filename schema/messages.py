@@ -104,7 +104,10 @@ def _address(value: dict[str, Any]) -> MailAddress:
     return MailAddress(name=value.get("name"), address=value.get("address") or "")
 
 
-@strawberry.type(description="A received message. Never changes flags on the server.")
+@strawberry.type(
+    description="A received message. Receiving never changes its flags on the server; "
+    "setMessageFlags and deleteMessage do, when asked."
+)
 class Message:
     id: strawberry.ID
     inbox_id: strawberry.ID
@@ -127,6 +130,11 @@ class Message:
     parse_error: str | None = strawberry.field(
         description="Why the message could not be (fully) parsed; it is stored as read."
     )
+    seen: bool = strawberry.field(
+        description="\\Seen: as the server had it when the message was received, then as set "
+        "by setMessageFlags."
+    )
+    flagged: bool = strawberry.field(description="\\Flagged, likewise.")
 
     @classmethod
     def from_row(cls, row: MessageRow) -> Message:
@@ -158,6 +166,8 @@ class Message:
             ],
             size=row.size,
             parse_error=row.parse_error,
+            seen=row.seen,
+            flagged=row.flagged,
         )
 
 
@@ -197,6 +207,9 @@ class MessageFilter:
     search: str | None = strawberry.field(
         default=None, description="Substring of the subject, text body or sender."
     )
+    unseen: bool | None = strawberry.field(
+        default=None, description="true: only messages not seen (false or null: all)."
+    )
 
     def stored(self) -> StoredFilter:
         return StoredFilter(
@@ -206,4 +219,5 @@ class MessageFilter:
             since=self.since,
             until=self.until,
             search=self.search,
+            unseen=self.unseen,
         )

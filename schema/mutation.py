@@ -4,7 +4,7 @@ from typing import Annotated
 
 import strawberry
 
-from resolvers import domain, inboxes
+from resolvers import domain, inboxes, messages
 from resolvers.inboxes import InboxWrite
 from resolvers.validation import InputInvalid
 from schema.checks import ConnectionTest
@@ -21,6 +21,7 @@ from schema.errors import (
     user_error,
 )
 from schema.inputs import CreateEmailInboxInput, UpdateEmailInboxInput, provided
+from schema.messages import Message
 from schema.types import EmailInbox
 from storage.errors import StorageError
 from storage.models import Permission
@@ -82,6 +83,29 @@ CheckDomainSetupPayload = Annotated[
 DeleteEmailInboxPayload = Annotated[
     DeleteEmailInboxSuccess | ValidationError | NotFound,
     strawberry.union("DeleteEmailInboxPayload"),
+]
+
+
+@strawberry.type
+class SetMessageFlagsSuccess:
+    # Not `message`: it would clash with UserError.message in a query of the union.
+    received_message: Message = strawberry.field(description="The message, flags as set.")
+
+
+SetMessageFlagsPayload = Annotated[
+    SetMessageFlagsSuccess | ValidationError | NotFound,
+    strawberry.union("SetMessageFlagsPayload"),
+]
+
+
+@strawberry.type
+class DeleteMessageSuccess:
+    id: strawberry.ID
+
+
+DeleteMessagePayload = Annotated[
+    DeleteMessageSuccess | ValidationError | NotFound,
+    strawberry.union("DeleteMessagePayload"),
 ]
 
 
@@ -199,3 +223,44 @@ class Mutation:
         except domain.DnsUnavailable as exc:
             raise unavailable(exc) from None
         return CheckDomainSetupSuccess(inbox=EmailInbox.from_row(row))
+
+    @strawberry.mutation(
+        description="Set a received message's \\Seen and \\Flagged (a flag left null stays as "
+        "it is): at once in inboxd, and on the IMAP server as soon as the inbox's watcher can "
+        "(retried until it succeeds; applied while the inbox is watched)."
+    )
+    async def set_message_flags(
+        self,
+        info: Info,
+        id: strawberry.ID,
+        seen: bool | None = None,
+        flagged: bool | None = None,
+    ) -> SetMessageFlagsPayload:
+        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
+        try:
+            row = await messages.set_message_flags(
+                info.context.state,
+                principal,
+                id,
+                seen=seen,
+                flagged=flagged,
+                client_address=info.context.client_address,
+            )
+        except (InputInvalid, StorageError) as exc:
+            return user_error(exc)  # type: ignore[return-value]
+        return SetMessageFlagsSuccess(received_message=Message.from_row(row))
+
+    @strawberry.mutation(
+        description="Delete a received message in inboxd; it is never imported again. Under "
+        "the inbox's DELETE_WHEN_DELETED policy it is deleted on the IMAP server too (as "
+        "setMessageFlags is carried there); otherwise the server keeps it."
+    )
+    async def delete_message(self, info: Info, id: strawberry.ID) -> DeleteMessagePayload:
+        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
+        try:
+            deleted = await messages.delete_message(
+                info.context.state, principal, id, client_address=info.context.client_address
+            )
+        except (InputInvalid, StorageError) as exc:
+            return user_error(exc)  # type: ignore[return-value]
+        return DeleteMessageSuccess(id=strawberry.ID(str(deleted)))

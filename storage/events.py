@@ -29,6 +29,9 @@ class EventKind(StrEnum):
     TEST_CHANGED = "TEST_CHANGED"
     MESSAGE_RECEIVED = "MESSAGE_RECEIVED"
     FOLDER_RESET = "FOLDER_RESET"
+    # Internal: a message action was queued for the inbox's watcher (storage.message_actions).
+    # No subscription passes it on: a client learns of flag changes by reading the message.
+    MESSAGE_ACTION = "MESSAGE_ACTION"
 
 
 def payload_sql(
@@ -82,12 +85,12 @@ def announce_sql(kind: EventKind, rows: str) -> str:
     are inboxes (id, workspace_id, version, status), the version being the one the change
     produced. A deletion carries no status: the inbox has none any more. For MESSAGE_RECEIVED
     the inbox rows also carry ``message_id``, the stored message (the inbox is not changed:
-    its version is the current one); for FOLDER_RESET they carry ``folder``, the folder the
-    server renumbered.
+    its version is the current one); so do they for MESSAGE_ACTION, the message acted on.
+    For FOLDER_RESET they carry ``folder``, the folder the server renumbered.
     """
-    if kind is EventKind.MESSAGE_RECEIVED:
+    if kind in (EventKind.MESSAGE_RECEIVED, EventKind.MESSAGE_ACTION):
         notify = notify_sql(
-            "'MESSAGE_RECEIVED'",
+            f"'{kind.value}'",
             "r.workspace_id",
             "r.id",
             "r.version",
@@ -122,7 +125,7 @@ class Event:
     test_id: uuid.UUID | None = None
     # The inbox's status at ``version`` (None for test events and deletions).
     status: str | None = None
-    # The stored message (MESSAGE_RECEIVED only).
+    # The stored message (MESSAGE_RECEIVED), the one acted on (MESSAGE_ACTION).
     message_id: uuid.UUID | None = None
     # The renumbered folder (FOLDER_RESET only).
     folder: str | None = None

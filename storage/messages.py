@@ -4,7 +4,9 @@ A message is stored, its folder's last seen UID advanced and MESSAGE_RECEIVED no
 statement (one transaction), and only while the caller still holds the inbox's watch lease:
 a crash between two messages can neither skip one nor store one twice, and a process whose
 lease was taken over stops writing. A message already stored (same folder, UIDVALIDITY and
-UID, or the same Message-ID in the inbox) is not stored again; the folder still advances.
+UID, or the same Message-ID in the inbox) is not stored again, nor is one deleted in inboxd
+(``deleted_message``); the folder still advances. Under DELETE_ON_RECEIVE the same statement
+queues the message's deletion on the server (``storage.message_actions``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from storage import inbox_changes
+from storage import inbox_changes, message_actions
 from storage.db import Connection
 from storage.events import EventKind, announce_sql
 from storage.models import Message
@@ -45,6 +47,8 @@ class MessageRow(Row):
     size: int
     parse_error: str | None
     received_at: datetime
+    seen: bool
+    flagged: bool
 
 
 MESSAGE_COLUMNS = columns(Message)
@@ -71,10 +75,12 @@ class NewMessage:
     html_body: str | None = None
     attachments: list[dict[str, Any]] = field(default_factory=list)
     parse_error: str | None = None
+    seen: bool = False  # the server's flags when the message was fetched
+    flagged: bool = False
 
 
 HELD = """
-    SELECT i.id, i.workspace_id, i.version, i.status
+    SELECT i.id, i.workspace_id, i.version, i.status, i.delete_message_policy
       FROM email_inbox i JOIN inbox_watch w ON w.inbox_id = i.id
      WHERE i.id = $1 AND w.owner = $2 AND w.expires_at > now()
 """
@@ -88,6 +94,21 @@ TOUCHED = inbox_changes.counters(
     returning="i.id, i.workspace_id, i.version, i.status, stored.id AS message_id",
 )
 
+# Deleted in inboxd: never stored again, at this UID or (a copy elsewhere) by Message-ID.
+DELETED_BEFORE = """
+    SELECT 1 FROM deleted_message d
+     WHERE d.inbox_id = held.id
+       AND ((d.folder = $3 AND d.uidvalidity = $4 AND d.uid = $5) OR d.message_id = $7)
+"""
+# DELETE_ON_RECEIVE: the deletion on the server is queued with the message, so a crash after
+# this commit still deletes it later, and nothing deletes it before the commit. A copy not
+# stored (already there, or deleted in inboxd) is deleted just the same: it was received.
+DELETE_ON_RECEIVE = message_actions.queue_sql(
+    "queued",
+    "SELECT (SELECT id FROM stored), held.id, $3, $4, $5, 'DELETE', NULL::boolean, "
+    "NULL::boolean FROM held, advanced WHERE held.delete_message_policy = 'DELETE_ON_RECEIVE'",
+)
+
 STORE_SQL = f"""
     WITH held AS ({HELD}), advanced AS (
         UPDATE folder_sync f SET last_uid = greatest(f.last_uid, $5), updated_at = now()
@@ -98,18 +119,20 @@ STORE_SQL = f"""
         INSERT INTO message (id, workspace_id, inbox_id, folder, uidvalidity, uid, message_id,
                              in_reply_to, reference_ids, subject, from_address, to_addresses,
                              cc_addresses, reply_to_addresses, sent_at, text_body, html_body,
-                             attachments, size, parse_error, received_at)
+                             attachments, size, parse_error, received_at, seen, flagged)
         SELECT $6, held.workspace_id, held.id, $3, $4, $5, $7, $8, $9, $10, $11, $12, $13, $14,
-               $15, $16, $17, $18, $19, $20, now()
+               $15, $16, $17, $18, $19, $20, now(), $21, $22
           FROM held, advanced
+         WHERE NOT EXISTS ({DELETED_BEFORE})
         ON CONFLICT DO NOTHING
         RETURNING id, inbox_id
-    ), {TOUCHED}, notified AS (
+    ), {TOUCHED}, {DELETE_ON_RECEIVE}, notified AS (
         {announce_sql(EventKind.MESSAGE_RECEIVED, "touched")}
     )
     SELECT (SELECT count(*) FROM advanced) AS advanced,
            (SELECT message_id FROM touched) AS stored,
-           (SELECT count(*) FROM notified) AS notified
+           (SELECT count(*) FROM notified) AS notified,
+           {message_actions.notified_sql("queued")} AS queued
 """  # noqa: S608
 
 
@@ -144,117 +167,14 @@ async def store_message(
         message.attachments,
         message.size,
         message.parse_error,
+        message.seen,
+        message.flagged,
     )
     assert record is not None  # a SELECT of aggregates: always one row
     if not record["advanced"]:
         raise LeaseLost(str(inbox_id))
     stored: uuid.UUID | None = record["stored"]
     return stored
-
-
-@dataclass(frozen=True, slots=True)
-class FolderState:
-    uidvalidity: int
-    last_uid: int
-    updated_at: datetime  # when last_uid last moved (or reading started)
-
-
-async def folder_state(
-    connection: Connection, inbox_id: uuid.UUID, folder: str
-) -> FolderState | None:
-    record = await connection.fetchrow(
-        "SELECT uidvalidity, last_uid, updated_at FROM folder_sync "
-        "WHERE inbox_id = $1 AND folder = $2",
-        inbox_id,
-        folder,
-    )
-    if record is None:
-        return None
-    return FolderState(record["uidvalidity"], record["last_uid"], record["updated_at"])
-
-
-START_FOLDER_SQL = f"""
-    WITH held AS ({HELD})
-    INSERT INTO folder_sync (inbox_id, folder, uidvalidity, last_uid, updated_at)
-    SELECT held.id, $3, $4, $5, now() FROM held
-    ON CONFLICT (inbox_id, folder) DO UPDATE
-       SET uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid, updated_at = now()
-    RETURNING inbox_id
-"""  # noqa: S608
-
-
-async def start_folder(
-    connection: Connection,
-    inbox_id: uuid.UUID,
-    owner: str,
-    folder: str,
-    *,
-    uidvalidity: int,
-    last_uid: int,
-) -> None:
-    """Record where reading ``folder`` starts: the first time, or after its UIDVALIDITY
-    changed (the old UIDs mean nothing any more; mail already stored stays, deduplicated by
-    Message-ID should it be fetched again)."""
-    started = await connection.fetchval(
-        START_FOLDER_SQL, inbox_id, owner, folder, uidvalidity, last_uid
-    )
-    if started is None:
-        raise LeaseLost(str(inbox_id))
-
-
-RESET_FOLDER_SQL = f"""
-    WITH held AS ({HELD}), renumbered AS (
-        UPDATE message m SET uidvalidity = $4, uid = n.uid
-          FROM held, unnest($6::text[], $7::bigint[]) AS n(message_id, uid)
-         WHERE m.inbox_id = held.id AND m.folder = $3 AND m.uidvalidity <> $4
-           AND m.message_id = n.message_id
-        RETURNING m.id
-    ), started AS (
-        UPDATE folder_sync f SET uidvalidity = $4, last_uid = $5, updated_at = now()
-          FROM held
-         WHERE f.inbox_id = held.id AND f.folder = $3 AND f.uidvalidity <> $4
-        RETURNING f.inbox_id, f.folder
-    ), reset AS (
-        SELECT held.id, held.workspace_id, held.version, held.status, started.folder
-          FROM held JOIN started ON started.inbox_id = held.id
-    ), notified AS (
-        {announce_sql(EventKind.FOLDER_RESET, "reset")}
-    )
-    SELECT (SELECT count(*) FROM held) AS held,
-           (SELECT count(*) FROM renumbered) AS renumbered,
-           (SELECT count(*) FROM notified) AS notified
-"""  # noqa: S608
-
-
-async def reset_folder(
-    connection: Connection,
-    inbox_id: uuid.UUID,
-    owner: str,
-    folder: str,
-    *,
-    uidvalidity: int,
-    last_uid: int,
-    renumbered: dict[str, int],
-) -> int:
-    """The server renumbered ``folder``: read it from ``last_uid`` under ``uidvalidity``, give
-    the stored messages found again (Message-ID -> new UID) their new UIDs, and announce one
-    FOLDER_RESET, in one statement. How many stored messages were found again. A second call
-    for the same UIDVALIDITY changes and announces nothing."""
-    record = await connection.fetchrow(
-        RESET_FOLDER_SQL,
-        inbox_id,
-        owner,
-        folder,
-        uidvalidity,
-        last_uid,
-        list(renumbered),
-        list(renumbered.values()),
-    )
-    assert record is not None  # a SELECT of aggregates: always one row
-    if not record["held"]:
-        raise LeaseLost(str(inbox_id))
-    found: int = record["renumbered"]
-    return found
 
 
 @dataclass(slots=True)
@@ -265,6 +185,7 @@ class MessageFilter:
     since: datetime | None = None
     until: datetime | None = None
     search: str | None = None
+    unseen: bool | None = None  # True: only unseen messages; False or None: all
 
 
 def _like(text: str) -> str:
@@ -284,6 +205,8 @@ def _filter_sql(
 
     if flt.folder is not None:
         clauses.append(f"folder = {arg(flt.folder)}")
+    if flt.unseen:
+        clauses.append("NOT seen")
     if flt.sender:
         clauses.append(f"(from_address->>'address') ILIKE {arg(_like(flt.sender))}")
     if flt.subject:
@@ -336,3 +259,71 @@ async def read_message(
         record_class=MessageRow,
     )
     return row
+
+
+SET_FLAGS_SQL = f"""
+    WITH changed AS (
+        UPDATE message SET seen = coalesce($3, seen), flagged = coalesce($4, flagged)
+         WHERE id = $1 AND workspace_id = $2
+        RETURNING {MESSAGE_COLUMNS}
+    ), {
+    message_actions.queue_sql(
+        "queued",
+        "SELECT id, inbox_id, folder, uidvalidity, uid, 'FLAGS', $3::boolean, $4::boolean "
+        "FROM changed",
+    )
+}
+    SELECT {MESSAGE_COLUMNS} FROM changed WHERE {message_actions.notified_sql("queued")} >= 0
+"""  # noqa: S608
+
+
+async def set_flags(
+    connection: Connection,
+    workspace_id: uuid.UUID,
+    message_id: uuid.UUID,
+    *,
+    seen: bool | None,
+    flagged: bool | None,
+) -> MessageRow | None:
+    """Set the message's flags (None: leave) and queue the same on the server; the message
+    as it is now, or None when the workspace has no such message."""
+    row: MessageRow | None = await connection.fetchrow(
+        SET_FLAGS_SQL, message_id, workspace_id, seen, flagged, record_class=MessageRow
+    )
+    return row
+
+
+DELETE_SQL = f"""
+    WITH gone AS (
+        DELETE FROM message WHERE id = $1 AND workspace_id = $2
+        RETURNING id, inbox_id, folder, uidvalidity, uid, message_id
+    ), remembered AS (
+        INSERT INTO deleted_message (inbox_id, folder, uidvalidity, uid, message_id, deleted_at)
+        SELECT inbox_id, folder, uidvalidity, uid, message_id, now() FROM gone
+        ON CONFLICT DO NOTHING
+    ), {
+    message_actions.queue_sql(
+        "queued",
+        "SELECT g.id, g.inbox_id, g.folder, g.uidvalidity, g.uid, 'DELETE', NULL::boolean, "
+        "NULL::boolean FROM gone g JOIN email_inbox i ON i.id = g.inbox_id "
+        "WHERE i.delete_message_policy = 'DELETE_WHEN_DELETED'",
+    )
+}
+    SELECT inbox_id, {message_actions.notified_sql("queued")} > 0 AS on_server FROM gone
+"""  # noqa: S608
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedMessage:
+    inbox_id: uuid.UUID
+    on_server: bool  # its deletion on the server was queued (DELETE_WHEN_DELETED)
+
+
+async def delete_message(
+    connection: Connection, workspace_id: uuid.UUID, message_id: uuid.UUID
+) -> DeletedMessage | None:
+    """Delete the message, remember it so it is never imported again, and, if the inbox's
+    policy says so, queue its deletion on the server. None: the workspace has no such
+    message."""
+    record = await connection.fetchrow(DELETE_SQL, message_id, workspace_id)
+    return DeletedMessage(record["inbox_id"], record["on_server"]) if record else None

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -28,6 +29,15 @@ from sqlmodel import Field, SQLModel
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _now() -> Any:
+    """A required timestamp, now by default."""
+    return Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+def _false() -> Any:
+    return Column(Boolean, nullable=False, server_default=text("false"))
 
 
 def _ts(nullable: bool = True) -> Any:
@@ -73,9 +83,7 @@ class Workspace(SQLModel, table=True):
     name: str = Field(sa_column=Column(Text, nullable=False, unique=True))
     max_inboxes: int = Field(default=10, nullable=False)
     subscription_active: bool = Field(default=True, nullable=False)
-    created_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
-    )
+    created_at: datetime = _now()
 
 
 class ApiKey(SQLModel, table=True):
@@ -90,9 +98,7 @@ class ApiKey(SQLModel, table=True):
     permissions: list[str] = Field(
         default_factory=list, sa_column=Column(ARRAY(Text), nullable=False)
     )
-    created_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
-    )
+    created_at: datetime = _now()
     last_used_at: datetime | None = _ts()
     revoked_at: datetime | None = _ts()
 
@@ -164,12 +170,8 @@ class EmailInbox(SQLModel, table=True):
     last_check_at: datetime | None = _ts()
     error_count: int = Field(default=0, nullable=False)
     last_message_id: str | None = Field(default=None, sa_column=Column(Text))
-    created_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
-    )
-    updated_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
-    )
+    created_at: datetime = _now()
+    updated_at: datetime = _now()
     version: int = Field(default=1, nullable=False)
 
 
@@ -203,9 +205,7 @@ class ConnectionTest(SQLModel, table=True):
     round_trip_to: str | None = Field(default=None, sa_column=Column(Text))
     inbox_version: int = Field(default=1, nullable=False)
     attempts: int = Field(default=0, nullable=False)
-    run_after: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
-    )
+    run_after: datetime = _now()
     lease_expires_at: datetime | None = _ts()
     worker_id: str | None = Field(default=None, sa_column=Column(Text))
     smtp_result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
@@ -213,9 +213,7 @@ class ConnectionTest(SQLModel, table=True):
     dns_result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     round_trip_result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     error: str | None = Field(default=None, sa_column=Column(Text))
-    created_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
-    )
+    created_at: datetime = _now()
     started_at: datetime | None = _ts()
     finished_at: datetime | None = _ts()
     version: int = Field(default=1, nullable=False)
@@ -242,9 +240,7 @@ class AuditEvent(SQLModel, table=True):
         default_factory=dict,
         sa_column=Column(JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     )
-    at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
-    )
+    at: datetime = _now()
 
 
 class LoginSlot(SQLModel, table=True):
@@ -301,9 +297,7 @@ class FolderSync(SQLModel, table=True):
     uidvalidity: int = Field(sa_column=Column(BigInteger, nullable=False))
     last_uid: int = Field(sa_column=Column(BigInteger, nullable=False))
     highestmodseq: int | None = Field(default=None, sa_column=Column(BigInteger))
-    updated_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
-    )
+    updated_at: datetime = _now()
 
 
 class Message(SQLModel, table=True):
@@ -355,6 +349,50 @@ class Message(SQLModel, table=True):
     )
     size: int = Field(default=0, nullable=False)
     parse_error: str | None = Field(default=None, sa_column=Column(Text))
-    received_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    received_at: datetime = _now()
+    # As the server reported them when the message was stored, then as set through inboxd.
+    seen: bool = Field(default=False, sa_column=_false())
+    flagged: bool = Field(default=False, sa_column=_false())
+
+
+class MessageAction(SQLModel, table=True):
+    """A change made in inboxd for the IMAP server (FLAGS or DELETE; see
+    storage.message_actions), by (folder, uidvalidity, uid): the message row may be gone."""
+
+    __tablename__ = "message_action"
+    __table_args__ = (Index("ix_message_action_inbox", "inbox_id", "id"),)
+
+    id: int = Field(sa_column=Column(BigInteger, Identity(), primary_key=True))
+    inbox_id: uuid.UUID = Field(foreign_key="email_inbox.id", ondelete="CASCADE")
+    message_id: uuid.UUID | None = Field(default=None)
+    folder: str = Field(sa_column=Column(Text, nullable=False))
+    uidvalidity: int = Field(sa_column=Column(BigInteger, nullable=False))
+    uid: int = Field(sa_column=Column(BigInteger, nullable=False))
+    kind: str = Field(sa_column=Column(Text, nullable=False))
+    seen: bool | None = Field(default=None)
+    flagged: bool | None = Field(default=None)
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    next_attempt_at: datetime = _now()
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = _now()
+
+
+class DeletedMessage(SQLModel, table=True):
+    """A message deleted in inboxd: never imported again (by UID or by Message-ID)."""
+
+    __tablename__ = "deleted_message"
+    __table_args__ = (
+        Index(
+            "ix_deleted_message_message_id",
+            "inbox_id",
+            "message_id",
+            postgresql_where=text("message_id IS NOT NULL"),
+        ),
     )
+
+    inbox_id: uuid.UUID = Field(foreign_key="email_inbox.id", ondelete="CASCADE", primary_key=True)
+    folder: str = Field(sa_column=Column(Text, primary_key=True))
+    uidvalidity: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    uid: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    message_id: str | None = Field(default=None, sa_column=Column(Text))
+    deleted_at: datetime = _now()
