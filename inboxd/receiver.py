@@ -57,6 +57,7 @@ class ReceiverConfig:
     backoff_base: float = 2.0
     backoff_max: float = 300.0
     max_backfill_days: int = 30
+    max_attachment_bytes: int = 10 * 1024 * 1024
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
@@ -269,7 +270,11 @@ class Receiver:
             last_uid = known.last_uid
         uids = await session.uids_after(last_uid)
         async for fetched in session.fetch(uids):
-            parsed = parse_message(fetched.raw, headers_only=fetched.headers_only)
+            parsed = parse_message(
+                fetched.raw,
+                headers_only=fetched.headers_only,
+                max_attachment_bytes=self.config.max_attachment_bytes,
+            )
             if fetched.headers_only and parsed.parse_error is None:
                 parsed.parse_error = (
                     f"The message ({fetched.size} bytes) is larger than the limit of "

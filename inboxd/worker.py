@@ -102,6 +102,7 @@ def receiver_config(settings: Settings) -> ReceiverConfig:
         backoff_base=settings.receiving_backoff_base_seconds,
         backoff_max=settings.receiving_backoff_max_seconds,
         max_backfill_days=settings.receiving_max_backfill_days,
+        max_attachment_bytes=settings.receiving_max_attachment_bytes,
     )
 
 

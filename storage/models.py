@@ -323,6 +323,7 @@ class Message(SQLModel, table=True):
         ),
         Index("ix_message_inbox_received", "inbox_id", "received_at", "id"),
         Index("ix_message_workspace_received", "workspace_id", "received_at", "id"),
+        Index("ix_message_inbox_thread", "inbox_id", "thread_id", "received_at", "id"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -358,3 +359,17 @@ class Message(SQLModel, table=True):
     received_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
+    # The conversation: the thread of the message it answers (In-Reply-To, References), else
+    # its own id (storage.messages).
+    thread_id: uuid.UUID = Field(nullable=False)
+
+
+class MessageAttachment(SQLModel, table=True):
+    """The exact decoded bytes of a message's attachment ``index`` (0-based, the order of
+    ``message.attachments``, which describes it); absent when it was over the size limit."""
+
+    __tablename__ = "message_attachment"
+
+    message_id: uuid.UUID = Field(foreign_key="message.id", ondelete="CASCADE", primary_key=True)
+    index: int = Field(sa_column=Column(Integer, primary_key=True))
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
