@@ -3,7 +3,10 @@ sockets, a real inboxd stack with its receiver, the bytes fetched over real HTTP
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
+import hmac
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -14,11 +17,14 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from mail.parse import parse_message
 from storage import messages
-from storage.attachments import LinkTarget
+from storage.attachments import AttachmentLinks, LinkCheck, LinkTarget
 from storage.db import create_database
+from storage.secrets import KeyRing
 from tests.conftest import Verifier, verifier_on
 from tests.inboxd.test_receiving import PASSWORD, create_watched
 from tests.storage.test_query_counts import measured
@@ -50,14 +56,19 @@ def servers(certs: MailCerts) -> Iterator[dict[str, Any]]:
         yield {"smtp": smtp, "TLS": imap}
 
 
+# The module's own key ring, so that a test can sign with the encryption key itself.
+SPEC = KeyRing.generate_spec("attach1")
+ENCRYPTION_KEY = base64.b64decode(SPEC.partition(":")[2])
+
+
 @pytest.fixture(scope="module")
 async def receiving(
-    pg_server: tuple[str, Path | None], certs: MailCerts, keyring: Any
+    pg_server: tuple[str, Path | None], certs: MailCerts
 ) -> AsyncIterator[Verifier]:
     async with verifier_on(
         pg_server[0],
         certs,
-        keyring,
+        KeyRing.parse(SPEC),
         receiving_enabled=True,
         receiving_max_attachment_bytes=MAX_ATTACHMENT,
     ) as running:
@@ -215,6 +226,20 @@ async def test_a_link_works_only_as_signed_and_until_it_expires(
     await refused(url.replace(first["id"], second["id"]), "BAD_LINK")
     # Nor another workspace.
     await refused(_with(url, workspace=str(uuid.uuid4())), "BAD_LINK")
+
+    # Signed with the encryption key itself: refused; with the key HKDF derives from it for
+    # links only: served (the derivation is what the README says it is).
+    def signed(key: bytes) -> str:
+        payload = f"{first['id']}\n0\n{expires}\n{tenant.workspace.id}".encode()
+        digest = hmac.new(key, payload, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    expires = parse_qs(urlsplit(url).query)["expires"][0]
+    await refused(_with(url, sig=signed(ENCRYPTION_KEY)), "BAD_LINK")
+    derived = HKDF(hashes.SHA256(), 32, salt=None, info=b"inboxd:attachment-links:v1")
+    assert (
+        await http.get(_with(url, sig=signed(derived.derive(ENCRYPTION_KEY))))
+    ).status_code == 200
     # A link inboxd itself signed, expired since (signed as if at the epoch).
     links = receiving.stack.state.attachment_links
     assert links is not None
@@ -317,3 +342,21 @@ async def test_storing_a_message_costs_one_statement_with_or_without_attachments
             inbox_id,
         )
     assert kept == 6  # three attachments in each of the two messages with three
+
+
+def test_a_link_signed_before_a_key_rotation_still_verifies() -> None:
+    old = KeyRing.parse(SPEC)
+    rotated = KeyRing.parse(f"{SPEC},{KeyRing.generate_spec('attach2')}")
+    target = LinkTarget(uuid.uuid4(), uuid.uuid4(), 2)
+    url = AttachmentLinks(old, 300).url(target, now=1_000)
+    query = parse_qs(urlsplit(url).query)
+    expires, sig = int(query["expires"][0]), query["sig"][0]
+    assert expires == 1_300
+    assert AttachmentLinks(rotated, 300).check(target, expires, sig, now=1_299) is LinkCheck.VALID
+    assert AttachmentLinks(rotated, 300).check(target, expires, sig, now=1_301) is (
+        LinkCheck.EXPIRED
+    )
+    other = KeyRing.parse(KeyRing.generate_spec("elsewhere"))
+    assert AttachmentLinks(other, 300).check(target, expires, sig, now=1_000) is (
+        LinkCheck.BAD_SIGNATURE
+    )
