@@ -29,6 +29,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
+from inboxd.attachments_http import attachment_routes
 from inboxd.cors import cors_middleware, websocket_origin_middleware
 from inboxd.guards import RequestGuard, TokenBuckets, request_principal
 from inboxd.logs import get_logger
@@ -352,6 +353,7 @@ def create_app(
             Route("/readyz", readyz),
             *exposition.routes(),
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            *attachment_routes(settings, state),
             WebSocketRoute("/graphql", graphql),
             *(
                 [Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")]

@@ -64,6 +64,7 @@ class ReceiverConfig:
     max_backfill_days: int = 30
     # An IDLE watcher's second connection closes after this long without a check.
     checker_linger: float = 60.0
+    max_attachment_bytes: int = 10 * 1024 * 1024
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
@@ -295,7 +296,11 @@ class Receiver:
         else:
             uids = await session.uids_after(known.last_uid)
         async for fetched in session.fetch(uids):
-            parsed = parse_message(fetched.raw, headers_only=fetched.headers_only)
+            parsed = parse_message(
+                fetched.raw,
+                headers_only=fetched.headers_only,
+                max_attachment_bytes=self.config.max_attachment_bytes,
+            )
             if fetched.headers_only and parsed.parse_error is None:
                 parsed.parse_error = (
                     f"The message ({fetched.size} bytes) is larger than the limit of "

@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     receiving_max_backfill_days: int = 30
     receiving_max_message_bytes: int = 25 * 1024 * 1024  # larger: only the header is stored
     receiving_fetch_batch: int = 20  # messages per UID FETCH
+    # Larger attachments are described but their bytes not kept (no downloadUrl).
+    receiving_max_attachment_bytes: int = 10 * 1024 * 1024
+    # How long an attachment's signed downloadUrl works (inboxd/attachments_http.py).
+    attachment_url_seconds: int = Field(default=300, gt=0)
 
     @cached_property
     def graphiql_enabled(self) -> bool:

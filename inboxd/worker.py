@@ -103,6 +103,7 @@ def receiver_config(settings: Settings) -> ReceiverConfig:
         backoff_max=settings.receiving_backoff_max_seconds,
         max_backfill_days=settings.receiving_max_backfill_days,
         checker_linger=settings.receiving_idle_check_linger_seconds,
+        max_attachment_bytes=settings.receiving_max_attachment_bytes,
     )
 
 

@@ -3,10 +3,16 @@
 Whatever a sender put in a message, parsing returns: what could be read is kept, and the first
 thing that could not be is reported in ``parse_error``, so the message is stored once with its
 error and never fetched again. HTML bodies are sanitised with nh3, as signatures are.
+
+Attachments are described in ``attachments`` (name, type, size, content-id) and their exact
+decoded bytes kept beside them in ``attachment_contents`` (same order), except for one larger
+than ``max_attachment_bytes``: it is described, marked ``stored: False`` with the reason, and
+its bytes are dropped.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
@@ -32,6 +38,8 @@ class ParsedMessage:
     text_body: str | None = None
     html_body: str | None = None
     attachments: list[dict[str, Any]] = field(default_factory=list)
+    # The decoded bytes of each attachment, in order; None where they were not kept.
+    attachment_contents: list[bytes | None] = field(default_factory=list)
     parse_error: str | None = None
 
 
@@ -87,35 +95,57 @@ def _bodies(message: EmailMessage, parsed: ParsedMessage) -> None:
         parsed.html_body = nh3.clean(markup, link_rel="noopener noreferrer") if markup else None
 
 
-def _attachments(message: EmailMessage, parsed: ParsedMessage) -> None:
+def _is_attachment(part: Message) -> bool:
+    disposition = part.get_content_disposition()
+    if disposition == "attachment":
+        return True
+    if disposition == "inline" and part.get_filename():
+        return True
+    # An image of an HTML body (multipart/related), named by its Content-ID only.
+    return part["content-id"] is not None and part.get_content_maintype() != "text"
+
+
+def _attachments(message: EmailMessage, parsed: ParsedMessage, max_bytes: int) -> None:
     for part in message.walk():
-        if part.is_multipart():
-            continue
-        filename = part.get_filename()
-        disposition = part.get_content_disposition()
-        if disposition != "attachment" and not (disposition == "inline" and filename):
+        if part.is_multipart() or not _is_attachment(part):
             continue
         payload = part.get_payload(decode=True)
-        parsed.attachments.append(
-            {
-                "filename": _clean(filename),
-                "content_type": part.get_content_type(),
-                "size": len(payload) if isinstance(payload, bytes) else 0,
-                "content_id": _clean(part["content-id"]),
-            }
-        )
+        content = payload if isinstance(payload, bytes) else b""
+        described: dict[str, Any] = {
+            "filename": _clean(part.get_filename()),
+            "content_type": part.get_content_type(),
+            "size": len(content),
+            "content_id": _clean(part["content-id"]),
+            "stored": len(content) <= max_bytes,
+        }
+        if not described["stored"]:
+            described["not_stored_reason"] = (
+                f"The attachment ({len(content)} bytes) is larger than the limit of "
+                f"{max_bytes} bytes (INBOXD_RECEIVING_MAX_ATTACHMENT_BYTES): only its "
+                "description was stored."
+            )
+        parsed.attachments.append(described)
+        parsed.attachment_contents.append(content if described["stored"] else None)
 
 
-def parse_message(raw: bytes, *, headers_only: bool = False) -> ParsedMessage:
-    """Parse ``raw`` (a whole message, or only its header when ``headers_only``)."""
+def parse_message(
+    raw: bytes, *, headers_only: bool = False, max_attachment_bytes: int = 10 * 1024 * 1024
+) -> ParsedMessage:
+    """Parse ``raw`` (a whole message, or only its header when ``headers_only``); attachments
+    larger than ``max_attachment_bytes`` are described but their bytes not kept."""
     parsed = ParsedMessage()
     message = message_from_bytes(raw, policy=policy.default)
     assert isinstance(message, EmailMessage)  # policy.default builds EmailMessage
-    steps = [_headers] if headers_only else [_headers, _bodies, _attachments]
-    for step in steps:
+    steps: list[tuple[str, Callable[[], None]]] = [("headers", lambda: _headers(message, parsed))]
+    if not headers_only:
+        steps += [
+            ("bodies", lambda: _bodies(message, parsed)),
+            ("attachments", lambda: _attachments(message, parsed, max_attachment_bytes)),
+        ]
+    for name, step in steps:
         try:
-            step(message, parsed)
+            step()
         except Exception as exc:  # any sender-made defect: keep what was read, say what broke
-            parsed.parse_error = f"{step.__name__.strip('_')}: {type(exc).__name__}: {exc}"[:500]
+            parsed.parse_error = f"{name}: {type(exc).__name__}: {exc}"[:500]
             break
     return parsed

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from mail.dns_lookup import DnsSettings
+from storage.attachments import AttachmentLinks
 from storage.db import Database
 from storage.listener import EventHub
 from storage.secrets import KeyRing
@@ -30,6 +31,8 @@ class AppState:
     verification_spacing: timedelta = timedelta(0)
     # testConnection/sendTestEmail per inbox per minute; 0 means no limit.
     tests_per_inbox_per_minute: int = 0
+    # Signs attachments' downloadUrl; set by inboxd.app from the settings (None: no links).
+    attachment_links: AttachmentLinks | None = None
     # Reads shared by every subscriber of one inbox after one event (see inboxes.read_shared).
     shared_reads: dict[tuple[uuid.UUID, uuid.UUID, int], asyncio.Future[Any]] = field(
         default_factory=dict

@@ -15,6 +15,7 @@ from resolvers import messages
 from resolvers.pagination import encode_cursor
 from schema.context import Info
 from schema.pagination import PageInfo, page_info
+from storage.attachments import LinkTarget
 from storage.messages import MessageFilter as StoredFilter
 from storage.messages import MessageRow
 from storage.models import ReceivingState as StoredState
@@ -98,6 +99,40 @@ class MessageAttachment:
     content_type: str
     size: int
     content_id: str | None
+    not_stored_reason: str | None = strawberry.field(
+        description="Why there is no downloadUrl: the bytes were not kept (over the size limit)."
+    )
+    _target: strawberry.Private[LinkTarget | None]
+
+    @strawberry.field(
+        description="Where the exact bytes can be downloaded, with no API key (the URL is the "
+        "capability), until it expires (INBOXD_ATTACHMENT_URL_SECONDS, 300): a path on this "
+        "server, /attachments/...; null when the bytes were not kept (see notStoredReason)."
+    )
+    def download_url(self, info: Info) -> str | None:
+        links = info.context.state.attachment_links
+        if self._target is None or links is None:
+            return None
+        return links.url(self._target)
+
+
+def _attachments(row: MessageRow) -> list[MessageAttachment]:
+    found = []
+    for index, a in enumerate(row.attachments):
+        stored = a.get("stored", False)
+        found.append(
+            MessageAttachment(
+                filename=a.get("filename"),
+                content_type=a.get("content_type") or "application/octet-stream",
+                size=int(a.get("size") or 0),
+                content_id=a.get("content_id"),
+                not_stored_reason=None
+                if stored
+                else a.get("not_stored_reason", "Received before inboxd kept attachment bytes."),
+                _target=LinkTarget(row.workspace_id, row.id, index) if stored else None,
+            )
+        )
+    return found
 
 
 def _address(value: dict[str, Any]) -> MailAddress:
@@ -114,6 +149,10 @@ class Message:
     folder: str
     uid: int
     message_id: str | None = strawberry.field(description="The Message-ID header.")
+    thread_id: strawberry.ID = strawberry.field(
+        description="The conversation: shared with the inbox's message this one answers "
+        "(In-Reply-To, References), else its own."
+    )
     in_reply_to: str | None
     references: list[str]
     subject: str | None
@@ -144,6 +183,7 @@ class Message:
             folder=row.folder,
             uid=row.uid,
             message_id=row.message_id,
+            thread_id=strawberry.ID(str(row.thread_id)),
             in_reply_to=row.in_reply_to,
             references=list(row.reference_ids),
             subject=row.subject,
@@ -155,15 +195,7 @@ class Message:
             received_at=row.received_at,
             text_body=row.text_body,
             html_body=row.html_body,
-            attachments=[
-                MessageAttachment(
-                    filename=a.get("filename"),
-                    content_type=a.get("content_type") or "application/octet-stream",
-                    size=int(a.get("size") or 0),
-                    content_id=a.get("content_id"),
-                )
-                for a in row.attachments
-            ],
+            attachments=_attachments(row),
             size=row.size,
             parse_error=row.parse_error,
             seen=row.seen,
@@ -210,6 +242,9 @@ class MessageFilter:
     unseen: bool | None = strawberry.field(
         default=None, description="true: only messages not seen (false or null: all)."
     )
+    thread_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Messages of this conversation (Message.threadId)."
+    )
 
     def stored(self) -> StoredFilter:
         return StoredFilter(
@@ -220,4 +255,15 @@ class MessageFilter:
             until=self.until,
             search=self.search,
             unseen=self.unseen,
+            thread_id=_thread(self.thread_id),
         )
+
+
+def _thread(raw: strawberry.ID | None) -> uuid.UUID | None:
+    """The thread asked for; an id that is no thread's matches no message."""
+    if raw is None:
+        return None
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError:
+        return uuid.UUID(int=0)

@@ -7,10 +7,17 @@ lease was taken over stops writing. A message already stored (same folder, UIDVA
 UID, or the same Message-ID in the inbox) is not stored again, nor is one deleted in inboxd
 (``deleted_message``); the folder still advances. Under DELETE_ON_RECEIVE the same statement
 queues the message's deletion on the server (``storage.message_actions``).
+
+The same statement stores the message's attachment bytes (``message_attachment``, one row per
+kept attachment, from one array parameter) and gives it its thread: the thread of the first
+message of the inbox its In-Reply-To or References name (In-Reply-To first, then References
+from the nearest), else a thread of its own (its own id). A parent that arrives after its
+reply does not join them: they stay two threads.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,6 +56,7 @@ class MessageRow(Row):
     received_at: datetime
     seen: bool
     flagged: bool
+    thread_id: uuid.UUID
 
 
 MESSAGE_COLUMNS = columns(Message)
@@ -74,9 +82,21 @@ class NewMessage:
     text_body: str | None = None
     html_body: str | None = None
     attachments: list[dict[str, Any]] = field(default_factory=list)
+    attachment_contents: list[bytes | None] = field(default_factory=list)
     parse_error: str | None = None
     seen: bool = False  # the server's flags when the message was fetched
     flagged: bool = False
+
+
+_MESSAGE_ID = re.compile(r"<[^<>\s]+>")
+
+
+def parent_ids(message: NewMessage) -> list[str]:
+    """The Message-IDs a message answers, nearest first: In-Reply-To, then References from
+    the last (its parent) to the first (the thread's root)."""
+    found = _MESSAGE_ID.findall(message.in_reply_to or "")
+    found += reversed([r for r in message.reference_ids if _MESSAGE_ID.fullmatch(r)])
+    return list(dict.fromkeys(found))
 
 
 HELD = """
@@ -119,13 +139,22 @@ STORE_SQL = f"""
         INSERT INTO message (id, workspace_id, inbox_id, folder, uidvalidity, uid, message_id,
                              in_reply_to, reference_ids, subject, from_address, to_addresses,
                              cc_addresses, reply_to_addresses, sent_at, text_body, html_body,
-                             attachments, size, parse_error, received_at, seen, flagged)
+                             attachments, size, parse_error, received_at, seen, flagged,
+                             thread_id)
         SELECT $6, held.workspace_id, held.id, $3, $4, $5, $7, $8, $9, $10, $11, $12, $13, $14,
-               $15, $16, $17, $18, $19, $20, now(), $21, $22
+               $15, $16, $17, $18, $19, $20, now(), $21, $22,
+               coalesce((SELECT p.thread_id FROM message p
+                          WHERE p.inbox_id = held.id AND p.message_id = ANY($24::text[])
+                          ORDER BY array_position($24::text[], p.message_id) LIMIT 1), $6)
           FROM held, advanced
          WHERE NOT EXISTS ({DELETED_BEFORE})
         ON CONFLICT DO NOTHING
         RETURNING id, inbox_id
+    ), attached AS (
+        INSERT INTO message_attachment (message_id, index, content)
+        SELECT stored.id, part.ordinality - 1, part.content
+          FROM stored, unnest($23::bytea[]) WITH ORDINALITY AS part(content, ordinality)
+         WHERE part.content IS NOT NULL
     ), {TOUCHED}, {DELETE_ON_RECEIVE}, notified AS (
         {announce_sql(EventKind.MESSAGE_RECEIVED, "touched")}
     )
@@ -169,6 +198,8 @@ async def store_message(
         message.parse_error,
         message.seen,
         message.flagged,
+        message.attachment_contents,
+        parent_ids(message),
     )
     assert record is not None  # a SELECT of aggregates: always one row
     if not record["advanced"]:
@@ -186,6 +217,7 @@ class MessageFilter:
     until: datetime | None = None
     search: str | None = None
     unseen: bool | None = None  # True: only unseen messages; False or None: all
+    thread_id: uuid.UUID | None = None
 
 
 def _like(text: str) -> str:
@@ -207,6 +239,8 @@ def _filter_sql(
         clauses.append(f"folder = {arg(flt.folder)}")
     if flt.unseen:
         clauses.append("NOT seen")
+    if flt.thread_id is not None:
+        clauses.append(f"thread_id = {arg(flt.thread_id)}")
     if flt.sender:
         clauses.append(f"(from_address->>'address') ILIKE {arg(_like(flt.sender))}")
     if flt.subject:

@@ -16,7 +16,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
-    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -300,99 +299,9 @@ class FolderSync(SQLModel, table=True):
     updated_at: datetime = _now()
 
 
-class Message(SQLModel, table=True):
-    """A received message, parsed. Stored once per (inbox, folder, uidvalidity, uid) and once
-    per Message-ID within the inbox; ``parse_error`` set means it could not be parsed (it is
-    kept, so it is never fetched again)."""
-
-    __tablename__ = "message"
-    __table_args__ = (
-        Index("uq_message_mailbox_uid", "inbox_id", "folder", "uidvalidity", "uid", unique=True),
-        Index(
-            "uq_message_inbox_message_id",
-            "inbox_id",
-            "message_id",
-            unique=True,
-            postgresql_where=text("message_id IS NOT NULL"),
-        ),
-        Index("ix_message_inbox_received", "inbox_id", "received_at", "id"),
-        Index("ix_message_workspace_received", "workspace_id", "received_at", "id"),
-    )
-
-    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    workspace_id: uuid.UUID = Field(foreign_key="workspace.id", ondelete="CASCADE")
-    inbox_id: uuid.UUID = Field(foreign_key="email_inbox.id", ondelete="CASCADE")
-    folder: str = Field(sa_column=Column(Text, nullable=False))
-    uidvalidity: int = Field(sa_column=Column(BigInteger, nullable=False))
-    uid: int = Field(sa_column=Column(BigInteger, nullable=False))
-    message_id: str | None = Field(default=None, sa_column=Column(Text))
-    in_reply_to: str | None = Field(default=None, sa_column=Column(Text))
-    reference_ids: list[str] = Field(
-        default_factory=list, sa_column=Column(ARRAY(Text), nullable=False)
-    )
-    subject: str | None = Field(default=None, sa_column=Column(Text))
-    from_address: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
-    to_addresses: list[dict[str, Any]] = Field(
-        default_factory=list, sa_column=Column(JSONB, nullable=False)
-    )
-    cc_addresses: list[dict[str, Any]] = Field(
-        default_factory=list, sa_column=Column(JSONB, nullable=False)
-    )
-    reply_to_addresses: list[dict[str, Any]] = Field(
-        default_factory=list, sa_column=Column(JSONB, nullable=False)
-    )
-    sent_at: datetime | None = _ts()
-    text_body: str | None = Field(default=None, sa_column=Column(Text))
-    html_body: str | None = Field(default=None, sa_column=Column(Text))
-    attachments: list[dict[str, Any]] = Field(
-        default_factory=list, sa_column=Column(JSONB, nullable=False)
-    )
-    size: int = Field(default=0, nullable=False)
-    parse_error: str | None = Field(default=None, sa_column=Column(Text))
-    received_at: datetime = _now()
-    # As the server reported them when the message was stored, then as set through inboxd.
-    seen: bool = Field(default=False, sa_column=_false())
-    flagged: bool = Field(default=False, sa_column=_false())
-
-
-class MessageAction(SQLModel, table=True):
-    """A change made in inboxd for the IMAP server (FLAGS or DELETE; see
-    storage.message_actions), by (folder, uidvalidity, uid): the message row may be gone."""
-
-    __tablename__ = "message_action"
-    __table_args__ = (Index("ix_message_action_inbox", "inbox_id", "id"),)
-
-    id: int = Field(sa_column=Column(BigInteger, Identity(), primary_key=True))
-    inbox_id: uuid.UUID = Field(foreign_key="email_inbox.id", ondelete="CASCADE")
-    message_id: uuid.UUID | None = Field(default=None)
-    folder: str = Field(sa_column=Column(Text, nullable=False))
-    uidvalidity: int = Field(sa_column=Column(BigInteger, nullable=False))
-    uid: int = Field(sa_column=Column(BigInteger, nullable=False))
-    kind: str = Field(sa_column=Column(Text, nullable=False))
-    seen: bool | None = Field(default=None)
-    flagged: bool | None = Field(default=None)
-    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
-    next_attempt_at: datetime = _now()
-    last_error: str | None = Field(default=None, sa_column=Column(Text))
-    created_at: datetime = _now()
-
-
-class DeletedMessage(SQLModel, table=True):
-    """A message deleted in inboxd: never imported again (by UID or by Message-ID)."""
-
-    __tablename__ = "deleted_message"
-    __table_args__ = (
-        Index(
-            "ix_deleted_message_message_id",
-            "inbox_id",
-            "message_id",
-            postgresql_where=text("message_id IS NOT NULL"),
-        ),
-    )
-
-    inbox_id: uuid.UUID = Field(foreign_key="email_inbox.id", ondelete="CASCADE", primary_key=True)
-    folder: str = Field(sa_column=Column(Text, primary_key=True))
-    uidvalidity: int = Field(sa_column=Column(BigInteger, primary_key=True))
-    uid: int = Field(sa_column=Column(BigInteger, primary_key=True))
-    message_id: str | None = Field(default=None, sa_column=Column(Text))
-    deleted_at: datetime = _now()
+# The received mail's tables live beside this module (the same metadata); imported last, as
+# they use the column helpers above.
+from storage.models_mail import DeletedMessage as DeletedMessage  # noqa: E402
+from storage.models_mail import Message as Message  # noqa: E402
+from storage.models_mail import MessageAction as MessageAction  # noqa: E402
+from storage.models_mail import MessageAttachment as MessageAttachment  # noqa: E402

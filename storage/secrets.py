@@ -14,7 +14,9 @@ import uuid
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 _VERSION = b"v1"
 _NONCE_BYTES = 12
@@ -150,6 +152,17 @@ class KeyRing:
             raise DecryptionError(
                 "secret does not belong to this row/column or was altered"
             ) from exc
+
+    def derive(self, purpose: str) -> list[bytes]:
+        """A 32-byte key per ring key for ``purpose`` (HKDF-SHA256), the primary's first: a
+        separate key for each use, never an encryption key itself."""
+        ordered = [self.primary_key_id, *(k for k in self._keys if k != self.primary_key_id)]
+        return [
+            HKDF(hashes.SHA256(), 32, salt=None, info=f"inboxd:{purpose}".encode()).derive(
+                self._keys[key_id]
+            )
+            for key_id in ordered
+        ]
 
     def needs_rotation(self, blob: bytes) -> bool:
         return _unpack(blob).key_id != self.primary_key_id
