@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from mail.parse import parse_message
-from storage import messages
+from storage import folder_sync, messages
 from storage.attachments import AttachmentLinks, LinkCheck, LinkTarget
 from storage.db import create_database
 from storage.secrets import KeyRing
@@ -305,7 +305,7 @@ async def test_storing_a_message_costs_one_statement_with_or_without_attachments
     receiver = receiving.stack.background.receiver
     assert receiver is not None
     async with receiving.db.connection() as connection:
-        folder = await messages.folder_state(connection, inbox_id, "INBOX")
+        folder = await folder_sync.folder_state(connection, inbox_id, "INBOX")
     assert folder is not None
     uids = iter(range(1_000_000, 1_000_100))
     # A database of its own, so the receiver's own work is not counted.
