@@ -35,6 +35,7 @@ from storage.rows import WorkspaceRow
 from storage.secrets import KeyRing
 from tests.support.database import create_scratch, drop_scratch, scratch_database, server_url
 from tests.support.dnsserver import DnsTestServer
+from tests.support.dovecot import dovecot_left_running
 from tests.support.graphql import GraphQLClient
 from tests.support.mailservers import MailCerts, make_certs
 from tests.support.processes import (
@@ -74,6 +75,14 @@ def no_postgres_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterato
     for folder in EMBEDDED_FOLDERS:
         shutil.rmtree(folder, ignore_errors=True)
     assert not left, f"Postgres servers left running by the suite: {stopped}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_dovecot_left_behind() -> Iterator[None]:
+    """The suite ends with none of its Dovecot instances running (tests.support.dovecot)."""
+    yield
+    left = dovecot_left_running()
+    assert not left, f"Dovecot processes left running by the suite: {left}"
 
 
 @pytest.fixture(scope="session")

@@ -74,6 +74,7 @@ class MailCerts:
     localhost_only_context: ssl.SSLContext  # trusted, but valid for "localhost" only
     expired_context: ssl.SSLContext  # trusted CA, expired yesterday
     expired_fingerprint: str
+    ca: trustme.CA  # issues certificates for servers run outside Python (Dovecot)
 
 
 def _server_context(leaf: trustme.LeafCert) -> tuple[ssl.SSLContext, str]:
@@ -109,6 +110,7 @@ def make_certs(directory: Path) -> MailCerts:
         localhost_only_context=localhost_only,
         expired_context=expired,
         expired_fingerprint=expired_fp,
+        ca=ca,
     )
 
 
