@@ -584,7 +584,10 @@ async def diagnose(database_url: str, sent: dict[str, str], rows: list[dict[str,
             r = await connection.fetchrow(
                 "SELECT w.owner, w.expires_at > now() AS live, w.state, w.last_error_code, "
                 "w.auth_failures, f.uidvalidity, f.last_uid, i.status, i.last_check_at, "
-                "(SELECT count(*) FROM message m WHERE m.inbox_id = i.id) AS stored "
+                "(SELECT count(*) FROM message m WHERE m.inbox_id = i.id) AS stored, "
+                "(SELECT array_agg(DISTINCT m.uidvalidity) FROM message m "
+                " WHERE m.inbox_id = i.id) AS stored_uidvalidities, "
+                "(SELECT max(m.uid) FROM message m WHERE m.inbox_id = i.id) AS max_stored_uid "
                 "FROM email_inbox i LEFT JOIN inbox_watch w ON w.inbox_id = i.id "
                 "LEFT JOIN folder_sync f ON f.inbox_id = i.id AND f.folder = 'INBOX' "
                 "WHERE i.imap_username = $1",
@@ -598,7 +601,7 @@ async def diagnose(database_url: str, sent: dict[str, str], rows: list[dict[str,
 def save_logs(drill: Drill, *extra: Path) -> Path:
     """Copy the processes' logs out of the temp dir (removed at the end) for a failed run."""
     keep = Path(tempfile.mkdtemp(prefix=f"{drill.name}-logs-"))
-    for path in (*drill.tmp.glob("*.log"), *extra):
+    for path in (*drill.tmp.rglob("*.log"), *extra):
         if path.exists():
             shutil.copy(path, keep / path.name)
     print(f"  logs kept in {keep}", flush=True)
