@@ -73,7 +73,8 @@ class CountingSmtp(SmtpServer):
 
     def __init__(self, users: dict[str, str], certs: MailCerts) -> None:
         super().__init__(SmtpMode.STARTTLS, users, ssl_context=certs.server_context)
-        self.logins: Counter[str] = Counter()
+        # Successful logins per username (the base class's ``logins`` lists every attempt).
+        self.login_counts: Counter[str] = Counter()
         self.active: Counter[str] = Counter()
         self.max_active: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -83,7 +84,7 @@ class CountingSmtp(SmtpServer):
         if result.success:
             user = str(result.auth_data)
             with self._lock:
-                self.logins[user] += 1
+                self.login_counts[user] += 1
                 self.active[user] += 1
                 self.max_active[user] = max(self.max_active[user], self.active[user])
             session._drill_user = user
@@ -123,7 +124,7 @@ class _SlowCountingLogin(mailservers._CountingLogin):
             user = str(credentials.authcid)
             holder["user"] = user
             with server._lock:
-                server.logins[user] += 1
+                server.login_counts[user] += 1
                 server.active[user] += 1
                 server.max_active[user] = max(server.max_active[user], server.active[user])
         return identity
@@ -146,7 +147,8 @@ class CountingImap(ImapServer):
         super().__init__(ImapMode.TLS, users, ssl_context=certs.server_context)
         self.login_delay = login_delay
         self.slow = dict(slow or {})  # username -> its own login delay
-        self.logins: Counter[str] = Counter()
+        # Successful logins per username (the base class's ``logins`` lists every attempt).
+        self.login_counts: Counter[str] = Counter()
         self.active: Counter[str] = Counter()
         self.max_active: Counter[str] = Counter()
         self._lock = threading.Lock()

@@ -239,7 +239,8 @@ async def main(mode: str, down_for: float) -> int:
             flush=True,
         )
         print(
-            f"  SMTP logins {sum(smtp.logins.values())}, IMAP logins {sum(imap.logins.values())}; "
+            f"  SMTP logins {sum(smtp.login_counts.values())}, "
+            f"IMAP logins {sum(imap.login_counts.values())}; "
             f"all verifications final {waited:.1f} s after the load stopped",
             flush=True,
         )

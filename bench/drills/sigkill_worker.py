@@ -164,13 +164,13 @@ async def main() -> int:
             doubled = {u: n for u, n in server.max_active.items() if n > 1}
             if doubled:
                 problems.append(f"{side}: usernames with 2+ sessions open at once: {doubled}")
-            for user, logins in server.logins.items():
+            for user, logins in server.login_counts.items():
                 if logins > attempts_by_user.get(user, 0):
                     problems.append(
                         f"{side}: {user} logged in {logins} times for "
                         f"{attempts_by_user.get(user, 0)} attempts"
                     )
-            missing = [u for u in acked if server.logins[u] == 0]
+            missing = [u for u in acked if server.login_counts[u] == 0]
             if missing:
                 problems.append(
                     f"{side}: {len(missing)} inboxes never logged in, e.g. {missing[:3]}"
@@ -187,7 +187,8 @@ async def main() -> int:
             flush=True,
         )
         print(
-            f"  SMTP logins {sum(smtp.logins.values())}, IMAP logins {sum(imap.logins.values())}, "
+            f"  SMTP logins {sum(smtp.login_counts.values())}, "
+            f"IMAP logins {sum(imap.login_counts.values())}, "
             f"max sessions per username at once: SMTP {max(smtp.max_active.values(), default=0)},"
             f" IMAP {max(imap.max_active.values(), default=0)}",
             flush=True,

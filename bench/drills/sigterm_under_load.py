@@ -274,7 +274,8 @@ async def main() -> int:
         )
         print(f"  outcome: {dict(sorted(summary.items()))}")
         print(
-            f"  SMTP logins {sum(smtp.logins.values())}, IMAP logins {sum(imap.logins.values())}; "
+            f"  SMTP logins {sum(smtp.login_counts.values())}, "
+            f"IMAP logins {sum(imap.login_counts.values())}; "
             f"all final {waited:.1f} s after serve #2 started",
             flush=True,
         )

@@ -1,0 +1,170 @@
+"""Drill: the IMAP server restarted in the middle of a burst of 500 arrivals.
+
+The IMAP server is a private Dovecot (``_dovecot.py``: implicit TLS on a loopback port, Maildirs
+in the temp dir), because its mail and UIDVALIDITY outlive a restart as a real server's do;
+pymap's in-memory backend would forget every mailbox. Starts (all on loopback, in a temp dir):
+an EmbeddedPostgres, an ``inboxd serve`` that verifies (receiving off), two receiving
+``inboxd worker`` processes (lease 3 s), the Dovecot, and a counting SMTP server for the
+verifications. Creates ``INBOXES`` inboxes, waits until every one is watched, then APPENDs
+``MESSAGES`` messages (unique Message-IDs) at ``RATE`` per second from sessions of its own.
+A ``STOP_AT`` fraction into the burst Dovecot is stopped (SIGTERM to its master, or with
+``--mode kill`` SIGKILL to every Dovecot process at once) for ``DOWN`` seconds and started
+again on the same port; APPENDs refused meanwhile are sent again once it is back.
+
+Fails (exit 1) unless every sent Message-ID is stored exactly once in its user's inbox, no
+(folder, UIDVALIDITY, UID) is stored twice, every stored message was notified exactly once,
+both workers survive and every inbox is watched again.
+
+    .venv/bin/python bench/drills/receiving_mailserver_restart.py [--mode kill]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import ssl
+import sys
+import time
+from pathlib import Path
+
+from _common import CountingSmtp, Drill, log, mail_users, report
+from _dovecot import Dovecot, available
+from _receiving import (
+    Appender,
+    EventCounter,
+    LeaseSampler,
+    burst,
+    check_exactly_once,
+    settle,
+    start_stack,
+    wait_watched,
+    worker_problems,
+)
+
+INBOXES = 20
+MESSAGES = 500
+RATE = 50.0  # messages per second: the burst lasts 10 s (plus the outage)
+STOP_AT = 0.3
+DOWN = 5.0
+STORE_WITHIN = 90.0
+
+
+async def wait_all_watched(database_url: str, inbox_ids: list[str]) -> None:
+    """Before the next restart: every inbox watched again (or give up after 5 minutes)."""
+    try:
+        await wait_watched(database_url, inbox_ids, 300, "after the restart")
+    except RuntimeError as exc:
+        log(str(exc))
+
+
+async def main(
+    mode: str, messages: int, inboxes: int, restarts: int, backoff: str, rate: float
+) -> int:
+    why_not = available()
+    if why_not:
+        print(f"receiving_mailserver_restart: cannot run: {why_not}", flush=True)
+        return 2
+    drill = await asyncio.to_thread(Drill, "receiving_mailserver_restart")
+    problems: list[str] = []
+    dovecot: Dovecot | None = None
+    try:
+        users = mail_users(inboxes, "m")
+        dovecot = Dovecot(drill.tmp / "dovecot", users)
+        bundle = drill.tmp / "ca-bundle.pem"
+        bundle.write_bytes(Path(drill.certs.ca_file).read_bytes() + dovecot.ca_pem)
+        dovecot.start()
+        log(f"dovecot on 127.0.0.1:{dovecot.port} (pid {dovecot.proc.pid if dovecot.proc else 0})")
+        with CountingSmtp(users, drill.certs) as smtp:
+            extra = {"INBOXD_TLS_CA_FILE": str(bundle)}
+            if backoff == "default":  # the product's backoff (2 s doubling up to 300 s)
+                extra.update(
+                    INBOXD_RECEIVING_BACKOFF_BASE_SECONDS="2",
+                    INBOXD_RECEIVING_BACKOFF_MAX_SECONDS="300",
+                )
+            stack = await start_stack(drill, users, smtp.port, dovecot.port, **extra)
+            events = EventCounter(drill.database_url)
+            sampler = LeaseSampler(drill.database_url)
+            await events.start()
+            await sampler.start()
+            context = ssl.create_default_context(cadata=dovecot.ca_pem.decode())
+            appender = Appender(dovecot.port, users, context)
+            sent: dict[str, str] = {}
+            started = time.monotonic()
+            sending = asyncio.create_task(burst(appender, list(users), messages, rate, sent))
+            burst_took: list[float] = []
+            sending.add_done_callback(lambda _t: burst_took.append(time.monotonic() - started))
+
+            outages: list[tuple[float, float]] = []  # (stopped, back) per restart
+            for n in range(restarts):
+                at = STOP_AT + n * (1 - STOP_AT) / restarts
+                while len(sent) < messages * at and not sending.done():
+                    await asyncio.sleep(0.02)
+                sent_before = len(sent)
+                stopping = time.monotonic()
+                await asyncio.to_thread(
+                    dovecot.stop, signal.SIGKILL if mode == "kill" else signal.SIGTERM
+                )
+                log(f"dovecot stopped ({mode}) after {sent_before} sent")
+                await asyncio.sleep(DOWN)
+                await asyncio.to_thread(dovecot.start)
+                outages.append((stopping, time.monotonic()))
+                log(f"dovecot back after {time.monotonic() - stopping:.1f} s")
+                await wait_all_watched(drill.database_url, list(stack.inbox_ids.values()))
+            back_at = outages[-1][1]
+
+            await sending
+            log(f"burst done: {len(sent)} sent in {burst_took[0]:.1f} s")
+            settled = await settle(drill, sent, STORE_WITHIN, problems)
+            rows, waited, all_stored_at = settled.rows, settled.waited, settled.all_stored_at
+            await sampler.stop()
+            await events.stop()
+            await appender.close()
+            await stack.api.aclose()
+            ids = list(stack.inbox_ids.values())
+            rewatched_each = [sampler.all_watched_at(ids, back) for _, back in outages]
+            rewatched = None if None in rewatched_each else max(rewatched_each)  # type: ignore[type-var]
+            worker_problems(stack, problems)
+            tally = check_exactly_once(sent, rows, events, problems)
+
+        if rewatched is None:
+            problems.append("not every inbox was watched again after the mail server came back")
+        print(flush=True)
+        log(f"receiving_mailserver_restart results (mode {mode})")
+        print(f"  {tally.line()}", flush=True)
+        downs = ", ".join(f"{back - stop:.1f}" for stop, back in outages)
+        again = ", ".join("never" if t is None else f"{t:.1f}" for t in rewatched_each)
+        print(
+            f"  Dovecot restarted {len(outages)}x, down {downs} s; APPENDs sent again after a "
+            f"failure {appender.retries}",
+            flush=True,
+        )
+        print(
+            f"  after each restart every inbox watched again in {again} s; all stored "
+            f"{all_stored_at - back_at:.1f} s after the last restart ({waited:.1f} s after the "
+            f"last APPEND); lease owner changes {sampler.owner_changes()}",
+            flush=True,
+        )
+    finally:
+        if dovecot is not None:
+            dovecot.stop()
+        drill.close()
+    return report("receiving_mailserver_restart", problems)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("stop", "kill"), default="stop")
+    parser.add_argument("--messages", type=int, default=MESSAGES)
+    parser.add_argument("--inboxes", type=int, default=INBOXES)
+    parser.add_argument("--restarts", type=int, default=1)
+    parser.add_argument("--rate", type=float, default=RATE, help="messages per second")
+    parser.add_argument(
+        "--backoff",
+        choices=("drill", "default"),
+        default="drill",
+        help="drill: reconnect backoff 0.5 s doubling to 5 s; default: the product's 2 s to 300 s",
+    )
+    args = parser.parse_args()
+    code = main(args.mode, args.messages, args.inboxes, args.restarts, args.backoff, args.rate)
+    sys.exit(asyncio.run(code))
