@@ -95,6 +95,7 @@ class Receiver:
         with contextlib.suppress(*UNAVAILABLE_ERRORS):
             async with self.state.db.connection(background=True) as connection:
                 await watch_leases.release(connection, self.owner, held)
+                await watch_leases.leave(connection, self.owner)
 
     async def _cancel(self, inbox_ids: list[uuid.UUID]) -> None:
         tasks = [self.tasks.pop(i) for i in inbox_ids if i in self.tasks]
@@ -128,19 +129,28 @@ class Receiver:
             hub.remove(watcher)
 
     async def _tick(self) -> None:
-        """Renew what is held, give back what no longer qualifies, claim what is free."""
+        """Renew what is held, give back what no longer qualifies or is past this process's
+        share (storage.watch_leases), claim free inboxes up to the share."""
         held = list(self.tasks)
         lease = self.config.lease_seconds
         async with self.state.db.connection(background=True) as connection:
             kept = await watch_leases.renew(connection, self.owner, held, lease_seconds=lease)
             dropped = [i for i in held if i not in kept or self.tasks[i].done()]
+            share = await watch_leases.share(connection, self.owner, lease_seconds=lease)
+            share = min(share, self.config.max_inboxes)
+            surplus = len(held) - len(dropped) - share
+            if surplus > 0:
+                # Handed over: the process that claims them reads on from the last seen UID.
+                dropped += random.sample([i for i in held if i not in dropped], surplus)
             await self._cancel(dropped)
             await watch_leases.release(connection, self.owner, dropped)
             for inbox_id, version in kept.items():
+                if inbox_id in dropped:
+                    continue
                 if inbox_id in self.tasks and self.versions.get(inbox_id, version) != version:
                     await self._cancel([inbox_id])  # settings changed: watch with the new ones
                     self._start(inbox_id)
-            free = self.config.max_inboxes - len(self.tasks)
+            free = share - len(self.tasks)
             for inbox_id in await watch_leases.claim(
                 connection, self.owner, lease_seconds=lease, limit=free
             ):

@@ -305,3 +305,4 @@ from storage.models_mail import DeletedMessage as DeletedMessage  # noqa: E402
 from storage.models_mail import Message as Message  # noqa: E402
 from storage.models_mail import MessageAction as MessageAction  # noqa: E402
 from storage.models_mail import MessageAttachment as MessageAttachment  # noqa: E402
+from storage.models_mail import ReceiverMember as ReceiverMember  # noqa: E402

@@ -8,7 +8,17 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Identity, Index, Integer, LargeBinary, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
@@ -126,3 +136,13 @@ class MessageAttachment(SQLModel, table=True):
     message_id: uuid.UUID = Field(foreign_key="message.id", ondelete="CASCADE", primary_key=True)
     index: int = Field(sa_column=Column(Integer, primary_key=True))
     content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class ReceiverMember(SQLModel, table=True):
+    """A process that receives mail, while ``expires_at`` is ahead (renewed with its leases).
+    Inboxes are shared out evenly among the live members (storage.watch_leases.share)."""
+
+    __tablename__ = "receiver_member"
+
+    owner: str = Field(sa_column=Column(Text, primary_key=True))
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

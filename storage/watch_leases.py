@@ -5,6 +5,13 @@ process claims inboxes whose lease is free or expired (a dead owner), renews the
 and gives them back when it stops or the inbox no longer qualifies. Two processes claiming at
 once never both win: the claim is one ``INSERT .. ON CONFLICT DO UPDATE .. WHERE`` and
 Postgres re-checks the condition on the row the other committed.
+
+Inboxes are shared out evenly: every receiving process registers itself
+(``receiver_member``, renewed with its leases), and each holds at most its share, the
+eligible inboxes divided by the live processes, rounded up. A process holding more gives the
+surplus back (its watchers stop; the leases are freed at once) and one holding fewer claims
+free ones, so a process that joins gets its share within a renewal or two, and the inboxes of
+one that leaves (gracefully: at once; dead: when its leases expire) go to the others.
 """
 
 from __future__ import annotations
@@ -47,6 +54,34 @@ RELEASE_SQL = """
     UPDATE inbox_watch SET owner = NULL, expires_at = NULL
      WHERE owner = $1 AND inbox_id = ANY($2::uuid[])
 """
+
+
+SHARE_SQL = f"""
+    WITH me AS (
+        INSERT INTO receiver_member (owner, expires_at)
+        VALUES ($1, now() + make_interval(secs => $2))
+        ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at
+        RETURNING owner
+    ), gone AS (
+        DELETE FROM receiver_member WHERE expires_at < now() - make_interval(secs => $2)
+    )
+    SELECT (SELECT count(*) FROM email_inbox i WHERE {ELIGIBLE}) AS eligible,
+           (SELECT count(*) FROM receiver_member
+             WHERE expires_at > now() AND owner <> $1) + 1 AS members
+"""  # noqa: S608
+
+
+async def share(connection: Connection, owner: str, *, lease_seconds: float) -> int:
+    """Register ``owner`` as a live receiving process (for ``lease_seconds``) and return its
+    share: how many inboxes it should watch, the eligible ones over the live processes."""
+    record = await connection.fetchrow(SHARE_SQL, owner, lease_seconds)
+    assert record is not None  # a SELECT of aggregates: always one row
+    eligible, members = int(record["eligible"]), int(record["members"])
+    return -(-eligible // members)
+
+
+async def leave(connection: Connection, owner: str) -> None:
+    await connection.execute("DELETE FROM receiver_member WHERE owner = $1", owner)
 
 
 async def claim(

@@ -262,3 +262,53 @@ async def _has(tenant: Any, inbox_id: str, subject: str) -> bool:
 
 async def _count(tenant: Any, inbox_id: str, count: int) -> bool:
     return len(await subjects(tenant, inbox_id)) >= count
+
+
+async def _held(receiving: Verifier) -> dict[str, int]:
+    async with receiving.db.connection() as connection:
+        rows = await connection.fetch(
+            "SELECT owner, count(*) AS n FROM inbox_watch WHERE expires_at > now() GROUP BY owner"
+        )
+    return {r["owner"]: r["n"] for r in rows}
+
+
+async def test_inboxes_are_shared_out_as_receivers_join_and_leave_and_mail_is_stored_once(
+    receiving: Verifier,
+    servers: dict[str, Any],  # noqa: F811
+) -> None:
+    tenant = await receiving.tenant()
+    users = [f"user{n}@example.test" for n in range(4, 8)]
+    inbox_ids = [await create_watched(receiving, tenant, servers, u) for u in users]
+    background = receiving.stack.background
+    first = background.receiver
+    assert first is not None
+    async with receiving.db.connection() as connection:
+        total = await connection.fetchval(
+            "SELECT count(*) FROM email_inbox WHERE status = 'ACTIVE' AND receiving_enabled"
+        )
+    await wait_until(lambda: _sum_is(receiving, total, {first.owner}), "one receiver holds all")
+
+    joined = Receiver(receiving.stack.state, receiver_config(receiving.stack.settings))
+    await joined.start()
+    try:
+
+        async def halves() -> bool:
+            held = await _held(receiving)
+            mine, theirs = held.get(first.owner, 0), held.get(joined.owner, 0)
+            return mine + theirs == total and abs(mine - theirs) <= 1 and len(held) == 2
+
+        await wait_until(halves, "the inboxes shared out between two receivers")
+        for n, user in enumerate(users):
+            servers["TLS"].deliver(user, mail(f"while shared {n}"))
+    finally:
+        await joined.stop()
+    await wait_until(lambda: _sum_is(receiving, total, {first.owner}), "all back with one")
+    for n, (inbox_id, user) in enumerate(zip(inbox_ids, users, strict=True)):
+        servers["TLS"].deliver(user, mail(f"after {n}"))
+        await wait_until(lambda i=inbox_id, n=n: _has(tenant, i, f"after {n}"), "stored")
+        assert sorted(await subjects(tenant, inbox_id)) == [f"after {n}", f"while shared {n}"]
+
+
+async def _sum_is(receiving: Verifier, total: int, owners: set[str]) -> bool:
+    held = await _held(receiving)
+    return set(held) == owners and sum(held.values()) == total

@@ -1,7 +1,7 @@
 """Received mail: attachment bytes (message_attachment) and a thread id per message
 
 Revision ID: 0008_attachments
-Revises: 0006_receiving
+Revises: 0007
 """
 
 from collections.abc import Sequence
