@@ -32,6 +32,7 @@ class Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     ) -> None:
         super().__init__(loop, lost)
         self._arrived = arrived
+        self.gone = False
 
     def connection_lost(self, exc: Exception | None) -> None:
         """End every command still waiting for an answer. aioimaplib leaves them to their own
@@ -39,12 +40,18 @@ class Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         state lock, so that even a cancelled wait for the greeting never returns) and IDLE
         before the server's "+" (a watcher would wait on a dead connection forever)."""
         super().connection_lost(exc)
+        self.gone = True
         for task in self.tasks:  # the greeting's task, failing now: retrieved, not leaked
             task.add_done_callback(_retrieve)
         waiting = [self.pending_sync_command, *self.pending_async_commands.values()]
         for command in waiting:
             if command is not None:
                 command.close(b"connection lost", "BYE")
+
+    async def execute(self, command: aioimaplib.Command, scrub: str | None = None) -> Any:
+        if self.gone:  # aioimaplib would send it into the void and wait for its timeout
+            raise aioimaplib.Abort(f"{command.name}: the connection is lost")
+        return await super().execute(command, scrub)
 
     def _untagged_response(self, line: bytes) -> Any:
         opening = self.pending_sync_command is not None and (
@@ -63,6 +70,7 @@ class Client(aioimaplib.IMAP4):  # type: ignore[misc]
     ) -> None:
         self._opener = opener
         self._arrived = arrived
+        self._lost = lost
         super().__init__(timeout=timeout, conn_lost_cb=lambda _exc: lost.set())
 
     def create_client(
@@ -80,10 +88,26 @@ class Client(aioimaplib.IMAP4):  # type: ignore[misc]
 
     async def wait_hello_from_server(self) -> None:
         # Not aioimaplib's: its wait_for task is orphaned, error and all, by a cancelled caller
-        # ("Task exception was never retrieved" when a receiver stops mid-connect).
+        # ("Task exception was never retrieved" when a receiver stops mid-connect); and its
+        # wait for the greeting is a Condition whose lock aioimaplib's greeting task holds while
+        # it waits for CAPABILITY, so a wait given up (timeout, cancel, hang-up) must end the
+        # connection, which ends that command and frees the lock, before it can return.
         async with asyncio.timeout(self.timeout):
             await self._client_task
-            await self.protocol.wait("AUTH|NONAUTH")
+        hello = asyncio.ensure_future(self.protocol.wait("AUTH|NONAUTH"))
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait({hello, lost}, timeout=self.timeout, return_when="FIRST_COMPLETED")
+        finally:
+            lost.cancel()
+            if not hello.done():
+                if self.protocol.transport is not None:
+                    self.protocol.transport.abort()
+                hello.cancel()
+                hello.add_done_callback(_retrieve)
+        if not hello.done() or hello.cancelled():
+            raise aioimaplib.Abort("the server hung up or went quiet before its greeting ended")
+        hello.result()
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

@@ -116,13 +116,19 @@ async def create_watched(tenant: Any, dovecot: Dovecot, user: str, security: str
     assert payload["__typename"] == "CreateEmailInboxSuccess", payload
     inbox_id: str = payload["inbox"]["id"]
 
+    seen: list[Any] = []
+
     async def watching() -> bool:
         inbox = await inbox_state(tenant, inbox_id)
         assert inbox["status"] != "FAILED", (inbox, dovecot.log())
+        seen[:] = [inbox]
         state: str = inbox["receiving"]["state"]
         return state == "IDLE"
 
-    await wait_until(watching, f"inbox {inbox_id} watched in IDLE")
+    try:
+        await wait_until(watching, f"inbox {inbox_id} watched in IDLE")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen: {seen}") from None
     return inbox_id
 
 
