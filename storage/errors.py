@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 
 class StorageError(Exception):
@@ -47,3 +48,24 @@ class RateLimitedError(StorageError):
         super().__init__(f"{what}; retry in {retry_after_seconds} s")
         self.retry_after_seconds = retry_after_seconds
         self.what = what
+
+
+class InboxNotActiveError(StorageError):
+    def __init__(self, inbox_id: uuid.UUID, reason: str) -> None:
+        super().__init__(f"inbox {inbox_id} cannot send: {reason}")
+        self.inbox_id = inbox_id
+        self.reason = reason
+
+
+class DailySendLimitError(StorageError):
+    def __init__(self, limit: int, resets_at: datetime) -> None:
+        super().__init__(f"daily send limit of {limit} reached; resets at {resets_at}")
+        self.limit = limit
+        self.resets_at = resets_at
+
+
+class NotCancellableError(StorageError):
+    def __init__(self, outgoing_id: uuid.UUID, state: str) -> None:
+        super().__init__(f"outgoing message {outgoing_id} is {state}, not QUEUED")
+        self.outgoing_id = outgoing_id
+        self.state = state

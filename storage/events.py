@@ -32,6 +32,8 @@ class EventKind(StrEnum):
     # Internal: a message action was queued for the inbox's watcher (storage.message_actions).
     # No subscription passes it on: a client learns of flag changes by reading the message.
     MESSAGE_ACTION = "MESSAGE_ACTION"
+    # An outgoing message was queued or changed state (storage.outbox, storage.outbox_runs).
+    OUTGOING_CHANGED = "OUTGOING_CHANGED"
 
 
 def payload_sql(
@@ -44,12 +46,14 @@ def payload_sql(
     status: str = "NULL",
     message_id: str | None = None,
     folder: str | None = None,
+    outgoing: tuple[str, str] | None = None,
 ) -> str:
     """The SQL expression of an event's payload, from SQL expressions for its parts (column
     references or parameters). ``Event.decode`` reads it. Only message events carry 'm', only
-    folder resets 'f'."""
+    folder resets 'f', only outgoing messages 'o' (its id) and 'q' (its state)."""
     message = f", 'm', {message_id}" if message_id is not None else ""
     message += f", 'f', {folder}" if folder is not None else ""
+    message += f", 'o', {outgoing[0]}, 'q', {outgoing[1]}" if outgoing is not None else ""
     return (
         f"json_build_object('k', {kind}, 'w', {workspace_id}, 'i', {inbox_id}, "
         f"'v', {version}, 't', {test_id}, 's', {status}{message})::text"
@@ -62,6 +66,7 @@ def notify_sql(
     status: str = "NULL",
     message_id: str | None = None,
     folder: str | None = None,
+    outgoing: tuple[str, str] | None = None,
 ) -> str:
     """``pg_notify`` of ``payload_sql(*parts, ...)`` on the events channel."""
     kind, workspace_id, inbox_id, version = parts
@@ -74,6 +79,7 @@ def notify_sql(
         status=status,
         message_id=message_id,
         folder=folder,
+        outgoing=outgoing,
     )
     return f"pg_notify('{CHANNEL}', {payload})"
 
@@ -86,7 +92,9 @@ def announce_sql(kind: EventKind, rows: str) -> str:
     produced. A deletion carries no status: the inbox has none any more. For MESSAGE_RECEIVED
     the inbox rows also carry ``message_id``, the stored message (the inbox is not changed:
     its version is the current one); so do they for MESSAGE_ACTION, the message acted on.
-    For FOLDER_RESET they carry ``folder``, the folder the server renumbered.
+    For FOLDER_RESET they carry ``folder``, the folder the server renumbered. For
+    OUTGOING_CHANGED the rows are outgoing messages (id, inbox_id, workspace_id, version,
+    state): the version and state are the message's.
     """
     if kind in (EventKind.MESSAGE_RECEIVED, EventKind.MESSAGE_ACTION):
         notify = notify_sql(
@@ -105,6 +113,14 @@ def announce_sql(kind: EventKind, rows: str) -> str:
             "r.version",
             status="r.status",
             folder="r.folder",
+        )
+    elif kind is EventKind.OUTGOING_CHANGED:
+        notify = notify_sql(
+            "'OUTGOING_CHANGED'",
+            "r.workspace_id",
+            "r.inbox_id",
+            "r.version",
+            outgoing=("r.id", "r.state"),
         )
     elif kind is EventKind.TEST_CHANGED:
         notify = notify_sql(
@@ -129,6 +145,9 @@ class Event:
     message_id: uuid.UUID | None = None
     # The renumbered folder (FOLDER_RESET only).
     folder: str | None = None
+    # The outgoing message and its state at ``version`` (OUTGOING_CHANGED only).
+    outgoing_id: uuid.UUID | None = None
+    outgoing_state: str | None = None
 
     @classmethod
     def decode(cls, payload: str) -> Event:
@@ -142,4 +161,6 @@ class Event:
             status=data.get("s"),
             message_id=uuid.UUID(data["m"]) if data.get("m") else None,
             folder=data.get("f"),
+            outgoing_id=uuid.UUID(data["o"]) if data.get("o") else None,
+            outgoing_state=data.get("q"),
         )

@@ -305,4 +305,8 @@ from storage.models_mail import DeletedMessage as DeletedMessage  # noqa: E402
 from storage.models_mail import Message as Message  # noqa: E402
 from storage.models_mail import MessageAction as MessageAction  # noqa: E402
 from storage.models_mail import MessageAttachment as MessageAttachment  # noqa: E402
+from storage.models_mail import OutgoingAttachment as OutgoingAttachment  # noqa: E402
+from storage.models_mail import OutgoingMessage as OutgoingMessage  # noqa: E402
+from storage.models_mail import OutgoingState as OutgoingState  # noqa: E402
 from storage.models_mail import ReceiverMember as ReceiverMember  # noqa: E402
+from storage.models_mail import SendCount as SendCount  # noqa: E402

@@ -1,16 +1,19 @@
-"""The tables of received mail: messages, their attachments' bytes, the changes queued for
-the IMAP server and the messages deleted in inboxd. Part of ``storage.models`` (the same
-metadata, re-exported there), which remains the one description of the tables."""
+"""The tables of mail: received messages, their attachments' bytes, the changes queued for
+the IMAP server and the messages deleted in inboxd; and the outbox (messages to send, their
+attachments' bytes, the daily send counts). Part of ``storage.models`` (the same metadata,
+re-exported there), which remains the one description of the tables."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Column,
+    Date,
     DateTime,
     Identity,
     Index,
@@ -146,3 +149,119 @@ class ReceiverMember(SQLModel, table=True):
 
     owner: str = Field(sa_column=Column(Text, primary_key=True))
     expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class OutgoingState(StrEnum):
+    QUEUED = "QUEUED"
+    SENDING = "SENDING"
+    SENT = "SENT"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+FINAL_OUTGOING_STATES = frozenset({"SENT", "FAILED", "CANCELLED"})
+
+
+class OutgoingMessage(SQLModel, table=True):
+    """One message to send, and the durable job that sends it.
+
+    QUEUED rows come due at ``next_attempt_at`` (``send_at``, or a retry's time); a worker
+    holds a SENDING row through ``lease_owner``/``lease_expires_at``. ``message_id`` is made at
+    enqueue time, so a successor that finds an expired SENDING lease can look for the message
+    in the Sent folder before sending it again."""
+
+    __tablename__ = "outgoing_message"
+    __table_args__ = (
+        # The same key within 24 h returns the first message (older keys are released).
+        Index(
+            "uq_outgoing_message_idempotency",
+            "inbox_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+        Index("ix_outgoing_message_inbox_created", "inbox_id", "created_at", "id"),
+        # The workers' claim and their "when is the next one due".
+        Index(
+            "ix_outgoing_message_due",
+            "next_attempt_at",
+            postgresql_where=text("state = 'QUEUED'"),
+        ),
+        Index(
+            "ix_outgoing_message_lease",
+            "lease_expires_at",
+            postgresql_where=text("state = 'SENDING'"),
+        ),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    workspace_id: uuid.UUID = Field(foreign_key="workspace.id", ondelete="CASCADE")
+    inbox_id: uuid.UUID = Field(foreign_key="email_inbox.id", ondelete="CASCADE")
+    state: str = Field(default=OutgoingState.QUEUED.value, sa_column=Column(Text, nullable=False))
+    # [{"name": str | None, "address": str}]
+    to_addresses: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSONB, nullable=False)
+    )
+    cc_addresses: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSONB, nullable=False)
+    )
+    bcc_addresses: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSONB, nullable=False)
+    )
+    subject: str = Field(sa_column=Column(Text, nullable=False))
+    text_body: str | None = Field(default=None, sa_column=Column(Text))
+    html_body: str | None = Field(default=None, sa_column=Column(Text))
+    headers: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
+    # [{"filename", "content_type", "size"}]; the bytes are in outgoing_attachment.
+    attachments: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSONB, nullable=False)
+    )
+    reply_to_message_id: uuid.UUID | None = Field(default=None)
+    in_reply_to: str | None = Field(default=None, sa_column=Column(Text))
+    reference_ids: list[str] = Field(
+        default_factory=list, sa_column=Column(ARRAY(Text), nullable=False)
+    )
+    message_id: str = Field(sa_column=Column(Text, nullable=False))
+    idempotency_key: str | None = Field(default=None, sa_column=Column(Text))
+    send_at: datetime | None = _ts()
+    # The UTC day this message counts against the inbox's daily limit (send_count).
+    count_day: date = Field(sa_column=Column(Date, nullable=False))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    next_attempt_at: datetime = _now()
+    lease_owner: str | None = Field(default=None, sa_column=Column(Text))
+    lease_expires_at: datetime | None = _ts()
+    last_code: int | None = Field(default=None)
+    last_reply: str | None = Field(default=None, sa_column=Column(Text))
+    last_hint: str | None = Field(default=None, sa_column=Column(Text))
+    # {recipient: reply} for recipients refused while the server accepted the message.
+    refused: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
+    sent_folder: str | None = Field(default=None, sa_column=Column(Text))
+    sent_at: datetime | None = _ts()
+    created_at: datetime = _now()
+    updated_at: datetime = _now()
+    version: int = Field(default=1, nullable=False)
+
+
+class OutgoingAttachment(SQLModel, table=True):
+    """The bytes of an outgoing message's attachment ``index`` (the order of
+    ``outgoing_message.attachments``)."""
+
+    __tablename__ = "outgoing_attachment"
+
+    outgoing_id: uuid.UUID = Field(
+        foreign_key="outgoing_message.id", ondelete="CASCADE", primary_key=True
+    )
+    index: int = Field(sa_column=Column(Integer, primary_key=True))
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class SendCount(SQLModel, table=True):
+    """Messages queued by an inbox for one UTC day: the daily limit's counter, raised with
+    ``INSERT .. ON CONFLICT DO UPDATE .. WHERE count < limit`` so that concurrent sends in any
+    number of processes queue at most the limit."""
+
+    __tablename__ = "send_count"
+
+    inbox_id: uuid.UUID = Field(foreign_key="email_inbox.id", ondelete="CASCADE", primary_key=True)
+    day: date = Field(sa_column=Column(Date, primary_key=True))
+    count: int = Field(default=0, sa_column=Column(Integer, nullable=False))
