@@ -94,6 +94,17 @@ class Settings(BaseSettings):
     job_poll_interval_seconds: float = 15.0
     shutdown_grace_seconds: float = 10.0
 
+    # Sending mail (sendEmail, inboxd/outbox_worker.py); the worker runs where worker_enabled.
+    send_concurrency: int = 8
+    send_lease_seconds: float = 120.0
+    # Attempts for transient failures (4xx, timeouts, connections), with jittered backoff.
+    send_max_attempts: int = 8
+    send_retry_base_seconds: float = 30.0
+    send_retry_cap_seconds: float = 3600.0
+    send_max_recipients: int = 50  # to + cc + bcc
+    send_max_message_bytes: int = 10 * 1024 * 1024  # the composed message
+    rate_limit_sends_per_inbox_per_minute: int = 60  # sendEmail, counted in Postgres; 0: none
+
     # Prometheus metrics at /metrics (docs/operations.md). On the API port a scrape must send
     # ``Authorization: Bearer <metrics_token>``; with ``metrics_port`` set they are served
     # there instead (bind ``metrics_host`` to a network only Prometheus reaches), which is

@@ -15,6 +15,16 @@ from storage.listener import EventHub
 from storage.secrets import KeyRing
 
 
+@dataclass(frozen=True, slots=True)
+class SendLimits:
+    """``INBOXD_SEND_*`` settings the API applies (the worker's are in its own config)."""
+
+    max_recipients: int = 50
+    max_message_bytes: int = 10 * 1024 * 1024
+    # sendEmail per inbox per minute, counted in Postgres; 0: no limit.
+    per_inbox_per_minute: int = 60
+
+
 @dataclass(slots=True)
 class AppState:
     db: Database
@@ -31,6 +41,8 @@ class AppState:
     verification_spacing: timedelta = timedelta(0)
     # testConnection/sendTestEmail per inbox per minute; 0 means no limit.
     tests_per_inbox_per_minute: int = 0
+    # sendEmail's limits (INBOXD_SEND_*).
+    sending: SendLimits = field(default_factory=SendLimits)
     # Signs attachments' downloadUrl; set by inboxd.app from the settings (None: no links).
     attachment_links: AttachmentLinks | None = None
     # Reads shared by every subscriber of one inbox after one event (see inboxes.read_shared).

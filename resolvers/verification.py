@@ -57,13 +57,13 @@ def _unreadable(side: Protocol) -> ProbeResult:
 def _endpoint_or_none(inbox: InboxRow, side: Protocol, keyring: KeyRing) -> Endpoint | None:
     """The side's endpoint, or None when its password does not decrypt with any key."""
     try:
-        return _endpoint(inbox, side, keyring)
+        return inbox_endpoint(inbox, side, keyring)
     except DecryptionError:
         log.warning("stored password unreadable", inbox_id=str(inbox.id), side=side)
         return None
 
 
-def _endpoint(inbox: InboxRow, side: str, keyring: KeyRing) -> Endpoint:
+def inbox_endpoint(inbox: InboxRow, side: str, keyring: KeyRing) -> Endpoint:
     return Endpoint(
         host=getattr(inbox, f"{side}_host"),
         port=getattr(inbox, f"{side}_port"),

@@ -4,7 +4,7 @@ from typing import Annotated
 
 import strawberry
 
-from resolvers import domain, inboxes, messages
+from resolvers import domain, inboxes, messages, sending
 from resolvers.inboxes import InboxWrite
 from resolvers.validation import InputInvalid
 from schema.checks import ConnectionTest
@@ -22,6 +22,15 @@ from schema.errors import (
 )
 from schema.inputs import CreateEmailInboxInput, UpdateEmailInboxInput, provided
 from schema.messages import Message
+from schema.sending import (
+    CancelEmailPayload,
+    CancelEmailSuccess,
+    OutgoingMessage,
+    SendEmailInput,
+    SendEmailPayload,
+    SendEmailSuccess,
+    sending_error,
+)
 from schema.types import EmailInbox
 from storage.errors import StorageError
 from storage.models import Permission
@@ -264,3 +273,37 @@ class Mutation:
         except (InputInvalid, StorageError) as exc:
             return user_error(exc)  # type: ignore[return-value]
         return DeleteMessageSuccess(id=strawberry.ID(str(deleted)))
+
+    @strawberry.mutation(
+        description="Queue a message for sending through the inbox's SMTP server, counted "
+        "against its dailySendLimit (per UTC day). Follow it with the `outgoingMessage` "
+        "subscription: QUEUED, SENDING, then SENT or FAILED; transient failures are retried."
+    )
+    async def send_email(
+        self, info: Info, inbox_id: strawberry.ID, input: SendEmailInput
+    ) -> SendEmailPayload:
+        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
+        try:
+            row = await sending.send_email(
+                info.context.state,
+                principal,
+                inbox_id,
+                provided(input),
+                client_address=info.context.client_address,
+            )
+        except (InputInvalid, StorageError) as exc:
+            return sending_error(exc)  # type: ignore[return-value]
+        return SendEmailSuccess(outgoing_message=OutgoingMessage.from_row(row))
+
+    @strawberry.mutation(
+        description="Cancel a QUEUED message (its place in the day's count is given back)."
+    )
+    async def cancel_email(self, info: Info, id: strawberry.ID) -> CancelEmailPayload:
+        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
+        try:
+            row = await sending.cancel_email(
+                info.context.state, principal, id, client_address=info.context.client_address
+            )
+        except (InputInvalid, StorageError) as exc:
+            return sending_error(exc)  # type: ignore[return-value]
+        return CancelEmailSuccess(outgoing_message=OutgoingMessage.from_row(row))

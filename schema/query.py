@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import strawberry
 
-from resolvers import domain, inboxes, messages
+from resolvers import domain, inboxes, messages, sending
 from resolvers.pagination import encode_cursor
 from resolvers.validation import InputInvalid
 from schema.checks import ConnectionTest, MailSettingsDiscovery
@@ -10,6 +10,12 @@ from schema.context import Info, bad_input, caller, unavailable
 from schema.inputs import EmailInboxFilter
 from schema.messages import Message, MessageConnection, MessageFilter, message_connection
 from schema.pagination import page_info
+from schema.sending import (
+    OutgoingMessage,
+    OutgoingMessageConnection,
+    OutgoingMessageFilter,
+    outgoing_connection,
+)
 from schema.types import (
     AuditEvent,
     AuditEventConnection,
@@ -95,6 +101,36 @@ class Query:
         principal = caller(info, Permission.VIEW_EMAIL_INBOX)
         row = await messages.get_message(info.context.state, principal, id)
         return Message.from_row(row) if row else None
+
+    @strawberry.field(description="An inbox's outbox: the messages it sent, newest first.")
+    async def outgoing_messages(
+        self,
+        info: Info,
+        inbox_id: strawberry.ID,
+        first: int = 20,
+        after: str | None = None,
+        filter: OutgoingMessageFilter | None = None,
+    ) -> OutgoingMessageConnection:
+        principal = caller(info, Permission.VIEW_EMAIL_INBOX)
+        state = filter.state.value if filter is not None and filter.state is not None else None
+        try:
+            rows, has_next = await sending.list_outgoing(
+                info.context.state,
+                principal,
+                inbox_id,
+                first=first,
+                after=after,
+                outgoing_state=state,
+            )
+        except InputInvalid as exc:
+            raise bad_input(exc) from None
+        return outgoing_connection(rows, has_next, after)
+
+    @strawberry.field(description="One outgoing message of the caller's workspace, or null.")
+    async def outgoing_message(self, info: Info, id: strawberry.ID) -> OutgoingMessage | None:
+        principal = caller(info, Permission.VIEW_EMAIL_INBOX)
+        row = await sending.get_outgoing(info.context.state, principal, id)
+        return OutgoingMessage.from_row(row) if row else None
 
     @strawberry.field(description="One connection test of the caller's workspace, or null.")
     async def connection_test(self, info: Info, id: strawberry.ID) -> ConnectionTest | None:

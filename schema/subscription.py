@@ -22,17 +22,19 @@ from graphql import (
     GraphQLError,
 )
 
-from resolvers import inboxes, messages
+from resolvers import inboxes, messages, sending
 from schema.checks import ConnectionTest
 from schema.context import Info, caller
 from schema.enums import InboxStatus
 from schema.messages import Message
+from schema.sending import OutgoingMessage, OutgoingMessageState
 from schema.types import EmailInbox
 from storage.db import UNAVAILABLE_ERRORS
 from storage.events import Event, EventKind
 from storage.listener import EventHub
 from storage.models import InboxStatus as ModelStatus
-from storage.models import Permission, TestState
+from storage.models import OutgoingState, Permission, TestState
+from storage.models_mail import FINAL_OUTGOING_STATES
 
 log = structlog.get_logger("inboxd.subscriptions")
 
@@ -48,13 +50,16 @@ class EmailInboxEventKind(Enum):
     STATUS_CHANGED = "STATUS_CHANGED"
     MESSAGE_RECEIVED = "MESSAGE_RECEIVED"
     FOLDER_RESET = "FOLDER_RESET"
+    OUTGOING_CHANGED = "OUTGOING_CHANGED"
     RESYNC = "RESYNC"
 
 
 @strawberry.type(
     description="A change to an inbox of the workspace. RESYNC: the server lost "
     "its database connection for a while; re-read what you display. FOLDER_RESET: the mail "
-    "server renumbered `folder` (its UIDVALIDITY changed); stored messages keep their ids."
+    "server renumbered `folder` (its UIDVALIDITY changed); stored messages keep their ids. "
+    "OUTGOING_CHANGED: an outgoing message was queued or changed state (`outgoingState`; "
+    "`version` is then the message's)."
 )
 class EmailInboxEvent:
     kind: EmailInboxEventKind
@@ -69,6 +74,12 @@ class EmailInboxEvent:
     )
     folder: str | None = strawberry.field(
         default=None, description="FOLDER_RESET: the folder the mail server renumbered."
+    )
+    outgoing_message_id: strawberry.ID | None = strawberry.field(
+        default=None, description="OUTGOING_CHANGED: the message (see `outgoingMessage(id)`)."
+    )
+    outgoing_state: OutgoingMessageState | None = strawberry.field(  # type: ignore[valid-type]
+        default=None, description="OUTGOING_CHANGED: the message's state at `version`."
     )
     inbox: EmailInbox | None = strawberry.field(
         description="The inbox as read when the event was delivered: its current state, so "
@@ -112,6 +123,7 @@ INBOX_EVENT_KINDS = {
     EventKind.STATUS_CHANGED,
 }
 RECEIVING_EVENT_KINDS = {EventKind.MESSAGE_RECEIVED, EventKind.FOLDER_RESET}
+WORKSPACE_EVENT_KINDS = INBOX_EVENT_KINDS | RECEIVING_EVENT_KINDS | {EventKind.OUTGOING_CHANGED}
 
 
 @strawberry.type
@@ -180,15 +192,15 @@ class Subscription:
 
     @strawberry.subscription(
         description="Created, updated, deleted and status-changed events for every inbox of "
-        "the caller's workspace, each message received and each folder the mail server "
-        "renumbered."
+        "the caller's workspace, each message received, each folder the mail server "
+        "renumbered, and each outgoing message queued or changing state."
     )
     async def email_inbox_events(self, info: Info) -> AsyncGenerator[EmailInboxEvent, None]:
         principal = caller(info, Permission.VIEW_EMAIL_INBOX)
         state, hub = info.context.state, _hub(info)
         async with hub.watch(
             principal.workspace_id,
-            lambda e: e.kind in INBOX_EVENT_KINDS or e.kind in RECEIVING_EVENT_KINDS,
+            lambda e: e.kind in WORKSPACE_EVENT_KINDS,
         ) as watcher:
             while True:
                 item = await watcher.queue.get()
@@ -202,7 +214,12 @@ class Subscription:
                     )
                     continue
                 row = None
-                if item.kind is not EventKind.DELETED:
+                if item.kind is EventKind.OUTGOING_CHANGED:
+                    # The version is the message's: the inbox as it is now.
+                    row = await read_retried(
+                        partial(inboxes.get_inbox, state, principal, str(item.inbox_id))
+                    )
+                elif item.kind is not EventKind.DELETED:
                     row = await read_retried(
                         partial(inboxes.read_shared, state, principal, item.inbox_id, item.version)
                     )
@@ -214,6 +231,12 @@ class Subscription:
                     inbox=EmailInbox.from_row(row) if row else None,
                     message_id=strawberry.ID(str(item.message_id)) if item.message_id else None,
                     folder=item.folder,
+                    outgoing_message_id=strawberry.ID(str(item.outgoing_id))
+                    if item.outgoing_id
+                    else None,
+                    outgoing_state=OutgoingState(item.outgoing_state)
+                    if item.outgoing_state
+                    else None,
                 )
 
     @strawberry.subscription(
@@ -242,3 +265,46 @@ class Subscription:
                 )
                 if row is not None:
                     yield Message.from_row(row)
+
+    @strawberry.subscription(
+        description="The outgoing message now, then each change of state; completes once it "
+        "is SENT, FAILED or CANCELLED."
+    )
+    async def outgoing_message(
+        self, info: Info, id: strawberry.ID
+    ) -> AsyncGenerator[OutgoingMessage, None]:
+        principal = caller(info, Permission.VIEW_EMAIL_INBOX)
+        state, hub = info.context.state, _hub(info)
+        outgoing_id = _uuid(id, "outgoing message")
+        async with hub.watch(
+            principal.workspace_id,
+            lambda e: e.outgoing_id == outgoing_id or e.kind is EventKind.DELETED,
+        ) as watcher:
+            row = await sending.get_outgoing(state, principal, id)
+            if row is None:
+                raise GraphQLError(
+                    f"No outgoing message with id {id}.", extensions={"code": "NOT_FOUND"}
+                )
+            seen, last_state = row.version, row.state
+            yield OutgoingMessage.from_row(row)
+            while last_state not in FINAL_OUTGOING_STATES:
+                item = await watcher.queue.get()
+                if (
+                    isinstance(item, Event)
+                    and item.outgoing_id is not None
+                    and item.version <= seen
+                ):
+                    continue  # an inbox deletion is read below; an old change is ignored
+                row = await read_retried(partial(sending.get_outgoing, state, principal, id))
+                if row is None:
+                    return  # its inbox was deleted
+                if row.version <= seen:
+                    continue
+                shown = OutgoingMessage.from_row(row)
+                if isinstance(item, Event) and item.outgoing_state and item.version < row.version:
+                    # A state it has passed already: each change is streamed in order, with
+                    # the other fields as read now.
+                    shown.state = OutgoingState(item.outgoing_state)
+                    shown.version = item.version
+                seen, last_state = shown.version, shown.state.value
+                yield shown
