@@ -23,6 +23,7 @@ import structlog
 
 from inboxd.metrics_http import Exposition
 from inboxd.observe import observed_attempt, record_claim, record_crash
+from inboxd.outbox_worker import OutboxConfig, OutboxWorker
 from inboxd.receiver import Receiver, ReceiverConfig
 from inboxd.runtime import Resolved, open_database
 from inboxd.settings import Settings
@@ -31,7 +32,7 @@ from mail.dns_lookup import DnsSettings
 from mail.imap_session import SessionSettings
 from mail.network import NetworkPolicy
 from mail.probes import ProbeSettings
-from resolvers.state import AppState
+from resolvers.state import AppState, SendLimits
 from resolvers.verification import (
     VerificationConfig,
     crashed_outcome,
@@ -107,6 +108,26 @@ def receiver_config(settings: Settings) -> ReceiverConfig:
     )
 
 
+def outbox_config(settings: Settings) -> OutboxConfig:
+    probes = verification_config(settings)
+    return OutboxConfig(
+        smtp=probes.smtp,
+        imap=probes.imap,
+        max_attempts=settings.send_max_attempts,
+        retry_base=timedelta(seconds=settings.send_retry_base_seconds),
+        retry_cap=timedelta(seconds=settings.send_retry_cap_seconds),
+        max_message_bytes=settings.send_max_message_bytes,
+    )
+
+
+def send_limits(settings: Settings) -> SendLimits:
+    return SendLimits(
+        max_recipients=settings.send_max_recipients,
+        max_message_bytes=settings.send_max_message_bytes,
+        per_inbox_per_minute=settings.rate_limit_sends_per_inbox_per_minute,
+    )
+
+
 def build_state(settings: Settings, resolved: Resolved) -> AppState:
     return AppState(
         db=open_database(settings, resolved.database_url),
@@ -118,6 +139,7 @@ def build_state(settings: Settings, resolved: Resolved) -> AppState:
         allow_private_hosts=settings.allow_private_hosts,
         verification_spacing=timedelta(seconds=settings.verification_spacing_seconds),
         tests_per_inbox_per_minute=settings.rate_limit_tests_per_inbox_per_minute,
+        sending=send_limits(settings),
     )
 
 
@@ -286,6 +308,7 @@ class Background:
     state: AppState
     run_worker: bool = True
     worker: Worker | None = None
+    outbox: OutboxWorker | None = None
     receiver: Receiver | None = None
 
     async def start(self) -> None:
@@ -305,6 +328,15 @@ class Background:
                 tracing=tracing,
             )
             await self.worker.start()
+            self.outbox = OutboxWorker(
+                self.state,
+                self.state.hub,
+                outbox_config(self.settings),
+                concurrency=self.settings.send_concurrency,
+                lease=timedelta(seconds=self.settings.send_lease_seconds),
+                poll_interval=self.settings.job_poll_interval_seconds,
+            )
+            await self.outbox.start()
             if self.settings.receiving_enabled:
                 self.receiver = Receiver(self.state, receiver_config(self.settings))
                 await self.receiver.start()
@@ -314,6 +346,8 @@ class Background:
             await self.receiver.stop()
         if self.worker is not None:
             await self.worker.stop(self.settings.shutdown_grace_seconds)
+        if self.outbox is not None:
+            await self.outbox.stop(self.settings.shutdown_grace_seconds)
         if self.state.hub is not None:
             await self.state.hub.stop()
 

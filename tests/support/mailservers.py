@@ -277,6 +277,8 @@ class _Handler:
         self._server = server
 
     async def handle_DATA(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
+        if self._server.data_replies:  # refused (not delivered) with the next queued reply
+            return self._server.data_replies.pop(0)
         content = envelope.original_content or b""
         login = session.auth_data if isinstance(session.auth_data, str) else None
         message = ReceivedMessage(envelope.mail_from, list(envelope.rcpt_tos), content, login)
@@ -323,6 +325,8 @@ class SmtpServer(BackgroundServer):
         # Called in the server's thread for each message; may block briefly (deliver_to).
         self.on_message = on_message
         self.messages: list[ReceivedMessage] = []
+        # Replies to the next DATA commands instead of accepting them ("451 4.3.0 Try later").
+        self.data_replies: list[str] = []
         self.auth_attempts = 0
         # (username, wall-clock time) of each login attempt, for spacing tests.
         self.logins: list[tuple[str, float]] = []

@@ -1,0 +1,312 @@
+"""The sending worker: claims due outbox messages, sends each through its inbox's SMTP server
+and records what the server said.
+
+A message is claimed (``FOR UPDATE SKIP LOCKED``) and held under a lease renewed while it is
+sent. SENT is recorded the moment the server accepts the message, then a copy is filed in the
+Sent folder (unless the provider files sent mail itself). A message found SENDING under an
+expired lease (its worker died, perhaps after the server accepted it) is first looked for in
+the Sent folder by its Message-ID: found, it is SENT without sending it again; when the folder
+cannot be read, it is retried later. A 5xx is FAILED with the code, reply and a hint; a 4xx,
+a timeout or a lost connection is retried with jittered backoff up to ``max_attempts``.
+
+Between claims the worker sleeps until the earliest message comes due (sendAt, a retry, an
+expired lease), woken early by NOTIFY when a message is queued or rescheduled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import structlog
+from mail.compose import ComposeError, compose, envelope_recipients
+from mail.send import send_message
+from mail.sent_folder import append_to_sent, find_in_sent
+
+from mail.endpoint import Endpoint, ProbeSettings
+from resolvers.outgoing_mail import files_sent_mail_itself, outgoing_from_row
+from resolvers.state import AppState
+from resolvers.verification import inbox_endpoint
+from storage import inbox_reads, outbox, outbox_runs
+from storage.db import UNAVAILABLE_ERRORS
+from storage.listener import EventHub
+from storage.models import utcnow
+from storage.outbox_runs import ClaimedOutgoing, SendResult
+from storage.rows import InboxRow
+from storage.secrets import DecryptionError
+
+log = structlog.get_logger("inboxd.outbox")
+
+DUE_SLACK = 0.005
+MIN_SLEEP = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxConfig:
+    smtp: ProbeSettings
+    imap: ProbeSettings
+    max_attempts: int = 8
+    retry_base: timedelta = timedelta(seconds=30)
+    retry_cap: timedelta = timedelta(hours=1)
+    max_message_bytes: int = 10 * 1024 * 1024
+
+
+def retry_delay(attempt: int, config: OutboxConfig) -> timedelta:
+    """Exponential backoff with jitter (half to all of the ceiling)."""
+    ceiling = min(config.retry_cap.total_seconds(), config.retry_base.total_seconds() * 2**attempt)
+    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
+
+
+def _retry_or_fail(
+    row: outbox.OutgoingRow, config: OutboxConfig, code: int | None, reply: str, hint: str | None
+) -> SendResult:
+    if row.attempts >= config.max_attempts:
+        return SendResult(
+            "FAILED",
+            code,
+            reply,
+            hint or f"Gave up after {row.attempts} attempts; send it again later.",
+        )
+    retry_at = utcnow() + retry_delay(row.attempts - 1, config)
+    return SendResult("QUEUED", code, reply, hint, retry_at=retry_at)
+
+
+@dataclass
+class Prepared:
+    """What sending one message needs, read at claim time."""
+
+    inbox: InboxRow
+    smtp: Endpoint
+    imap: Endpoint
+    data: bytes
+    recipients: list[str]
+
+
+@dataclass
+class OutboxWorker:
+    state: AppState
+    hub: EventHub
+    config: OutboxConfig
+    concurrency: int = 8
+    lease: timedelta = timedelta(seconds=120)
+    poll_interval: float = 15.0
+    worker_id: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    )
+    running: dict[uuid.UUID, asyncio.Task[None]] = field(default_factory=dict)
+    # Messages whose SMTP transaction has begun: never released, their lease runs out instead
+    # (the successor looks in the Sent folder first).
+    transmitting: set[uuid.UUID] = field(default_factory=set)
+    _task: asyncio.Task[None] | None = None
+    _stopping: bool = False
+    _waker: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        self._waker = self.hub.job_waker()
+        self._task = asyncio.create_task(self._loop(), name=f"outbox-{self.worker_id}")
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming, let sends finish within ``grace``, give back those not begun."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if not self.running:
+            return
+        _, pending = await asyncio.wait(list(self.running.values()), timeout=grace)
+        unfinished = [i for i, task in self.running.items() if task in pending]
+        not_begun = [i for i in unfinished if i not in self.transmitting]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for outgoing_id in not_begun:
+            try:
+                async with self.state.db.connection(background=True) as connection:
+                    await outbox_runs.release(connection, outgoing_id, self.worker_id)
+            except UNAVAILABLE_ERRORS:
+                pass  # its lease expires and another worker takes it
+
+    async def _loop(self) -> None:
+        assert self._waker is not None
+        backoff = 0.5
+        while not self._stopping:
+            self._waker.clear()
+            try:
+                sleep = await self._claim()
+                backoff = 0.5
+            except UNAVAILABLE_ERRORS as exc:
+                log.warning("outbox claim failed; database unavailable?", error=type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            if sleep <= 0:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._waker.wait(), sleep)
+
+    async def _claim(self) -> float:
+        """Claim what is due; return how long to sleep before looking again (0: at once)."""
+        free = self.concurrency - len(self.running)
+        if free <= 0:
+            return self.poll_interval  # a finished send wakes the loop
+        async with self.state.db.connection(background=True) as connection:
+            claimed = await outbox_runs.claim_outgoing(
+                connection, worker_id=self.worker_id, lease=self.lease, limit=free
+            )
+            for item in claimed:
+                task = asyncio.create_task(self._run(item), name=f"send-{item.row.id}")
+                self.running[item.row.id] = task
+            due_in = None
+            if len(claimed) < free:
+                due_in = await outbox_runs.next_due(connection)
+        if len(claimed) == free:
+            return 0
+        if due_in is None:
+            return self.poll_interval
+        if due_in <= 0:
+            return MIN_SLEEP  # due, but another worker holds it or is committing its claim
+        return min(due_in + DUE_SLACK, self.poll_interval)
+
+    async def _run(self, claimed: ClaimedOutgoing) -> None:
+        row = claimed.row
+        heartbeat = asyncio.create_task(self._heartbeat(row.id))
+        try:
+            await self._send(claimed)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sending crashed", outgoing_id=str(row.id))
+            if row.id in self.transmitting:
+                return  # it may have been accepted: its lease runs out, the Sent folder decides
+            with contextlib.suppress(Exception):
+                result = _retry_or_fail(row, self.config, None, "inboxd failed to send it.", None)
+                await self._record(row.id, result)
+        finally:
+            heartbeat.cancel()
+            self.running.pop(row.id, None)
+            self.transmitting.discard(row.id)
+            if self._waker is not None and not self._stopping:
+                self._waker.set()  # a slot is free
+
+    async def _record(
+        self, outgoing_id: uuid.UUID, result: SendResult
+    ) -> outbox.OutgoingRow | None:
+        async with self.state.db.connection(background=True) as connection:
+            return await outbox_runs.record_result(connection, outgoing_id, self.worker_id, result)
+
+    async def _prepare(self, row: outbox.OutgoingRow) -> Prepared | SendResult | None:
+        async with self.state.db.connection(background=True) as connection:
+            inbox = await inbox_reads.read_inbox(connection, row.workspace_id, row.inbox_id)
+            contents = await outbox.read_attachment_contents(connection, row.id)
+        if inbox is None:
+            return None  # deleted: its outbox goes with it
+        try:
+            smtp = inbox_endpoint(inbox, "smtp", self.state.keyring)
+            imap = inbox_endpoint(inbox, "imap", self.state.keyring)
+        except DecryptionError:
+            return SendResult(
+                "FAILED",
+                None,
+                "The inbox's stored password can no longer be decrypted; nothing was sent.",
+                "Re-enter the password (updateEmailInbox), then send the message again.",
+            )
+        message = outgoing_from_row(inbox, row, contents, utcnow())
+        try:
+            data = compose(message, max_bytes=self.config.max_message_bytes)
+        except ComposeError as exc:
+            return SendResult("FAILED", None, f"{exc.field}: {exc.message}", "Fix it and resend.")
+        return Prepared(inbox, smtp, imap, data, envelope_recipients(message))
+
+    async def _send(self, claimed: ClaimedOutgoing) -> None:
+        row = claimed.row
+        prepared = await self._prepare(row)
+        if prepared is None:
+            return
+        if isinstance(prepared, SendResult):
+            await self._record(row.id, prepared)
+            return
+        if claimed.recovering:
+            found = await find_in_sent(prepared.imap, self.config.imap, row.message_id)
+            if found is None:
+                await self._record(
+                    row.id,
+                    _retry_or_fail(
+                        row,
+                        self.config,
+                        None,
+                        "An interrupted send could not be checked: the Sent folder could not "
+                        "be read.",
+                        "Check the Sent folder; if it is not there, send it again.",
+                    ),
+                )
+                return
+            if found:
+                reply = "Found in the Sent folder after an interrupted send; not sent again."
+                await self._record(row.id, SendResult("SENT", None, reply))
+                return
+        self.transmitting.add(row.id)
+        outcome = await send_message(
+            prepared.smtp,
+            self.config.smtp,
+            envelope_from=prepared.inbox.email,
+            recipients=prepared.recipients,
+            data=prepared.data,
+        )
+        if outcome.accepted:
+            await self._sent(row, prepared, outcome.code, outcome.reply, outcome.refused)
+        elif outcome.permanent:
+            result = SendResult("FAILED", outcome.code, outcome.reply, outcome.hint)
+            await self._record(row.id, result)
+        else:
+            await self._record(
+                row.id, _retry_or_fail(row, self.config, outcome.code, outcome.reply, outcome.hint)
+            )
+
+    async def _sent(
+        self,
+        row: outbox.OutgoingRow,
+        prepared: Prepared,
+        code: int | None,
+        reply: str,
+        refused: dict[str, str],
+    ) -> None:
+        result = SendResult("SENT", code, reply, refused=refused)
+        recorded = False
+        try:
+            recorded = await self._record(row.id, result) is not None
+        finally:
+            # Unrecorded (the database away), the Sent copy is what keeps a successor from
+            # sending it again: filed either way.
+            if not files_sent_mail_itself(prepared.inbox.provider):
+                await self._file_copy(row.id, prepared, recorded)
+
+    async def _file_copy(self, outgoing_id: uuid.UUID, prepared: Prepared, recorded: bool) -> None:
+        try:
+            folder = await append_to_sent(prepared.imap, self.config.imap, prepared.data)
+        except Exception:
+            log.warning("could not file the sent copy", outgoing_id=str(outgoing_id))
+            return
+        if folder is not None and recorded:
+            async with self.state.db.connection(background=True) as connection:
+                await outbox_runs.note_sent_folder(connection, outgoing_id, folder)
+
+    async def _heartbeat(self, outgoing_id: uuid.UUID) -> None:
+        interval = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self.state.db.connection(background=True) as connection:
+                    held = await outbox_runs.extend_lease(
+                        connection, outgoing_id, self.worker_id, self.lease
+                    )
+            except UNAVAILABLE_ERRORS:
+                continue
+            if not held:
+                return

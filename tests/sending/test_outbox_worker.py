@@ -1,0 +1,264 @@
+"""The sending worker end to end: a real inboxd stack with its worker, real aiosmtpd (the DATA
+as received) and pymap (the Sent folder) on loopback; states followed over graphql-transport-ws."""
+
+from __future__ import annotations
+
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any
+
+import aioimaplib
+import pytest
+
+from storage.jobs import JOBS_CHANNEL
+from storage.secrets import KeyRing
+from tests.conftest import Verifier, verifier_on
+from tests.sending.fragments import FOLLOW, GET, SEND
+from tests.support.mailservers import ImapMode, ImapServer, MailCerts, SmtpMode, SmtpServer
+from tests.support.waiting import wait_until
+from tests.support.ws import WSClient
+
+PASSWORD = "Send-Canary-5521"
+USERS = {f"sender{n}@example.test": PASSWORD for n in range(8)}
+CREATE = """
+mutation($input: CreateEmailInboxInput!) {
+  createEmailInbox(input: $input) { __typename ... on CreateEmailInboxSuccess { inbox { id } } }
+}"""
+STATUS = "query($id: ID!) { emailInbox(id: $id) { status statusReason } }"
+
+
+@pytest.fixture(scope="module")
+def servers(certs: MailCerts) -> Iterator[dict[str, Any]]:
+    ctx = certs.server_context
+    with (
+        SmtpServer(SmtpMode.TLS, USERS, ssl_context=ctx) as smtp,
+        SmtpServer(SmtpMode.TLS, USERS, ssl_context=ctx, size_limit=300) as small,
+        ImapServer(ImapMode.TLS, USERS, ssl_context=ctx) as imap,
+    ):
+        yield {"smtp": smtp, "small": small, "imap": imap}
+
+
+@pytest.fixture(scope="module")
+async def sender(
+    pg_server: tuple[str, Path | None], certs: MailCerts, keyring: KeyRing
+) -> AsyncIterator[Verifier]:
+    async with verifier_on(
+        pg_server[0],
+        certs,
+        keyring,
+        send_retry_base_seconds=0.05,
+        send_retry_cap_seconds=0.2,
+        send_max_attempts=3,
+    ) as running:
+        yield running
+
+
+async def active_inbox(
+    sender: Verifier, tenant: Any, servers: dict, user: str, smtp: str = "smtp"
+) -> str:
+    created = await tenant.client(
+        CREATE,
+        {
+            "input": {
+                "email": user,
+                "displayName": "Sandra Sender",
+                "signature": "<p>Sandra, <b>Sales</b></p>",
+                "smtp": {"host": "127.0.0.1", "port": servers[smtp].port, "security": "TLS",
+                         "password": PASSWORD},
+                "imap": {"host": "127.0.0.1", "port": servers["imap"].port, "security": "TLS",
+                         "password": PASSWORD},
+            }
+        },
+    )  # fmt: skip
+    inbox_id: str = created.data["createEmailInbox"]["inbox"]["id"]
+
+    async def active() -> bool:
+        inbox = (await tenant.client(STATUS, {"id": inbox_id})).data["emailInbox"]
+        assert inbox["status"] != "FAILED", inbox
+        return inbox["status"] == "ACTIVE"
+
+    await wait_until(active, f"inbox {inbox_id} ACTIVE")
+    return inbox_id
+
+
+async def send(tenant: Any, inbox_id: str, **input: Any) -> dict:
+    payload = (await tenant.client(SEND, {"inboxId": inbox_id, "input": input})).data["sendEmail"]
+    assert payload["__typename"] == "SendEmailSuccess", payload
+    return payload["outgoingMessage"]
+
+
+async def final(tenant: Any, outgoing_id: str) -> dict:
+    async def done() -> dict | None:
+        row = (await tenant.client(GET, {"id": outgoing_id})).data["outgoingMessage"]
+        return row if row["state"] in ("SENT", "FAILED", "CANCELLED") else None
+
+    return await wait_until(done, f"outgoing {outgoing_id} finished")
+
+
+def delivered(server: SmtpServer, message_id: str) -> list:
+    return [m for m in server.messages if message_id.encode() in m.data]
+
+
+async def test_a_subscriber_sees_queued_sending_sent_and_the_data_is_the_message(
+    sender: Verifier, servers: dict
+) -> None:
+    tenant = await sender.tenant()
+    user = "sender0@example.test"
+    inbox_id = await active_inbox(sender, tenant, servers, user)
+    # Due shortly: the subscription is open before the worker takes it.
+    soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    queued = await send(
+        tenant,
+        inbox_id,
+        to=["Rita <rita@example.test>"],
+        bcc=["hidden@example.test"],
+        subject="Quarterly numbers",
+        text="Numbers attached.",
+        sendAt=soon,
+    )
+    ws = await WSClient.connect(sender.stack.base_url, tenant.key)
+    try:
+        sub = await ws.subscribe(FOLLOW, {"id": queued["id"]})
+        states = []
+        while True:
+            message = await ws.next_payload(sub, timeout=30)
+            if message["type"] != "next":
+                assert message["type"] == "complete", message
+                break
+            shown = message["payload"]["data"]["outgoingMessage"]
+            states.append(shown["state"])
+            last = shown
+    finally:
+        await ws.close()
+    assert states == ["QUEUED", "SENDING", "SENT"], states
+    assert last["lastCode"] == 250 and last["sentAt"]
+    [received] = delivered(servers["smtp"], queued["messageId"])
+    assert received.mail_from == user
+    assert sorted(received.rcpt_tos) == ["hidden@example.test", "rita@example.test"]
+    parsed = message_from_bytes(received.data, policy=policy.default)
+    assert parsed["Message-ID"] == queued["messageId"]
+    assert parsed["Subject"] == "Quarterly numbers"
+    assert "Sandra Sender" in parsed["From"] and user in parsed["From"]
+    assert parsed["Bcc"] is None and b"hidden@example.test" not in received.data
+
+
+async def test_a_5xx_fails_with_the_code_reply_and_a_hint(sender: Verifier, servers: dict) -> None:
+    tenant = await sender.tenant()
+    inbox_id = await active_inbox(sender, tenant, servers, "sender1@example.test", smtp="small")
+    queued = await send(tenant, inbox_id, to=["rita@example.test"], subject="Big", text="x" * 2000)
+    failed = await final(tenant, queued["id"])
+    assert failed["state"] == "FAILED", failed
+    assert failed["lastCode"] == 552 and failed["lastReply"]
+    assert failed["lastHint"]
+    assert failed["attempts"] == 1
+    assert delivered(servers["small"], queued["messageId"]) == []
+
+
+async def test_a_4xx_is_retried_then_sent_once(sender: Verifier, servers: dict) -> None:
+    tenant = await sender.tenant()
+    inbox_id = await active_inbox(sender, tenant, servers, "sender2@example.test")
+    servers["smtp"].data_replies.append("451 4.3.0 Try again later")
+    queued = await send(tenant, inbox_id, to=["rita@example.test"], subject="Retry", text="x")
+    sent = await final(tenant, queued["id"])
+    assert sent["state"] == "SENT", sent
+    assert sent["attempts"] == 2
+    assert len(delivered(servers["smtp"], queued["messageId"])) == 1
+
+
+async def imap_client(servers: dict, certs: MailCerts, user: str) -> aioimaplib.IMAP4_SSL:
+    context = ssl.create_default_context(cafile=certs.ca_file)
+    client = aioimaplib.IMAP4_SSL("127.0.0.1", servers["imap"].port, ssl_context=context)
+    await client.wait_hello_from_server()
+    assert (await client.login(user, PASSWORD)).result == "OK"
+    return client
+
+
+async def expire_lease(sender: Verifier, outgoing_id: str) -> None:
+    """What a worker that died mid-send leaves: SENDING under a lease that has run out."""
+    async with sender.db.connection() as connection:
+        await connection.execute(
+            "UPDATE outgoing_message SET state = 'SENDING', lease_owner = 'dead:1', attempts = 1,"
+            " lease_expires_at = now() - interval '1 second' WHERE id = $1",
+            uuid.UUID(outgoing_id),
+        )
+        await connection.execute(f"NOTIFY {JOBS_CHANNEL}")
+
+
+async def test_an_interrupted_send_found_in_sent_is_not_sent_again(
+    sender: Verifier, servers: dict, certs: MailCerts
+) -> None:
+    tenant = await sender.tenant()
+    user = "sender3@example.test"
+    inbox_id = await active_inbox(sender, tenant, servers, user)
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    found = await send(
+        tenant, inbox_id, to=["rita@example.test"], subject="A", text="a", sendAt=later
+    )
+    lost = await send(
+        tenant, inbox_id, to=["rita@example.test"], subject="B", text="b", sendAt=later
+    )
+    # The first was accepted before its worker died: its copy is in the Sent folder.
+    client = await imap_client(servers, certs, user)
+    await client.create("Sent")
+    copy = (
+        f"From: {user}\r\nTo: rita@example.test\r\nSubject: A\r\n"
+        f"Message-ID: {found['messageId']}\r\n\r\na\r\n"
+    ).encode()
+    assert (await client.append(copy, mailbox="Sent")).result == "OK"
+    await client.logout()
+    before = len(servers["smtp"].messages)
+    await expire_lease(sender, found["id"])
+    await expire_lease(sender, lost["id"])
+    recovered = await final(tenant, found["id"])
+    resent = await final(tenant, lost["id"])
+    assert recovered["state"] == "SENT" and "Sent folder" in recovered["lastReply"]
+    assert delivered(servers["smtp"], found["messageId"]) == []
+    assert resent["state"] == "SENT" and resent["lastCode"] == 250
+    assert len(delivered(servers["smtp"], lost["messageId"])) == 1
+    assert len(servers["smtp"].messages) == before + 1
+
+
+async def test_a_reply_threads_under_the_received_message(sender: Verifier, servers: dict) -> None:
+    tenant = await sender.tenant()
+    inbox_id = await active_inbox(sender, tenant, servers, "sender4@example.test")
+    original_id = uuid.uuid4()
+    async with sender.db.connection() as connection:  # as the receiver stores a message
+        await connection.execute(
+            """INSERT INTO message (id, workspace_id, inbox_id, folder, uidvalidity, uid,
+                 message_id, in_reply_to, reference_ids, subject, to_addresses, cc_addresses,
+                 reply_to_addresses, attachments, size, received_at, seen, flagged, thread_id)
+               VALUES ($1, $2, $3, 'INBOX', 1, 1, '<question@customer.test>',
+                 '<root@customer.test>', ARRAY['<root@customer.test>'], 'Pricing?',
+                 '[]', '[]', '[]', '[]', 10, now(), false, false, $1)""",
+            original_id,
+            tenant.workspace.id,
+            uuid.UUID(inbox_id),
+        )
+    queued = await send(
+        tenant, inbox_id, to=["customer@customer.test"], text="Here.",
+        replyToMessageId=str(original_id),
+    )  # fmt: skip
+    assert queued["subject"] == "Re: Pricing?"
+    assert queued["inReplyTo"] == "<question@customer.test>"
+    assert queued["references"] == ["<root@customer.test>", "<question@customer.test>"]
+    assert (await final(tenant, queued["id"]))["state"] == "SENT"
+    [received] = delivered(servers["smtp"], queued["messageId"])
+    parsed = message_from_bytes(received.data, policy=policy.default)
+    assert parsed["In-Reply-To"] == "<question@customer.test>"
+    assert parsed["References"].split() == ["<root@customer.test>", "<question@customer.test>"]
+    assert parsed["Subject"] == "Re: Pricing?"
+    stranger = await sender.tenant()
+    elsewhere = await active_inbox(sender, stranger, servers, "sender5@example.test")
+    refused = (
+        await stranger.client(
+            SEND,
+            {"inboxId": elsewhere, "input": {"to": ["a@customer.test"], "text": "x",
+                                             "replyToMessageId": str(original_id)}},
+        )
+    ).data["sendEmail"]  # fmt: skip
+    assert refused["__typename"] == "ValidationError"
+    assert [f["field"] for f in refused["fields"]] == ["replyToMessageId"]
