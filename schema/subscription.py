@@ -301,10 +301,11 @@ class Subscription:
                 if row.version <= seen:
                     continue
                 shown = OutgoingMessage.from_row(row)
+                seen, last_state = row.version, row.state
                 if isinstance(item, Event) and item.outgoing_state and item.version < row.version:
                     # A state it has passed already: each change is streamed in order, with
                     # the other fields as read now.
-                    shown.state = OutgoingState(item.outgoing_state)
-                    shown.version = item.version
-                seen, last_state = shown.version, shown.state.value
+                    seen, last_state = item.version, item.outgoing_state
+                    shown.state = OutgoingState(last_state)
+                    shown.version = seen
                 yield shown
