@@ -58,6 +58,8 @@ from datetime import UTC, datetime  # noqa: E402
 from typing import Any  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
+# bench.receiving imports this module's helpers by name: let it find this run, not a copy.
+sys.modules.setdefault("bench.run", sys.modules[__name__])
 
 from bench.common import (  # noqa: E402
     BENCH,
@@ -81,6 +83,7 @@ from bench.common import (  # noqa: E402
 )
 
 DOC = ROOT / "docs" / "benchmarks.md"
+RECEIVING = {"B8", "B9", "B10"}
 NOTES_MARKER = "## Notes (kept across runs)"
 PASSWORD = "Bench-Password-4711"
 
@@ -1352,7 +1355,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--only", default="B1,B2,B3,B4,B5,B6,B7", help="comma-separated figures (default: all)"
+        "--only",
+        default="B1,B2,B3,B4,B5,B6,B7,B8,B9,B10",
+        help="comma-separated figures (default: all)",
     )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per HTTP figure")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds")
@@ -1381,6 +1386,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=60.0,
         help="how long subscribers wait for the status change",
     )
+    parser.add_argument("--b8-samples", type=int, default=200)
+    parser.add_argument("--b8-warmup", type=int, default=10)
+    parser.add_argument("--b9-inboxes", type=int, default=1000)
+    parser.add_argument("--b9-idle-seconds", type=float, default=20.0)
+    parser.add_argument("--b9-b8-samples", type=int, default=100, help="B8 during B9")
+    parser.add_argument("--b10-messages", type=int, default=10_000)
+    parser.add_argument("--b10-max-seconds", type=float, default=1800.0)
     parser.add_argument("--worker-concurrency", type=int, default=8)
     parser.add_argument("--log-level", default="INFO", help="inboxd's INBOXD_LOG_LEVEL")
     parser.add_argument(
@@ -1400,6 +1412,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.duration, args.warmup, args.rounds = 2.0, 1.0, 1
         args.b4_samples, args.b4_warmup = 30, 3
         args.b5_count, args.b6_subscribers = 200, 1000
+        args.b8_samples, args.b9_inboxes, args.b9_idle_seconds = 30, 100, 5.0
+        args.b9_b8_samples, args.b10_messages = 20, 500
     from storage.secrets import KeyRing
 
     args.keyring = KeyRing.generate_spec("bench")
@@ -1435,6 +1449,10 @@ def main(argv: list[str]) -> int:
             phase_subscribers(run, url, seed)
         if "B7" in args.only:
             phase_counts(run)
+        if args.only & RECEIVING:
+            from bench.receiving import phase_receiving
+
+            phase_receiving(run, pg, certdir, ca)
     finally:
         run.stop_all()
         pg.close()
