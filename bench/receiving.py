@@ -608,3 +608,65 @@ def phase_backlog(run: Any, url: str, base: dict, imap: Any, ports: tuple, ca: P
         )
     )
     server.stop()
+
+
+# --- the doc ------------------------------------------------------------------------------------
+
+MARKER = "## Receiving (B8-B10)"
+
+
+def is_receiving(text: str) -> bool:
+    """A row's figure or a detail line of B8, B9 or B10."""
+    return text.split(" ", 1)[0].rstrip(":") in ("B8", "B9", "B10")
+
+
+def section(run: Any, command: str, started: Any, seconds: float) -> str:
+    from bench.run import load_after, machine, table
+
+    args = run.args
+    lines = [
+        MARKER,
+        "",
+        "Receiving mail (issue 12), measured by `bench/receiving.py` against pymap over implicit",
+        "TLS (bench/mailserver.py, in its own process), each figure beside its floor in the same",
+        "run. Every watched mailbox belongs to its own user.",
+        "",
+        f"- command: `{command}`",
+        f"- machine: {machine()}",
+        f"- date: {started.strftime('%Y-%m-%d %H:%M UTC')}, the whole run took "
+        f"{seconds / 60:.1f} min; load average before/after: {run.load_before} / {load_after()}",
+        f"- Postgres: {args.pg_kind}; inboxd: `inboxd serve` with its worker and receiver "
+        "(INBOXD_RECEIVING_ENABLED=true only here), uvloop, log level "
+        f"{args.log_level}",
+        "",
+        table([r for r in run.rows if is_receiving(r.figure)]),
+        "",
+        "```",
+        *[d for d in run.details if is_receiving(d)],
+        "```",
+        "",
+        RECEIVING_METHOD,
+    ]
+    return "\n".join(lines)
+
+
+RECEIVING_METHOD = """What each receiving figure measures:
+
+- **B8** a message APPENDed by another IMAP session to a watched INBOX, until a
+  `messageReceived` subscriber (graphql-transport-ws) has it: IDLE push, FETCH, parse, one
+  transaction, the event, the websocket. Floor (`floors/imap_idle.py watch`): aioimaplib in
+  IDLE on another user's INBOX; on EXISTS it ends IDLE and UID FETCHes the message. The two
+  take turns, one delivery at a time, after a warm-up; each from just before the APPEND.
+- **B9** N inboxes, created and verified with receiving off, then switched on together: RSS
+  growth of the inboxd process per watched inbox once all are IDLE in the database, the IMAP
+  connections the server holds (counted by the server), then idle CPU of the process
+  (/proc/<pid>/stat) and B8 again while all are watched. Floor (`floors/imap_idle.py hold`):
+  the same N users' TLS sessions (LOGIN, EXAMINE, IDLE) on bare asyncio streams on uvloop,
+  as inboxd runs.
+- **B10** M messages (every 10th with a 50 KiB attachment) already in a mailbox; an inbox
+  created on it with `receiving.backfillDays: 1` takes them all in; time from the create until
+  all are stored, and the peak RSS of that (fresh) inboxd process, sampled every 50 ms.
+  Floor (`floors/imap_backlog.py`): aioimaplib UID FETCH in batches of 20 (inboxd's
+  INBOXD_RECEIVING_FETCH_BATCH) and each message parsed with `email` (`policy.default`:
+  headers, text and HTML bodies, attachment bytes), nothing stored.
+"""

@@ -1278,12 +1278,34 @@ def table(rows: list[Row]) -> str:
 
 
 def write_doc(run: Run, command: str, started: datetime, seconds: float) -> None:
+    """The doc's parts this run measured are rewritten; the others (B1-B7, the receiving
+    section B8-B10, the notes) are kept as they were."""
+    from bench.receiving import MARKER, is_receiving, section
+
+    text = DOC.read_text() if DOC.exists() else ""
+    ends = [i for i in (text.find(MARKER), text.find(NOTES_MARKER)) if i >= 0]
+    main = text[: min(ends, default=len(text))]
+    receiving = ""
+    if MARKER in text:
+        receiving = text[
+            text.index(MARKER) : text.find(NOTES_MARKER) if NOTES_MARKER in text else None
+        ]
+    kept = text[text.index(NOTES_MARKER) :] if NOTES_MARKER in text else ""
+    if any(not is_receiving(r.figure) for r in run.rows):
+        main = main_part(run, command, started, seconds)
+    if any(is_receiving(r.figure) for r in run.rows):
+        receiving = section(run, command, started, seconds)
+    if not kept:
+        kept = NOTES_MARKER + "\n\nFindings and profiles go here; this section survives reruns.\n"
+    DOC.write_text(
+        main.rstrip("\n") + "\n\n" + (receiving.rstrip("\n") + "\n\n" if receiving else "") + kept
+    )
+
+
+def main_part(run: Run, command: str, started: datetime, seconds: float) -> str:
+    from bench.receiving import is_receiving
+
     args = run.args
-    kept = ""
-    if DOC.exists():
-        text = DOC.read_text()
-        if NOTES_MARKER in text:
-            kept = text[text.index(NOTES_MARKER) :]
     load = (
         f"wrk, {args.threads} threads, {args.connections} connections"
         if run.loadgen == "wrk"
@@ -1306,15 +1328,14 @@ def write_doc(run: Run, command: str, started: datetime, seconds: float) -> None
         f"INBOXD_ENVIRONMENT=production, log level {args.log_level}, worker concurrency "
         f"{args.worker_concurrency}; per-key rate limits lifted (one key drives all load)",
         "",
-        table(run.rows),
+        table([r for r in run.rows if not is_receiving(r.figure)]),
         "",
     ]
     if run.notes:
         lines += ["Notes on this run:", "", *[f"- {n}" for n in run.notes], ""]
-    lines += ["## Details", "", "```", *run.details, "```", "", METHOD, ""]
-    if not kept:
-        kept = NOTES_MARKER + "\n\nFindings and profiles go here; this section survives reruns.\n"
-    DOC.write_text("\n".join(lines) + "\n" + kept)
+    details = [d for d in run.details if not is_receiving(d)]
+    lines += ["## Details", "", "```", *details, "```", "", METHOD, ""]
+    return "\n".join(lines)
 
 
 METHOD = """## What each figure measures
