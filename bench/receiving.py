@@ -164,20 +164,23 @@ async def b8_latencies(
     imap_port: int,
     ca: Path,
     password: str,
-    users: tuple[str, str],
-    floor: Proc | None,
+    inboxd_user: str,
+    floors: list[tuple[str, Proc]],
     count: int,
-) -> tuple[list[float], list[float]]:
-    """``count`` deliveries to inboxd's mailbox (and as many to the floor's, alternating):
-    milliseconds from just before APPEND until the subscriber (or the floor) has it."""
+) -> dict[str, list[float]]:
+    """``count`` deliveries to inboxd's mailbox and as many to each floor's (``floors``: the
+    watching process and its user), taking turns: milliseconds from just before APPEND until
+    the subscriber (or the floor) has it."""
     import websockets
 
     ours: list[float] = []
-    theirs: list[float] = []
+    theirs: dict[str, list[float]] = {name: [] for name, _, _ in floors}
     loop = asyncio.get_running_loop()
-    floor_lines = lines_of(floor) if floor is not None else None
-    ours_append = await appender(imap_port, ca, users[0], password)
-    floor_append = await appender(imap_port, ca, users[1], password) if floor else None
+    ours_append = await appender(imap_port, ca, inboxd_user, password)
+    sides = [
+        (name, lines_of(proc), await appender(imap_port, ca, name_of, password), name_of)
+        for name, proc, name_of in floors
+    ]
     async with websockets.connect(
         f"ws://{HOST}:{port}/graphql", subprotocols=["graphql-transport-ws"], compression=None
     ) as ws:
@@ -198,7 +201,7 @@ async def b8_latencies(
         for i in range(count):
             subject = f"b8-{i}-{uuid.uuid4().hex[:8]}"
             started = time.monotonic()
-            await append(ours_append, users[0], subject)
+            await append(ours_append, inboxd_user, subject)
             while True:
                 message = json.loads(await asyncio.wait_for(ws.recv(), 30))
                 if message.get("type") == "ping":
@@ -210,18 +213,17 @@ async def b8_latencies(
                 if got == subject:
                     break
             ours.append((time.monotonic() - started) * 1000)
-            if floor_lines is not None and floor_append is not None:
+            for name, lines, client, to in sides:
                 started = time.monotonic()
-                await append(floor_append, users[1], subject)
+                await append(client, to, subject)
                 # Bounded in its thread too: asyncio.run waits for executor threads at exit.
-                text = await loop.run_in_executor(None, floor_lines.get, True, 30)
+                text = await loop.run_in_executor(None, lines.get, True, 30)
                 if not text.startswith("GOT "):
-                    raise RuntimeError(f"floor said {text!r}")
-                theirs.append((json.loads(text[4:])["at"] - started) * 1000)
-    for client in (ours_append, floor_append):
-        if client is not None:
-            await client.logout()
-    return ours, theirs
+                    raise RuntimeError(f"{name} said {text!r}")
+                theirs[name].append((json.loads(text[4:])["at"] - started) * 1000)
+    for client in (ours_append, *(side[2] for side in sides)):
+        await client.logout()
+    return {"inboxd": ours, **theirs}
 
 
 _LINES: dict[int, queue.Queue[str]] = {}
@@ -241,9 +243,11 @@ def lines_of(proc: Proc) -> queue.Queue[str]:
     return _LINES[proc.pid]
 
 
-def start_floor_watch(run: Any, imap_port: int, ca: Path, password: str, name: str) -> Proc:
+def start_floor_watch(
+    run: Any, imap_port: int, ca: Path, password: str, name: str, steps: str
+) -> Proc:
     proc = start(
-        "floor-imap-watch",
+        f"floor-imap-watch-{steps}",
         [
             str(VENV_PYTHON),
             str(BENCH / "floors" / "imap_idle.py"),
@@ -256,8 +260,10 @@ def start_floor_watch(run: Any, imap_port: int, ca: Path, password: str, name: s
             password,
             "--user",
             name,
+            "--steps",
+            steps,
         ],
-        log=run.tmp / "floor-imap-watch.log",
+        log=run.tmp / f"floor-imap-watch-{steps}.log",
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
@@ -340,7 +346,9 @@ def b8_rows(run: Any, label: str, ours: list[float], theirs: list[float]) -> Non
     )
 
 
-def floor_hold(run: Any, imap_port: int, ca: Path, password: str, first: int, count: int) -> Any:
+def floor_hold(
+    run: Any, imap_port: int, ca: Path, password: str, first: int, count: int, loop: str
+) -> Any:
     proc = start(
         "floor-imap-hold",
         [
@@ -357,8 +365,10 @@ def floor_hold(run: Any, imap_port: int, ca: Path, password: str, first: int, co
             str(first),
             "--count",
             str(count),
+            "--loop",
+            loop,
         ],
-        log=run.tmp / "floor-imap-hold.log",
+        log=run.tmp / f"floor-imap-hold-{loop}.log",
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
@@ -386,7 +396,7 @@ def phase_receiving(run: Any, pg: Any, certdir: Path, ca: Path) -> None:
     args = run.args
     figures = args.only
     n = args.b9_inboxes
-    # users: 0 B8 inboxd, 1 B8 floor, 2 B10 backlog, 10.. B9
+    # users: 0 B8 inboxd, 1 B8 floor, 2 B10 backlog, 3 B8 floor with inboxd's steps, 10.. B9
     smtp = MailServer(run, "smtp", certdir, n + 10)
     imap = MailServer(run, "imap", certdir, n + 10)
     ports = (smtp.port, imap.port)
@@ -394,29 +404,32 @@ def phase_receiving(run: Any, pg: Any, certdir: Path, ca: Path) -> None:
     base = inboxd_env(run, url, worker=True, ca_file=str(ca))
     ws_b8, key = asyncio.run(make_workspace(url, "bench-receiving-b8", 1_000_000))
     server, port = start_inboxd(run, "inboxd-receiving", receiving_env(base))
-    b8_users = (user(0), user(1))
     [b8_inbox] = asyncio.run(create_many(port, key, [inbox_input(user(0), ports, PASSWORD)]))
     _, took = asyncio.run(
         wait_sql(url, IDLE_IN_WORKSPACE, (uuid.UUID(ws_b8),), lambda v: v >= 1, 60)
     )
     run.detail(f"B8 inbox created and IDLE in {took:.1f} s")
-    floor = start_floor_watch(run, imap.port, ca, PASSWORD, b8_users[1])
+    floor = start_floor_watch(run, imap.port, ca, PASSWORD, user(1), "floor")
+    # The floor sending inboxd's IMAP commands too (and parsing): what of inboxd's time is
+    # IMAP round trips, what is the rest (Postgres, the event, the websocket).
+    steps = start_floor_watch(run, imap.port, ca, PASSWORD, user(3), "inboxd")
+    sides = [("floor", floor, user(1)), ("inboxd's IMAP steps", steps, user(3))]
 
-    def b8(samples: int, label: str, with_floor: bool = True) -> None:
-        ours, theirs = asyncio.run(
+    def b8(samples: int, label: str) -> None:
+        got = asyncio.run(
             b8_latencies(
-                port,
-                key,
-                b8_inbox,
-                imap.port,
-                ca,
-                PASSWORD,
-                b8_users,
-                floor if with_floor else None,
+                port, key, b8_inbox, imap.port, ca, PASSWORD, user(0), sides,
                 samples + args.b8_warmup,
             )
+        )  # fmt: skip
+        warm = args.b8_warmup
+        b8_rows(run, label, got["inboxd"][warm:], got["floor"][warm:])
+        also = got["inboxd's IMAP steps"][warm:]
+        run.detail(
+            f"B8 the floor with inboxd's IMAP commands (NOOP, EXAMINE, UID SEARCH, UID FETCH "
+            f"sizes, then the body) and parse{label}: p50 {percentile(also, 50):.1f} ms, p99 "
+            f"{percentile(also, 99):.1f} ms"
         )
-        b8_rows(run, label, ours[args.b8_warmup :], theirs[args.b8_warmup :])
 
     if "B8" in figures:
         print(f"B8: {args.b8_samples} messages APPENDed -> messageReceived", flush=True)
@@ -463,10 +476,11 @@ def phase_receiving(run: Any, pg: Any, certdir: Path, ca: Path) -> None:
         cpu = idle_cpu(server.pid, args.b9_idle_seconds)
         run.detail(f"B9 inboxd idle CPU over {args.b9_idle_seconds:g} s: {cpu:.2f}% of a core")
         if "B8" in figures:
-            b8(args.b9_b8_samples, f", {n} watched", with_floor=True)
+            b8(args.b9_b8_samples, f", {n} watched")
+        large = b9_large_message(run, url, server, imap, uuid.UUID(ws_b9), n)
         server.stop()
         time.sleep(2)
-        hold = floor_hold(run, imap.port, ca, PASSWORD, 10, n)
+        hold = floor_hold(run, imap.port, ca, PASSWORD, 10, n, "uvloop")
         time.sleep(3)
         floor_after = rss_bytes(hold["pid"])
         floor_per = (floor_after - hold["rss_before"]) / hold["connected"] / 1024
@@ -481,6 +495,18 @@ def phase_receiving(run: Any, pg: Any, certdir: Path, ca: Path) -> None:
             f"{floor_cpu:.2f}%"
         )
         hold["proc"].stop()
+        # The same floor on asyncio's own loop (what `inboxd worker` runs on): its SSLProtocol
+        # allocates and zero-fills a 256 KiB read buffer per connection (max_size, 3.11+);
+        # uvloop's is malloc'd and only the pages a read touches become resident.
+        time.sleep(2)
+        plain = floor_hold(run, imap.port, ca, PASSWORD, 10, n, "asyncio")
+        time.sleep(3)
+        plain_per = (rss_bytes(plain["pid"]) - plain["rss_before"]) / plain["connected"] / 1024
+        plain["proc"].stop()
+        run.detail(
+            f"B9 floor on asyncio's default loop: {plain['connected']} sessions, "
+            f"{plain_per:.1f} KiB per session"
+        )
         run.rows.append(
             Row(
                 f"B9 RSS per watched inbox, N={n:,} (KiB)",
@@ -489,6 +515,28 @@ def phase_receiving(run: Any, pg: Any, certdir: Path, ca: Path) -> None:
                 f"+{per_inbox - floor_per:.1f} KiB",
                 "<= floor + 16 KiB",
                 per_inbox <= floor_per + 16 and idle >= n,
+            )
+        )
+        if large is not None:
+            run.rows.append(
+                Row(
+                    f"B9 RSS growth per inbox after one {args.b9_large_kib:,} KiB message "
+                    f"each, {large[0]} inboxes (KiB)",
+                    fmt(large[1], 1),
+                    "-",
+                    "-",
+                    "-",
+                    None,
+                )
+            )
+        run.rows.append(
+            Row(
+                "B9 the floor's KiB per session: uvloop / asyncio loop",
+                "-",
+                f"{floor_per:.1f} / {plain_per:.1f}",
+                "-",
+                "-",
+                None,
             )
         )
         run.rows.append(
@@ -513,9 +561,47 @@ def phase_receiving(run: Any, pg: Any, certdir: Path, ca: Path) -> None:
         )
     server.stop()
     floor.stop()
+    steps.stop()
     if "B10" in figures:
         phase_backlog(run, url, base, imap, ports, ca)
     run.stop_all()
+
+
+def b9_large_message(
+    run: Any, url: str, server: Proc, imap: Any, workspace: uuid.UUID, n: int
+) -> tuple[int, float] | None:
+    """One large message to each of the first --b9-large watched inboxes: how much RSS each
+    session keeps once it has read one (TLS buffers grow with the largest read)."""
+    count, kib = min(n, run.args.b9_large), run.args.b9_large_kib
+    if count <= 0:
+        return None
+    before = rss_bytes(server.pid)
+    started = time.monotonic()
+    stored = 0
+    for i in range(count):
+        # One at a time: what stays is what each session keeps, not the peak of many
+        # messages parsed at once (the heap keeps its high-water mark).
+        command(imap, f"fill {user(10 + i)} 1 1 {kib}")
+        stored, _ = asyncio.run(
+            wait_sql(
+                url,
+                "SELECT count(*) FROM message m JOIN email_inbox i ON i.id = m.inbox_id "
+                "WHERE i.workspace_id = $1",
+                (workspace,),
+                lambda v, i=i: v >= i + 1,
+                60,
+            )
+        )
+    seconds = time.monotonic() - started
+    time.sleep(5)
+    after = rss_bytes(server.pid)
+    per = (after - before) / count / 1024
+    run.detail(
+        f"B9 inboxd: one {kib} KiB message to each of {count} watched inboxes, {stored} stored "
+        f"in {seconds:.1f} s; RSS {before / 2**20:.0f} MiB -> {after / 2**20:.0f} MiB, "
+        f"{per:.1f} KiB more per inbox that received one"
+    )
+    return count, per
 
 
 async def admin_sql(url: str, sql: str, *values: Any) -> None:

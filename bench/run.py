@@ -1412,6 +1412,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--b9-inboxes", type=int, default=1000)
     parser.add_argument("--b9-idle-seconds", type=float, default=20.0)
     parser.add_argument("--b9-b8-samples", type=int, default=100, help="B8 during B9")
+    parser.add_argument(
+        "--b9-large", type=int, default=200, help="B9 inboxes sent one large message each"
+    )
+    parser.add_argument("--b9-large-kib", type=int, default=1024)
     parser.add_argument("--b10-messages", type=int, default=10_000)
     parser.add_argument("--b10-max-seconds", type=float, default=1800.0)
     parser.add_argument("--worker-concurrency", type=int, default=8)
@@ -1434,7 +1438,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.b4_samples, args.b4_warmup = 30, 3
         args.b5_count, args.b6_subscribers = 200, 1000
         args.b8_samples, args.b9_inboxes, args.b9_idle_seconds = 30, 100, 5.0
-        args.b9_b8_samples, args.b10_messages = 20, 500
+        args.b9_b8_samples, args.b10_messages, args.b9_large = 20, 500, 20
     from storage.secrets import KeyRing
 
     args.keyring = KeyRing.generate_spec("bench")

@@ -22,6 +22,7 @@ import ssl
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -140,14 +141,41 @@ async def watch(args: argparse.Namespace) -> int:
         await asyncio.wait_for(idle, 30)
         if not arrived:
             continue
+        if args.steps == "inboxd":
+            await inboxd_steps(client, uidnext)
         response = await client.uid("fetch", f"{uidnext}:*", "(UID BODY.PEEK[])")
         for line in response.lines:
+            if isinstance(line, bytearray) and args.steps == "inboxd":
+                parse(bytes(line))
             uid = _UID.search(bytes(line)) if not isinstance(line, bytearray) else None
             if uid and int(uid.group(1)) >= uidnext:
                 uidnext = int(uid.group(1)) + 1
                 print("GOT " + json.dumps({"uid": uidnext - 1, "at": time.monotonic()}), flush=True)
     await client.logout()
     return 0
+
+
+async def inboxd_steps(client: Any, uidnext: int) -> None:
+    """The IMAP commands inboxd's receiver sends after an IDLE push, before the body FETCH
+    (the watcher then sends that FETCH and parses): NOOP (check_alive), EXAMINE (every wake
+    re-reads the folder), UID SEARCH, UID FETCH of the sizes. For B8's breakdown."""
+    import aioimaplib
+
+    await client.noop()
+    await client.examine("INBOX")
+    client.protocol.state = aioimaplib.SELECTED
+    await client.uid_search("UID", f"{uidnext}:*", charset=None)
+    await client.uid("fetch", f"{uidnext}:*", "(UID RFC822.SIZE)")
+
+
+def parse(raw: bytes) -> None:
+    from email import message_from_bytes, policy
+
+    message = message_from_bytes(raw, policy=policy.default)
+    for kind in ("plain", "html"):
+        body = message.get_body(preferencelist=(kind,))
+        if body is not None:
+            body.get_content()
 
 
 def main() -> int:
@@ -160,6 +188,12 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--user", default="")
+    parser.add_argument(
+        "--steps",
+        choices=["floor", "inboxd"],
+        default="floor",
+        help="watch: inboxd's IMAP commands and parse too (B8's breakdown)",
+    )
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     args = parser.parse_args()
     run = hold if args.mode == "hold" else watch
