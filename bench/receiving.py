@@ -662,11 +662,22 @@ def phase_backlog(run: Any, url: str, base: dict, imap: Any, ports: tuple, ca: P
     [inbox] = asyncio.run(
         create_many(port, key, [inbox_input(name, ports, PASSWORD, {"backfillDays": 1})])
     )
-    stored, _ = asyncio.run(
-        wait_sql(url, STORED, (uuid.UUID(inbox),), lambda v: v >= m, args.b10_max_seconds)
-    )
+    # RSS as the backlog goes in, at each fifth: bounded memory levels off, a leak climbs.
+    marks: list[str] = []
+    for fifth in range(1, 6):
+        stored, _ = asyncio.run(
+            wait_sql(
+                url,
+                STORED,
+                (uuid.UUID(inbox),),
+                lambda v, goal=m * fifth // 5: v >= goal,
+                args.b10_max_seconds,
+            )
+        )
+        marks.append(f"{stored}: {rss_bytes(server.pid) / 2**20:.0f} MiB")
     seconds = time.monotonic() - started
     peak_rss = peak.stop()
+    run.detail("B10 inboxd RSS as messages were stored: " + ", ".join(marks))
     run.detail(
         f"B10 inboxd: {stored} of {m} stored {seconds:.1f} s after the create (verification, "
         f"claim, backfill search, FETCH, parse, one transaction per message); RSS at start "
