@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import re
 import ssl
+import threading
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -85,11 +86,24 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
 # asyncio's SSLProtocol (3.11+) allocates and zero-fills 256 KiB per connection (its class
 # attribute ``max_size``, in a module with no public API to change it per connection) and
 # uvloop's mallocs as much; either fills it on a burst, and the incoming MemoryBIO keeps the
-# capacity of the largest burst it was given. Measured in bench/receiving.py (B9): an idle
-# session costs ~290 KiB on asyncio's loop, and ~630 KiB on either loop once it has fetched
-# one large message. Here the socket is read READ_BUFFER bytes at a time into one buffer,
-# through the public ``asyncio.BufferedProtocol`` and ``ssl.MemoryBIO`` APIs.
+# capacity of the largest burst it was given. Measured (bench/receiving.py, B9, and 50
+# ImapSessions side by side): an idle session costs ~290 KiB on asyncio's loop (~50 on
+# uvloop's), and ~530-570 KiB on either loop once it has fetched one large message; with this
+# layer ~36 KiB idle and ~57 KiB after, on both. Here the socket is read READ_BUFFER bytes at a time into one buffer,
+# through the public ``asyncio.BufferedProtocol`` and ``ssl.MemoryBIO`` APIs; the buffer is
+# shared by the connections of one event loop (``read_buffer``).
 READ_BUFFER = 16 * 1024
+_buffers = threading.local()
+
+
+def read_buffer() -> memoryview:
+    """The read buffer of every TLS layer on this thread's event loop: a read goes from the
+    socket into it and straight on into that connection's MemoryBIO (buffer_updated follows
+    get_buffer at once, on the loop's thread), so no connection needs a buffer of its own."""
+    view: memoryview | None = getattr(_buffers, "view", None)
+    if view is None:
+        view = _buffers.view = memoryview(bytearray(READ_BUFFER))
+    return view
 
 
 class TlsLayer(asyncio.BufferedProtocol):
@@ -110,7 +124,7 @@ class TlsLayer(asyncio.BufferedProtocol):
         self.ssl_object = context.wrap_bio(
             self.incoming, self.outgoing, server_side=False, server_hostname=server_hostname
         )
-        self.buffer = memoryview(bytearray(READ_BUFFER))
+        self.buffer = read_buffer()
         self.handshake = handshake
         self.call_connection_made = call_connection_made
         self.transport: asyncio.Transport | None = None
