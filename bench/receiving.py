@@ -563,7 +563,9 @@ def phase_receiving(run: Any, pg: Any, certdir: Path, ca: Path) -> None:
     floor.stop()
     steps.stop()
     if "B10" in figures:
-        phase_backlog(run, url, base, imap, ports, ca)
+        # A database of its own: B8's and B9's inboxes would be watched by B10's process too.
+        url = pg.scratch()
+        phase_backlog(run, url, inboxd_env(run, url, worker=True, ca_file=str(ca)), imap, ports, ca)
     run.stop_all()
 
 
