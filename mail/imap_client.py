@@ -89,9 +89,10 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
 # capacity of the largest burst it was given. Measured (bench/receiving.py, B9, and 50
 # ImapSessions side by side): an idle session costs ~290 KiB on asyncio's loop (~50 on
 # uvloop's), and ~530-570 KiB on either loop once it has fetched one large message; with this
-# layer ~36 KiB idle and ~57 KiB after, on both. Here the socket is read READ_BUFFER bytes at a time into one buffer,
-# through the public ``asyncio.BufferedProtocol`` and ``ssl.MemoryBIO`` APIs; the buffer is
-# shared by the connections of one event loop (``read_buffer``).
+# layer ~36 KiB idle and ~57 KiB after, on both. Here the socket is read READ_BUFFER bytes
+# at a time into one buffer, through the public ``asyncio.BufferedProtocol`` and
+# ``ssl.MemoryBIO`` APIs; the buffer is shared by the connections of one event loop
+# (``read_buffer``).
 READ_BUFFER = 16 * 1024
 _buffers = threading.local()
 
