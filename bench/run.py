@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The inboxd benchmark suite: one command, every figure beside its floor, one table.
 
-    python3 bench/run.py                 # everything, ~6-8 minutes on 2 cores
+    python3 bench/run.py                 # everything, ~11-13 minutes on 2 cores
     python3 bench/run.py --only B1,B2    # some figures
     python3 bench/run.py --quick         # short runs, to check the suite itself
 
@@ -58,6 +58,8 @@ from datetime import UTC, datetime  # noqa: E402
 from typing import Any  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
+# bench.receiving imports this module's helpers by name: let it find this run, not a copy.
+sys.modules.setdefault("bench.run", sys.modules[__name__])
 
 from bench.common import (  # noqa: E402
     BENCH,
@@ -81,6 +83,7 @@ from bench.common import (  # noqa: E402
 )
 
 DOC = ROOT / "docs" / "benchmarks.md"
+RECEIVING = {"B8", "B9", "B10"}
 NOTES_MARKER = "## Notes (kept across runs)"
 PASSWORD = "Bench-Password-4711"
 
@@ -1275,12 +1278,34 @@ def table(rows: list[Row]) -> str:
 
 
 def write_doc(run: Run, command: str, started: datetime, seconds: float) -> None:
+    """The doc's parts this run measured are rewritten; the others (B1-B7, the receiving
+    section B8-B10, the notes) are kept as they were."""
+    from bench.receiving import MARKER, is_receiving, section
+
+    text = DOC.read_text() if DOC.exists() else ""
+    ends = [i for i in (text.find(MARKER), text.find(NOTES_MARKER)) if i >= 0]
+    main = text[: min(ends, default=len(text))]
+    receiving = ""
+    if MARKER in text:
+        receiving = text[
+            text.index(MARKER) : text.find(NOTES_MARKER) if NOTES_MARKER in text else None
+        ]
+    kept = text[text.index(NOTES_MARKER) :] if NOTES_MARKER in text else ""
+    if any(not is_receiving(r.figure) for r in run.rows):
+        main = main_part(run, command, started, seconds)
+    if any(is_receiving(r.figure) for r in run.rows):
+        receiving = section(run, command, started, seconds)
+    if not kept:
+        kept = NOTES_MARKER + "\n\nFindings and profiles go here; this section survives reruns.\n"
+    DOC.write_text(
+        main.rstrip("\n") + "\n\n" + (receiving.rstrip("\n") + "\n\n" if receiving else "") + kept
+    )
+
+
+def main_part(run: Run, command: str, started: datetime, seconds: float) -> str:
+    from bench.receiving import is_receiving
+
     args = run.args
-    kept = ""
-    if DOC.exists():
-        text = DOC.read_text()
-        if NOTES_MARKER in text:
-            kept = text[text.index(NOTES_MARKER) :]
     load = (
         f"wrk, {args.threads} threads, {args.connections} connections"
         if run.loadgen == "wrk"
@@ -1303,15 +1328,14 @@ def write_doc(run: Run, command: str, started: datetime, seconds: float) -> None
         f"INBOXD_ENVIRONMENT=production, log level {args.log_level}, worker concurrency "
         f"{args.worker_concurrency}; per-key rate limits lifted (one key drives all load)",
         "",
-        table(run.rows),
+        table([r for r in run.rows if not is_receiving(r.figure)]),
         "",
     ]
     if run.notes:
         lines += ["Notes on this run:", "", *[f"- {n}" for n in run.notes], ""]
-    lines += ["## Details", "", "```", *run.details, "```", "", METHOD, ""]
-    if not kept:
-        kept = NOTES_MARKER + "\n\nFindings and profiles go here; this section survives reruns.\n"
-    DOC.write_text("\n".join(lines) + "\n" + kept)
+    details = [d for d in run.details if not is_receiving(d)]
+    lines += ["## Details", "", "```", *details, "```", "", METHOD, ""]
+    return "\n".join(lines)
 
 
 METHOD = """## What each figure measures
@@ -1352,7 +1376,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--only", default="B1,B2,B3,B4,B5,B6,B7", help="comma-separated figures (default: all)"
+        "--only",
+        default="B1,B2,B3,B4,B5,B6,B7,B8,B9,B10",
+        help="comma-separated figures (default: all)",
     )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per HTTP figure")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds")
@@ -1381,6 +1407,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=60.0,
         help="how long subscribers wait for the status change",
     )
+    parser.add_argument("--b8-samples", type=int, default=200)
+    parser.add_argument("--b8-warmup", type=int, default=10)
+    parser.add_argument("--b9-inboxes", type=int, default=1000)
+    parser.add_argument("--b9-idle-seconds", type=float, default=20.0)
+    parser.add_argument("--b9-b8-samples", type=int, default=100, help="B8 during B9")
+    parser.add_argument(
+        "--b9-large", type=int, default=200, help="B9 inboxes sent one large message each"
+    )
+    parser.add_argument("--b9-large-kib", type=int, default=1024)
+    parser.add_argument("--b10-messages", type=int, default=10_000)
+    parser.add_argument("--b10-max-seconds", type=float, default=1800.0)
     parser.add_argument("--worker-concurrency", type=int, default=8)
     parser.add_argument("--log-level", default="INFO", help="inboxd's INBOXD_LOG_LEVEL")
     parser.add_argument(
@@ -1400,6 +1437,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.duration, args.warmup, args.rounds = 2.0, 1.0, 1
         args.b4_samples, args.b4_warmup = 30, 3
         args.b5_count, args.b6_subscribers = 200, 1000
+        args.b8_samples, args.b9_inboxes, args.b9_idle_seconds = 30, 100, 5.0
+        args.b9_b8_samples, args.b10_messages, args.b9_large = 20, 500, 20
     from storage.secrets import KeyRing
 
     args.keyring = KeyRing.generate_spec("bench")
@@ -1435,6 +1474,10 @@ def main(argv: list[str]) -> int:
             phase_subscribers(run, url, seed)
         if "B7" in args.only:
             phase_counts(run)
+        if args.only & RECEIVING:
+            from bench.receiving import phase_receiving
+
+            phase_receiving(run, pg, certdir, ca)
     finally:
         run.stop_all()
         pg.close()

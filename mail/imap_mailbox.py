@@ -1,5 +1,5 @@
-"""The commands of an IMAP session that change a mailbox (flags, deletion), and the session's
-errors.
+"""The commands of an IMAP session that change a mailbox (flags, deletion, APPEND), the LIST
+that finds a folder to append to, and the session's errors.
 
 ``ImapSession`` (``mail.imap_session``) reads with EXAMINE and BODY.PEEK and never changes a
 thing; what inboxd was asked to change (``inboxd.message_actions``) goes through these
@@ -19,11 +19,15 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+from dataclasses import dataclass
 from typing import Any
 
 from mail.results import ProbeCode
 
 UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]", re.IGNORECASE)
+# A LIST response after aioimaplib took its "* LIST ": (attributes) delimiter name.
+_LIST = re.compile(rb'^\(([^)]*)\) (NIL|"(?:[^"\\]|\\.)*") (.*)$', re.IGNORECASE)
+_LITERAL = re.compile(rb"^\{(\d+)\+?\}$")
 _FLAGS = re.compile(rb"\bFLAGS \(([^)]*)\)", re.IGNORECASE)
 
 
@@ -61,6 +65,43 @@ def _uid_set(uids: list[int]) -> str:
     return ",".join(str(uid) for uid in sorted(set(uids)))
 
 
+@dataclass(frozen=True, slots=True)
+class Folder:
+    name: str  # as the server spells it (modified UTF-7 left encoded): pass it back as is
+    attributes: frozenset[str]  # lowercased: {"\\hasnochildren", "\\sent"}
+    delimiter: str | None  # of the hierarchy ("/", "."); None for a flat namespace
+
+
+def _unquote(word: bytes) -> str:
+    text = word.decode("utf-8", "replace")
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", text[1:-1])
+    return text
+
+
+def folders_of(lines: list[Any]) -> list[Folder]:
+    """The folders of a LIST response's lines (quoted, atom and literal names alike)."""
+    found: list[Folder] = []
+    pending: tuple[frozenset[str], str | None] | None = None  # a name sent as a literal
+    for line in lines:
+        if isinstance(line, bytearray):
+            if pending is not None:
+                found.append(Folder(bytes(line).decode("utf-8", "replace"), *pending))
+            pending = None
+            continue
+        match = _LIST.match(bytes(line))
+        if match is None:
+            continue
+        attributes = frozenset(match.group(1).decode("ascii", "replace").lower().split())
+        delimiter = None if match.group(2).upper() == b"NIL" else _unquote(match.group(2))
+        name = match.group(3).strip()
+        if _LITERAL.match(name):
+            pending = (attributes, delimiter)
+        else:
+            found.append(Folder(_unquote(name), attributes, delimiter))
+    return found
+
+
 class MailboxWrites:
     """Mixed into ``ImapSession``: its aioimaplib client is ``_client``."""
 
@@ -81,6 +122,21 @@ class MailboxWrites:
         if validity is None:
             raise CommandRefused("PROTOCOL_ERROR", "The server sent no UIDVALIDITY.")
         return int(validity.group(1))
+
+    async def folders(self) -> list[Folder]:
+        """Every folder, with its attributes (RFC 6154 special-use ones among them)."""
+        response = await asyncio.wait_for(
+            self._client.list('""', '"*"'), self._settings.command_timeout
+        )
+        if response.result != "OK":
+            raise CommandRefused("LIST_REFUSED", "The server refused to list its folders.")
+        return folders_of(response.lines)
+
+    async def append(self, folder: str, data: bytes, flags: str) -> None:
+        """Store ``data`` as a new message of ``folder`` with ``flags`` ("(\\Seen)")."""
+        response = await self._client.append(data, mailbox=quote_mailbox(folder), flags=flags)
+        if response.result != "OK":
+            raise CommandRefused("APPEND_REFUSED", f"The server refused to store in {folder!r}.")
 
     async def _store(self, uids: list[int], change: str, flag: str) -> None:
         response = await self._uid("store", _uid_set(uids), f"{change}FLAGS.SILENT", flag)

@@ -3,9 +3,10 @@
 aioimaplib opens its own connection by host name and has no STARTTLS. Here it gets a socket
 to the address the outbound guard checked (``network.resolve_target``), TLS verified against
 the host name with the probes' contexts (``mail.tls``, pinning included), and STARTTLS on its
-transport through ``loop.start_tls``. Mailboxes are opened with EXAMINE and bodies fetched
-with BODY.PEEK, so watching never changes a flag; UID FETCH goes in batches (aioimaplib
-recurses once per response line and overflows the stack on one large FETCH).
+transport, both through ``mail.imap_client``'s TLS layer (a 16 KiB read buffer). Mailboxes
+are opened with EXAMINE and bodies fetched with BODY.PEEK, so watching never changes a flag;
+UID FETCH goes in batches (aioimaplib recurses once per response line and overflows the stack
+on one large FETCH).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import aioimaplib
 
 from mail.endpoint import Endpoint
 from mail.failures import ProbeFailure
-from mail.imap_client import Client
+from mail.imap_client import Client, connect_tls, start_tls
 from mail.imap_mailbox import UIDVALIDITY, MailboxWrites, flags_of, network_error, quote_mailbox
 from mail.imap_mailbox import ImapSessionError as ImapSessionError  # where callers look
 from mail.network import NetworkPolicy, TargetError, open_socket, resolve_target
@@ -134,12 +135,11 @@ class ImapSession(MailboxWrites):
 
             async def opener(protocol: Any) -> Any:
                 sock = await open_socket(target, timeout)
+                if implicit:
+                    assert context is not None  # TLS with a small read buffer (imap_client)
+                    return await connect_tls(sock, protocol, context, target.host, timeout)
                 return await asyncio.get_running_loop().create_connection(
-                    lambda: protocol,
-                    sock=sock,
-                    ssl=context if implicit else None,
-                    server_hostname=target.host if implicit else None,
-                    ssl_handshake_timeout=timeout if implicit else None,
+                    lambda: protocol, sock=sock
                 )
 
             arrivals = asyncio.Event()
@@ -184,12 +184,8 @@ class ImapSession(MailboxWrites):
             raise ImapSessionError(
                 ProbeCode.STARTTLS_UNSUPPORTED.value, "The server refused STARTTLS."
             )
-        protocol.transport = await asyncio.get_running_loop().start_tls(
-            protocol.transport,
-            protocol,
-            context,
-            server_hostname=host,
-            ssl_handshake_timeout=self._settings.connect_timeout,
+        protocol.transport = await start_tls(
+            protocol.transport, protocol, context, host, self._settings.connect_timeout
         )
         # Asked again: capabilities sent before TLS may have been forged.
         await asyncio.wait_for(protocol.capability(), self._settings.command_timeout)

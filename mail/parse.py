@@ -19,7 +19,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
 from typing import Any
 
-import nh3
+from mail.markup import sanitize_html
 
 MAX_HEADER_TEXT = 2_000  # one header's stored text (subject, ids); the rest is cut
 
@@ -92,7 +92,7 @@ def _bodies(message: EmailMessage, parsed: ParsedMessage) -> None:
     html = message.get_body(preferencelist=("html",))
     if html is not None:
         markup = _clean(html.get_content(), None)
-        parsed.html_body = nh3.clean(markup, link_rel="noopener noreferrer") if markup else None
+        parsed.html_body = sanitize_html(markup) if markup else None
 
 
 def _is_attachment(part: Message) -> bool:

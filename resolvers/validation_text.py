@@ -7,8 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import nh3
-
+from mail.markup import sanitize_html
 from mail.message import has_control_characters
 from resolvers.validation_issues import Problems, camel
 
@@ -72,8 +71,7 @@ def clamp_daily_send_limit(value: Any, problems: Problems) -> int:
 def sanitize_signature(value: str | None) -> str | None:
     if value is None:
         return None
-    # nh3 (ammonia) keeps formatting markup and drops scripts, event handlers and javascript: URLs.
-    return nh3.clean(value, link_rel="noopener noreferrer") or None
+    return sanitize_html(value) or None  # the one rule (mail.markup)
 
 
 def normalize_tags(value: Any, problems: Problems) -> list[str]:

@@ -11,6 +11,9 @@ ports picked free at construction and kept across restarts:
   loopback that hands what it gets to LMTP for the recipients who are users here (Dovecot's
   submission closes the connection after a good AUTH when its relay is unreachable).
 
+Every user has a ``Sent`` folder marked ``\\Sent`` (RFC 6154 special-use), as distributions
+configure it.
+
 Use it as a context manager; ``stop()``/``start()``/``restart()`` stop and start the server
 itself, keeping the maildirs (mail survives, UIDVALIDITY stays). Use ``require_dovecot()``
 first: it skips the test, naming the packages, where Dovecot is not installed.
@@ -300,6 +303,14 @@ userdb {{
   args = uid={uid} gid={gid} home={root}/mail/%u
 }}
 mail_location = maildir:~/Maildir
+# A Sent folder marked \\Sent (RFC 6154), made at a user's first login, as distributions ship.
+namespace inbox {{
+  inbox = yes
+  mailbox Sent {{
+    special_use = \\Sent
+    auto = subscribe
+  }}
+}}
 mail_fsync = never
 stats_writer_socket_path =
 

@@ -2,7 +2,8 @@
 
 - `make_certs`: a trustme CA with server certificates, plus a CA nobody trusts.
 - `SmtpServer`: aiosmtpd with AUTH PLAIN/LOGIN against a users dict, in STARTTLS, implicit
-  TLS, plaintext and plaintext-without-AUTH modes; keeps received messages in memory.
+  TLS, plaintext and plaintext-without-AUTH modes; keeps received messages in memory;
+  refuses recipients or messages with scripted replies (`rcpt_replies`, `data_reply`).
 - `ImapServer`: pymap's in-memory backend, in implicit TLS, STARTTLS or plaintext mode.
   `deliver_to(imap)` makes an SmtpServer drop what it receives into the IMAP inboxes.
 - `HostileServer`: silent, garbage, endless line, closes during the TLS handshake.
@@ -276,9 +277,20 @@ class _Handler:
     def __init__(self, server: SmtpServer) -> None:
         self._server = server
 
+    async def handle_RCPT(
+        self, smtp: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        reply = self._server.rcpt_replies.get(address)
+        if reply is not None:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
         if self._server.data_replies:  # refused (not delivered) with the next queued reply
             return self._server.data_replies.pop(0)
+        if self._server.data_reply is not None:
+            return self._server.data_reply
         content = envelope.original_content or b""
         login = session.auth_data if isinstance(session.auth_data, str) else None
         message = ReceivedMessage(envelope.mail_from, list(envelope.rcpt_tos), content, login)
@@ -325,7 +337,11 @@ class SmtpServer(BackgroundServer):
         # Called in the server's thread for each message; may block briefly (deliver_to).
         self.on_message = on_message
         self.messages: list[ReceivedMessage] = []
-        # Replies to the next DATA commands instead of accepting them ("451 4.3.0 Try later").
+        # Scripted refusals: a recipient's reply to RCPT ("550 5.1.1 No such user"), the
+        # reply to every DATA instead of accepting the message ("451 4.3.0 Try later"), and
+        # replies to the next DATA commands only, used up one each (then data_reply, if set).
+        self.rcpt_replies: dict[str, str] = {}
+        self.data_reply: str | None = None
         self.data_replies: list[str] = []
         self.auth_attempts = 0
         # (username, wall-clock time) of each login attempt, for spacing tests.

@@ -1,0 +1,111 @@
+"""The copy of a sent message in the mailbox's Sent folder, over the receiving side's IMAP
+session (``mail.imap_session``: the outbound guard, TLS verified or pinned, LOGIN).
+
+Guarantees:
+
+- The folder is the one the server marks ``\\Sent`` (RFC 6154 special-use, in its LIST),
+  else the first of "Sent", "Sent Items", "Sent Messages" (compared without regard to case,
+  at the top level or as the last part of a path like "INBOX.Sent"), unless the caller names
+  one. None is created: a mailbox without one gets no copy.
+- ``append_to_sent`` stores the exact bytes sent, flagged \\Seen; ``find_in_sent`` asks the
+  server for a message with that Message-ID header (UID SEARCH HEADER), so a retry after a
+  crash can tell whether the message went out.
+- One session per call, logged out at the end. Neither raises for the server's behaviour:
+  a failure is None ("no copy stored" / "could not tell"). The password is in no result.
+
+Whether to append at all is the caller's decision: providers that file sent mail themselves
+(Gmail, Microsoft 365, Outlook.com) would get a second copy.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from mail.endpoint import Endpoint
+from mail.imap_mailbox import Folder, quote_mailbox
+from mail.imap_session import ImapSession, SessionSettings
+from mail.message import is_control
+
+T = TypeVar("T")
+
+SENT_NAMES = ("sent", "sent items", "sent messages")
+_MSG_ID = re.compile(r"^<[!-;=?-~]{1,900}>$")
+
+
+async def append_to_sent(
+    endpoint: Endpoint, settings: SessionSettings, data: bytes, folder: str | None = None
+) -> str | None:
+    """Store ``data`` (flagged \\Seen) in ``folder``, else the Sent folder found by
+    ``pick_sent_folder``. The folder used; None when there is none or the server failed."""
+    _check_folder(folder)
+
+    async def store(session: ImapSession) -> str | None:
+        chosen = folder or pick_sent_folder(await session.folders())
+        if chosen is None:
+            return None
+        await session.append(chosen, data, "(\\Seen)")
+        return chosen
+
+    return await _in_session(endpoint, settings, store)
+
+
+async def find_in_sent(
+    endpoint: Endpoint, settings: SessionSettings, message_id: str, folder: str | None = None
+) -> bool | None:
+    """Whether the Sent folder (or ``folder``) holds a message with the header Message-ID
+    ``message_id``. False when there is no such folder; None when the server could not be
+    asked (connection, login or a command failed)."""
+    if not _MSG_ID.match(message_id):
+        raise ValueError("message_id must be a Message-ID like <id@domain>")
+    _check_folder(folder)
+
+    async def look(session: ImapSession) -> bool | None:
+        chosen = folder or pick_sent_folder(await session.folders())
+        if chosen is None:
+            return False
+        await session.examine(chosen)
+        return bool(await session.search("HEADER", "Message-ID", quote_mailbox(message_id)))
+
+    return await _in_session(endpoint, settings, look)
+
+
+def pick_sent_folder(folders: list[Folder]) -> str | None:
+    """The folder marked \\Sent, else the first with a usual Sent name (top level first)."""
+    for candidate in folders:
+        if "\\sent" in candidate.attributes and "\\noselect" not in candidate.attributes:
+            return candidate.name
+    selectable = [f for f in folders if "\\noselect" not in f.attributes]
+    for wanted in SENT_NAMES:
+        for candidate in selectable:
+            if candidate.name.lower() == wanted:
+                return candidate.name
+    for wanted in SENT_NAMES:
+        for candidate in selectable:
+            delimiter = candidate.delimiter
+            if delimiter and candidate.name.lower().rsplit(delimiter, 1)[-1] == wanted:
+                return candidate.name
+    return None
+
+
+def _check_folder(folder: str | None) -> None:
+    if folder is not None and (not folder or any(is_control(ch) for ch in folder)):
+        raise ValueError("folder must be a folder name without control characters")
+
+
+async def _in_session(
+    endpoint: Endpoint,
+    settings: SessionSettings,
+    work: Callable[[ImapSession], Awaitable[T | None]],
+) -> T | None:
+    """``work`` in a session of its own; None when opening it or the work failed."""
+    session: ImapSession | None = None
+    try:
+        session = await ImapSession.open(endpoint, settings)
+        return await work(session)
+    except Exception:  # the session's errors and aioimaplib's (Abort, timeouts) alike
+        return None
+    finally:
+        if session is not None:
+            await session.close()
