@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import structlog
+
 from mail.compose import ComposeError, compose, envelope_recipients
+from mail.endpoint import Endpoint, ProbeSettings
+from mail.imap_session import SessionSettings
 from mail.send import send_message
 from mail.sent_folder import append_to_sent, find_in_sent
-
-from mail.endpoint import Endpoint, ProbeSettings
 from resolvers.outgoing_mail import files_sent_mail_itself, outgoing_from_row
 from resolvers.state import AppState
 from resolvers.verification import inbox_endpoint
@@ -50,7 +51,8 @@ MIN_SLEEP = 0.05
 @dataclass(frozen=True, slots=True)
 class OutboxConfig:
     smtp: ProbeSettings
-    imap: ProbeSettings
+    # The Sent folder: APPEND a copy, or find an interrupted send's (mail.sent_folder).
+    imap: SessionSettings
     max_attempts: int = 8
     retry_base: timedelta = timedelta(seconds=30)
     retry_cap: timedelta = timedelta(hours=1)

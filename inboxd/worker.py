@@ -109,10 +109,9 @@ def receiver_config(settings: Settings) -> ReceiverConfig:
 
 
 def outbox_config(settings: Settings) -> OutboxConfig:
-    probes = verification_config(settings)
     return OutboxConfig(
-        smtp=probes.smtp,
-        imap=probes.imap,
+        smtp=verification_config(settings).smtp,
+        imap=receiver_config(settings).session,
         max_attempts=settings.send_max_attempts,
         retry_base=timedelta(seconds=settings.send_retry_base_seconds),
         retry_cap=timedelta(seconds=settings.send_retry_cap_seconds),

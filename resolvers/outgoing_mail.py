@@ -6,13 +6,11 @@ queueing it) and the sending worker (which composes it for the SMTP transaction)
 
 from __future__ import annotations
 
-import html
 from datetime import datetime
 from typing import Any
 
-import nh3
 from mail.compose import MailAttachment, Outgoing
-
+from mail.markup import html_to_text
 from mail.presets import Provider
 from storage.outbox import NewOutgoing, OutgoingRow
 from storage.rows import InboxRow
@@ -34,8 +32,7 @@ def signature_text(signature_html: str | None) -> str | None:
     """The (sanitised HTML) signature as plain text, for the text part."""
     if not signature_html:
         return None
-    text = html.unescape(nh3.clean(signature_html.replace("<br>", "\n"), tags=set()))
-    return text.strip() or None
+    return html_to_text(signature_html).strip() or None
 
 
 def _pairs(addresses: list[dict[str, Any]]) -> list[tuple[str | None, str]]:

@@ -148,14 +148,21 @@ async def test_a_subscriber_sees_queued_sending_sent_and_the_data_is_the_message
 
 async def test_a_5xx_fails_with_the_code_reply_and_a_hint(sender: Verifier, servers: dict) -> None:
     tenant = await sender.tenant()
-    inbox_id = await active_inbox(sender, tenant, servers, "sender1@example.test", smtp="small")
-    queued = await send(tenant, inbox_id, to=["rita@example.test"], subject="Big", text="x" * 2000)
+    inbox_id = await active_inbox(sender, tenant, servers, "sender1@example.test")
+    servers["smtp"].data_replies.append("554 5.7.1 Message rejected as spam")
+    queued = await send(tenant, inbox_id, to=["rita@example.test"], subject="Deal", text="Buy")
     failed = await final(tenant, queued["id"])
     assert failed["state"] == "FAILED", failed
-    assert failed["lastCode"] == 552 and failed["lastReply"]
+    assert failed["lastCode"] == 554 and "rejected as spam" in failed["lastReply"]
     assert failed["lastHint"]
     assert failed["attempts"] == 1
-    assert delivered(servers["small"], queued["messageId"]) == []
+    assert delivered(servers["smtp"], queued["messageId"]) == []
+    # Over the size the server announces (SIZE): refused before DATA, not retried either.
+    small = await active_inbox(sender, tenant, servers, "sender6@example.test", smtp="small")
+    big = await send(tenant, small, to=["rita@example.test"], subject="Big", text="x" * 2000)
+    refused = await final(tenant, big["id"])
+    assert refused["state"] == "FAILED" and refused["attempts"] == 1, refused
+    assert refused["lastHint"]
 
 
 async def test_a_4xx_is_retried_then_sent_once(sender: Verifier, servers: dict) -> None:
@@ -220,6 +227,19 @@ async def test_an_interrupted_send_found_in_sent_is_not_sent_again(
     assert resent["state"] == "SENT" and resent["lastCode"] == 250
     assert len(delivered(servers["smtp"], lost["messageId"])) == 1
     assert len(servers["smtp"].messages) == before + 1
+
+    # The one sent now is filed in the Sent folder, so that it too is found if need be.
+    async def filed() -> bool:
+        row = (await tenant.client(GET, {"id": lost["id"]})).data["outgoingMessage"]
+        return row["sentFolder"] == "Sent"
+
+    await wait_until(filed, "the sent copy filed")
+    client = await imap_client(servers, certs, user)
+    await client.select("Sent")
+    search = await client.search(f'HEADER Message-ID "{lost["messageId"]}"')
+    await client.logout()
+    numbers = search.lines[0].split()  # "* SEARCH 2" as aioimaplib gives it: [b"2"]
+    assert search.result == "OK" and numbers and all(n.isdigit() for n in numbers), search.lines
 
 
 async def test_a_reply_threads_under_the_received_message(sender: Verifier, servers: dict) -> None:
