@@ -11,7 +11,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from mail.compose import ComposeError, compose, make_message_id
-
 from resolvers.outgoing_mail import message_id_domain, outgoing_from_new
 from resolvers.pagination import check_first, decode_cursor
 from resolvers.state import AppState

@@ -14,7 +14,6 @@ from email.utils import getaddresses
 from typing import Any
 
 from mail.compose import ALLOWED_HEADERS
-
 from mail.message import has_control_characters
 from resolvers.state import SendLimits
 from resolvers.validation_addresses import normalize_email
