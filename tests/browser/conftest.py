@@ -18,7 +18,14 @@ from typing import Any
 
 import pytest
 
-from tests.support.mailservers import ImapMode, ImapServer, MailCerts, SmtpMode, SmtpServer
+from tests.support.mailservers import (
+    ImapMode,
+    ImapServer,
+    MailCerts,
+    SmtpMode,
+    SmtpServer,
+    deliver_to,
+)
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -95,8 +102,10 @@ async def browser(driver_command: list[str]) -> AsyncIterator[Browser]:
 @pytest.fixture(scope="module")
 def mail(certs: MailCerts) -> Iterator[dict[str, Any]]:
     with (
-        SmtpServer(SmtpMode.TLS, USERS, ssl_context=certs.server_context) as smtp,
         ImapServer(ImapMode.TLS, USERS, ssl_context=certs.server_context) as imap,
+        SmtpServer(
+            SmtpMode.TLS, USERS, ssl_context=certs.server_context, on_message=deliver_to(imap)
+        ) as smtp,
         SmtpServer(SmtpMode.TLS, USERS, ssl_context=certs.untrusted_context) as self_signed,
     ):
         yield {"smtp": smtp, "imap": imap, "self_signed": self_signed}

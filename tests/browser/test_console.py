@@ -215,6 +215,11 @@ async def test_an_inbox_page_shows_settings_history_dns_and_audit(browser, verif
     await browser("waitText", selector=".verification .sides li[data-side=imap]", text="ok in")
     await browser("waitText", selector="tr[data-test]", text="MANUAL")
     assert (await browser("count", selector="tr[data-test]"))["count"] == before + 1
+    await browser("click", selector="text=Round-trip test")
+    # The message went out through SMTP and was found over IMAP: the history says so.
+    await browser("waitText", selector="tr[data-test] td.round-trip", text="OK")
+    await browser("click", selector="text=Check DNS")
+    await browser("waitText", selector=".note", text="DNS checked.")
     state = await browser("state")
     assert PASSWORD not in state["html"] and state["problems"] == []
     await browser("screenshot", path=str(shots / "inbox-page.png"))

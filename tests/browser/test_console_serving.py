@@ -74,3 +74,28 @@ def test_the_console_assets_fit_the_budget():
     files = [p for p in Path(CONSOLE_DIR).rglob("*") if p.is_file()]
     compressed = sum(len(gzip.compress(p.read_bytes(), 9)) for p in files)
     assert compressed <= BUDGET, f"{compressed} bytes compressed"
+
+
+def test_the_form_has_every_field_of_create_email_inbox():
+    """Each input path of CreateEmailInboxInput (with its server and receiving inputs) is a
+    field of the console's form, so an inbox made there can use all of inboxd."""
+    sdl = (CONSOLE_DIR.parents[2] / "schema.graphql").read_text()
+
+    def fields(name: str) -> list[str]:
+        body = re.search(r"input %s \{(.*?)\n\}" % name, sdl, re.S)
+        assert body, name
+        return re.findall(r"^  ([a-z]\w*): ", body.group(1), re.M)
+
+    wanted = []
+    for field in fields("CreateEmailInboxInput"):
+        if field in ("smtp", "imap"):
+            wanted += [f"{field}.{sub}" for sub in fields("ServerInput")]
+        elif field == "receiving":
+            wanted += [f"receiving.{sub}" for sub in fields("ReceivingInput")]
+        else:
+            wanted.append(field)
+    form = (CONSOLE_DIR / "fields.js").read_text()
+    offered = set(re.findall(r'\[\s*[`"]([\w.${}]+)[`"],', form))
+    offered |= {p.replace("${side}", side) for p in offered for side in ("smtp", "imap")}
+    missing = [path for path in wanted if path not in offered]
+    assert len(wanted) > 25 and missing == [], missing

@@ -68,7 +68,7 @@ function testRows(tests) {
       h("td", {}, h("ul", { class: "sides" }, sideResult("smtp", t.smtp), sideResult("imap", t.imap)),
         t.smtp?.hint ? h("p", { class: "hint" }, t.smtp.hint) : null,
         t.imap?.hint ? h("p", { class: "hint" }, t.imap.hint) : null),
-      h("td", {}, t.roundTrip ? [badge(t.roundTrip.ok ? "OK" : t.roundTrip.code), ` ${t.roundTrip.message}`] : "not run"),
+      h("td", { class: "round-trip" }, t.roundTrip ? [badge(t.roundTrip.ok ? "OK" : t.roundTrip.code), ` ${t.roundTrip.message}`] : "not run"),
     ),
   );
 }
