@@ -30,6 +30,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from inboxd.attachments_http import attachment_routes
+from inboxd.console import console_routes
 from inboxd.cors import cors_middleware, websocket_origin_middleware
 from inboxd.guards import RequestGuard, TokenBuckets, request_principal
 from inboxd.logs import get_logger
@@ -354,6 +355,7 @@ def create_app(
             *exposition.routes(),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             *attachment_routes(settings, state),
+            *console_routes(settings),
             WebSocketRoute("/graphql", graphql),
             *(
                 [Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")]

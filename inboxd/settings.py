@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     graphiql: bool | None = None  # default: on in development, off in production
+    # The web console at /console (inboxd/console.py); default: on in development, off in
+    # production.
+    console: bool | None = None
     # The legacy subscriptions-transport-ws protocol ("graphql-ws"), for old clients only.
     legacy_graphql_ws: bool = False
     # Browser origins allowed to call the API from another site, comma-separated
@@ -145,6 +148,12 @@ class Settings(BaseSettings):
     def graphiql_enabled(self) -> bool:
         if self.graphiql is not None:
             return self.graphiql
+        return self.environment is Environment.DEVELOPMENT
+
+    @cached_property
+    def console_enabled(self) -> bool:
+        if self.console is not None:
+            return self.console
         return self.environment is Environment.DEVELOPMENT
 
     @cached_property

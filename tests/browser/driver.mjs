@@ -1,0 +1,163 @@
+// Drives Debian's Chromium through the console for tests/browser/test_console.py, one step per
+// line of JSON on stdin ({"step": "fill", "selector": "#api-key", "value": "..."}), one line of
+// JSON per step on stdout ({"ok": true, ...} or {"ok": false, "error": "..."}).
+//
+// playwright-core only drives the browser (it downloads none); Playwright's locators wait for
+// what they act on, so no step sleeps. Pages keep the console's Content-Security-Policy: axe-core
+// is evaluated through the DevTools protocol, which the policy does not govern.
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+const require = createRequire(import.meta.url);
+const AXE = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
+const TIMEOUT = 30_000;
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  chromiumSandbox: false,
+  args: [
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+});
+let context = null;
+let page = null;
+let problems = [];
+
+const steps = {
+  async open({ url, width = 1280, height = 900 }) {
+    await context?.close();
+    // A new context per open: a fresh profile, so sessionStorage starts empty.
+    context = await browser.newContext({ viewport: { width, height } });
+    context.setDefaultTimeout(TIMEOUT);
+    page = await context.newPage();
+    problems = [];
+    page.on("console", (m) => m.type() === "error" && problems.push(m.text()));
+    page.on("pageerror", (e) => problems.push(String(e)));
+    page.on("response", (r) => r.status() >= 400 && problems.push(`${r.status()} ${r.url()}`));
+    const response = await page.goto(url);
+    return { status: response.status(), csp: response.headers()["content-security-policy"] || null };
+  },
+  async goto({ hash }) {
+    await page.evaluate((h) => (location.hash = h), hash);
+    await page.locator(`main[data-route="${hash}"]`).waitFor();
+    return {};
+  },
+  async reload() {
+    await page.reload();
+    return {};
+  },
+  async fill({ selector, value }) {
+    await page.locator(selector).fill(value);
+    return {};
+  },
+  async blur({ selector }) {
+    await page.locator(selector).blur();
+    return {};
+  },
+  async select({ selector, value }) {
+    await page.locator(selector).selectOption(value);
+    return {};
+  },
+  async click({ selector }) {
+    await page.locator(selector).first().click();
+    return {};
+  },
+  async press({ selector, key }) {
+    await page.locator(selector).press(key);
+    return {};
+  },
+  async waitText({ selector, text }) {
+    await page.locator(selector, { hasText: text }).first().waitFor();
+    return { text: await page.locator(selector, { hasText: text }).first().innerText() };
+  },
+  async waitValue({ selector, value }) {
+    const locator = page.locator(selector);
+    try {
+      await page.waitForFunction(
+        ([s, v]) => document.querySelector(s)?.value === v,
+        [selector, value],
+        { timeout: TIMEOUT },
+      );
+    } catch (error) {
+      throw new Error(`${selector} is ${JSON.stringify(await locator.inputValue())}, not ${value}`);
+    }
+    return { value: await locator.inputValue() };
+  },
+  async texts({ selector }) {
+    await page.locator(selector).first().waitFor();
+    return { texts: await page.locator(selector).allInnerTexts() };
+  },
+  async count({ selector }) {
+    return { count: await page.locator(selector).count() };
+  },
+  async state() {
+    // What a test asserts about the page as a whole: where focus is, whether it scrolls sideways,
+    // the page's HTML, and what the browser complained about (CSP violations are console errors).
+    return page.evaluate(() => ({
+      focused: document.activeElement?.getAttribute("name") || document.activeElement?.id || null,
+      focusedTag: document.activeElement?.tagName,
+      hash: location.hash,
+      scrollWidth: document.documentElement.scrollWidth,
+      width: window.innerWidth,
+      html: document.documentElement.outerHTML,
+      mark: window.__testMark || null,
+      storage: Object.keys(sessionStorage),
+      local: Object.keys(localStorage),
+    })).then((state) => ({ ...state, problems }));
+  },
+  async mark({ value }) {
+    // Survives only as long as the document: a reload would lose it.
+    await page.evaluate((v) => (window.__testMark = v), value);
+    return {};
+  },
+  async timing() {
+    return page.evaluate(() => {
+      const [nav] = performance.getEntriesByType("navigation");
+      const rendered = performance.getEntriesByName("console-rendered")[0];
+      return {
+        firstRenderMs: rendered ? Math.round(rendered.startTime) : null,
+        domContentLoadedMs: Math.round(nav.domContentLoadedEventEnd),
+      };
+    });
+  },
+  async axe() {
+    await page.evaluate(AXE);
+    const result = await page.evaluate(() => axe.run(document, { resultTypes: ["violations"] }));
+    return {
+      violations: result.violations.map((v) => ({
+        id: v.id,
+        impact: v.impact,
+        help: v.help,
+        targets: v.nodes.map((n) => n.target.join(" ")).slice(0, 5),
+      })),
+    };
+  },
+  async screenshot({ path, fullPage = true }) {
+    await page.screenshot({ path, fullPage, animations: "disabled" });
+    return {};
+  },
+};
+
+const lines = createInterface({ input: process.stdin });
+for await (const line of lines) {
+  if (!line.trim()) continue;
+  const command = JSON.parse(line);
+  try {
+    const result = await steps[command.step](command);
+    process.stdout.write(JSON.stringify({ ok: true, ...result }) + "\n");
+  } catch (error) {
+    // What the page said, to tell a slow server from a wrong page.
+    const shown = await page?.locator("main").innerText({ timeout: 1000 }).catch(() => "");
+    const message = `${error.message || error}\n--- the page showed:\n${(shown || "").slice(0, 1500)}`;
+    process.stdout.write(JSON.stringify({ ok: false, error: message, problems }) + "\n");
+  }
+}
+await browser.close();
