@@ -3,6 +3,8 @@ as received) and pymap (the Sent folder) on loopback; states followed over graph
 
 from __future__ import annotations
 
+import base64
+import os
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -282,3 +284,20 @@ async def test_a_reply_threads_under_the_received_message(sender: Verifier, serv
     ).data["sendEmail"]  # fmt: skip
     assert refused["__typename"] == "ValidationError"
     assert [f["field"] for f in refused["fields"]] == ["replyToMessageId"]
+
+
+async def test_a_1_mib_attachment_arrives_byte_for_byte(sender: Verifier, servers: dict) -> None:
+    tenant = await sender.tenant()
+    inbox_id = await active_inbox(sender, tenant, servers, "sender7@example.test")
+    content = os.urandom(1024 * 1024)  # over the common request limit once base64'd
+    queued = await send(
+        tenant, inbox_id, to=["rita@example.test"], subject="The file", text="Attached.",
+        attachments=[{"filename": "data.bin", "contentType": "application/octet-stream",
+                      "contentBase64": base64.b64encode(content).decode()}],
+    )  # fmt: skip
+    assert (await final(tenant, queued["id"]))["state"] == "SENT"
+    [received] = delivered(servers["smtp"], queued["messageId"])
+    parsed = message_from_bytes(received.data, policy=policy.default)
+    [part] = list(parsed.iter_attachments())
+    assert part.get_filename() == "data.bin"
+    assert part.get_content() == content
