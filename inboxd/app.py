@@ -375,6 +375,8 @@ def create_app(
                 buckets=TokenBuckets(settings.rate_limit_requests_per_minute),
                 state=state,
                 metrics=http_metrics,
+                documents=graphql.schema.documents,
+                send_max_body_bytes=settings.send_request_limit,
             ),
         ],
         lifespan=lifespan,

@@ -3,9 +3,10 @@ and records what the server said.
 
 A message is claimed (``FOR UPDATE SKIP LOCKED``) and held under a lease renewed while it is
 sent. SENT is recorded the moment the server accepts the message, then a copy is filed in the
-Sent folder (unless the provider files sent mail itself). A message found SENDING under an
-expired lease (its worker died, perhaps after the server accepted it) is first looked for in
-the Sent folder by its Message-ID: found, it is SENT without sending it again; when the folder
+Sent folder (unless the provider files sent mail itself, or the inbox's
+``sending.copyToSentFolder`` says otherwise). A message found SENDING under an expired lease
+(its worker died, perhaps after the server accepted it) is first looked for in the Sent
+folder by its Message-ID: found, it is SENT without sending it again; when the folder
 cannot be read, it is retried later. A 5xx is FAILED with the code, reply and a hint; a 4xx,
 a timeout or a lost connection is retried with jittered backoff up to ``max_attempts``.
 
@@ -31,7 +32,7 @@ from mail.endpoint import Endpoint, ProbeSettings
 from mail.imap_session import SessionSettings
 from mail.send import send_message
 from mail.sent_folder import append_to_sent, find_in_sent
-from resolvers.outgoing_mail import files_sent_mail_itself, outgoing_from_row
+from resolvers.outgoing_mail import copies_to_sent_folder, outgoing_from_row
 from resolvers.state import AppState
 from resolvers.verification import inbox_endpoint
 from storage import inbox_reads, outbox, outbox_runs
@@ -286,7 +287,7 @@ class OutboxWorker:
         finally:
             # Unrecorded (the database away), the Sent copy is what keeps a successor from
             # sending it again: filed either way.
-            if not files_sent_mail_itself(prepared.inbox.provider):
+            if copies_to_sent_folder(prepared.inbox):
                 await self._file_copy(row.id, prepared, recorded)
 
     async def _file_copy(self, outgoing_id: uuid.UUID, prepared: Prepared, recorded: bool) -> None:

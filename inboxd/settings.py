@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     send_retry_cap_seconds: float = 3600.0
     send_max_recipients: int = 50  # to + cc + bcc
     send_max_message_bytes: int = 10 * 1024 * 1024  # the composed message
+    # sendEmail's own request body limit (its attachments travel base64, 4/3 of their size);
+    # unset: send_max_message_bytes * 4/3 plus max_body_bytes for the rest of the request.
+    send_max_request_bytes: int | None = None
     rate_limit_sends_per_inbox_per_minute: int = 60  # sendEmail, counted in Postgres; 0: none
 
     # Prometheus metrics at /metrics (docs/operations.md). On the API port a scrape must send
@@ -167,6 +170,12 @@ class Settings(BaseSettings):
         # Browsers send an origin as scheme://host[:port], lower-case, with no trailing slash.
         found = (o.strip().rstrip("/").lower() for o in self.cors_origins.split(","))
         return [origin for origin in found if origin]
+
+    @cached_property
+    def send_request_limit(self) -> int:
+        if self.send_max_request_bytes is not None:
+            return self.send_max_request_bytes
+        return self.send_max_message_bytes * 4 // 3 + self.max_body_bytes
 
     @property
     def is_production(self) -> bool:

@@ -24,6 +24,14 @@ def files_sent_mail_itself(provider: str) -> bool:
     return provider in FILES_SENT_MAIL_ITSELF
 
 
+def copies_to_sent_folder(inbox: InboxRow) -> bool:
+    """Whether inboxd files a copy of the inbox's sent mail: the user's choice
+    (``sending.copyToSentFolder``) if made, else unless the provider files it itself."""
+    if inbox.sending_copy_to_sent_folder is not None:
+        return inbox.sending_copy_to_sent_folder
+    return not files_sent_mail_itself(inbox.provider)
+
+
 def message_id_domain(inbox: InboxRow) -> str:
     return inbox.email.rpartition("@")[2]
 

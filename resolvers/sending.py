@@ -7,8 +7,9 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from mail.compose import ComposeError, compose, make_message_id
 from resolvers.outgoing_mail import message_id_domain, outgoing_from_new
@@ -37,9 +38,15 @@ class _KeyTaken(Exception):
     """A concurrent sendEmail with the same idempotency key committed first."""
 
 
-def resets_at(day: date) -> datetime:
-    """When the daily count of ``day`` (UTC) no longer applies: the next UTC midnight."""
-    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=UTC)
+def inbox_zone(inbox: InboxRow) -> tzinfo:
+    """The zone whose days the inbox's daily limit counts: its ``timeZone``, else UTC."""
+    return ZoneInfo(inbox.time_zone) if inbox.time_zone else UTC
+
+
+def resets_at(day: date, zone: tzinfo = UTC) -> datetime:
+    """When the daily count of ``day`` (a day in ``zone``) no longer applies: the next
+    midnight there, in UTC."""
+    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC)
 
 
 def _refuse_unless_sending(inbox: InboxRow) -> None:
@@ -119,10 +126,11 @@ async def send_email(
                     await _thread(connection, principal, inbox, new, data["reply_to_message_id"])
                 message_id = make_message_id(message_id_domain(inbox))
                 _check_composes(state, inbox, new, message_id)
-                day = (new.send_at or now).astimezone(UTC).date()
+                zone = inbox_zone(inbox)
+                day = (new.send_at or now).astimezone(zone).date()
                 limit = inbox.daily_send_limit
                 if not await outbox.count_send(connection, inbox.id, day, limit):
-                    raise DailySendLimitError(limit, resets_at(day))
+                    raise DailySendLimitError(limit, resets_at(day, zone))
                 row = await outbox.insert_outgoing(
                     connection,
                     workspace_id=principal.workspace_id,

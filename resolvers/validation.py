@@ -34,6 +34,7 @@ from resolvers.validation_addresses import (
     parse_security,
     server_endpoint,
 )
+from resolvers.validation_inbox_sending import normalize_inbox_sending
 from resolvers.validation_issues import (
     NUL_MESSAGE,
     FieldIssue,
@@ -201,6 +202,7 @@ def normalize_create(
         ),
         "dkim_selectors": normalize_selectors(data.get("dkim_selectors"), problems),
         **normalize_receiving(data.get("receiving"), problems, create=True),
+        **normalize_inbox_sending(data, problems, create=True),
     }
     if values["notify_on_new_messages"] and not values["notification_email"]:
         problems.error("notificationEmail", "is required when notifyOnNewMessages is true")
@@ -259,6 +261,7 @@ def normalize_update(
         ).value
     if data.get("receiving") is not None:
         values.update(normalize_receiving(data["receiving"], problems, create=False))
+    values.update(normalize_inbox_sending(data, problems, create=False))
 
     passwords: dict[str, Secret] = {}
     for protocol in ("smtp", "imap"):

@@ -10,6 +10,7 @@ from strawberry import UNSET
 
 from schema.enums import DeleteMessagePolicy, InboxStatus, Provider, Security
 from schema.messages import ReceivingInput
+from schema.sending import SendingInput
 from storage.secrets import Secret
 
 
@@ -94,6 +95,14 @@ class CreateEmailInboxInput:
     notify_on_new_messages: bool | None = UNSET
     notification_email: str | None = UNSET
     dkim_selectors: list[str] | None = UNSET
+    time_zone: str | None = strawberry.field(
+        default=UNSET,
+        description="An IANA time zone (Europe/Berlin): the daily send limit counts its days "
+        "and resets at its midnight. null: UTC.",
+    )
+    sending: SendingInput | None = strawberry.field(
+        default=UNSET, description="Sending settings: the Sent folder copy."
+    )
     receiving: ReceivingInput | None = strawberry.field(
         default=UNSET, description="Receiving mail: on by default, INBOX, no backfill."
     )
@@ -120,6 +129,14 @@ class UpdateEmailInboxInput:
     notify_on_new_messages: bool | None = UNSET
     notification_email: str | None = UNSET
     dkim_selectors: list[str] | None = UNSET
+    time_zone: str | None = strawberry.field(
+        default=UNSET,
+        description="An IANA time zone (Europe/Berlin): the daily send limit counts its days "
+        "and resets at its midnight. null: UTC.",
+    )
+    sending: SendingInput | None = strawberry.field(
+        default=UNSET, description="Sending settings: the Sent folder copy."
+    )
     receiving: ReceivingInput | None = strawberry.field(
         default=UNSET, description="Receiving mail: on by default, INBOX, no backfill."
     )

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, cast
 
 import strawberry
+from strawberry import UNSET
 from strawberry.scalars import JSON
 
 from resolvers.pagination import encode_cursor
@@ -29,6 +30,23 @@ OutgoingMessageState = strawberry.enum(
     "it. SENT: the SMTP server accepted it (lastCode, lastReply). FAILED: refused for good "
     "(a 5xx, or out of retries; see lastHint). CANCELLED: cancelEmail before it was sent.",
 )
+
+
+@strawberry.type(description="How the inbox sends: its settings beside the daily limit.")
+class InboxSending:
+    copy_to_sent_folder: bool | None = strawberry.field(
+        description="File a copy of each sent message in the Sent folder over IMAP. null: "
+        "the provider's rule (no copy for Gmail, Microsoft 365 and Outlook.com, which file "
+        "sent mail themselves; a copy for every other server)."
+    )
+
+
+@strawberry.input(description="Sending settings; only the fields sent are changed.")
+class SendingInput:
+    copy_to_sent_folder: bool | None = strawberry.field(
+        default=UNSET,
+        description="true or false: always or never file a copy; null: the provider's rule.",
+    )
 
 
 @strawberry.type
@@ -202,7 +220,10 @@ class InboxNotActive(UserError):
     inbox_id: strawberry.ID
 
 
-@strawberry.type(description="The inbox queued its dailySendLimit for this UTC day.")
+@strawberry.type(
+    description="The inbox queued its dailySendLimit for the day (a day of its timeZone, else "
+    "UTC); resetsAt is that zone's next midnight."
+)
 class DailySendLimitReached(UserError):
     limit: int
     resets_at: datetime
@@ -250,7 +271,7 @@ def sending_error(exc: StorageError | InputInvalid) -> UserError:
         case DailySendLimitError():
             return DailySendLimitReached(
                 code="DAILY_SEND_LIMIT_REACHED",
-                message=f"The inbox has queued its {exc.limit} messages for the day (UTC); "
+                message=f"The inbox has queued its {exc.limit} messages for the day; "
                 f"more can be sent from {exc.resets_at.isoformat()}.",
                 limit=exc.limit,
                 resets_at=exc.resets_at,

@@ -30,6 +30,7 @@ from schema.enums import (
 )
 from schema.messages import InboxReceiving
 from schema.pagination import PageInfo, page_info
+from schema.sending import InboxSending
 from storage import models
 from storage.models import Permission
 from storage.rows import AuditRow, InboxRow
@@ -101,6 +102,10 @@ class EmailInbox:
     delete_message_policy: DeleteMessagePolicy  # type: ignore[valid-type]
     notify_on_new_messages: bool
     notification_email: str | None
+    time_zone: str | None = strawberry.field(
+        description="IANA name; the daily send limit counts its days (null: UTC)."
+    )
+    sending: InboxSending
     dkim_selectors: list[str]
     setup_status: DomainSetupStatus | None = strawberry.field(
         description="DNS setup check of the inbox's domain (MX, SPF, DKIM, DMARC)."
@@ -184,6 +189,8 @@ class EmailInbox:
             delete_message_policy=_DELETE_POLICY[row.delete_message_policy],
             notify_on_new_messages=row.notify_on_new_messages,
             notification_email=row.notification_email,
+            time_zone=row.time_zone,
+            sending=InboxSending(copy_to_sent_folder=row.sending_copy_to_sent_folder),
             dkim_selectors=list(row.dkim_selectors or []),
             setup_status=DomainSetupStatus.from_dict(row.setup_status),
             last_verified_at=row.last_verified_at,

@@ -6,7 +6,8 @@ a crash between two messages can neither skip one nor store one twice, and a pro
 lease was taken over stops writing. A message already stored (same folder, UIDVALIDITY and
 UID, or the same Message-ID in the inbox) is not stored again, nor is one deleted in inboxd
 (``deleted_message``); the folder still advances. Under DELETE_ON_RECEIVE the same statement
-queues the message's deletion on the server (``storage.message_actions``).
+queues the message's deletion on the server (``storage.message_actions``), and with
+notifyOnNewMessages the notice of a new message (``storage.notices``).
 
 The same statement stores the message's attachment bytes (``message_attachment``, one row per
 kept attachment, from one array parameter) and gives it its thread: the thread of the first
@@ -23,9 +24,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from storage import inbox_changes, message_actions
+import structlog
+
+from storage import inbox_changes, message_actions, notices
 from storage.db import Connection
 from storage.events import EventKind, announce_sql
+from storage.jobs import wake_workers_sql
 from storage.models import Message
 from storage.rows import Row, columns
 
@@ -100,7 +104,9 @@ def parent_ids(message: NewMessage) -> list[str]:
 
 
 HELD = """
-    SELECT i.id, i.workspace_id, i.version, i.status, i.delete_message_policy
+    SELECT i.id, i.workspace_id, i.version, i.status, i.delete_message_policy, i.email,
+           i.active, i.sending_enabled, i.notify_on_new_messages, i.notification_email,
+           i.time_zone, i.daily_send_limit
       FROM email_inbox i JOIN inbox_watch w ON w.inbox_id = i.id
      WHERE i.id = $1 AND w.owner = $2 AND w.expires_at > now()
 """
@@ -129,6 +135,11 @@ DELETE_ON_RECEIVE = message_actions.queue_sql(
     "NULL::boolean FROM held, advanced WHERE held.delete_message_policy = 'DELETE_ON_RECEIVE'",
 )
 
+# notifyOnNewMessages: the notice of a new message, queued with it (storage.notices).
+NOTICE = notices.notice_sql(
+    held="held", stored="stored", subject="$10::text", sender="$11::jsonb", sent_at="$15"
+)
+
 STORE_SQL = f"""
     WITH held AS ({HELD}), advanced AS (
         UPDATE folder_sync f SET last_uid = greatest(f.last_uid, $5), updated_at = now()
@@ -155,14 +166,20 @@ STORE_SQL = f"""
         SELECT stored.id, part.ordinality - 1, part.content
           FROM stored, unnest($23::bytea[]) WITH ORDINALITY AS part(content, ordinality)
          WHERE part.content IS NOT NULL
-    ), {TOUCHED}, {DELETE_ON_RECEIVE}, notified AS (
+    ), {TOUCHED}, {DELETE_ON_RECEIVE}, {NOTICE}, notified AS (
         {announce_sql(EventKind.MESSAGE_RECEIVED, "touched")}
+        UNION ALL {announce_sql(EventKind.OUTGOING_CHANGED, notices.NOTICED)}
+        UNION ALL {wake_workers_sql(notices.NOTICED)}
     )
     SELECT (SELECT count(*) FROM advanced) AS advanced,
            (SELECT message_id FROM touched) AS stored,
            (SELECT count(*) FROM notified) AS notified,
-           {message_actions.notified_sql("queued")} AS queued
+           {message_actions.notified_sql("queued")} AS queued,
+           {notices.OUTCOME_SQL} AS notice
 """  # noqa: S608
+
+
+log = structlog.get_logger("inboxd.receiver")
 
 
 class LeaseLost(Exception):
@@ -205,6 +222,12 @@ async def store_message(
     if not record["advanced"]:
         raise LeaseLost(str(inbox_id))
     stored: uuid.UUID | None = record["stored"]
+    if record["notice"] == "DROPPED":
+        log.warning(
+            "new-message notice not sent: the inbox reached its daily send limit",
+            inbox_id=str(inbox_id),
+            message_id=str(stored),
+        )
     return stored
 
 

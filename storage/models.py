@@ -160,6 +160,13 @@ class EmailInbox(SQLModel, table=True):
     receiving_backfill_days: int = Field(
         default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
     )
+    # A copy of sent mail in the Sent folder: None follows the provider (none for those that
+    # file sent mail themselves), True or False is the user's choice.
+    sending_copy_to_sent_folder: bool | None = Field(
+        default=None, sa_column=Column(Boolean, nullable=True)
+    )
+    # An IANA name; the daily send limit counts this zone's days. None: UTC.
+    time_zone: str | None = Field(default=None, sa_column=Column(Text))
     dkim_selectors: list[str] = Field(
         default_factory=list,
         sa_column=Column(ARRAY(Text), nullable=False, server_default=text("'{}'")),

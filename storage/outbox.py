@@ -139,8 +139,9 @@ COUNT_SQL = """
 
 
 async def count_send(connection: Connection, inbox_id: uuid.UUID, day: date, limit: int) -> bool:
-    """Count one more message of the inbox on ``day`` (UTC) if fewer than ``limit`` are;
-    False: the limit is reached. In the caller's transaction, before the insert."""
+    """Count one more message of the inbox on ``day`` (a day of its time zone) if fewer than
+    ``limit`` are; False: the limit is reached. In the caller's transaction, before the
+    insert."""
     count = await connection.fetchval(COUNT_SQL, inbox_id, day, limit)
     return count is not None
 

@@ -64,6 +64,8 @@ class InboxRow(Row):
     receiving_enabled: bool
     receiving_folders: list[str]
     receiving_backfill_days: int
+    sending_copy_to_sent_folder: bool | None
+    time_zone: str | None
     dkim_selectors: list[str]
     setup_status: dict[str, Any] | None
     last_verified_at: datetime | None

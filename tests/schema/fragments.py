@@ -1,7 +1,8 @@
 INBOX_FIELDS = """
   id name email displayName description senderInfo department active provider status
   statusReason dailySendLimit sendingEnabled signature tags replyTo deleteMessagePolicy
-  notifyOnNewMessages notificationEmail dkimSelectors setupStatus { overall } lastVerifiedAt
+  notifyOnNewMessages notificationEmail timeZone sending { copyToSentFolder } dkimSelectors
+  setupStatus { overall } lastVerifiedAt
   lastCheckAt
   errorCount lastMessageId createdAt updatedAt version
   smtp { host port security username hasPassword tlsCertificateSha256 }

@@ -3,6 +3,8 @@ as received) and pymap (the Sent folder) on loopback; states followed over graph
 
 from __future__ import annotations
 
+import base64
+import os
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +25,7 @@ from tests.support.waiting import wait_until
 from tests.support.ws import WSClient
 
 PASSWORD = "Send-Canary-5521"
-USERS = {f"sender{n}@example.test": PASSWORD for n in range(8)}
+USERS = {f"sender{n}@example.test": PASSWORD for n in range(12)}
 CREATE = """
 mutation($input: CreateEmailInboxInput!) {
   createEmailInbox(input: $input) { __typename ... on CreateEmailInboxSuccess { inbox { id } } }
@@ -58,12 +60,13 @@ async def sender(
 
 
 async def active_inbox(
-    sender: Verifier, tenant: Any, servers: dict, user: str, smtp: str = "smtp"
+    sender: Verifier, tenant: Any, servers: dict, user: str, smtp: str = "smtp", **extra: Any
 ) -> str:
     created = await tenant.client(
         CREATE,
         {
             "input": {
+                **extra,
                 "email": user,
                 "displayName": "Sandra Sender",
                 "signature": "<p>Sandra, <b>Sales</b></p>",
@@ -74,6 +77,7 @@ async def active_inbox(
             }
         },
     )  # fmt: skip
+    assert created.data["createEmailInbox"]["__typename"] == "CreateEmailInboxSuccess", created
     inbox_id: str = created.data["createEmailInbox"]["inbox"]["id"]
 
     async def active() -> bool:
@@ -282,3 +286,77 @@ async def test_a_reply_threads_under_the_received_message(sender: Verifier, serv
     ).data["sendEmail"]  # fmt: skip
     assert refused["__typename"] == "ValidationError"
     assert [f["field"] for f in refused["fields"]] == ["replyToMessageId"]
+
+
+async def test_a_1_mib_attachment_arrives_byte_for_byte(sender: Verifier, servers: dict) -> None:
+    tenant = await sender.tenant()
+    inbox_id = await active_inbox(sender, tenant, servers, "sender7@example.test")
+    content = os.urandom(1024 * 1024)  # over the common request limit once base64'd
+    queued = await send(
+        tenant, inbox_id, to=["rita@example.test"], subject="The file", text="Attached.",
+        attachments=[{"filename": "data.bin", "contentType": "application/octet-stream",
+                      "contentBase64": base64.b64encode(content).decode()}],
+    )  # fmt: skip
+    assert (await final(tenant, queued["id"]))["state"] == "SENT"
+    [received] = delivered(servers["smtp"], queued["messageId"])
+    parsed = message_from_bytes(received.data, policy=policy.default)
+    [part] = list(parsed.iter_attachments())
+    assert part.get_filename() == "data.bin"
+    assert part.get_content() == content
+
+
+async def settled(sender: Verifier, tenant: Any, outgoing_id: str) -> dict:
+    """The message once its worker is done with it (SENT, and its copy filed or not)."""
+    await final(tenant, outgoing_id)
+    outbox = sender.stack.background.outbox
+    assert outbox is not None
+    await wait_until(lambda: uuid.UUID(outgoing_id) not in outbox.running, "the send finished")
+    return (await tenant.client(GET, {"id": outgoing_id})).data["outgoingMessage"]
+
+
+async def in_sent(servers: dict, certs: MailCerts, user: str, message_id: str) -> bool:
+    client = await imap_client(servers, certs, user)
+    await client.select("Sent")
+    search = await client.search(f'HEADER Message-ID "{message_id}"')
+    await client.logout()
+    assert search.result == "OK", search.lines
+    return bool(search.lines[0].split())
+
+
+SET_SENDING = """mutation($id: ID!, $input: UpdateEmailInboxInput!) { updateEmailInbox(id: $id,
+  input: $input) { ... on UpdateEmailInboxSuccess { inbox { sending { copyToSentFolder } } } } }"""
+
+
+async def test_the_sent_folder_copy_follows_the_inbox_setting(
+    sender: Verifier, servers: dict, certs: MailCerts
+) -> None:
+    tenant = await sender.tenant()
+    for user in ("sender8@example.test", "sender9@example.test"):
+        client = await imap_client(servers, certs, user)  # a Sent folder to file copies in
+        assert (await client.create("Sent")).result == "OK"
+        await client.logout()
+    # Forced off: a server that would take a copy gets none.
+    off = await active_inbox(
+        sender, tenant, servers, "sender8@example.test", sending={"copyToSentFolder": False}
+    )
+    kept = await settled(sender, tenant, (await send(tenant, off, to=["r@example.test"],
+                                                     subject="Off", text="x"))["id"])  # fmt: skip
+    assert kept["state"] == "SENT" and kept["sentFolder"] is None
+    assert not await in_sent(servers, certs, "sender8@example.test", kept["messageId"])
+    # Forced on for a provider that files sent mail itself (Gmail, here on loopback).
+    on = await active_inbox(
+        sender, tenant, servers, "sender9@example.test", provider="GMAIL",
+        sending={"copyToSentFolder": True},
+    )  # fmt: skip
+    filed = await settled(sender, tenant, (await send(tenant, on, to=["r@example.test"],
+                                                      subject="On", text="x"))["id"])  # fmt: skip
+    assert filed["sentFolder"] == "Sent"
+    assert await in_sent(servers, certs, "sender9@example.test", filed["messageId"])
+    # null: the provider's rule again (Gmail files it itself: no copy from inboxd).
+    reset = await tenant.client(SET_SENDING, {"id": on, "input": {"sending": {
+        "copyToSentFolder": None}}})  # fmt: skip
+    assert reset.data["updateEmailInbox"]["inbox"]["sending"] == {"copyToSentFolder": None}
+    ruled = await settled(sender, tenant, (await send(tenant, on, to=["r@example.test"],
+                                                      subject="Rule", text="x"))["id"])  # fmt: skip
+    assert ruled["sentFolder"] is None
+    assert not await in_sent(servers, certs, "sender9@example.test", ruled["messageId"])

@@ -8,9 +8,9 @@ import asyncio
 import base64
 import dataclasses
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
-from tests.schema.test_inbox_updates import create, mark_verified
+from tests.schema.test_inbox_updates import create, mark_verified, update
 from tests.sending.fragments import AUDIT, CANCEL, GET, LIST, SEND
 
 
@@ -97,6 +97,42 @@ async def test_concurrent_sends_queue_exactly_the_daily_limit(tenant, db, databa
     assert (await send(tenant, inbox_id, **message(sendAt=later)))["__typename"] == (
         "SendEmailSuccess"
     )
+
+
+async def test_the_daily_limit_counts_the_days_of_the_inbox_time_zone(tenant, db):
+    inbox_id = await active_inbox(tenant, db)
+    wrong = await update(tenant, inbox_id, {"timeZone": "Mars/Olympus_Mons"})
+    assert wrong["__typename"] == "ValidationError", wrong
+    assert [f["field"] for f in wrong["fields"]] == ["timeZone"]
+    zoned = await update(tenant, inbox_id, {"timeZone": "Pacific/Kiritimati"})  # UTC+14, no DST
+    assert zoned["inbox"]["timeZone"] == "Pacific/Kiritimati"
+    async with db.connection() as connection:
+        await connection.execute(
+            "UPDATE email_inbox SET daily_send_limit = 1 WHERE id = $1", uuid.UUID(inbox_id)
+        )
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date()
+    evening = datetime.combine(tomorrow, time(20), tzinfo=UTC)  # there: the next day, 10:00
+    local_day = tomorrow + timedelta(days=1)
+    assert (await send(tenant, inbox_id, **message(sendAt=evening.isoformat())))[
+        "__typename"
+    ] == "SendEmailSuccess"
+    refused = await send(tenant, inbox_id, **message(sendAt=evening.isoformat()))
+    assert refused["__typename"] == "DailySendLimitReached", refused
+    # Midnight after that local day, in UTC: 14 hours before the UTC midnight.
+    assert refused["resetsAt"] == f"{local_day.isoformat()}T10:00:00+00:00"
+    # The same UTC day, but the day before there: its own count.
+    morning = datetime.combine(tomorrow, time(8), tzinfo=UTC)  # there: 22:00
+    assert (await send(tenant, inbox_id, **message(sendAt=morning.isoformat())))[
+        "__typename"
+    ] == "SendEmailSuccess"
+    async with db.connection() as connection:
+        days = await connection.fetch(
+            "SELECT day, count FROM send_count WHERE inbox_id = $1 ORDER BY day",
+            uuid.UUID(inbox_id),
+        )
+    assert [(r["day"], r["count"]) for r in days] == [(tomorrow, 1), (local_day, 1)]
+    back = await update(tenant, inbox_id, {"timeZone": None})
+    assert back["inbox"]["timeZone"] is None
 
 
 async def test_cancelling_a_queued_message_gives_its_place_back(tenant, db):

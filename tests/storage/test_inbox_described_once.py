@@ -11,6 +11,7 @@ from dataclasses import fields
 
 from schema.inputs import CreateEmailInboxInput, ServerInput, UpdateEmailInboxInput
 from schema.messages import InboxReceiving, ReceivingInput
+from schema.sending import InboxSending, SendingInput
 from schema.types import EmailInbox as PublicInbox
 from schema.types import ServerSettings
 from storage.models import EmailInbox
@@ -44,6 +45,7 @@ DERIVED_INPUTS = {
     "smtp": "smtp_* columns (ServerInput)",
     "imap": "imap_* columns (ServerInput)",
     "receiving": "receiving_* columns (ReceivingInput)",
+    "sending": "sending_* columns (SendingInput)",
 }
 
 
@@ -58,7 +60,8 @@ def public_columns() -> set[str]:
     flat = {f"{side}_{name}" for side in SIDES for name in sides if side in shown}
     receiving = {f.name for f in fields(InboxReceiving) if not f.name.startswith("_")}
     flat |= {f"receiving_{name}" for name in receiving - set(RECEIVING_STATUS)}
-    return (shown - set(SIDES) - set(RELATIONS) - {"receiving"}) | flat
+    flat |= {f"sending_{f.name}" for f in fields(InboxSending)}
+    return (shown - set(SIDES) - set(RELATIONS) - {"receiving", "sending"}) | flat
 
 
 def input_columns(input_type: type) -> set[str]:
@@ -67,6 +70,8 @@ def input_columns(input_type: type) -> set[str]:
     flat = {f"{side}_{name}" for side in SIDES for name in server if side in names}
     if "receiving" in names:
         flat |= {f"receiving_{f.name}" for f in fields(ReceivingInput)}
+    if "sending" in names:
+        flat |= {f"sending_{f.name}" for f in fields(SendingInput)}
     return (names - set(DERIVED_INPUTS)) | flat
 
 
