@@ -9,7 +9,7 @@ from typing import Any
 
 from tests.browser.conftest import PASSWORD, Browser
 from tests.conftest import Tenant, Verifier
-from tests.support.waiting import subscribed
+from tests.support.waiting import subscribed, wait_until
 
 CREATE = """mutation($input: CreateEmailInboxInput!) { createEmailInbox(input: $input) {
   __typename ... on CreateEmailInboxSuccess { inbox { id } } } }"""
@@ -75,9 +75,14 @@ async def test_sign_in_with_an_api_key_shows_the_workspace(browser, verifier, sh
     assert state["problems"] == []  # no CSP violation, no script error
     await browser("reload")  # same tab: still signed in, and the first render is measured
     await browser("waitText", selector="#workspace", text=tenant.workspace.name)
-    timing = await browser("timing")
-    print(f"\nconsole first render on loopback: {timing}")
-    assert timing["firstRenderMs"] is not None  # measured and reported, not judged
+    # The header renders before the page below it, whose end is marked: wait for the mark.
+
+    async def rendered() -> dict[str, Any] | None:
+        timing: dict[str, Any] = await browser("timing")
+        return timing if timing["firstRenderMs"] is not None else None
+
+    timing = await wait_until(rendered, "the first render marked")
+    print(f"\nconsole first render on loopback: {timing}")  # reported, not judged
 
 
 async def test_the_list_pages_filters_and_follows_status_live(browser, verifier, mail, shots):

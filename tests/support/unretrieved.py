@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import traceback
 
 
 class UnretrievedExceptions(logging.Handler):
@@ -19,6 +20,11 @@ class UnretrievedExceptions(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if "exception was never retrieved" in message:
+            if record.exc_info and record.exc_info[1] is not None:  # say which, and from where
+                error = record.exc_info[1]
+                frames = traceback.extract_tb(error.__traceback__)[-3:]
+                where = "; ".join(f"{f.filename}:{f.lineno} {f.name}" for f in frames)
+                message = f"{message} {error!r} at {where}"
             self.messages.append(message)
 
     def __enter__(self) -> UnretrievedExceptions:
