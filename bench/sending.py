@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import re
+import resource
 import ssl
 import subprocess
 import sys
@@ -237,7 +238,16 @@ async def admin_sql(url: str, sql: str, *values: Any) -> Any:
 
 def phase_accept(run: Any, pg: Any) -> None:
     from bench.receiving import create_many
-    from bench.run import PASSWORD, Row, fmt, inboxd_env, make_workspace, start_floor, start_inboxd
+    from bench.run import (
+        PASSWORD,
+        Row,
+        fmt,
+        inboxd_env,
+        make_workspace,
+        profile,
+        start_floor,
+        start_inboxd,
+    )
     from tests.support.mailservers import closed_port
 
     args = run.args
@@ -272,9 +282,12 @@ def phase_accept(run: Any, pg: Any) -> None:
     cpu = dict.fromkeys(sides, 0.0)
     for r in range(rounds):
         for name, (proc, side_port, key, path) in sides.items():
+            spy = profile(run, proc, f"B11-{name}-r{r}", slice_s) if r == 0 else None
             before = cpu_seconds(proc.pid)
             parts[name].append(load(run, side_port, key, path, slice_s, f"m{name[0]}{r}"))
             cpu[name] += cpu_seconds(proc.pid) - before
+            if spy is not None:
+                spy.wait(slice_s + 30)
     rps = {}
     clean = True
     for name, loads in parts.items():
@@ -363,7 +376,7 @@ class Sender:
 async def b12_latencies(
     port: int, key: str, inboxes: list[str], floor_users: list[str], smtp_port: int,
     ca: Path, password: str, count: int,
-) -> tuple[list[float], list[float], int]:  # fmt: skip
+) -> tuple[list[float], list[float], int, dict[str, list[float]]]:  # fmt: skip
     """``count`` messages each way, taking turns: sendEmail until the subscriber sees SENT,
     and the floor's direct send. (inboxd ms, floor ms, messages not SENT)."""
     import websockets
@@ -375,6 +388,7 @@ async def b12_latencies(
     ours: list[float] = []
     theirs: list[float] = []
     not_sent = 0
+    steps: dict[str, list[float]] = {}
     async with websockets.connect(
         f"ws://{HOST}:{port}/graphql", subprotocols=["graphql-transport-ws"], compression=None
     ) as ws:
@@ -384,6 +398,7 @@ async def b12_latencies(
         for i in range(count):
             started = time.perf_counter()
             queued = await sender.send(inboxes[i % len(inboxes)], f"B12 {i}")
+            seen = {"sendEmail answered": time.perf_counter()}
             sub = f"s{i}"
             payload = {"query": FOLLOW, "variables": {"id": queued["id"]}}
             await ws.send(dumps({"id": sub, "type": "subscribe", "payload": payload}))
@@ -398,6 +413,9 @@ async def b12_latencies(
                 if message["type"] != "next":
                     raise RuntimeError(f"subscription ended before SENT: {message}")
                 state = message["payload"]["data"]["outgoingMessage"]["state"]
+                seen.setdefault(f"{state} seen", time.perf_counter())
+            for name, at in seen.items():
+                steps.setdefault(name, []).append((at - started) * 1000)
             ours.append((time.perf_counter() - started) * 1000)
             not_sent += state != "SENT"
             await ws.send(dumps({"id": sub, "type": "complete"}))
@@ -407,7 +425,7 @@ async def b12_latencies(
                            f"B12 floor {i}")  # fmt: skip
             theirs.append((time.perf_counter() - started) * 1000)
     sender.close()
-    return ours, theirs, not_sent
+    return ours, theirs, not_sent, steps
 
 
 async def b13_burst(port: int, key: str, inboxes: list[str], count: int, connections: int) -> dict:
@@ -480,6 +498,49 @@ def tally(sink: Sink, expected: list[str]) -> tuple[int, int, int]:
     return got["received"], duplicates, lost
 
 
+def b13_inboxd(run: Any, ctx: dict, inboxes: list[str], label: str) -> tuple[float, bool]:
+    """One B13 burst through inboxd; (seconds until all SENT, nothing lost or doubled)."""
+    args, sink, imap, server = run.args, ctx["sink"], ctx["imap"], ctx["server"]
+    count = args.b13_count
+    sink.ask("reset")
+    mail_before = cpu_seconds(sink.proc.pid) + cpu_seconds(imap.proc.pid)
+    inboxd_before = cpu_seconds(server.pid)
+    url, ws_id = ctx["url"], ctx["workspace"]
+    before = asyncio.run(wait_outbox(url, ws_id, lambda r: True, 1))[0]
+    from bench.run import profile
+
+    spy = profile(run, server, f"B13-inboxd{label.replace(' ', '-').replace(',', '')}", 10)
+    began = time.perf_counter()
+    burst = asyncio.run(b13_burst(ctx["port"], ctx["key"], inboxes, count, args.connections))
+    goal = before["sent"] + before["failed"] + count
+    row, _ = asyncio.run(wait_outbox(url, ws_id, lambda r: r["sent"] + r["failed"] >= goal, 600))
+    seconds = time.perf_counter() - began
+    filed, _ = asyncio.run(wait_outbox(url, ws_id, lambda r: r["filed"] >= r["sent"], 120))
+    filed_seconds = time.perf_counter() - began
+    used = {
+        "inboxd": cpu_seconds(server.pid) - inboxd_before,
+        "mail servers": cpu_seconds(sink.proc.pid) + cpu_seconds(imap.proc.pid) - mail_before,
+    }
+    received, dup, lost = tally(sink, burst["message_ids"])
+    sent = row["sent"] - before["sent"]
+    failed = row["failed"] - before["failed"]
+    attempts = row["attempts"] - before["attempts"]
+    copies = filed["filed"] - before["filed"]
+    if spy is not None:
+        spy.wait(60)
+    run.detail(
+        f"B13 inboxd{label}: {seconds:.2f} s until all {count} SENT or FAILED (the {count} "
+        f"sendEmail took {burst['accepted_seconds']:.2f} s), SENT {sent}, FAILED {failed}, "
+        f"attempts {attempts}; Sent copies filed {copies}"
+        + (f", the last {filed_seconds:.2f} s after the start" if copies else "")
+        + f"; server received {received}, duplicates {dup}, lost {lost}; CPU seconds: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in used.items())
+    )
+    clean = dup == 0 and lost == 0 and failed == 0 and sent == count
+    ctx.setdefault("counts", []).append((dup, lost))
+    return seconds, clean
+
+
 def phase_deliver(run: Any, pg: Any, certdir: Path, ca: Path) -> None:
     from bench.mailserver import user
     from bench.receiving import ACTIVE_IN_WORKSPACE, create_many, wait_sql
@@ -488,8 +549,9 @@ def phase_deliver(run: Any, pg: Any, certdir: Path, ca: Path) -> None:
     args = run.args
     figures = args.only
     b12_n, b13_n = 10, args.b13_inboxes
-    # users: 0..9 B12 inboxd, 10..19 B12 floor, 20.. B13 inboxd (the floor logs in as them too)
-    users_needed = 20 + b13_n
+    # users: 0..9 B12 inboxd, 10..19 B12 floor, then B13's inboxes (the floor logs in as
+    # them too), then B13's inboxes whose provider files sent mail itself (no Sent copy).
+    users_needed = 20 + 2 * b13_n
     sink = Sink(run, certdir, users_needed, PASSWORD)
     imap = MailServer(run, "imap", certdir, users_needed)
     ports = (sink.port, imap.port)
@@ -502,7 +564,7 @@ def phase_deliver(run: Any, pg: Any, certdir: Path, ca: Path) -> None:
     server, port = start_inboxd(run, "inboxd-sending", env)
     ws_id, key = asyncio.run(make_workspace(url, "bench-sending", 1_000_000))
     started = time.monotonic()
-    wanted = list(range(b12_n)) + list(range(20, 20 + b13_n))
+    wanted = list(range(b12_n)) + list(range(20, 20 + 2 * b13_n))
     inputs = [inbox_input(user(i), ports, PASSWORD) for i in wanted]
     ids = asyncio.run(create_many(port, key, inputs))
     asyncio.run(
@@ -511,11 +573,13 @@ def phase_deliver(run: Any, pg: Any, certdir: Path, ca: Path) -> None:
     run.detail(
         f"B12/B13: {len(ids)} inboxes created and verified in {time.monotonic() - started:.1f} s"
     )
-    b12_inboxes, b13_inboxes = ids[:b12_n], ids[b12_n:]
+    b12_inboxes, b13_inboxes, no_copy = ids[:b12_n], ids[b12_n : b12_n + b13_n], ids[-b13_n:]
+    ctx = {"sink": sink, "imap": imap, "server": server, "url": url, "workspace": ws_id,
+           "port": port, "key": key}  # fmt: skip
     if "B12" in figures:
         samples, warm = args.b12_samples, args.b12_warmup
         print(f"B12: sendEmail -> SENT seen by a subscriber, {samples} messages", flush=True)
-        ours, theirs, not_sent = asyncio.run(
+        ours, theirs, not_sent, steps = asyncio.run(
             b12_latencies(
                 port, key, b12_inboxes, [user(10 + i) for i in range(10)], sink.port, ca,
                 PASSWORD, samples + warm,
@@ -528,6 +592,13 @@ def phase_deliver(run: Any, pg: Any, certdir: Path, ca: Path) -> None:
                 f"{percentile(values, 90):.1f} ms, p99 {percentile(values, 99):.1f} ms, max "
                 f"{max(values):.1f} ms" + (f", not SENT {not_sent}" if name == "inboxd" else "")
             )
+        run.detail(
+            "B12 inboxd, median time after sendEmail was sent: "
+            + ", ".join(
+                f"{name} {percentile(values[warm:], 50):.1f} ms"
+                for name, values in sorted(steps.items(), key=lambda kv: percentile(kv[1], 50))
+            )
+        )
         o50, f50 = percentile(ours, 50), percentile(theirs, 50)
         o99, f99 = percentile(ours, 99), percentile(theirs, 99)
         run.rows.append(
@@ -545,54 +616,44 @@ def phase_deliver(run: Any, pg: Any, certdir: Path, ca: Path) -> None:
         print(f"B13: {count} sends across {b13_n} inboxes until all SENT", flush=True)
         sink.ask("reset")
         mail_cpu = cpu_seconds(sink.proc.pid) + cpu_seconds(imap.proc.pid)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         floor = floor_burst(run, sink, ca, [user(20 + i) for i in range(b13_n)], count)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        floor_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
         floor_received, floor_dup, floor_lost = tally(sink, floor["message_ids"])
         floor_mail_cpu = cpu_seconds(sink.proc.pid) + cpu_seconds(imap.proc.pid) - mail_cpu
         run.detail(
             f"B13 floor: {floor['seconds']:.2f} s for {count} messages at concurrency "
             f"{args.send_concurrency} (aiosmtplib, one session each), sent {floor['sent']}, "
             f"server received {floor_received}, duplicates {floor_dup}, lost {floor_lost}; "
-            f"CPU seconds: mail servers {floor_mail_cpu:.1f}"
+            f"CPU seconds: floor {floor_cpu:.1f}, mail servers {floor_mail_cpu:.1f}"
             + (f"; failures e.g. {floor['failed']}" if floor["failed"] else "")
         )
         time.sleep(2)
-        sink.ask("reset")
-        before = {"inboxd": cpu_seconds(server.pid), "mail servers": mail_cpu}
-        before["mail servers"] = cpu_seconds(sink.proc.pid) + cpu_seconds(imap.proc.pid)
-        before_rows = asyncio.run(wait_outbox(url, ws_id, lambda r: True, 1))[0]
-        began = time.perf_counter()
-        burst = asyncio.run(b13_burst(port, key, b13_inboxes, count, args.connections))
-        goal = before_rows["sent"] + before_rows["failed"] + count
-        row, _ = asyncio.run(
-            wait_outbox(url, ws_id, lambda r: r["sent"] + r["failed"] >= goal, 600)
-        )
-        seconds = time.perf_counter() - began
-        filed, _ = asyncio.run(wait_outbox(url, ws_id, lambda r: r["filed"] >= r["sent"], 120))
-        filed_seconds = time.perf_counter() - began
-        used = {
-            "inboxd": cpu_seconds(server.pid) - before["inboxd"],
-            "mail servers": cpu_seconds(sink.proc.pid)
-            + cpu_seconds(imap.proc.pid)
-            - before["mail servers"],
-        }
-        received, dup, lost = tally(sink, burst["message_ids"])
-        sent = row["sent"] - before_rows["sent"]
-        failed = row["failed"] - before_rows["failed"]
-        attempts = row["attempts"] - before_rows["attempts"]
-        run.detail(
-            f"B13 inboxd: {seconds:.2f} s until all {count} SENT or FAILED (the {count} "
-            f"sendEmail took {burst['accepted_seconds']:.2f} s), SENT {sent}, FAILED {failed}, "
-            f"attempts {attempts}; every Sent copy filed after {filed_seconds:.2f} s "
-            f"({filed['filed'] - before_rows['filed']} filed); server received {received}, "
-            f"duplicates {dup}, lost {lost}; CPU seconds: "
-            + ", ".join(f"{k} {v:.1f}" for k, v in used.items())
-        )
+        seconds, clean = b13_inboxd(run, ctx, b13_inboxes, "")
         ratio = seconds / floor["seconds"]
-        clean = dup == 0 and lost == 0 and failed == 0 and sent == count
         run.rows.append(
             Row(f"B13 {count} sends, {b13_n} inboxes: all SENT (s)", fmt(seconds, 2),
                 fmt(floor["seconds"], 2), f"{ratio:.2f}x", "<= 1.30x", ratio <= 1.3 and clean)
         )  # fmt: skip
+        # The same with no Sent copy: what the APPEND costs. There is no per-inbox setting
+        # for it yet; a provider that files sent mail itself gets none (set here by hand).
+        time.sleep(2)
+        asyncio.run(
+            admin_sql(
+                url,
+                "UPDATE email_inbox SET provider = 'GMAIL' WHERE id = ANY($1::uuid[])",
+                [uuid.UUID(i) for i in no_copy],
+            )
+        )
+        bare, bare_clean = b13_inboxd(run, ctx, no_copy, ", no Sent copy")
+        run.rows.append(
+            Row("B13 same, no Sent copy (provider GMAIL) (s)", fmt(bare, 2),
+                fmt(floor["seconds"], 2), f"{bare / floor['seconds']:.2f}x", "-",
+                None if bare_clean else False)
+        )  # fmt: skip
+        dup = sum(d for d, _ in ctx["counts"])
+        lost = sum(n for _, n in ctx["counts"])
         run.rows.append(
             Row("B13 duplicates / lost (counted by the SMTP server)", f"{dup} / {lost}",
                 f"{floor_dup} / {floor_lost}", "-", "0 / 0", dup == 0 and lost == 0)
