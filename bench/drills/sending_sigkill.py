@@ -9,14 +9,16 @@ are SENT, the worker holding the most messages in SENDING gets SIGKILL; the othe
 messages over when their leases run out, looking each up in the Sent folder first.
 
 ``--accept-delay S`` makes the SMTP server answer 250 only S seconds after it stored the
-message: the kill then lands, for the messages in flight, after the server has the message and
-before the worker knows (the window an outbox must survive without a duplicate).
+message, widening the window in which the server has the message and the worker does not know
+yet; with ``--kill-in-window`` the kill waits until a worker holds such a message (delivered,
+still SENDING): a process dying between the server accepting a message and the database
+recording it, which the outbox must survive without a duplicate.
 
 Fails (exit 1) unless every acknowledged send has one row, every row is SENT, every row's
 Message-ID reached the SMTP server exactly once, the server received nothing else, and the
 serve process and the surviving worker are alive.
 
-    .venv/bin/python bench/drills/sending_sigkill.py [--accept-delay 0.3]
+    .venv/bin/python bench/drills/sending_sigkill.py [--accept-delay 0.3 --kill-in-window]
 """
 
 from __future__ import annotations
@@ -51,19 +53,22 @@ KILL_AT = 0.3
 SETTLE_WITHIN = 120.0
 
 
-async def holders(database_url: str) -> Counter[str]:
+async def holders(database_url: str, delivered: Counter[str] | None = None) -> Counter[str]:
+    """Messages in SENDING per lease owner; with ``delivered``, only those the SMTP server
+    already has (the worker has not recorded them SENT yet)."""
     connection = await asyncpg.connect(database_url, timeout=10)
     try:
         rows = await connection.fetch(
-            "SELECT lease_owner, count(*) AS n FROM outgoing_message "
-            "WHERE state = 'SENDING' GROUP BY lease_owner"
+            "SELECT lease_owner, message_id FROM outgoing_message WHERE state = 'SENDING'"
         )
-        return Counter({r["lease_owner"]: r["n"] for r in rows})
     finally:
         await connection.close()
+    return Counter(
+        r["lease_owner"] for r in rows if delivered is None or delivered[r["message_id"]]
+    )
 
 
-async def main(messages: int, inboxes: int, accept_delay: float) -> int:
+async def main(messages: int, inboxes: int, accept_delay: float, window: bool) -> int:
     drill = await asyncio.to_thread(Drill, "sending_sigkill")
     problems: list[str] = []
     try:
@@ -84,7 +89,7 @@ async def main(messages: int, inboxes: int, accept_delay: float) -> int:
             while not sending.done():
                 rows = await read_rows(drill.database_url)
                 if sum(r["state"] == "SENT" for r in rows) >= messages * KILL_AT:
-                    held = await holders(drill.database_url)
+                    held = await holders(drill.database_url, smtp.delivered() if window else None)
                     if held:
                         break
                 await asyncio.sleep(0.01)
@@ -97,8 +102,9 @@ async def main(messages: int, inboxes: int, accept_delay: float) -> int:
             else:
                 victim.signal(signal.SIGKILL)
                 killed_at = time.monotonic()
+                what = "already delivered, not recorded" if window else "in SENDING"
                 log(
-                    f"SIGKILL worker pid {victim.pid} holding {count} messages in SENDING "
+                    f"SIGKILL worker pid {victim.pid} holding {count} messages {what} "
                     f"({dict(held)}), {killed_at - started:.1f} s into the burst"
                 )
             await sending
@@ -117,8 +123,9 @@ async def main(messages: int, inboxes: int, accept_delay: float) -> int:
         print(flush=True)
         log(f"sending_sigkill results (accept delay {accept_delay} s)")
         print(f"  {tally.line()}", flush=True)
+        held_what = "delivered, unrecorded" if window else "in SENDING"
         print(
-            f"  killed worker held {count if victim else 0} in SENDING; all final "
+            f"  killed worker held {count if victim else 0} {held_what}; all final "
             f"{done_at - killed_at if victim else float('nan'):.1f} s after the kill "
             f"({waited:.1f} s after the last send was acknowledged); copies in the Sent "
             f"folders per message: {dict(sorted(copies.items()))}; refusals while sending "
@@ -135,5 +142,10 @@ if __name__ == "__main__":
     parser.add_argument("--messages", type=int, default=MESSAGES)
     parser.add_argument("--inboxes", type=int, default=INBOXES)
     parser.add_argument("--accept-delay", type=float, default=0.0)
+    parser.add_argument(
+        "--kill-in-window",
+        action="store_true",
+        help="kill the worker of a message the SMTP server has but the worker has not recorded",
+    )
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.messages, args.inboxes, args.accept_delay)))
+    sys.exit(asyncio.run(main(args.messages, args.inboxes, args.accept_delay, args.kill_in_window)))
