@@ -512,6 +512,7 @@ def b13_inboxd(run: Any, ctx: dict, inboxes: list[str], label: str) -> tuple[flo
     spy = profile(run, server, f"B13-inboxd{label.replace(' ', '-').replace(',', '')}", 10)
     began = time.perf_counter()
     burst = asyncio.run(b13_burst(ctx["port"], ctx["key"], inboxes, count, args.connections))
+    accepted = asyncio.run(wait_outbox(url, ws_id, lambda r: True, 1))[0]
     goal = before["sent"] + before["failed"] + count
     row, _ = asyncio.run(wait_outbox(url, ws_id, lambda r: r["sent"] + r["failed"] >= goal, 600))
     seconds = time.perf_counter() - began
@@ -530,7 +531,8 @@ def b13_inboxd(run: Any, ctx: dict, inboxes: list[str], label: str) -> tuple[flo
         spy.wait(60)
     run.detail(
         f"B13 inboxd{label}: {seconds:.2f} s until all {count} SENT or FAILED (the {count} "
-        f"sendEmail took {burst['accepted_seconds']:.2f} s), SENT {sent}, FAILED {failed}, "
+        f"sendEmail took {burst['accepted_seconds']:.2f} s, when "
+        f"{accepted['sent'] - before['sent']} were SENT), SENT {sent}, FAILED {failed}, "
         f"attempts {attempts}; Sent copies filed {copies}"
         + (f", the last {filed_seconds:.2f} s after the start" if copies else "")
         + f"; server received {received}, duplicates {dup}, lost {lost}; CPU seconds: "
@@ -720,7 +722,23 @@ def section(run: Any, command: str, started: Any, seconds: float) -> str:
         "",
         SENDING_METHOD,
     ]
-    return "\n".join(lines)
+    return "\n".join(lines) + kept_notes()
+
+
+NOTES = "### Sending notes (kept across runs)"
+
+
+def kept_notes() -> str:
+    """The hand-written notes at the end of the doc's sending section, kept as they were."""
+    from bench.run import DOC
+
+    text = DOC.read_text() if DOC.exists() else ""
+    if MARKER not in text or NOTES not in text:
+        return ""
+    own = text[text.index(MARKER) :]
+    end = own.find("\n## ", len(MARKER))
+    own = own if end < 0 else own[:end]
+    return "\n" + own[own.index(NOTES) :].rstrip("\n") + "\n" if NOTES in own else ""
 
 
 SENDING_METHOD = """What each sending figure measures:
