@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The inboxd benchmark suite: one command, every figure beside its floor, one table.
 
-    python3 bench/run.py                 # everything, ~11-13 minutes on 2 cores
+    python3 bench/run.py                 # everything, ~11-13 minutes on 2 cores (+4-6 for B11-B13)
     python3 bench/run.py --only B1,B2    # some figures
     python3 bench/run.py --quick         # short runs, to check the suite itself
 
