@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The inboxd benchmark suite: one command, every figure beside its floor, one table.
 
-    python3 bench/run.py                 # everything, ~11-13 minutes on 2 cores
+    python3 bench/run.py                 # everything, ~11-13 minutes on 2 cores (+4-6 for B11-B13)
     python3 bench/run.py --only B1,B2    # some figures
     python3 bench/run.py --quick         # short runs, to check the suite itself
 
@@ -84,6 +84,7 @@ from bench.common import (  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
 RECEIVING = {"B8", "B9", "B10"}
+SENDING = {"B11", "B12", "B13"}
 NOTES_MARKER = "## Notes (kept across runs)"
 PASSWORD = "Bench-Password-4711"
 
@@ -1279,31 +1280,35 @@ def table(rows: list[Row]) -> str:
 
 def write_doc(run: Run, command: str, started: datetime, seconds: float) -> None:
     """The doc's parts this run measured are rewritten; the others (B1-B7, the receiving
-    section B8-B10, the notes) are kept as they were."""
+    section B8-B10, the sending section B11-B13, the notes) are kept as they were."""
+    from bench import sending
     from bench.receiving import MARKER, is_receiving, section
 
     text = DOC.read_text() if DOC.exists() else ""
-    ends = [i for i in (text.find(MARKER), text.find(NOTES_MARKER)) if i >= 0]
-    main = text[: min(ends, default=len(text))]
-    receiving = ""
-    if MARKER in text:
-        receiving = text[
-            text.index(MARKER) : text.find(NOTES_MARKER) if NOTES_MARKER in text else None
-        ]
-    kept = text[text.index(NOTES_MARKER) :] if NOTES_MARKER in text else ""
-    if any(not is_receiving(r.figure) for r in run.rows):
+    starts = sorted(i for i in (text.find(m) for m in (MARKER, sending.MARKER, NOTES_MARKER)))
+    starts = [i for i in starts if i >= 0]
+
+    def part(marker: str) -> str:
+        at = text.find(marker)
+        return "" if at < 0 else text[at : min([i for i in starts if i > at], default=len(text))]
+
+    main = text[: min(starts, default=len(text))]
+    receiving, sent, kept = part(MARKER), part(sending.MARKER), part(NOTES_MARKER)
+    if any(not (is_receiving(r.figure) or sending.is_sending(r.figure)) for r in run.rows):
         main = main_part(run, command, started, seconds)
     if any(is_receiving(r.figure) for r in run.rows):
         receiving = section(run, command, started, seconds)
+    if any(sending.is_sending(r.figure) for r in run.rows):
+        sent = sending.section(run, command, started, seconds)
     if not kept:
         kept = NOTES_MARKER + "\n\nFindings and profiles go here; this section survives reruns.\n"
-    DOC.write_text(
-        main.rstrip("\n") + "\n\n" + (receiving.rstrip("\n") + "\n\n" if receiving else "") + kept
-    )
+    sections = [main, receiving, sent]
+    DOC.write_text("".join(x.rstrip("\n") + "\n\n" for x in sections if x) + kept)
 
 
 def main_part(run: Run, command: str, started: datetime, seconds: float) -> str:
     from bench.receiving import is_receiving
+    from bench.sending import is_sending
 
     args = run.args
     load = (
@@ -1328,12 +1333,12 @@ def main_part(run: Run, command: str, started: datetime, seconds: float) -> str:
         f"INBOXD_ENVIRONMENT=production, log level {args.log_level}, worker concurrency "
         f"{args.worker_concurrency}; per-key rate limits lifted (one key drives all load)",
         "",
-        table([r for r in run.rows if not is_receiving(r.figure)]),
+        table([r for r in run.rows if not (is_receiving(r.figure) or is_sending(r.figure))]),
         "",
     ]
     if run.notes:
         lines += ["Notes on this run:", "", *[f"- {n}" for n in run.notes], ""]
-    details = [d for d in run.details if not is_receiving(d)]
+    details = [d for d in run.details if not (is_receiving(d) or is_sending(d))]
     lines += ["## Details", "", "```", *details, "```", "", METHOD, ""]
     return "\n".join(lines)
 
@@ -1377,7 +1382,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        default="B1,B2,B3,B4,B5,B6,B7,B8,B9,B10",
+        default="B1,B2,B3,B4,B5,B6,B7,B8,B9,B10,B11,B12,B13",
         help="comma-separated figures (default: all)",
     )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per HTTP figure")
@@ -1419,6 +1424,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--b10-messages", type=int, default=10_000)
     parser.add_argument("--b10-max-seconds", type=float, default=1800.0)
     parser.add_argument("--worker-concurrency", type=int, default=8)
+    from bench.sending import add_arguments
+
+    add_arguments(parser)
     parser.add_argument("--log-level", default="INFO", help="inboxd's INBOXD_LOG_LEVEL")
     parser.add_argument(
         "--quick",
@@ -1439,6 +1447,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.b5_count, args.b6_subscribers = 200, 1000
         args.b8_samples, args.b9_inboxes, args.b9_idle_seconds = 30, 100, 5.0
         args.b9_b8_samples, args.b10_messages, args.b9_large = 20, 500, 20
+        from bench.sending import quick
+
+        quick(args)
     from storage.secrets import KeyRing
 
     args.keyring = KeyRing.generate_spec("bench")
@@ -1478,6 +1489,10 @@ def main(argv: list[str]) -> int:
             from bench.receiving import phase_receiving
 
             phase_receiving(run, pg, certdir, ca)
+        if args.only & SENDING:
+            from bench.sending import phase_sending
+
+            phase_sending(run, pg, certdir, ca)
     finally:
         run.stop_all()
         pg.close()
