@@ -20,6 +20,7 @@ import pytest
 from inboxd.receiver import Receiver
 from inboxd.worker import receiver_config
 from mail.endpoint import Endpoint
+from mail.idle_check import IdleChecker
 from mail.imap_changes import changed_flags
 from mail.imap_session import ImapSession, SessionSettings
 from mail.network import NetworkPolicy
@@ -30,7 +31,8 @@ from tests.conftest import Verifier, verifier_on
 from tests.inboxd.test_receiving_dovecot import PASSWORD, create_watched, mail
 from tests.support.dovecot import Dovecot, require_dovecot
 from tests.support.mailservers import MailCerts
-from tests.support.waiting import wait_until
+from tests.support.waiting import subscribed, wait_until
+from tests.support.ws import WSClient
 
 USERS = {f"flags{n}@example.test": PASSWORD for n in range(6)}
 MESSAGES = """
@@ -44,6 +46,7 @@ mutation($id: ID!, $seen: Boolean, $flagged: Boolean) {
     __typename ... on SetMessageFlagsSuccess { receivedMessage { id seen flagged } }
   }
 }"""
+EVENTS = "subscription { emailInboxEvents { kind inboxId } }"
 _HIGHESTMODSEQ = re.compile(rb"HIGHESTMODSEQ (\d+)")
 
 
@@ -153,12 +156,23 @@ async def test_flags_changed_in_another_client_while_watched_reach_the_message(
         False,
         False,
     )
-    # The watcher is in IDLE for 600 s (the suite's setting) and no mail comes: only the
-    # server's "* n FETCH (FLAGS ... MODSEQ ...)" in IDLE can end it within the wait.
-    await change(dovecot, user, "read me elsewhere", "+FLAGS", "(\\Seen \\Flagged)")
-    await flags_become(tenant, message_id, seen=True, flagged=True)
-    await change(dovecot, user, "read me elsewhere", "-FLAGS", "(\\Seen)")
-    await flags_become(tenant, message_id, seen=False, flagged=True)
+    ws = await WSClient.connect(receiving.stack.base_url, tenant.key)
+    try:
+        events = await ws.subscribe(EVENTS, {})
+        assert receiving.stack.state.hub is not None
+        await subscribed(receiving.stack.state.hub, tenant.workspace.id)
+        # The watcher is in IDLE for 600 s (the suite's setting) and no mail comes: only the
+        # server's "* n FETCH (FLAGS ... MODSEQ ...)" in IDLE can end it within the wait.
+        await change(dovecot, user, "read me elsewhere", "+FLAGS", "(\\Seen \\Flagged)")
+        await flags_become(tenant, message_id, seen=True, flagged=True)
+        await change(dovecot, user, "read me elsewhere", "-FLAGS", "(\\Seen)")
+        await flags_become(tenant, message_id, seen=False, flagged=True)
+        # No event told of either change: the next one is the marker's arrival.
+        dovecot.deliver(user, mail("marker"))
+        event = (await ws.next_payload(events, timeout=30))["payload"]["data"]
+        assert event["emailInboxEvents"] == {"kind": "MESSAGE_RECEIVED", "inboxId": inbox_id}
+    finally:
+        await ws.close()
     left = (await by_subject(tenant, inbox_id))["left alone"]
     assert (left["seen"], left["flagged"]) == (False, False)
 
@@ -296,4 +310,28 @@ async def test_only_messages_changed_since_the_given_modseq_are_read_in_bounded_
         # Nothing changed since the latest: no FETCH at all.
         assert [b async for b in changed_flags(session, after.highestmodseq, last_uid)] == []
     finally:
+        await session.close()
+
+
+async def test_the_idle_checker_sees_a_flag_changed_after_the_folder_was_read(
+    dovecot: Dovecot,
+) -> None:
+    # Between a read and IDLE, Dovecot tells of a flag change during whatever command runs,
+    # where aioimaplib drops it: the checker's STATUS HIGHESTMODSEQ is what ends IDLE then.
+    user = "flags5@example.test"
+    dovecot.deliver(user, mail("checked"))
+    settings = SessionSettings(
+        network=NetworkPolicy(allow_private_hosts=True), ca_file=dovecot.ca_file
+    )
+    endpoint = Endpoint("127.0.0.1", dovecot.imaps_port, Security.TLS, user, Secret(PASSWORD))
+    session = await ImapSession.open(endpoint, settings)
+    checker = IdleChecker(endpoint, settings, linger=60.0)
+    try:
+        read = await session.examine("INBOX")
+        assert not await checker.moved("INBOX", read.uidnext, read.highestmodseq)
+        await change(dovecot, user, "checked", "+FLAGS", "(\\Seen)")
+        assert await checker.moved("INBOX", read.uidnext, read.highestmodseq)
+        assert not await checker.moved("INBOX", read.uidnext)  # UIDNEXT alone did not move
+    finally:
+        await checker.close()
         await session.close()
