@@ -2,11 +2,12 @@
 
 After a folder's new mail is read, the receiver (``inboxd.receiver``) calls ``sync_flags``
 with what EXAMINE said of the folder and what was stored of it before that read. When the
-folder's HIGHESTMODSEQ differs from the stored one, the messages read before (up to the stored
-last UID) whose mod-sequence is past the stored one are asked for (``mail.imap_changes``) and
-their seen and flagged set in one statement per batch (``storage.folder_sync.record_flags``);
-then, in a statement of its own, the folder's HIGHESTMODSEQ becomes EXAMINE's. A crash in
-between leaves the old one stored: the next sync reads the same changes again (harmless).
+folder's HIGHESTMODSEQ differs from the stored one, the messages read before (from the lowest
+UID stored to the stored last UID) whose mod-sequence is past the stored one are asked for
+(``mail.imap_changes``) and their seen and flagged set in one statement per batch
+(``storage.folder_sync.record_flags``); then, in a statement of its own, the folder's
+HIGHESTMODSEQ becomes EXAMINE's. A crash in between leaves the old one stored: the next sync
+reads the same changes again (harmless).
 
 Why "up to the stored last UID" is enough: the messages read in this sync were fetched after
 EXAMINE, with their flags of that moment; any later change to them has a mod-sequence past
@@ -69,7 +70,8 @@ async def sync_flags(
         start = since if since is not None and since < mailbox.highestmodseq else 0
         # Renumbered: the messages found again keep their flags from before.
         last_uid = known.last_uid if same else mailbox.uidnext - 1
-        async for found in changed_flags(session, start, last_uid):
+        first_uid = (known.first_uid or last_uid + 1) if same else 1  # none stored: no read
+        async for found in changed_flags(session, start, last_uid, first_uid=first_uid):
             changes = [
                 FlagChange(uid, "\\seen" in flags, "\\flagged" in flags)
                 for uid, flags in sorted(found.items())

@@ -4,7 +4,8 @@ A CONDSTORE server gives every change of a message (a new message, a flag set or
 mod-sequence, and each folder a HIGHESTMODSEQ, the highest of them. The receiver opens a folder
 with ``EXAMINE folder (CONDSTORE)``, keeps its HIGHESTMODSEQ with the folder's progress
 (``storage.folder_sync``) and, when it has moved, asks which of the messages it has read
-changed since: ``UID SEARCH UID 1:<last UID> MODSEQ <stored + 1>`` names them, and
+changed since: ``UID SEARCH UID <first stored UID>:<last UID> MODSEQ <stored + 1>`` names
+them (mail that was there before watching began is never stored, so never asked about), and
 ``UID FETCH <those> (UID FLAGS) (CHANGEDSINCE <stored>)`` reads their flags, in batches.
 
 Why a SEARCH first rather than a FETCH of ``1:<last UID>`` in UID ranges: HIGHESTMODSEQ moves
@@ -42,13 +43,13 @@ def highest_modseq(text: bytes, *, status: bool = False) -> int | None:
 
 
 async def changed_flags(
-    session: ImapSession, since: int, last_uid: int, batch: int = BATCH
+    session: ImapSession, since: int, last_uid: int, batch: int = BATCH, *, first_uid: int = 1
 ) -> AsyncIterator[dict[int, frozenset[str]]]:
-    """The flags (lowercased) of the messages of the open folder, up to ``last_uid``, whose
-    mod-sequence is past ``since``: batch by batch, UID -> flags."""
-    if last_uid < 1:
+    """The flags (lowercased) of the messages of the open folder from ``first_uid`` to
+    ``last_uid`` whose mod-sequence is past ``since``: batch by batch, UID -> flags."""
+    if last_uid < max(first_uid, 1):
         return
-    uids = await session.search("UID", f"1:{last_uid}", "MODSEQ", str(since + 1))
+    uids = await session.search("UID", f"{first_uid}:{last_uid}", "MODSEQ", str(since + 1))
     for start in range(0, len(uids), batch):
         chosen = uids[start : start + batch]
         asked = set(chosen)

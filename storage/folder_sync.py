@@ -23,21 +23,28 @@ class FolderState:
     last_uid: int
     updated_at: datetime  # when last_uid last moved (or reading started)
     highestmodseq: int | None = None  # CONDSTORE: stored flags are as of this mod-sequence
+    first_uid: int | None = None  # the lowest UID stored under uidvalidity (None: none stored)
 
 
 async def folder_state(
     connection: Connection, inbox_id: uuid.UUID, folder: str
 ) -> FolderState | None:
     record = await connection.fetchrow(
-        "SELECT uidvalidity, last_uid, updated_at, highestmodseq FROM folder_sync "
-        "WHERE inbox_id = $1 AND folder = $2",
+        "SELECT f.uidvalidity, f.last_uid, f.updated_at, f.highestmodseq, "
+        "(SELECT min(m.uid) FROM message m WHERE m.inbox_id = f.inbox_id "
+        "AND m.folder = f.folder AND m.uidvalidity = f.uidvalidity) AS first_uid "
+        "FROM folder_sync f WHERE f.inbox_id = $1 AND f.folder = $2",
         inbox_id,
         folder,
     )
     if record is None:
         return None
     return FolderState(
-        record["uidvalidity"], record["last_uid"], record["updated_at"], record["highestmodseq"]
+        record["uidvalidity"],
+        record["last_uid"],
+        record["updated_at"],
+        record["highestmodseq"],
+        record["first_uid"],
     )
 
 

@@ -34,7 +34,7 @@ from tests.support.mailservers import MailCerts
 from tests.support.waiting import subscribed, wait_until
 from tests.support.ws import WSClient
 
-USERS = {f"flags{n}@example.test": PASSWORD for n in range(6)}
+USERS = {f"flags{n}@example.test": PASSWORD for n in range(7)}
 MESSAGES = """
 query($id: ID!) {
   messages(inboxId: $id, first: 50) { edges { node { id subject seen flagged } } }
@@ -335,3 +335,34 @@ async def test_the_idle_checker_sees_a_flag_changed_after_the_folder_was_read(
     finally:
         await checker.close()
         await session.close()
+
+
+async def test_a_folder_read_before_condstore_has_its_stored_flags_read_once(
+    receiving: Verifier, dovecot: Dovecot
+) -> None:
+    # As after an upgrade, or on a server that only now offers CONDSTORE: no HIGHESTMODSEQ
+    # stored, so there is no "since" to ask from; every stored message's flags are read.
+    user = "flags6@example.test"
+    tenant = await receiving.tenant()
+    inbox_id = await create_watched(tenant, dovecot, user)
+    dovecot.deliver(user, mail("from before"))
+    message_id = (await by_subject(tenant, inbox_id, "from before"))["from before"]["id"]
+    background = receiving.stack.background
+    assert background.receiver is not None
+    await background.receiver.stop()
+    try:
+        async with receiving.db.connection() as connection:
+            await connection.execute(
+                "UPDATE folder_sync SET highestmodseq = NULL WHERE inbox_id = $1",
+                uuid.UUID(inbox_id),
+            )
+        await change(dovecot, user, "from before", "+FLAGS", "(\\Flagged)")
+    finally:
+        await _restart_receiver(receiving)
+    await flags_become(tenant, message_id, seen=False, flagged=True)
+    server = await asyncio.to_thread(_highestmodseq, dovecot, user)
+
+    async def recorded() -> bool:
+        return await stored_modseq(receiving, inbox_id) == server
+
+    await wait_until(recorded, "the server's HIGHESTMODSEQ stored")
