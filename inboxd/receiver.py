@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 import aioimaplib
 import structlog
 
+from inboxd.flag_changes import sync_flags
 from inboxd.message_actions import MessageActions
 from mail import imap_index
 from mail.endpoint import Endpoint
@@ -277,7 +278,8 @@ class Receiver:
             await session.close()
 
     async def _sync(self, session: ImapSession, row: InboxRow, folder: str) -> Mailbox:
-        """Read ``folder`` from its last seen UID; what EXAMINE said of it."""
+        """Read ``folder`` from its last seen UID, then (CONDSTORE) the flags changed on the
+        server since the last sync (``inboxd.flag_changes``); what EXAMINE said of it."""
         mailbox = await session.examine(folder)
         async with self.state.db.connection(background=True) as connection:
             known = await folder_sync.folder_state(connection, row.id, folder)
@@ -327,6 +329,7 @@ class Receiver:
             )
             async with self.state.db.connection(background=True) as connection:
                 await messages.store_message(connection, row.id, self.owner, new)
+        await sync_flags(self.state.db, session, row.id, self.owner, folder, mailbox, known)
         return mailbox
 
     async def _renumbered(
@@ -371,10 +374,11 @@ class Receiver:
 def _arrived_since(
     checker: IdleChecker, folder: str, opened: dict[str, Mailbox]
 ) -> Callable[[], Awaitable[bool]]:
-    """Whether ``folder`` gained mail since it was last opened, asked on a second connection
-    while the first is in IDLE (see ``mail.idle_check``): its UIDNEXT moved."""
+    """Whether ``folder`` gained mail (or, with CONDSTORE, changed) since it was last opened,
+    asked on a second connection while the first is in IDLE (see ``mail.idle_check``)."""
 
     async def arrived() -> bool:
-        return await checker.moved(folder, opened[folder].uidnext)
+        mailbox = opened[folder]
+        return await checker.moved(folder, mailbox.uidnext, mailbox.highestmodseq)
 
     return arrived

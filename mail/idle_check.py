@@ -5,6 +5,9 @@ does). Mail that lands between the watcher's last UID SEARCH and the server's ac
 IDLE would then wait for the IDLE re-issue, minutes later. So once IDLE is accepted the
 receiver asks, on a second connection, for the folder's UIDNEXT (STATUS; RFC 3501 advises
 against STATUS on the selected mailbox, hence another connection) and leaves IDLE if it moved.
+With CONDSTORE it asks for HIGHESTMODSEQ too: a flag changed in another client in that gap
+(Dovecot tells of it during whatever command runs then, where aioimaplib drops it) is read now
+rather than with the next message.
 
 That second connection is opened when IDLE starts and closed after ``linger`` seconds without
 another check: a busy inbox, woken again and again, reuses it instead of logging in once per
@@ -34,14 +37,20 @@ class IdleChecker:
     def connected(self) -> bool:
         return self._session is not None
 
-    async def moved(self, folder: str, uidnext: int) -> bool:
-        """Whether ``folder``'s UIDNEXT is past ``uidnext`` now. Raises ImapSessionError."""
+    async def moved(self, folder: str, uidnext: int, highestmodseq: int | None = None) -> bool:
+        """Whether ``folder``'s UIDNEXT is past ``uidnext`` now, or its HIGHESTMODSEQ past
+        ``highestmodseq`` (when given and the server keeps one). Raises ImapSessionError."""
         await self._keep()
         if self._session is None or self._session.lost:
             await self._drop()
             self._session = await ImapSession.open(self._endpoint, self._settings)
         try:
-            moved = await self._session.uidnext(folder) > uidnext
+            now = await self._session.status(folder)
+            moved = now.uidnext > uidnext or (
+                highestmodseq is not None
+                and now.highestmodseq is not None
+                and now.highestmodseq > highestmodseq
+            )
         except BaseException:
             await self._drop()
             raise

@@ -88,6 +88,15 @@ class Client(aioimaplib.IMAP4):  # type: ignore[misc]
         self._client_task = running.create_task(self._opener(self.protocol))
         self._client_task.add_done_callback(_retrieve)  # even if its waiter was cancelled
 
+    async def idle(self) -> Any:
+        # ``idle_start`` runs this as a task of its own and, when IDLE fails, raises an Abort
+        # of its own without retrieving the task's: a connection already lost (Protocol.execute)
+        # answers here like a server's BYE instead, so no exception is left unretrieved.
+        try:
+            return await super().idle()
+        except aioimaplib.Abort:
+            return aioimaplib.Response("BYE", [b"the connection is lost"])
+
     async def wait_hello_from_server(self) -> None:
         # Not aioimaplib's: its wait_for task is orphaned, error and all, by a cancelled caller
         # ("Task exception was never retrieved" when a receiver stops mid-connect); and its

@@ -6,7 +6,8 @@ the host name with the probes' contexts (``mail.tls``, pinning included), and ST
 transport, both through ``mail.imap_client``'s TLS layer (a 16 KiB read buffer). Mailboxes
 are opened with EXAMINE and bodies fetched with BODY.PEEK, so watching never changes a flag;
 UID FETCH goes in batches (aioimaplib recurses once per response line and overflows the stack
-on one large FETCH).
+on one large FETCH). Where the server offers CONDSTORE, EXAMINE asks for it and reports
+HIGHESTMODSEQ (``mail.imap_changes``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import aioimaplib
 
 from mail.endpoint import Endpoint
 from mail.failures import ProbeFailure
+from mail.imap_changes import MODSEQ_TAIL, highest_modseq
 from mail.imap_client import Client, connect_tls, start_tls
 from mail.imap_mailbox import UIDVALIDITY, MailboxWrites, flags_of, network_error, quote_mailbox
 from mail.imap_mailbox import ImapSessionError as ImapSessionError  # where callers look
@@ -54,6 +56,7 @@ class SessionSettings:
 class Mailbox:
     uidvalidity: int
     uidnext: int
+    highestmodseq: int | None = None  # CONDSTORE: the folder's, when EXAMINEd or STATUSed
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,10 @@ class ImapSession(MailboxWrites):
     @property
     def idle_supported(self) -> bool:
         return "IDLE" in self._client.protocol.capabilities
+
+    @property
+    def condstore(self) -> bool:
+        return "CONDSTORE" in self._client.protocol.capabilities
 
     @property
     def lost(self) -> bool:
@@ -204,8 +211,10 @@ class ImapSession(MailboxWrites):
         await asyncio.wait_for(protocol.capability(), self._settings.command_timeout)
 
     async def examine(self, folder: str) -> Mailbox:
-        """Open ``folder`` read-only: its UIDVALIDITY and UIDNEXT."""
-        response = await self._client.examine(quote_mailbox(folder))
+        """Open ``folder`` read-only: its UIDVALIDITY, UIDNEXT and, with CONDSTORE, its
+        HIGHESTMODSEQ (None where the server keeps none for it: NOMODSEQ)."""
+        condstore = " (CONDSTORE)" if self.condstore else ""
+        response = await self._client.examine(quote_mailbox(folder) + condstore)
         if response.result != "OK":
             raise ImapSessionError(
                 "FOLDER_NOT_FOUND", f"The server has no folder {folder!r}.", hint="Check folders."
@@ -216,20 +225,21 @@ class ImapSession(MailboxWrites):
         validity, uidnext = UIDVALIDITY.search(text), _UIDNEXT.search(text)
         if validity is None:
             raise ImapSessionError("PROTOCOL_ERROR", "The server sent no UIDVALIDITY.")
+        modseq = highest_modseq(text) if condstore else None
         if uidnext is None:  # optional before IMAP4rev2: ask for it
-            return Mailbox(int(validity.group(1)), await self._uidnext(folder))
-        return Mailbox(int(validity.group(1)), int(uidnext.group(1)))
+            return Mailbox(int(validity.group(1)), (await self.status(folder)).uidnext, modseq)
+        return Mailbox(int(validity.group(1)), int(uidnext.group(1)), modseq)
 
-    async def uidnext(self, folder: str) -> int:
-        """``folder``'s UIDNEXT by STATUS (on a connection that has not opened it)."""
-        return await self._uidnext(folder)
-
-    async def _uidnext(self, folder: str) -> int:
-        response = await self._client.status(quote_mailbox(folder), "(UIDNEXT)")
-        match = _STATUS_UIDNEXT.search(b" ".join(bytes(x) for x in response.lines))
+    async def status(self, folder: str) -> Mailbox:
+        """``folder``'s UIDNEXT (and HIGHESTMODSEQ, with CONDSTORE) by STATUS, on a connection
+        that has not opened it; its UIDVALIDITY is not asked (0)."""
+        items = "(UIDNEXT HIGHESTMODSEQ)" if self.condstore else "(UIDNEXT)"
+        response = await self._client.status(quote_mailbox(folder), items)
+        text = b" ".join(bytes(x) for x in response.lines)
+        match = _STATUS_UIDNEXT.search(text)
         if match is None:
             raise ImapSessionError("PROTOCOL_ERROR", "The server sent no UIDNEXT.")
-        return int(match.group(1))
+        return Mailbox(0, int(match.group(1)), highest_modseq(text, status=True))
 
     async def search(self, *criteria: str) -> list[int]:
         response = await self._client.uid_search(*criteria, charset=None)
@@ -238,8 +248,8 @@ class ImapSession(MailboxWrites):
         uids: list[int] = []
         # aioimaplib hands the untagged "* SEARCH 1 2" over as "1 2"; the last line is the
         # tagged completion.
-        for line in response.lines[:-1]:
-            words = bytes(line).split()
+        for line in response.lines[:-1]:  # "1 2 (MODSEQ 9)" answers a MODSEQ criterion
+            words = MODSEQ_TAIL.sub(b"", bytes(line)).split()
             if words[:1] == [b"SEARCH"]:
                 words = words[1:]
             if all(w.isdigit() for w in words):

@@ -76,3 +76,25 @@ async def test_a_server_that_hangs_up_instead_of_accepting_idle_ends_the_wait() 
                 )
         finally:
             await session.close()
+
+
+async def test_idle_on_a_connection_already_lost_fails_and_leaves_no_exception_behind() -> None:
+    # aioimaplib runs IDLE as a task of its own: refused on a lost connection, its error must
+    # still be retrieved (the suite's check reports one that never is).
+    with script(b"NOOP") as server:
+        session = await with_deadline(ImapSession.open(endpoint(server.port), SETTINGS), "open")
+        try:
+            await session.examine("INBOX")
+            with pytest.raises(FAILED):
+                await with_deadline(session.check_alive(), "the NOOP fails")
+            assert session.lost
+
+            async def nothing_arrived() -> bool:
+                return False
+
+            with pytest.raises(FAILED):
+                await with_deadline(
+                    session.wait_for_change(HUNG * 10, nothing_arrived), "the wait ends"
+                )
+        finally:
+            await session.close()
