@@ -25,6 +25,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -475,18 +476,24 @@ class Settled:
 
 
 async def settle(
-    drill: Drill, sent: dict[str, str], within: float, problems: list[str], late: float = 330.0
+    drill: Drill,
+    sent: dict[str, str],
+    within: float,
+    problems: list[str],
+    late: float = 330.0,
+    logs: Sequence[Path] = (),
 ) -> Settled:
     """Wait until every sent message is stored (``within`` s); if some are not, say where their
-    inboxes stand and wait up to ``late`` s more, to tell late mail (a watcher in a long
-    backoff: a problem too) from lost mail. Then 2 s more, for any duplicate to show."""
+    inboxes stand, keep the logs (the processes' and ``logs``) and wait up to ``late`` s more,
+    to tell late mail (a watcher in a long backoff: a problem too) from lost mail. Then 2 s
+    more, for any duplicate to show."""
     count, waited = await wait_stored(drill.database_url, len(sent), within)
     all_stored_at = time.monotonic()
     complete = count >= len(sent)
     if not complete:
         log(f"only {count} of {len(sent)} stored after {within:.0f} s; where they stand:")
         await diagnose(drill.database_url, sent, await read_messages(drill.database_url))
-        save_logs(drill)
+        save_logs(drill, *logs)
         later, extra = await wait_stored(drill.database_url, len(sent), late)
         problems.append(
             f"{len(sent) - count} messages not stored within {within:.0f} s of the last APPEND; "
