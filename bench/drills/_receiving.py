@@ -311,11 +311,44 @@ class LeaseSampler:
             return Counter()
         return Counter(o for o, live, _ in before[-1].rows.values() if o and live)
 
-    def owner_changes(self) -> int:
-        """How often an inbox's live owner changed between samples (takeovers)."""
+    @staticmethod
+    def held(sample: Sample, pids: tuple[int, ...]) -> tuple[int, ...]:
+        """Live leases of each process (by pid) in ``sample``."""
+        owners = [o for o, live, _ in sample.rows.values() if o and live]
+        return tuple(sum(1 for o in owners if f":{pid}:" in o) for pid in pids)
+
+    def split_timeline(
+        self, pids: tuple[int, ...], after: float, until: float
+    ) -> list[tuple[float, tuple[int, ...]]]:
+        """(seconds after ``after``, live leases per process) at every sample in which that
+        changed, between ``after`` and ``until``."""
+        timeline: list[tuple[float, tuple[int, ...]]] = []
+        for sample in self.samples:
+            if after <= sample.at <= until:
+                split = self.held(sample, pids)
+                if not timeline or timeline[-1][1] != split:
+                    timeline.append((sample.at - after, split))
+        return timeline
+
+    def balanced_at(self, pids: tuple[int, ...], total: int, after: float) -> float | None:
+        """Seconds after ``after`` of the first sample in which all ``total`` leases were live
+        and shared evenly (each process within one of total / processes)."""
+        low = total // len(pids)
+        for sample in self.samples:
+            if sample.at >= after:
+                split = self.held(sample, pids)
+                if sum(split) == total and all(low <= n <= low + 1 for n in split):
+                    return sample.at - after
+        return None
+
+    def owner_changes(self, after: float = 0.0, until: float = float("inf")) -> int:
+        """How often an inbox's live owner changed between samples (takeovers, hand-overs),
+        in the samples between ``after`` and ``until``."""
         changes = 0
         last: dict[str, str] = {}
         for sample in self.samples:
+            if not after <= sample.at <= until:
+                continue
             for inbox_id, (owner, live, _) in sample.rows.items():
                 if owner and live:
                     if inbox_id in last and last[inbox_id] != owner:
