@@ -45,6 +45,7 @@ from _common import (
 )
 
 WATCHING_STATES = ("IDLE", "POLLING")
+EVEN_WITHIN = 30.0  # seconds: two workers share the inboxes out evenly by then
 
 # Receiving settings of the drills' workers: a dead process's inboxes are taken over in
 # seconds (lease 3 s, renewed every 1 s), and a broken connection is retried within seconds.
@@ -408,12 +409,40 @@ async def wait_watched(sampler_url: str, inbox_ids: list[str], within: float, la
         await connection.close()
 
 
+async def wait_even(database_url: str, pids: list[int], total: int, within: float) -> float | None:
+    """Until the ``total`` live leases are shared evenly among the processes ``pids`` (each
+    within one of total / processes); seconds, or None after ``within`` s."""
+    started = time.monotonic()
+    low = total // len(pids)
+    connection = await asyncpg.connect(database_url, timeout=10)
+    try:
+        while time.monotonic() - started < within:
+            owners = await connection.fetch(
+                "SELECT owner FROM inbox_watch WHERE owner IS NOT NULL AND expires_at > now()"
+            )
+            held = [sum(1 for r in owners if f":{pid}:" in r["owner"]) for pid in pids]
+            if sum(held) == total and all(low <= n <= low + 1 for n in held):
+                return time.monotonic() - started
+            await asyncio.sleep(0.2)
+        return None
+    finally:
+        await connection.close()
+
+
 @dataclass
 class Stack:
     api_proc: Proc
     api: Api
     workers: list[Proc]
     inbox_ids: dict[str, str]  # username -> inbox id
+    even_in: float | None = None  # seconds after every inbox was watched until shared evenly
+
+    def split(self, sampler: LeaseSampler) -> str:
+        """Live leases per worker in the sampler's last sample, as ``a/b``."""
+        if not sampler.samples:
+            return "?"
+        held = LeaseSampler.held(sampler.samples[-1], tuple(w.pid for w in self.workers))
+        return "/".join(map(str, held))
 
 
 async def start_stack(
@@ -446,7 +475,15 @@ async def start_stack(
         start_workers()
     took = await wait_watched(drill.database_url, list(inbox_ids.values()), 120, drill.name)
     log(f"every inbox watched ({took:.1f} s after the creates)")
-    return Stack(api_proc, api, procs, inbox_ids)
+    stack = Stack(api_proc, api, procs, inbox_ids)
+    if workers > 1:  # the burst starts from the steady state: the inboxes shared out evenly
+        pids = [w.pid for w in procs]
+        stack.even_in = await wait_even(drill.database_url, pids, len(inbox_ids), EVEN_WITHIN)
+        even = "never" if stack.even_in is None else f"{stack.even_in:.1f} s later"
+        log(f"inboxes shared evenly among the {workers} workers: {even}")
+        if stack.even_in is not None:
+            await wait_watched(drill.database_url, list(inbox_ids.values()), 120, drill.name)
+    return stack
 
 
 async def wait_active(database_url: str, inbox_ids: list[str], within: float) -> None:
@@ -649,6 +686,8 @@ def save_logs(drill: Drill, *extra: Path) -> Path:
 
 
 def worker_problems(stack: Stack, problems: list[str], *, dead: tuple[Proc, ...] = ()) -> None:
+    if len(stack.workers) > 1 and stack.even_in is None:
+        problems.append(f"the inboxes were not shared evenly within {EVEN_WITHIN:.0f} s")
     for proc in (stack.api_proc, *stack.workers):
         if proc in dead:
             continue

@@ -105,7 +105,8 @@ async def main(messages: int, inboxes: int) -> int:
         print(
             f"  killed worker held {victim_leases}/{inboxes} leases; every inbox watched by the "
             f"survivor {takeover if takeover is None else round(takeover, 1)} s after the kill "
-            f"(lease 3 s); lease owner changes {sampler.owner_changes()}",
+            f"(lease 3 s); lease owner changes {sampler.owner_changes()}; leases per worker at "
+            f"the end {stack.split(sampler)}",
             flush=True,
         )
         print(
