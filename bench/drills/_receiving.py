@@ -411,19 +411,29 @@ async def wait_watched(sampler_url: str, inbox_ids: list[str], within: float, la
 
 async def wait_even(database_url: str, pids: list[int], total: int, within: float) -> float | None:
     """Until the ``total`` live leases are shared evenly among the processes ``pids`` (each
-    within one of total / processes); seconds, or None after ``within`` s."""
+    within one of total / processes); seconds, or None after ``within`` s (then it prints how
+    the split and the live receiver_member rows moved meanwhile)."""
     started = time.monotonic()
     low = total // len(pids)
+    history: list[tuple[float, list[int], list[int]]] = []
     connection = await asyncpg.connect(database_url, timeout=10)
     try:
         while time.monotonic() - started < within:
             owners = await connection.fetch(
                 "SELECT owner FROM inbox_watch WHERE owner IS NOT NULL AND expires_at > now()"
             )
+            members = await connection.fetch(
+                "SELECT owner FROM receiver_member WHERE expires_at > now()"
+            )
             held = [sum(1 for r in owners if f":{pid}:" in r["owner"]) for pid in pids]
+            live = [sum(1 for r in members if f":{pid}:" in r["owner"]) for pid in pids]
+            if not history or history[-1][1:] != (held, live):
+                history.append((time.monotonic() - started, held, live))
             if sum(held) == total and all(low <= n <= low + 1 for n in held):
                 return time.monotonic() - started
             await asyncio.sleep(0.2)
+        moves = ", ".join(f"{t:.1f} s: leases {h}, registered {m}" for t, h, m in history)
+        log(f"not shared evenly within {within:.0f} s: {moves}")
         return None
     finally:
         await connection.close()

@@ -38,6 +38,7 @@ from _receiving import (
     LeaseSampler,
     burst,
     check_exactly_once,
+    save_logs,
     settle,
     start_stack,
     wait_watched,
@@ -52,8 +53,15 @@ RATE = 50.0  # messages per second: the burst lasts 10 s (plus the outage)
 STOP_AT = 0.3
 DOWN = 5.0
 STORE_WITHIN = 90.0
-# What Dovecot logs when the drill stops it: its sessions killed, anvil gone.
-STOPS_OWN = ("Killed with signal", "read(anvil) failed: EOF")
+# What Dovecot logs when the drill stops it: its sessions killed, anvil gone, and a login
+# process caught by the stop (its anvil socket gone or not yet there).
+STOPS_OWN = (
+    "Killed with signal",
+    "killed with signal",
+    "read(anvil) failed: EOF",
+    "read(anvil-auth-penalty) failed: EOF",
+    "net_connect_unix(anvil-auth-penalty) failed",
+)
 
 
 async def wait_all_watched(database_url: str, inbox_ids: list[str]) -> None:
@@ -166,6 +174,8 @@ async def main(
         )
         print(f"  Dovecot's other warnings and errors: {log_summary(dovecot)}", flush=True)
     finally:
+        if problems:
+            save_logs(drill, *([dovecot.log_file] if dovecot else []))
         if dovecot is not None:
             dovecot.close()
         drill.close()

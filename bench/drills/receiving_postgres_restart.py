@@ -33,6 +33,7 @@ from _receiving import (
     burst,
     check_exactly_once,
     read_messages,
+    save_logs,
     settle,
     start_stack,
     worker_problems,
@@ -122,6 +123,8 @@ async def main(mode: str, messages: int, inboxes: int) -> int:
             flush=True,
         )
     finally:
+        if problems:
+            save_logs(drill)
         drill.close()
     return report("receiving_postgres_restart", problems)
 

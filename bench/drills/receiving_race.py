@@ -41,6 +41,7 @@ from _receiving import (
     burst,
     check_exactly_once,
     create_inboxes,
+    save_logs,
     settle,
     wait_active,
     wait_watched,
@@ -115,6 +116,8 @@ async def main(messages: int, inboxes: int, rounds: int) -> int:
         for n, r in enumerate(results, 1):
             print(f"  round {n}: {r.line()}", flush=True)
     finally:
+        if problems:
+            save_logs(drill)
         drill.close()
     return report("receiving_race", problems)
 

@@ -32,6 +32,7 @@ from _receiving import (
     WatchImap,
     burst,
     check_exactly_once,
+    save_logs,
     settle,
     start_stack,
     worker_problems,
@@ -117,6 +118,8 @@ async def main(messages: int, inboxes: int) -> int:
             flush=True,
         )
     finally:
+        if problems:
+            save_logs(drill)
         drill.close()
     return report("receiving_sigkill", problems)
 
