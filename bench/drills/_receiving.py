@@ -86,6 +86,9 @@ class WatchImap(CountingImap):
         self.watching: Counter[str] = Counter()
         self.max_watching: Counter[str] = Counter()
         self.watch_sessions: Counter[str] = Counter()  # sessions that ever opened a mailbox
+        # How long (seconds, the longest stretch) a username had two watching sessions open.
+        self.doubled_for: dict[str, float] = {}
+        self._doubled_since: dict[str, float] = {}
 
     def _opened(self, holder: dict[str, Any]) -> None:
         user = holder.get("user")
@@ -96,6 +99,8 @@ class WatchImap(CountingImap):
             self.watch_sessions[user] += 1
             self.watching[user] += 1
             self.max_watching[user] = max(self.max_watching[user], self.watching[user])
+            if self.watching[user] == 2:
+                self._doubled_since[user] = time.monotonic()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         holder: dict[str, Any] = {}
@@ -110,6 +115,9 @@ class WatchImap(CountingImap):
                     self.active[user] -= 1
                 if watched is not None:
                     self.watching[watched] -= 1
+                    if self.watching[watched] == 1:
+                        took = time.monotonic() - self._doubled_since.pop(watched)
+                        self.doubled_for[watched] = max(self.doubled_for.get(watched, 0), took)
 
 
 # --- delivering mail ---------------------------------------------------------------------------

@@ -102,7 +102,11 @@ async def main(messages: int, inboxes: int, rounds: int) -> int:
             handovers = sum(r.handovers for r in results)
 
         if doubled:
-            problems.append(f"usernames watched by two sessions at once: {doubled}")
+            longest = max(imap.doubled_for.values(), default=0.0)
+            problems.append(
+                f"{len(doubled)} usernames watched by two sessions at once, for up to "
+                f"{longest:.1f} s: {sorted(doubled)}"
+            )
         print(flush=True)
         log("receiving_race results")
         print(f"  {tally.line()}", flush=True)

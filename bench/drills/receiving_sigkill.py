@@ -99,7 +99,11 @@ async def main(messages: int, inboxes: int) -> int:
         if takeover is None:
             problems.append("the survivor never watched every inbox again")
         if doubled:
-            problems.append(f"usernames watched by two sessions at once: {doubled}")
+            longest = max(imap.doubled_for.values(), default=0.0)
+            problems.append(
+                f"{len(doubled)} usernames watched by two sessions at once, for up to "
+                f"{longest:.1f} s: {sorted(doubled)}"
+            )
         print(flush=True)
         log("receiving_sigkill results")
         print(f"  {tally.line()}", flush=True)
