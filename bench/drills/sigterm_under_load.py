@@ -210,9 +210,11 @@ async def main() -> int:
                 first.signal(signal.SIGKILL)
                 await asyncio.to_thread(first.wait, 10)
             else:
-                # uvicorn re-raises the signal after its graceful shutdown: -15 is a clean exit.
+                # uvicorn re-raises the signal after its graceful shutdown, and inboxd turns
+                # it into SystemExit(128 + 15) (inboxd.runtime.exit_on_sigterm): 143 is a
+                # clean exit (-15 was, before that).
                 log(f"serve #1 exited with {code} after {exit_after:.1f} s")
-                if code not in (0, -signal.SIGTERM):
+                if code not in (0, 128 + signal.SIGTERM, -signal.SIGTERM):
                     problems.append(f"inboxd serve #1 exited with status {code}")
             after_exit = await read_outcome(drill.database_url)
             held_by_first = [
