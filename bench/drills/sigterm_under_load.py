@@ -8,10 +8,9 @@ create and read inboxes on #1; after ``LOAD_BEFORE`` s #1 gets SIGTERM. The dril
 each subscription ended (close code), how long #1 took to exit and with what status, then starts
 ``inboxd serve`` #2 and waits for every verification to finish.
 
-Fails (exit 1) if: #1 does not exit within ``EXIT_WITHIN`` s, or exits other than 0 or 143 (SIGTERM,
-cleanly); a subscription
-ends without a close frame (1006) or with a code other than 1000/1001/1012; an acknowledged
-create is missing; any inbox does not end with exactly one connection test, PASSED, and ACTIVE;
+Fails (exit 1) if: #1 does not exit within ``EXIT_WITHIN`` s, or exits other than 0 or 143
+(SIGTERM, cleanly); a subscription ends without a close frame (1006) or with a code other than
+1000/1001/1012; an acknowledged create is missing; any inbox does not end with exactly one connection test, PASSED, and ACTIVE;
 or a username had two SMTP or IMAP sessions open at once (a job run twice concurrently).
 
     .venv/bin/python bench/drills/sigterm_under_load.py
