@@ -10,8 +10,9 @@ each subscription ended (close code), how long #1 took to exit and with what sta
 
 Fails (exit 1) if: #1 does not exit within ``EXIT_WITHIN`` s, or exits other than 0 or 143
 (SIGTERM, cleanly); a subscription ends without a close frame (1006) or with a code other than
-1000/1001/1012; an acknowledged create is missing; any inbox does not end with exactly one connection test, PASSED, and ACTIVE;
-or a username had two SMTP or IMAP sessions open at once (a job run twice concurrently).
+1000/1001/1012; an acknowledged create is missing; any inbox does not end with exactly one
+connection test, PASSED, and ACTIVE; or a username had two SMTP or IMAP sessions open at once
+(a job run twice concurrently).
 
     .venv/bin/python bench/drills/sigterm_under_load.py
 """
