@@ -88,6 +88,7 @@ class WatchImap(CountingImap):
         self.watch_sessions: Counter[str] = Counter()  # sessions that ever opened a mailbox
         # How long (seconds, the longest stretch) a username had two watching sessions open.
         self.doubled_for: dict[str, float] = {}
+        self.doubled_until: dict[str, float] = {}  # when the last such stretch ended
         self._doubled_since: dict[str, float] = {}
 
     def _opened(self, holder: dict[str, Any]) -> None:
@@ -118,6 +119,7 @@ class WatchImap(CountingImap):
                     if self.watching[watched] == 1:
                         took = time.monotonic() - self._doubled_since.pop(watched)
                         self.doubled_for[watched] = max(self.doubled_for.get(watched, 0), took)
+                        self.doubled_until[watched] = time.monotonic()
 
 
 # --- delivering mail ---------------------------------------------------------------------------
