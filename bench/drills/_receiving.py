@@ -25,6 +25,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from _common import (
 )
 
 WATCHING_STATES = ("IDLE", "POLLING")
+EVEN_WITHIN = 30.0  # seconds: two workers share the inboxes out evenly by then
 
 # Receiving settings of the drills' workers: a dead process's inboxes are taken over in
 # seconds (lease 3 s, renewed every 1 s), and a broken connection is retried within seconds.
@@ -84,6 +86,10 @@ class WatchImap(CountingImap):
         self.watching: Counter[str] = Counter()
         self.max_watching: Counter[str] = Counter()
         self.watch_sessions: Counter[str] = Counter()  # sessions that ever opened a mailbox
+        # How long (seconds, the longest stretch) a username had two watching sessions open.
+        self.doubled_for: dict[str, float] = {}
+        self.doubled_until: dict[str, float] = {}  # when the last such stretch ended
+        self._doubled_since: dict[str, float] = {}
 
     def _opened(self, holder: dict[str, Any]) -> None:
         user = holder.get("user")
@@ -94,6 +100,8 @@ class WatchImap(CountingImap):
             self.watch_sessions[user] += 1
             self.watching[user] += 1
             self.max_watching[user] = max(self.max_watching[user], self.watching[user])
+            if self.watching[user] == 2:
+                self._doubled_since[user] = time.monotonic()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         holder: dict[str, Any] = {}
@@ -108,6 +116,10 @@ class WatchImap(CountingImap):
                     self.active[user] -= 1
                 if watched is not None:
                     self.watching[watched] -= 1
+                    if self.watching[watched] == 1:
+                        took = time.monotonic() - self._doubled_since.pop(watched)
+                        self.doubled_for[watched] = max(self.doubled_for.get(watched, 0), took)
+                        self.doubled_until[watched] = time.monotonic()
 
 
 # --- delivering mail ---------------------------------------------------------------------------
@@ -310,11 +322,44 @@ class LeaseSampler:
             return Counter()
         return Counter(o for o, live, _ in before[-1].rows.values() if o and live)
 
-    def owner_changes(self) -> int:
-        """How often an inbox's live owner changed between samples (takeovers)."""
+    @staticmethod
+    def held(sample: Sample, pids: tuple[int, ...]) -> tuple[int, ...]:
+        """Live leases of each process (by pid) in ``sample``."""
+        owners = [o for o, live, _ in sample.rows.values() if o and live]
+        return tuple(sum(1 for o in owners if f":{pid}:" in o) for pid in pids)
+
+    def split_timeline(
+        self, pids: tuple[int, ...], after: float, until: float
+    ) -> list[tuple[float, tuple[int, ...]]]:
+        """(seconds after ``after``, live leases per process) at every sample in which that
+        changed, between ``after`` and ``until``."""
+        timeline: list[tuple[float, tuple[int, ...]]] = []
+        for sample in self.samples:
+            if after <= sample.at <= until:
+                split = self.held(sample, pids)
+                if not timeline or timeline[-1][1] != split:
+                    timeline.append((sample.at - after, split))
+        return timeline
+
+    def balanced_at(self, pids: tuple[int, ...], total: int, after: float) -> float | None:
+        """Seconds after ``after`` of the first sample in which all ``total`` leases were live
+        and shared evenly (each process within one of total / processes)."""
+        low = total // len(pids)
+        for sample in self.samples:
+            if sample.at >= after:
+                split = self.held(sample, pids)
+                if sum(split) == total and all(low <= n <= low + 1 for n in split):
+                    return sample.at - after
+        return None
+
+    def owner_changes(self, after: float = 0.0, until: float = float("inf")) -> int:
+        """How often an inbox's live owner changed between samples (takeovers, hand-overs),
+        in the samples between ``after`` and ``until``."""
         changes = 0
         last: dict[str, str] = {}
         for sample in self.samples:
+            if not after <= sample.at <= until:
+                continue
             for inbox_id, (owner, live, _) in sample.rows.items():
                 if owner and live:
                     if inbox_id in last and last[inbox_id] != owner:
@@ -374,12 +419,50 @@ async def wait_watched(sampler_url: str, inbox_ids: list[str], within: float, la
         await connection.close()
 
 
+async def wait_even(database_url: str, pids: list[int], total: int, within: float) -> float | None:
+    """Until the ``total`` live leases are shared evenly among the processes ``pids`` (each
+    within one of total / processes); seconds, or None after ``within`` s (then it prints how
+    the split and the live receiver_member rows moved meanwhile)."""
+    started = time.monotonic()
+    low = total // len(pids)
+    history: list[tuple[float, list[int], list[int]]] = []
+    connection = await asyncpg.connect(database_url, timeout=10)
+    try:
+        while time.monotonic() - started < within:
+            owners = await connection.fetch(
+                "SELECT owner FROM inbox_watch WHERE owner IS NOT NULL AND expires_at > now()"
+            )
+            members = await connection.fetch(
+                "SELECT owner FROM receiver_member WHERE expires_at > now()"
+            )
+            held = [sum(1 for r in owners if f":{pid}:" in r["owner"]) for pid in pids]
+            live = [sum(1 for r in members if f":{pid}:" in r["owner"]) for pid in pids]
+            if not history or history[-1][1:] != (held, live):
+                history.append((time.monotonic() - started, held, live))
+            if sum(held) == total and all(low <= n <= low + 1 for n in held):
+                return time.monotonic() - started
+            await asyncio.sleep(0.2)
+        moves = ", ".join(f"{t:.1f} s: leases {h}, registered {m}" for t, h, m in history)
+        log(f"not shared evenly within {within:.0f} s: {moves}")
+        return None
+    finally:
+        await connection.close()
+
+
 @dataclass
 class Stack:
     api_proc: Proc
     api: Api
     workers: list[Proc]
     inbox_ids: dict[str, str]  # username -> inbox id
+    even_in: float | None = None  # seconds after every inbox was watched until shared evenly
+
+    def split(self, sampler: LeaseSampler) -> str:
+        """Live leases per worker in the sampler's last sample, as ``a/b``."""
+        if not sampler.samples:
+            return "?"
+        held = LeaseSampler.held(sampler.samples[-1], tuple(w.pid for w in self.workers))
+        return "/".join(map(str, held))
 
 
 async def start_stack(
@@ -412,7 +495,15 @@ async def start_stack(
         start_workers()
     took = await wait_watched(drill.database_url, list(inbox_ids.values()), 120, drill.name)
     log(f"every inbox watched ({took:.1f} s after the creates)")
-    return Stack(api_proc, api, procs, inbox_ids)
+    stack = Stack(api_proc, api, procs, inbox_ids)
+    if workers > 1:  # the burst starts from the steady state: the inboxes shared out evenly
+        pids = [w.pid for w in procs]
+        stack.even_in = await wait_even(drill.database_url, pids, len(inbox_ids), EVEN_WITHIN)
+        even = "never" if stack.even_in is None else f"{stack.even_in:.1f} s later"
+        log(f"inboxes shared evenly among the {workers} workers: {even}")
+        if stack.even_in is not None:
+            await wait_watched(drill.database_url, list(inbox_ids.values()), 120, drill.name)
+    return stack
 
 
 async def wait_active(database_url: str, inbox_ids: list[str], within: float) -> None:
@@ -475,18 +566,24 @@ class Settled:
 
 
 async def settle(
-    drill: Drill, sent: dict[str, str], within: float, problems: list[str], late: float = 330.0
+    drill: Drill,
+    sent: dict[str, str],
+    within: float,
+    problems: list[str],
+    late: float = 330.0,
+    logs: Sequence[Path] = (),
 ) -> Settled:
     """Wait until every sent message is stored (``within`` s); if some are not, say where their
-    inboxes stand and wait up to ``late`` s more, to tell late mail (a watcher in a long
-    backoff: a problem too) from lost mail. Then 2 s more, for any duplicate to show."""
+    inboxes stand, keep the logs (the processes' and ``logs``) and wait up to ``late`` s more,
+    to tell late mail (a watcher in a long backoff: a problem too) from lost mail. Then 2 s
+    more, for any duplicate to show."""
     count, waited = await wait_stored(drill.database_url, len(sent), within)
     all_stored_at = time.monotonic()
     complete = count >= len(sent)
     if not complete:
         log(f"only {count} of {len(sent)} stored after {within:.0f} s; where they stand:")
         await diagnose(drill.database_url, sent, await read_messages(drill.database_url))
-        save_logs(drill)
+        save_logs(drill, *logs)
         later, extra = await wait_stored(drill.database_url, len(sent), late)
         problems.append(
             f"{len(sent) - count} messages not stored within {within:.0f} s of the last APPEND; "
@@ -609,6 +706,8 @@ def save_logs(drill: Drill, *extra: Path) -> Path:
 
 
 def worker_problems(stack: Stack, problems: list[str], *, dead: tuple[Proc, ...] = ()) -> None:
+    if len(stack.workers) > 1 and stack.even_in is None:
+        problems.append(f"the inboxes were not shared evenly within {EVEN_WITHIN:.0f} s")
     for proc in (stack.api_proc, *stack.workers):
         if proc in dead:
             continue

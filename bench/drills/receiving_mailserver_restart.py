@@ -1,15 +1,17 @@
 """Drill: the IMAP server restarted in the middle of a burst of 500 arrivals.
 
-The IMAP server is a private Dovecot (``_dovecot.py``: implicit TLS on a loopback port, Maildirs
-in the temp dir), because its mail and UIDVALIDITY outlive a restart as a real server's do;
-pymap's in-memory backend would forget every mailbox. Starts (all on loopback, in a temp dir):
-an EmbeddedPostgres, an ``inboxd serve`` that verifies (receiving off), two receiving
-``inboxd worker`` processes (lease 3 s), the Dovecot, and a counting SMTP server for the
-verifications. Creates ``INBOXES`` inboxes, waits until every one is watched, then APPENDs
-``MESSAGES`` messages (unique Message-IDs) at ``RATE`` per second from sessions of its own.
-A ``STOP_AT`` fraction into the burst Dovecot is stopped (SIGTERM to its master, or with
-``--mode kill`` SIGKILL to every Dovecot process at once) for ``DOWN`` seconds and started
-again on the same port; APPENDs refused meanwhile are sent again once it is back.
+The IMAP server is the test suite's private Dovecot (``tests/support/dovecot.py``: implicit TLS
+on a loopback port, Maildirs in a temp dir of its own), because its mail and UIDVALIDITY outlive
+a restart as a real server's do; pymap's in-memory backend would forget every mailbox. Starts
+(all on loopback, in a temp dir): an EmbeddedPostgres, an ``inboxd serve`` that verifies
+(receiving off), two receiving ``inboxd worker`` processes (lease 3 s), the Dovecot, and a
+counting SMTP server for the verifications. Creates ``INBOXES`` inboxes, waits until every one
+is watched, then APPENDs ``MESSAGES`` messages (unique Message-IDs) at ``RATE`` per second from
+sessions of its own. A ``STOP_AT`` fraction into the burst Dovecot is stopped (SIGTERM to its
+master and its sessions, or with ``--mode kill`` SIGKILL to every Dovecot process at once) for
+``DOWN`` seconds and started again on the same port; APPENDs refused meanwhile are sent again
+once it is back. Dovecot's defaults allow 10 sessions per username and ~100 TLS connections in
+all (a login process each): keep ``--inboxes`` at 30 or fewer.
 
 Fails (exit 1) unless every sent Message-ID is stored exactly once in its user's inbox, no
 (folder, UIDVALIDITY, UID) is stored twice, every stored message was notified exactly once,
@@ -22,25 +24,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
+import re
 import ssl
 import sys
 import time
-from pathlib import Path
+from collections import Counter
 
+import pytest
 from _common import CountingSmtp, Drill, log, mail_users, report
-from _dovecot import Dovecot, available
 from _receiving import (
     Appender,
     EventCounter,
     LeaseSampler,
     burst,
     check_exactly_once,
+    save_logs,
     settle,
     start_stack,
     wait_watched,
     worker_problems,
 )
+
+from tests.support.dovecot import SKIP_REASON, Dovecot, dovecot_binary
 
 INBOXES = 20
 MESSAGES = 500
@@ -48,6 +53,15 @@ RATE = 50.0  # messages per second: the burst lasts 10 s (plus the outage)
 STOP_AT = 0.3
 DOWN = 5.0
 STORE_WITHIN = 90.0
+# What Dovecot logs when the drill stops it: its sessions killed, anvil gone, and a login
+# process caught by the stop (its anvil socket gone or not yet there).
+STOPS_OWN = (
+    "Killed with signal",
+    "killed with signal",
+    "read(anvil) failed: EOF",
+    "read(anvil-auth-penalty) failed: EOF",
+    "net_connect_unix(anvil-auth-penalty) failed",
+)
 
 
 async def wait_all_watched(database_url: str, inbox_ids: list[str]) -> None:
@@ -58,37 +72,51 @@ async def wait_all_watched(database_url: str, inbox_ids: list[str]) -> None:
         log(str(exc))
 
 
+def log_summary(dovecot: Dovecot) -> str:
+    """Dovecot's warnings and errors by kind (a process limit reached, inotify given up: mail
+    then waits for the idle check interval), but for those of the stops themselves."""
+    text = dovecot.log_file.read_text(errors="replace") if dovecot.log_file.exists() else ""
+    kinds: Counter[str] = Counter()
+    for line in text.splitlines():
+        if any(stop in line for stop in STOPS_OWN):
+            continue
+        if re.search(r" (Warning|Error|Fatal|Panic): ", line):
+            kinds[re.sub(r"\d+", "N", line.split(": ", 1)[-1])[:120]] += 1
+    return "; ".join(f"{n}x {k}" for k, n in kinds.most_common(8)) or "none"
+
+
 async def main(
     mode: str, messages: int, inboxes: int, restarts: int, backoff: str, rate: float
 ) -> int:
-    why_not = available()
-    if why_not:
-        print(f"receiving_mailserver_restart: cannot run: {why_not}", flush=True)
+    if dovecot_binary() is None:
+        print(f"receiving_mailserver_restart: cannot run: {SKIP_REASON}", flush=True)
         return 2
     drill = await asyncio.to_thread(Drill, "receiving_mailserver_restart")
     problems: list[str] = []
     dovecot: Dovecot | None = None
     try:
         users = mail_users(inboxes, "m")
-        dovecot = Dovecot(drill.tmp / "dovecot", users)
-        bundle = drill.tmp / "ca-bundle.pem"
-        bundle.write_bytes(Path(drill.certs.ca_file).read_bytes() + dovecot.ca_pem)
-        dovecot.start()
-        log(f"dovecot on 127.0.0.1:{dovecot.port} (pid {dovecot.proc.pid if dovecot.proc else 0})")
+        try:
+            dovecot = Dovecot(users, drill.certs)
+        except pytest.skip.Exception as exc:  # not Dovecot 2.3
+            print(f"receiving_mailserver_restart: cannot run: {exc}", flush=True)
+            return 2
+        await asyncio.to_thread(dovecot.__enter__)
+        log(f"dovecot on 127.0.0.1:{dovecot.imaps_port}, files in {dovecot.folder}")
         with CountingSmtp(users, drill.certs) as smtp:
-            extra = {"INBOXD_TLS_CA_FILE": str(bundle)}
+            extra: dict[str, str] = {}
             if backoff == "default":  # the product's backoff (2 s doubling up to 300 s)
                 extra.update(
                     INBOXD_RECEIVING_BACKOFF_BASE_SECONDS="2",
                     INBOXD_RECEIVING_BACKOFF_MAX_SECONDS="300",
                 )
-            stack = await start_stack(drill, users, smtp.port, dovecot.port, **extra)
+            stack = await start_stack(drill, users, smtp.port, dovecot.imaps_port, **extra)
             events = EventCounter(drill.database_url)
             sampler = LeaseSampler(drill.database_url)
             await events.start()
             await sampler.start()
-            context = ssl.create_default_context(cadata=dovecot.ca_pem.decode())
-            appender = Appender(dovecot.port, users, context)
+            context = ssl.create_default_context(cafile=drill.certs.ca_file)
+            appender = Appender(dovecot.imaps_port, users, context)
             sent: dict[str, str] = {}
             started = time.monotonic()
             sending = asyncio.create_task(burst(appender, list(users), messages, rate, sent))
@@ -102,9 +130,7 @@ async def main(
                     await asyncio.sleep(0.02)
                 sent_before = len(sent)
                 stopping = time.monotonic()
-                await asyncio.to_thread(
-                    dovecot.stop, signal.SIGKILL if mode == "kill" else signal.SIGTERM
-                )
+                await asyncio.to_thread(dovecot.stop, crash=mode == "kill")
                 log(f"dovecot stopped ({mode}) after {sent_before} sent")
                 await asyncio.sleep(DOWN)
                 await asyncio.to_thread(dovecot.start)
@@ -115,7 +141,7 @@ async def main(
 
             await sending
             log(f"burst done: {len(sent)} sent in {burst_took[0]:.1f} s")
-            settled = await settle(drill, sent, STORE_WITHIN, problems)
+            settled = await settle(drill, sent, STORE_WITHIN, problems, logs=[dovecot.log_file])
             rows, waited, all_stored_at = settled.rows, settled.waited, settled.all_stored_at
             await sampler.stop()
             await events.stop()
@@ -142,12 +168,16 @@ async def main(
         print(
             f"  after each restart every inbox watched again in {again} s; all stored "
             f"{all_stored_at - back_at:.1f} s after the last restart ({waited:.1f} s after the "
-            f"last APPEND); lease owner changes {sampler.owner_changes()}",
+            f"last APPEND); lease owner changes {sampler.owner_changes()}; leases per worker at "
+            f"the end {stack.split(sampler)}",
             flush=True,
         )
+        print(f"  Dovecot's other warnings and errors: {log_summary(dovecot)}", flush=True)
     finally:
+        if problems:
+            save_logs(drill, *([dovecot.log_file] if dovecot else []))
         if dovecot is not None:
-            dovecot.stop()
+            dovecot.close()
         drill.close()
     return report("receiving_mailserver_restart", problems)
 

@@ -33,6 +33,7 @@ from _receiving import (
     burst,
     check_exactly_once,
     read_messages,
+    save_logs,
     settle,
     start_stack,
     worker_problems,
@@ -117,10 +118,13 @@ async def main(mode: str, messages: int, inboxes: int) -> int:
             f"{rewatched if rewatched is None else round(rewatched, 1)} s, all stored in "
             f"{all_stored_at - back_at:.1f} s ({waited:.1f} s after the last APPEND); lease owner "
             f"changes {sampler.owner_changes()}; max watching sessions per username at once "
-            f"{max(doubled.values(), default=1)}; event listener reconnects {events.outages}",
+            f"{max(doubled.values(), default=1)}; event listener reconnects {events.outages}; "
+            f"leases per worker at the end {stack.split(sampler)}",
             flush=True,
         )
     finally:
+        if problems:
+            save_logs(drill)
         drill.close()
     return report("receiving_postgres_restart", problems)
 

@@ -4,14 +4,17 @@ Starts (all on loopback, in a temp dir): an EmbeddedPostgres, an ``inboxd serve`
 (receiving off), a pymap IMAP server (TLS) that counts, per username, the sessions that opened a
 mailbox (a watcher; the delivering sessions only APPEND), and a counting SMTP server for the
 verifications. Creates ``INBOXES`` inboxes and waits until all are ACTIVE. Then, ``ROUNDS``
-times: two receiving ``inboxd worker`` processes are started back to back, race for the
-inboxes, every inbox must be watched, ``MESSAGES / ROUNDS`` messages (unique Message-IDs) are
-APPENDed round robin, and both workers get SIGTERM (their leases are given back) before the
-next pair races.
+times: two receiving ``inboxd worker`` processes are started back to back and race for the
+inboxes; once every inbox is watched ``MESSAGES / ROUNDS`` messages (unique Message-IDs) are
+APPENDed round robin while the two share the inboxes out (each should end with half: whoever
+claimed first hands the surplus over); once the split is even and has held ``STEADY`` s, both
+workers get SIGTERM (their leases are given back) before the next pair races.
 
 Fails (exit 1) unless every sent Message-ID is stored exactly once in its user's inbox, no
-(folder, UIDVALIDITY, UID) is stored twice, every stored message was notified exactly once, and
-no username ever had two watching sessions open at once (one inbox watched by two processes).
+(folder, UIDVALIDITY, UID) is stored twice, every stored message was notified exactly once, no
+username ever had two watching sessions open at once (one inbox watched by two processes, as a
+hand-over could do), the leases were split evenly within ``BALANCE_WITHIN`` s of the start and
+stayed so, and every lease was given back on SIGTERM.
 
     .venv/bin/python bench/drills/receiving_race.py
 """
@@ -25,6 +28,7 @@ import ssl
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 
 import asyncpg
 from _common import Api, CountingSmtp, Drill, Proc, log, mail_users, report
@@ -37,6 +41,7 @@ from _receiving import (
     burst,
     check_exactly_once,
     create_inboxes,
+    save_logs,
     settle,
     wait_active,
     wait_watched,
@@ -47,6 +52,8 @@ MESSAGES = 500
 ROUNDS = 3
 RATE = 50.0
 STORE_WITHIN = 90.0
+BALANCE_WITHIN = 30.0  # seconds after the start: the leases shared evenly by then
+STEADY = 3.0  # seconds the split must then hold (3 lease renewals)
 
 
 async def main(messages: int, inboxes: int, rounds: int) -> int:
@@ -72,37 +79,18 @@ async def main(messages: int, inboxes: int, rounds: int) -> int:
             context = ssl.create_default_context(cafile=drill.certs.ca_file)
             appender = Appender(imap.port, users, context)
             sent: dict[str, str] = {}
-            split: list[str] = []
-            watched_in: list[float] = []
+            results: list[Round] = []
             for round_ in range(rounds):
-                pair: list[Proc] = []
-                for n in (1, 2):
-                    pair.append(
-                        drill.start("worker", f"round{round_ + 1}-worker{n}", **RECEIVING_ENV)
-                    )
-                raced_at = time.monotonic()
-                watched_in.append(await wait_watched(drill.database_url, ids, 120, "race"))
-                held = sampler.owners_at(time.monotonic())
-                counts = [sum(c for o, c in held.items() if f":{w.pid}:" in o) for w in pair]
-                split.append("/".join(str(c) for c in counts))
-                log(f"round {round_ + 1}: every inbox watched, split {split[-1]}")
+                result = await race(drill, sampler, ids, round_ + 1)
                 part: dict[str, str] = {}
                 share = messages // rounds + (1 if round_ < messages % rounds else 0)
+                result.burst_start = time.monotonic()
                 await burst(appender, list(users), share, RATE, part)
                 sent.update(part)
+                result.burst_end = time.monotonic()
                 await settle(drill, sent, STORE_WITHIN, problems)
-                for proc in pair:
-                    if not proc.alive():
-                        problems.append(f"{proc.log_path.name} exited: {proc.log_tail()}")
-                    proc.signal(signal.SIGTERM)
-                for proc in pair:
-                    # 143: SIGTERM becomes SystemExit(128 + 15) (inboxd.runtime.exit_on_sigterm)
-                    if proc.wait(30) not in (0, 143, -signal.SIGTERM):
-                        problems.append(f"{proc.log_path.name} exit {proc.proc.poll()}")
-                kept = await held_leases(drill.database_url)
-                if kept:
-                    problems.append(f"round {round_ + 1}: {kept} leases not given back on SIGTERM")
-                log(f"round {round_ + 1} done in {time.monotonic() - raced_at:.1f} s")
+                await end_round(drill, sampler, result, len(ids), problems)
+                results.append(result)
             settled = await settle(drill, sent, STORE_WITHIN, problems)
             await sampler.stop()
             await events.stop()
@@ -110,26 +98,116 @@ async def main(messages: int, inboxes: int, rounds: int) -> int:
             await api.aclose()
             tally = check_exactly_once(sent, settled.rows, events, problems)
             doubled = {u: n for u, n in imap.max_watching.items() if n > 1}
-            reconnects = sum(
-                imap.watch_sessions[u] - verification_sessions[u] - rounds for u in users
-            )
+            sessions = sum(imap.watch_sessions[u] - verification_sessions[u] for u in users)
+            handovers = sum(r.handovers for r in results)
 
         if doubled:
-            problems.append(f"usernames watched by two sessions at once: {doubled}")
+            longest = max(imap.doubled_for.values(), default=0.0)
+            problems.append(
+                f"{len(doubled)} usernames watched by two sessions at once, for up to "
+                f"{longest:.1f} s: {sorted(doubled)}"
+            )
         print(flush=True)
         log("receiving_race results")
         print(f"  {tally.line()}", flush=True)
         print(
-            f"  {rounds} races of 2 workers for {inboxes} inboxes: leases split {split}; every "
-            f"inbox watched {', '.join(f'{t:.1f}' for t in watched_in)} s after the start; max "
-            f"watching sessions per username at once {max(imap.max_watching.values(), default=0)};"
-            f" watching sessions beyond one per inbox and round {reconnects}; lease owner "
-            f"changes within a round {owner_changes_within(sampler, rounds)}",
+            f"  {rounds} races of 2 workers for {inboxes} inboxes; max watching sessions per "
+            f"username at once {max(imap.max_watching.values(), default=0)}; watching sessions "
+            f"opened {sessions} (one per inbox and round: {rounds * len(ids)}, hand-overs "
+            f"{handovers}: a watcher handed over before it opened the mailbox opens none)",
             flush=True,
         )
+        for n, r in enumerate(results, 1):
+            print(f"  round {n}: {r.line()}", flush=True)
     finally:
+        if problems:
+            save_logs(drill)
         drill.close()
     return report("receiving_race", problems)
+
+
+@dataclass
+class Round:
+    number: int
+    procs: list[Proc]
+    started: float
+    watched_in: float  # seconds after the start until every inbox was watched
+    burst_start: float = 0.0
+    burst_end: float = 0.0
+    balanced_in: float | None = None  # ... until the leases were shared evenly
+    timeline: list[tuple[float, tuple[int, ...]]] = field(default_factory=list)
+    handovers: int = 0
+    changes_after_balance: int = 0
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        return tuple(p.pid for p in self.procs)
+
+    def line(self) -> str:
+        split = ", ".join(f"{'/'.join(map(str, h))} at {t:.1f} s" for t, h in self.timeline)
+        if self.balanced_in is None:
+            balanced = "never even"
+        else:
+            at = self.started + self.balanced_in
+            when = (
+                "before" if at < self.burst_start else "during" if at <= self.burst_end else "after"
+            )
+            balanced = f"even {self.balanced_in:.1f} s after the start ({when} the burst)"
+        return (
+            f"every inbox watched {self.watched_in:.1f} s after the start; leases split "
+            f"{split}; {balanced}; hand-overs {self.handovers}; owner changes once even "
+            f"{self.changes_after_balance}"
+        )
+
+
+async def race(drill: Drill, sampler: LeaseSampler, ids: list[str], number: int) -> Round:
+    """Two workers started back to back; returns once every inbox is watched."""
+    procs = [drill.start("worker", f"round{number}-worker{n}", **RECEIVING_ENV) for n in (1, 2)]
+    started = time.monotonic()
+    watched_in = await wait_watched(drill.database_url, ids, 120, "race")
+    result = Round(number, procs, started, watched_in)
+    await asyncio.sleep(sampler.every * 2)  # a sample after the wait
+    held = LeaseSampler.held(sampler.samples[-1], result.pids)
+    log(f"round {number}: every inbox watched, split {held[0]}/{held[1]}")
+    return result
+
+
+async def end_round(
+    drill: Drill, sampler: LeaseSampler, result: Round, total: int, problems: list[str]
+) -> None:
+    """Wait for an even split (up to ``BALANCE_WITHIN`` s after the start), read the round's
+    split history, then SIGTERM both workers: every lease must be given back."""
+    label = f"round {result.number}"
+    deadline = result.started + BALANCE_WITHIN
+    while time.monotonic() < deadline:
+        if sampler.balanced_at(result.pids, total, result.started) is not None:
+            break
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(STEADY)  # a split that moves again would show here
+    now = time.monotonic()
+    result.balanced_in = sampler.balanced_at(result.pids, total, result.started)
+    result.timeline = sampler.split_timeline(result.pids, result.started, now)
+    result.handovers = sampler.owner_changes(result.started, now)
+    if result.balanced_in is None:
+        problems.append(f"{label}: leases never shared evenly: {result.timeline}")
+    else:
+        even_at = result.started + result.balanced_in
+        result.changes_after_balance = sampler.owner_changes(even_at, now)
+        final = result.timeline[-1][1]
+        if result.changes_after_balance or max(final) - min(final) > 1:
+            problems.append(f"{label}: the split moved once even: {result.timeline}")
+    for proc in result.procs:
+        if not proc.alive():
+            problems.append(f"{proc.log_path.name} exited: {proc.log_tail()}")
+        proc.signal(signal.SIGTERM)
+    for proc in result.procs:
+        # 143: SIGTERM becomes SystemExit(128 + 15) (inboxd.runtime.exit_on_sigterm)
+        if proc.wait(30) not in (0, 143, -signal.SIGTERM):
+            problems.append(f"{proc.log_path.name} exit {proc.proc.poll()}")
+    kept = await held_leases(drill.database_url)
+    if kept:
+        problems.append(f"{label}: {kept} leases not given back on SIGTERM")
+    log(f"{label} done in {time.monotonic() - result.started:.1f} s")
 
 
 async def held_leases(database_url: str) -> int:
@@ -140,12 +218,6 @@ async def held_leases(database_url: str) -> int:
         )
     finally:
         await connection.close()
-
-
-def owner_changes_within(sampler: LeaseSampler, rounds: int) -> int:
-    """Owner changes that are not the hand-over from one round's pair to the next: at most
-    one per inbox per later round is expected."""
-    return max(0, sampler.owner_changes() - len(sampler.samples[-1].rows) * (rounds - 1))
 
 
 if __name__ == "__main__":

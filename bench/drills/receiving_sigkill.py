@@ -8,6 +8,13 @@ Starts (all on loopback, in a temp dir): an EmbeddedPostgres, an ``inboxd serve`
 round robin. A ``KILL_AT`` fraction into the burst, the worker holding the most leases gets
 SIGKILL; the other must take its inboxes over once their leases lapse.
 
+With ``--stall S`` the worker is paused instead (SIGSTOP, S seconds, SIGCONT), as a process
+stalls under CPU starvation, a long GC pause or a paused VM: its leases lapse while it still
+holds its IMAP sessions; the other takes its inboxes over, and once it resumes the two must
+share the inboxes evenly again. Two sessions at once for its users are expected while it is
+paused (nothing can close them); it fails when they stay open ``RESUME_CLOSE_WITHIN`` s after
+it resumed.
+
 Fails (exit 1) unless every sent Message-ID is stored exactly once in its user's inbox, no
 (folder, UIDVALIDITY, UID) is stored twice, every stored message was notified exactly once,
 the survivor watches every inbox again, and no username was watched by two sessions at once.
@@ -32,8 +39,10 @@ from _receiving import (
     WatchImap,
     burst,
     check_exactly_once,
+    save_logs,
     settle,
     start_stack,
+    wait_even,
     worker_problems,
 )
 
@@ -41,10 +50,12 @@ INBOXES = 20
 MESSAGES = 500
 RATE = 50.0  # messages per second: the burst lasts 10 s
 KILL_AT = 0.4
+RESUME_CLOSE_WITHIN = 3.0  # seconds: a resumed worker closes the sessions it lost by then
+EVEN_AGAIN_WITHIN = 30.0  # seconds: ... and has its share of the inboxes back
 STORE_WITHIN = 90.0
 
 
-async def main(messages: int, inboxes: int) -> int:
+async def main(messages: int, inboxes: int, stall: float) -> int:
     drill = await asyncio.to_thread(Drill, "receiving_sigkill")
     problems: list[str] = []
     try:
@@ -72,50 +83,90 @@ async def main(messages: int, inboxes: int) -> int:
                 stack.workers, key=lambda w: sum(n for o, n in held.items() if f":{w.pid}:" in o)
             )
             victim_leases = sum(n for o, n in held.items() if f":{victim.pid}:" in o)
-            victim.signal(signal.SIGKILL)
-            victim.wait(10)
-            killed_at = time.monotonic()
+            what = f"paused for {stall:.0f} s" if stall else "SIGKILLed"
             log(
-                f"SIGKILLed {victim.log_path.stem} (pid {victim.pid}) holding {victim_leases} "
+                f"{what}: {victim.log_path.stem} (pid {victim.pid}) holding {victim_leases} "
                 f"of {inboxes} leases, after {len(sent)} of {messages} messages"
             )
+            victim.signal(signal.SIGSTOP if stall else signal.SIGKILL)
+            killed_at = time.monotonic()
+            if stall:
+                await asyncio.sleep(stall)
+                victim.signal(signal.SIGCONT)
+                resumed_at = time.monotonic()
+            else:
+                victim.wait(10)
 
             await sending
             sent_at = time.monotonic()
             log(f"burst done: {len(sent)} sent in {sent_at - started:.1f} s")
             settled = await settle(drill, sent, STORE_WITHIN, problems)
             rows, waited, all_stored_at = settled.rows, settled.waited, settled.all_stored_at
+            if stall:  # the resumed worker gets its share back (the sampler is still going)
+                pids_now = [w.pid for w in stack.workers]
+                total = len(stack.inbox_ids)
+                await wait_even(drill.database_url, pids_now, total, EVEN_AGAIN_WITHIN)
+                await asyncio.sleep(2 * sampler.every)
             await sampler.stop()
             await events.stop()
             await appender.close()
             await stack.api.aclose()
             ids = list(stack.inbox_ids.values())
             takeover = sampler.all_watched_at(ids, killed_at, not_pids=(victim.pid,))
-            worker_problems(stack, problems, dead=(victim,))
+            even_again = None
+            if stall:
+                pids = tuple(w.pid for w in stack.workers)
+                even_again = sampler.balanced_at(pids, len(ids), resumed_at)
+                if even_again is None:
+                    problems.append("the inboxes were not shared evenly again after the pause")
+            worker_problems(stack, problems, dead=() if stall else (victim,))
             tally = check_exactly_once(sent, rows, events, problems)
             doubled = {u: n for u, n in imap.max_watching.items() if n > 1}
 
         if takeover is None:
-            problems.append("the survivor never watched every inbox again")
-        if doubled:
-            problems.append(f"usernames watched by two sessions at once: {doubled}")
+            problems.append("the other worker never watched every inbox")
+        # A paused process cannot close its sessions: two at once is expected until it resumes,
+        # and then it must close them within a lease renewal (1 s) or two.
+        stale_for = max(imap.doubled_until.values(), default=0.0) - resumed_at if stall else 0.0
+        if stall and stale_for > RESUME_CLOSE_WITHIN:
+            problems.append(
+                f"the paused worker's sessions stayed open {stale_for:.1f} s after it resumed"
+            )
+        if doubled and not stall:
+            longest = max(imap.doubled_for.values(), default=0.0)
+            problems.append(
+                f"{len(doubled)} usernames watched by two sessions at once, for up to "
+                f"{longest:.1f} s: {sorted(doubled)}"
+            )
         print(flush=True)
         log("receiving_sigkill results")
         print(f"  {tally.line()}", flush=True)
         print(
-            f"  killed worker held {victim_leases}/{inboxes} leases; every inbox watched by the "
-            f"survivor {takeover if takeover is None else round(takeover, 1)} s after the kill "
-            f"(lease 3 s); lease owner changes {sampler.owner_changes()}",
+            f"  {what} worker held {victim_leases}/{inboxes} leases; every inbox watched by the "
+            f"other {takeover if takeover is None else round(takeover, 1)} s after the signal "
+            f"(lease 3 s); lease owner changes {sampler.owner_changes()}; leases per worker at "
+            f"the end {stack.split(sampler)}",
             flush=True,
         )
         print(
-            f"  all stored {all_stored_at - killed_at:.1f} s after the kill, {waited:.1f} s after "
-            f"the last APPEND; APPEND retries {appender.retries}; watching sessions "
+            f"  all stored {all_stored_at - killed_at:.1f} s after the signal, {waited:.1f} s "
+            f"after the last APPEND; APPEND retries {appender.retries}; watching sessions "
             f"{sum(imap.watch_sessions.values())}, max per username at once "
             f"{max(imap.max_watching.values(), default=0)}",
             flush=True,
         )
+        if stall:
+            again = "never" if even_again is None else f"{even_again:.1f} s"
+            longest = max(imap.doubled_for.values(), default=0.0)
+            print(
+                f"  after the pause: leases even again in {again}; usernames watched by two "
+                f"sessions at once {len(doubled)}, for up to {longest:.1f} s, the last until "
+                f"{stale_for:.1f} s after the resume",
+                flush=True,
+            )
     finally:
+        if problems:
+            save_logs(drill)
         drill.close()
     return report("receiving_sigkill", problems)
 
@@ -124,5 +175,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=MESSAGES)
     parser.add_argument("--inboxes", type=int, default=INBOXES)
+    parser.add_argument(
+        "--stall", type=float, default=0.0, help="pause the worker this long instead of a kill"
+    )
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.messages, args.inboxes)))
+    sys.exit(asyncio.run(main(args.messages, args.inboxes, args.stall)))

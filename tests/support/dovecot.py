@@ -177,12 +177,19 @@ class Dovecot:
             self.stop()
             raise
 
-    def stop(self) -> None:
+    def stop(self, *, crash: bool = False) -> None:
         """Stop the server and every process of it (open sessions are cut, as in a real
-        restart); the maildirs stay."""
+        restart); the maildirs stay. ``crash``: SIGKILL to every process at once instead, as
+        when the server dies (the failure drills in bench/drills use both)."""
         process, self._process = self._process, None
         if process is None:
             return
+        if crash:
+            process.kill()
+            for child in processes_of(self.instance, str(self.config_file)):
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
+            process.wait(10)
         if process.poll() is None:
             # What `doveadm stop` sends the master; its sessions get it at once too (the
             # master would wait ~10 s for an imap process in IDLE to give up).
