@@ -77,21 +77,20 @@ def test_the_console_assets_fit_the_budget():
 
 
 def test_the_form_has_every_field_of_create_email_inbox():
-    """Each input path of CreateEmailInboxInput (with its server and receiving inputs) is a
+    """Each input path of CreateEmailInboxInput (with its nested inputs' fields) is a
     field of the console's form, so an inbox made there can use all of inboxd."""
     sdl = (CONSOLE_DIR.parents[2] / "schema.graphql").read_text()
 
-    def fields(name: str) -> list[str]:
+    def fields(name: str) -> list[tuple[str, str]]:
         body = re.search(r"input %s \{(.*?)\n\}" % name, sdl, re.S)
         assert body, name
-        return re.findall(r"^  ([a-z]\w*): ", body.group(1), re.M)
+        return re.findall(r"^  ([a-z]\w*): \[?(\w+)", body.group(1), re.M)
 
+    inputs = set(re.findall(r"^input (\w+) \{", sdl, re.M))
     wanted = []
-    for field in fields("CreateEmailInboxInput"):
-        if field in ("smtp", "imap"):
-            wanted += [f"{field}.{sub}" for sub in fields("ServerInput")]
-        elif field == "receiving":
-            wanted += [f"receiving.{sub}" for sub in fields("ReceivingInput")]
+    for field, kind in fields("CreateEmailInboxInput"):
+        if kind in inputs:  # a nested input (smtp, imap, receiving, sending): each of its fields
+            wanted += [f"{field}.{sub}" for sub, _ in fields(kind)]
         else:
             wanted.append(field)
     form = (CONSOLE_DIR / "fields.js").read_text()

@@ -43,6 +43,13 @@ export const GROUPS = [
       ["replyTo", "Reply-to", "email"],
       ["signature", "Signature (HTML)", "textarea"],
       ["dkimSelectors", "DKIM selectors", "list", null, "Comma-separated."],
+      ["timeZone", "Time zone of the daily limit", "text", null, "IANA name, e.g. Europe/Berlin; empty: UTC."],
+      [
+        "sending.copyToSentFolder",
+        "Copy sent mail to the Sent folder",
+        "yesno",
+        [["", "As the provider does"], ["true", "Always"], ["false", "Never"]],
+      ],
     ],
   },
   {
@@ -65,6 +72,7 @@ export const FIELDS = GROUPS.flatMap((group) => group.fields);
 export function valueOf(control, type) {
   if (type === "checkbox") return control.checked;
   const raw = control.value.trim();
+  if (type === "yesno") return raw === "" ? null : raw === "true";
   if (raw === "") return undefined;
   if (type === "number") return Number(raw);
   if (type === "list") return raw.split(",").map((s) => s.trim()).filter(Boolean);
@@ -73,6 +81,7 @@ export function valueOf(control, type) {
 
 export function show(control, type, value) {
   if (type === "checkbox") control.checked = Boolean(value);
+  else if (type === "yesno") control.value = value == null ? "" : String(value);
   else if (type === "list") control.value = (value || []).join(", ");
   else control.value = value ?? "";
 }

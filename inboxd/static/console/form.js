@@ -9,8 +9,8 @@ import { verification } from "./verify.js";
 const SERVER = "host port security username hasPassword tlsCertificateSha256";
 const INBOX = `id version name email displayName description senderInfo department active
   provider status smtp { ${SERVER} } imap { ${SERVER} } dailySendLimit sendingEnabled signature
-  tags replyTo deleteMessagePolicy notifyOnNewMessages notificationEmail dkimSelectors
-  receiving { enabled folders backfillDays }`;
+  tags replyTo deleteMessagePolicy notifyOnNewMessages notificationEmail dkimSelectors timeZone
+  receiving { enabled folders backfillDays } sending { copyToSentFolder }`;
 const READ = `query Inbox($id: ID!) { emailInbox(id: $id) { ${INBOX} } }`;
 const DISCOVER = `query Discover($email: String!) { discoverMailSettings(email: $email) {
   provider errors smtp { host port security source confidence }
@@ -34,7 +34,7 @@ const DEFAULTS = { active: true, sendingEnabled: true, "receiving.enabled": true
 
 function control([path, , type, options]) {
   const attrs = { id: domId(path), name: path };
-  if (type === "select") {
+  if (type === "select" || type === "yesno") {
     return h("select", attrs, options.map(([value, text]) => h("option", { value }, text)));
   }
   if (type === "textarea") return h("textarea", { ...attrs, rows: 3 });
@@ -61,7 +61,8 @@ export async function inboxForm(id) {
     const input = control(spec);
     const ids = `${domId(path)}-help ${domId(path)}-source ${domId(path)}-error`;
     input.setAttribute("aria-describedby", ids);
-    input.addEventListener(type === "checkbox" || type === "select" ? "change" : "input", () => {
+    const picked = type === "checkbox" || type === "select" || type === "yesno";
+    input.addEventListener(picked ? "change" : "input", () => {
       dirty.add(path);
       discovered.delete(path);
       replace(slot(path, "source"));
@@ -112,6 +113,8 @@ export async function inboxForm(id) {
       for (const key of ["host", "port", "security"]) {
         const path = `${side}.${key}`;
         if (dirty.has(path) && !discovered.has(path)) continue; // typed by hand: kept
+        // Being typed into right now (the answer came late): the person's text wins.
+        if (document.activeElement === controls.get(path).input) continue;
         show(controls.get(path).input, "text", suggestion[key]);
         dirty.add(path);
         discovered.add(path);
