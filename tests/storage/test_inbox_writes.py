@@ -131,6 +131,18 @@ async def test_deleting_an_inbox_that_is_not_there_names_it(stack):  # noqa: F81
     assert (await stored_inbox(stack.db, elsewhere)).id == elsewhere
 
 
+async def test_updating_an_inbox_that_is_not_there_names_it(stack):  # noqa: F811
+    tenant = await stack.tenant()
+    elsewhere = await new_inbox(await stack.tenant())
+    for missing in (uuid.uuid4(), elsewhere):
+        refused = (
+            await tenant.client(UPDATE, {"id": str(missing), "input": {"name": "Renamed"}})
+        ).data["updateEmailInbox"]
+        assert (refused["__typename"], refused["id"]) == ("NotFound", str(missing))
+        assert refused["message"] == f"No email inbox with id {missing} in this workspace."
+    assert (await stored_inbox(stack.db, elsewhere)).name != "Renamed"
+
+
 async def test_rotation_takes_one_batch_at_a_time(stack):  # noqa: F811
     tenant = await stack.tenant()
     for _ in range(3):
