@@ -19,7 +19,7 @@ import pytest
 from storage import inbox_passwords, inboxes, jobs
 from storage.errors import VersionConflictError
 from storage.secrets import KeyRing
-from tests.schema.fragments import DELETE, UPDATE
+from tests.schema.fragments import CREATE, DELETE, UPDATE, minimal_input
 from tests.storage.test_job_queue import finish_open_test, new_inbox
 from tests.storage.test_job_runs import stack  # noqa: F401  (fixture)
 from tests.support.rows import stored_inbox, stored_tests
@@ -141,6 +141,22 @@ async def test_updating_an_inbox_that_is_not_there_names_it(stack):  # noqa: F81
         assert (refused["__typename"], refused["id"]) == ("NotFound", str(missing))
         assert refused["message"] == f"No email inbox with id {missing} in this workspace."
     assert (await stored_inbox(stack.db, elsewhere)).name != "Renamed"
+
+
+async def test_the_plan_limit_holds_with_login_spacing(stack):  # noqa: F811
+    # With spacing, the count is the statement that also finds the accounts' latest login.
+    state = stack.stack.state
+    tenant = await stack.tenant(max_inboxes=1)
+    state.verification_spacing = timedelta(seconds=30)
+    try:
+        await new_inbox(tenant)
+        email = f"over-{secrets.token_hex(5)}@example.com"
+        refused = (await tenant.client(CREATE, {"input": minimal_input(email)})).data
+    finally:
+        state.verification_spacing = timedelta(0)
+    payload = refused["createEmailInbox"]
+    assert payload["__typename"] == "InboxLimitReached", payload
+    assert (payload["currentUsage"], payload["maxInboxes"]) == (1, 1)
 
 
 async def test_rotation_takes_one_batch_at_a_time(stack):  # noqa: F811
