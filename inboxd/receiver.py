@@ -340,7 +340,9 @@ class Receiver:
                 **dataclasses.asdict(parsed),
             )
             async with self.state.db.connection(background=True) as connection:
-                await messages.store_message(connection, row.id, self.owner, new)
+                await messages.store_message(
+                    connection, row.id, self.owner, new, time_zone=row.time_zone
+                )
         await sync_flags(self.state.db, session, row.id, self.owner, folder, mailbox, known)
         return mailbox
 

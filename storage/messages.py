@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -137,7 +138,13 @@ DELETE_ON_RECEIVE = message_actions.queue_sql(
 
 # notifyOnNewMessages: the notice of a new message, queued with it (storage.notices).
 NOTICE = notices.notice_sql(
-    held="held", stored="stored", subject="$10::text", sender="$11::jsonb", sent_at="$15"
+    held="held",
+    stored="stored",
+    subject="$10::text",
+    sender="$11::jsonb",
+    sent_at="$15",
+    day="$25::date",
+    received_at="$26::text",
 )
 
 STORE_SQL = f"""
@@ -187,10 +194,15 @@ class LeaseLost(Exception):
 
 
 async def store_message(
-    connection: Connection, inbox_id: uuid.UUID, owner: str, message: NewMessage
+    connection: Connection,
+    inbox_id: uuid.UUID,
+    owner: str,
+    message: NewMessage,
+    time_zone: str | None = None,
 ) -> uuid.UUID | None:
-    """Store ``message`` and advance its folder; the new message's id, or None when it was
-    already stored. Raises LeaseLost when ``owner`` no longer watches the inbox."""
+    """Store ``message`` and advance its folder (``time_zone``: the inbox's, its notice's day);
+    the new id, or None when already stored. LeaseLost when ``owner`` lost the lease."""
+    now = datetime.now(ZoneInfo(time_zone or "UTC"))
     record = await connection.fetchrow(
         STORE_SQL,
         inbox_id,
@@ -217,6 +229,8 @@ async def store_message(
         message.flagged,
         message.attachment_contents,
         parent_ids(message),
+        now.date(),
+        now.strftime("%Y-%m-%d %H:%M"),
     )
     assert record is not None  # a SELECT of aggregates: always one row
     if not record["advanced"]:

@@ -35,18 +35,23 @@ _MESSAGE_ID = (
 )
 
 
-def notice_sql(*, held: str, stored: str, subject: str, sender: str, sent_at: str) -> str:
+def notice_sql(
+    *, held: str, stored: str, subject: str, sender: str, sent_at: str, day: str, received_at: str
+) -> str:
     """CTEs (``notice_wanted``, ``notice_counted``, ``noticed``) queueing the notice of the
     message ``stored`` (columns id, inbox_id) of the inbox ``held`` (its email_inbox columns);
     ``subject``, ``sender`` (jsonb {name, address}) and ``sent_at`` are the message's, as SQL
-    expressions."""
+    expressions; ``day`` (date) and ``received_at`` (text) are now in the inbox's time zone,
+    computed by the caller with zoneinfo: Postgres's own zone data may be older (an embedded
+    Postgres did not know America/Coyhaique), and an unknown zone would fail the statement
+    that stores the message."""
     zone = "coalesce(w.time_zone, 'UTC')"
     one_line = f"regexp_replace(coalesce({subject}, ''), '[[:cntrl:]]+', ' ', 'g')"
     shown_subject = f"coalesce(nullif(left(trim({one_line}), {MAX_SUBJECT}), ''), '(no subject)')"
     address = f"(({sender})::jsonb ->> 'address')"
     name = f"nullif(trim(({sender})::jsonb ->> 'name'), '')"
     shown_sender = f"coalesce({name} || ' <' || {address} || '>', {address}, '(unknown)')"
-    received = f"to_char(now() AT TIME ZONE {zone}, 'YYYY-MM-DD HH24:MI') || ' ' || {zone}"
+    received = f"{received_at} || ' ' || {zone}"
     text = (
         f"'A new message arrived in ' || w.email || '.' || chr(10) || chr(10) || "
         f"'From: ' || {shown_sender} || chr(10) || "
@@ -58,7 +63,7 @@ def notice_sql(*, held: str, stored: str, subject: str, sender: str, sent_at: st
     {WANTED} AS (
         SELECT h.id AS inbox_id, h.workspace_id, h.email, h.notification_email, h.time_zone,
                h.daily_send_limit, s.id AS message_id,
-               (now() AT TIME ZONE coalesce(h.time_zone, 'UTC'))::date AS day
+               {day} AS day
           FROM {held} h, {stored} s
          WHERE h.notify_on_new_messages AND h.notification_email IS NOT NULL
            AND h.sending_enabled AND h.active
