@@ -60,6 +60,9 @@ class DatabaseUnreachable(ConnectionError):
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # asyncpg's protocol left mid-operation by a backend terminated under it ("cannot switch to
+    # state 11; another operation is in progress"): that connection is gone, not the request.
+    asyncpg.InternalClientError,
     # Server shutting down or starting, statement timeout (57xxx).
     asyncpg.exceptions.OperatorInterventionError,
     ConnectionError,
