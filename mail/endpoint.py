@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 from mail.network import NetworkPolicy
@@ -17,6 +18,18 @@ class SecretLike(Protocol):
     def reveal(self) -> str: ...
 
 
+class Login(StrEnum):
+    """How a session authenticates.
+
+    PASSWORD: LOGIN / AUTH PLAIN / AUTH LOGIN / CRAM-MD5 with ``Endpoint.password``.
+    OAUTH2: SASL XOAUTH2 (OAUTHBEARER where the server offers only that), with the access
+    token in ``Endpoint.password``; whoever builds the endpoint hands a token that is fresh.
+    """
+
+    PASSWORD = "PASSWORD"
+    OAUTH2 = "OAUTH2"
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     host: str
@@ -24,8 +37,10 @@ class Endpoint:
     security: Security
     username: str
     # repr=False: an Endpoint in a log line or traceback must not show even a secret's repr.
+    # With ``login=Login.OAUTH2`` this is the access token, not a password.
     password: SecretLike = dataclasses.field(repr=False)
     tls_certificate_sha256: str | None = None
+    login: Login = Login.PASSWORD
 
     def __post_init__(self) -> None:
         # Callers holding the raw "STARTTLS" string get the enum: probes compare by identity.
