@@ -28,6 +28,12 @@ class ProbeCode(StrEnum):
     PROTOCOL_ERROR = "PROTOCOL_ERROR"
     # The stored password cannot be decrypted (its key left the key ring, or the row is damaged).
     SECRET_UNREADABLE = "SECRET_UNREADABLE"
+    # OAuth inboxes. TOKEN_REJECTED: the mail server refused the access token (XOAUTH2 /
+    # OAUTHBEARER); the caller refreshes it once and retries, never in a loop.
+    # REAUTH_REQUIRED: the provider refused the refresh token (consent revoked or expired), or
+    # an externally managed token expired: the user must connect the account again.
+    TOKEN_REJECTED = "TOKEN_REJECTED"
+    REAUTH_REQUIRED = "REAUTH_REQUIRED"
     UNEXPECTED = "UNEXPECTED"
 
 
