@@ -108,7 +108,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from inboxd.worker import run_worker_forever
 
     resolved = _prepare(settings)
-    asyncio.run(run_worker_forever(settings, resolved))
+    try:
+        asyncio.run(run_worker_forever(settings, resolved))
+    finally:
+        stop_embedded_postgres(resolved)
     return 0
 
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import signal
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -341,12 +342,19 @@ class Background:
                 await self.receiver.start()
 
     async def stop(self) -> None:
+        """Stop the receiver, the worker and the outbox side by side (each gets the whole
+        grace, not a share of it), then the hub they publish through."""
+        grace = self.settings.shutdown_grace_seconds
+        stopping = []
         if self.receiver is not None:
-            await self.receiver.stop()
+            stopping.append(self.receiver.stop())
         if self.worker is not None:
-            await self.worker.stop(self.settings.shutdown_grace_seconds)
+            stopping.append(self.worker.stop(grace))
         if self.outbox is not None:
-            await self.outbox.stop(self.settings.shutdown_grace_seconds)
+            stopping.append(self.outbox.stop(grace))
+        for outcome in await asyncio.gather(*stopping, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                log.error("stopping failed", error=type(outcome).__name__)
         if self.state.hub is not None:
             await self.state.hub.stop()
 
@@ -360,11 +368,44 @@ async def run_worker_forever(settings: Settings, resolved: Resolved) -> None:
     background = Background(settings, state, run_worker=True)
     exposition = Exposition(settings)  # metrics on INBOXD_METRICS_PORT, if on
     await exposition.start(state.db, state.hub)
+    stop = _stop_on_signals()
     await background.start()
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
+        log.info("stopping")
     finally:
-        await background.stop()
-        await exposition.stop()
+        # Bounded: the grace for running work plus time to release it. A stop that outlasts
+        # it is logged with what it waited on, and the process exits anyway.
+        try:
+            async with asyncio.timeout(settings.shutdown_grace_seconds + 10):
+                await background.stop()
+                await exposition.stop()
+                await state.db.dispose()
+        except TimeoutError:
+            _log_pending_tasks()
         stop_tracing(settings)
-        await state.db.dispose()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """SIGTERM and SIGINT set the returned event, handled by the loop between callbacks.
+
+    ``exit_on_sigterm``'s SystemExit is raised wherever the main thread stands: inside an
+    asyncpg protocol callback it leaves a connection half-read that the orderly stop then
+    waits on forever. A second signal while stopping exits at once."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            raise SystemExit(128 + signum)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    return stop
+
+
+def _log_pending_tasks() -> None:
+    current = asyncio.current_task()
+    pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    log.error("stop timed out", pending=[t.get_name() for t in pending][:50])

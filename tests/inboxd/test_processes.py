@@ -343,6 +343,11 @@ async def test_killed_worker_job_is_finished_by_another(
                     stderr=subprocess.DEVNULL,
                 )
                 row = await wait_until(lambda: finished(test_row), "the job was finished")
+                # SIGTERM sets the worker's stop event between callbacks: it stops its receiver,
+                # worker and outbox in order and exits 0 (not 143 from a SystemExit raised
+                # wherever the signal landed, such as inside an asyncpg callback).
+                second.send_signal(signal.SIGTERM)
+                assert await asyncio.to_thread(second.wait, 60) == 0
             finally:
                 for process in (first, second):
                     if process is not None and process.poll() is None:
