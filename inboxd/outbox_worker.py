@@ -7,8 +7,16 @@ Sent folder (unless the provider files sent mail itself, or the inbox's
 ``sending.copyToSentFolder`` says otherwise). A message found SENDING under an expired lease
 (its worker died, perhaps after the server accepted it) is first looked for in the Sent
 folder by its Message-ID: found, it is SENT without sending it again; when the folder
-cannot be read, it is retried later. A 5xx is FAILED with the code, reply and a hint; a 4xx,
-a timeout or a lost connection is retried with jittered backoff up to ``max_attempts``.
+cannot be read, it is retried later.
+
+No duplicate when a worker dies mid-send: a write-ahead mark (``data_started_at``) is
+committed before SMTP DATA begins. A message without it was never handed over and is sent
+again; one with it (the worker died, or the connection dropped before the server's reply)
+may be on the server already: it is SENT if found in the Sent folder, otherwise FAILED with
+a reply that says so (RFC 1047's window: inboxd chooses no duplicate over a possible resend).
+
+A 5xx is FAILED with the code, reply and a hint; a 4xx, a timeout or a lost connection
+before DATA is retried with jittered backoff up to ``max_attempts``.
 
 Between claims the worker sleeps until the earliest message comes due (sendAt, a retry, an
 expired lease), woken early by NOTIFY when a message is queued or rescheduled.
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import random
 import socket
@@ -46,6 +55,12 @@ from storage.secrets import DecryptionError
 log = structlog.get_logger("inboxd.outbox")
 
 DUE_SLACK = 0.005
+UNKNOWN_REPLY = (
+    "The connection ended after the message was handed to the server and before it answered, "
+    "so the server may have accepted it; it is not in the Sent folder. inboxd does not send it "
+    "again, to avoid a duplicate."
+)
+UNKNOWN_HINT = "Ask a recipient whether it arrived; if it did not, send it again."
 MIN_SLEEP = 0.05
 
 
@@ -235,6 +250,9 @@ class OutboxWorker:
         if isinstance(prepared, SendResult):
             await self._record(row.id, prepared)
             return
+        if row.data_started_at is not None:
+            await self._settle_unknown(row, prepared)
+            return
         if claimed.recovering:
             found = await find_in_sent(prepared.imap, self.config.imap, row.message_id)
             if found is None:
@@ -255,15 +273,34 @@ class OutboxWorker:
                 await self._record(row.id, SendResult("SENT", None, reply))
                 return
         self.transmitting.add(row.id)
+
+        async def mark() -> bool:
+            try:
+                async with self.state.db.connection(background=True) as connection:
+                    return await outbox_runs.mark_data_started(connection, row.id, self.worker_id)
+            except UNAVAILABLE_ERRORS:
+                return False
+
         outcome = await send_message(
             prepared.smtp,
             self.config.smtp,
             envelope_from=prepared.inbox.email,
             recipients=prepared.recipients,
             data=prepared.data,
+            before_data=mark,
         )
         if outcome.accepted:
             await self._sent(row, prepared, outcome.code, outcome.reply, outcome.refused)
+        elif outcome.unknown:
+            # The server may have it: the next attempt only looks for it (_settle_unknown),
+            # after the backoff, which gives a provider that files sent mail itself time to.
+            result = _retry_or_fail(row, self.config, None, outcome.reply, None)
+            await self._record(row.id, dataclasses.replace(result, keep_data_mark=True))
+        elif outcome.withheld:
+            # Not marked (the database away, or the lease lost): nothing was sent.
+            with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                result = _retry_or_fail(row, self.config, None, outcome.reply, None)
+                await self._record(row.id, dataclasses.replace(result, uncounted=True))
         elif outcome.permanent:
             result = SendResult("FAILED", outcome.code, outcome.reply, outcome.hint)
             await self._record(row.id, result)
@@ -271,6 +308,28 @@ class OutboxWorker:
             await self._record(
                 row.id, _retry_or_fail(row, self.config, outcome.code, outcome.reply, outcome.hint)
             )
+
+    async def _settle_unknown(self, row: outbox.OutgoingRow, prepared: Prepared) -> None:
+        """An earlier attempt began DATA and never heard the server's answer (its worker died,
+        or the connection dropped): the server may have the message. Found in the Sent folder
+        it is SENT; otherwise it is FAILED with that said, never sent a second time."""
+        found = await find_in_sent(prepared.imap, self.config.imap, row.message_id)
+        if found:
+            reply = "Found in the Sent folder after an interrupted send; not sent again."
+            await self._record(row.id, SendResult("SENT", None, reply))
+        elif found is None:
+            result = _retry_or_fail(
+                row,
+                self.config,
+                None,
+                "An interrupted send could not be checked: the Sent folder could not be read.",
+                "Check the Sent folder; if it is not there, send it again.",
+            )
+            await self._record(
+                row.id, dataclasses.replace(result, uncounted=True, keep_data_mark=True)
+            )
+        else:
+            await self._record(row.id, SendResult("FAILED", None, UNKNOWN_REPLY, UNKNOWN_HINT))
 
     async def _sent(
         self,

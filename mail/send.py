@@ -11,14 +11,18 @@ Guarantees:
 - No text of an outcome holds the password in any form a server might echo (plain, base64,
   SASL PLAIN), whatever the server says.
 
-A timeout or broken connection after the message's last line was sent leaves its fate
-unknown (RFC 1047); such an outcome is not permanent, like any other broken connection.
+A timeout or broken connection after DATA began and before the server's reply leaves the
+message's fate unknown (RFC 1047): such an outcome says so (``unknown``), so the caller does
+not send it again blindly. ``before_data`` is awaited between the last RCPT and DATA: the
+caller's write-ahead mark; if it answers False nothing more is sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiosmtplib
 from aiosmtplib import (
@@ -68,6 +72,14 @@ class SendOutcome:
     hint: str | None  # what the user should fix, for permanent failures
     # recipient -> reply, for recipients the server refused while accepting others
     refused: dict[str, str] = field(default_factory=dict)
+    # The connection ended after DATA began and before the server's reply: it may have the
+    # message. Never permanent, never to be sent again without checking.
+    unknown: bool = False
+    # ``before_data`` answered False: stopped before DATA, so the server cannot have it.
+    withheld: bool = False
+
+
+BeforeData = Callable[[], Awaitable[bool]]
 
 
 async def send_message(
@@ -77,11 +89,12 @@ async def send_message(
     envelope_from: str,
     recipients: list[str],
     data: bytes,
+    before_data: BeforeData | None = None,
 ) -> SendOutcome:
     """Send ``data`` (``mail.compose`` output) from ``envelope_from`` to ``recipients``,
     within ``settings.overall_timeout``. Never raises for peer behaviour."""
     with secrets_scope(endpoint) as secrets:
-        outcome = await _send(endpoint, settings, envelope_from, recipients, data)
+        outcome = await _send(endpoint, settings, envelope_from, recipients, data, before_data)
         return SendOutcome(
             accepted=outcome.accepted,
             permanent=outcome.permanent,
@@ -89,7 +102,29 @@ async def send_message(
             reply=final_scrub(outcome.reply, secrets) or "",
             hint=final_scrub(outcome.hint, secrets),
             refused={k: final_scrub(v, secrets) or "" for k, v in outcome.refused.items()},
+            unknown=outcome.unknown,
+            withheld=outcome.withheld,
         )
+
+
+class _Withheld(Exception):
+    """``before_data`` said no: DATA is not sent."""
+
+
+def _hook_data(smtp: aiosmtplib.SMTP, before_data: BeforeData, began: list[bool]) -> None:
+    """Run ``before_data`` inside ``sendmail``, after the envelope was accepted and before
+    DATA: ``sendmail`` calls ``self.data``, its one step after RCPT, so the hook wraps that
+    bound method on this connection's instance. The library's own envelope handling (SIZE,
+    SMTPUTF8, refused recipients, RSET) stays whole."""
+    data = smtp.data
+
+    async def marked_data(message: str | bytes, /, **kwargs: Any) -> Any:
+        if not await before_data():
+            raise _Withheld
+        began.append(True)
+        return await data(message, **kwargs)
+
+    smtp.data = marked_data  # type: ignore[method-assign]
 
 
 async def _send(
@@ -98,14 +133,18 @@ async def _send(
     envelope_from: str,
     recipients: list[str],
     data: bytes,
+    before_data: BeforeData | None,
 ) -> SendOutcome:
     loop = asyncio.get_running_loop()
     facts = ProbeFacts(deadline=loop.time() + settings.overall_timeout)
     outcome: list[SendOutcome] = []
+    began: list[bool] = []  # DATA began: from here a silence leaves the message's fate unknown
 
     async def transaction() -> None:
         target = await resolve_checked(endpoint, settings)
         smtp = await open_smtp_session(endpoint, settings, target, facts)
+        if before_data is not None:
+            _hook_data(smtp, before_data, began)
         try:
             outcome.append(await _transmit(smtp, facts, envelope_from, recipients, data))
         finally:
@@ -115,6 +154,15 @@ async def _send(
     if outcome:  # decided, whatever the goodbye did
         return outcome[0]
     assert failure is not None
+    if began:
+        return SendOutcome(
+            accepted=False,
+            permanent=False,
+            code=None,
+            reply=f"The connection ended before the server answered the message: {failure.message}",
+            hint=None,
+            unknown=True,
+        )
     return _connection_outcome(failure)
 
 
@@ -143,6 +191,15 @@ async def _transmit(
         return _by_code(exc.code, exc.message, _sender_hint(exc.code, envelope_from))
     except SMTPRecipientsRefused as exc:
         return _all_refused(exc)
+    except _Withheld:
+        return SendOutcome(
+            accepted=False,
+            permanent=False,
+            code=None,
+            reply="Not sent: the attempt could not be recorded before DATA.",
+            hint=None,
+            withheld=True,
+        )
     except SMTPDataError as exc:
         return _by_code(exc.code, exc.message, _data_hint(exc.code))
     except SMTPNotSupported:

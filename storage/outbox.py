@@ -58,6 +58,7 @@ class OutgoingRow(Row):
     created_at: datetime
     updated_at: datetime
     version: int
+    data_started_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,6 +108,9 @@ class SendResult:
     sent_folder: str | None = None
     # A retry that was not an attempt (the Sent folder could not be read): not counted.
     uncounted: bool = False
+    # The attempt ended after DATA began without the server's reply (or it could not be
+    # settled yet): the write-ahead mark stays, so no later attempt sends it again.
+    keep_data_mark: bool = False
 
 
 RECORD_SQL = f"""
@@ -119,6 +122,7 @@ RECORD_SQL = f"""
                attempts = CASE WHEN $9 THEN greatest(o.attempts - 1, 0) ELSE o.attempts END,
                sent_folder = coalesce($10, o.sent_folder),
                sent_at = CASE WHEN $3 = 'SENT' THEN now() ELSE o.sent_at END,
+               data_started_at = CASE WHEN $11 THEN o.data_started_at END,
                lease_owner = NULL, lease_expires_at = NULL,
                version = o.version + 1, updated_at = now()
          WHERE o.id = $1 AND o.lease_owner = $2 AND o.state = 'SENDING'
@@ -149,9 +153,25 @@ async def record_result(
         result.retry_at,
         result.uncounted,
         result.sent_folder,
+        result.keep_data_mark,
         record_class=OutgoingRow,
     )
     return row
+
+
+MARK_DATA_SQL = """
+    UPDATE outgoing_message SET data_started_at = now()
+     WHERE id = $1 AND lease_owner = $2 AND state = 'SENDING'
+    RETURNING id
+"""
+
+
+async def mark_data_started(connection: Connection, outgoing_id: uuid.UUID, worker_id: str) -> bool:
+    """The write-ahead mark, committed before the worker begins SMTP DATA: from here on the
+    server may accept the message, so a successor must not send it again. False: the worker
+    no longer holds the message and must not send it."""
+    marked = await connection.fetchval(MARK_DATA_SQL, outgoing_id, worker_id)
+    return marked is not None
 
 
 SENT_FOLDER_SQL = "UPDATE outgoing_message SET sent_folder = $2 WHERE id = $1 AND state = 'SENT'"

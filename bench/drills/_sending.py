@@ -243,13 +243,17 @@ class Tally:
     strangers: int = 0
     found_in_sent: int = 0
     retried: int = 0
+    # FAILED as "may have been accepted" (the worker died after its write-ahead mark): the
+    # server may have it, so inboxd did not send it again. Delivered once, these are no loss.
+    unknown: int = 0
 
     def line(self) -> str:
         return (
             f"rows {self.rows}, SENT {self.sent}; at the SMTP server: delivered once "
             f"{self.delivered_once}, duplicates {self.duplicates}, lost {self.lost}, unknown "
             f"Message-IDs {self.strangers}; SENT without sending again (found in the Sent "
-            f"folder) {self.found_in_sent}; rows with more than one attempt {self.retried}"
+            f"folder) {self.found_in_sent}; FAILED as possibly accepted (not sent again) "
+            f"{self.unknown}; rows with more than one attempt {self.retried}"
         )
 
 
@@ -273,7 +277,11 @@ def check_exactly_once(
         tally.sent += row["state"] == "SENT"
         tally.retried += row["attempts"] > 1
         tally.found_in_sent += "Sent folder" in (row["last_reply"] or "")
-        if row["state"] != "SENT":
+        unknown = row["state"] == "FAILED" and "may have accepted" in (row["last_reply"] or "")
+        tally.unknown += unknown
+        if unknown and n != 1:
+            problems.append(f"{row['idempotency_key']} FAILED as possibly accepted, delivered {n}")
+        elif row["state"] != "SENT" and not unknown:
             problems.append(
                 f"{row['idempotency_key']} is {row['state']} after {row['attempts']} attempts: "
                 f"{row['last_code']} {row['last_reply']}"

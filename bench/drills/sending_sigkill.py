@@ -29,10 +29,12 @@ import signal
 import sys
 import time
 from collections import Counter
+from typing import Any
 
 import asyncpg
 from _common import Drill, log, mail_users, report
 from _sending import (
+    FINAL,
     Burst,
     SentImap,
     SinkSmtp,
@@ -86,7 +88,10 @@ async def main(messages: int, inboxes: int, accept_delay: float, window: bool) -
             )
             victim = None
             held: Counter[str] = Counter()
-            while not sending.done():
+            rows: list[dict[str, Any]] = []
+            # Until a worker holds a victim, even after the burst (a loaded machine sends
+            # behind it), and only while unsent messages are left.
+            while not sending.done() or any(r["state"] not in FINAL for r in rows):
                 rows = await read_rows(drill.database_url)
                 if sum(r["state"] == "SENT" for r in rows) >= messages * KILL_AT:
                     held = await holders(drill.database_url, smtp.delivered() if window else None)

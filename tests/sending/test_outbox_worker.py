@@ -25,7 +25,7 @@ from tests.support.waiting import wait_until
 from tests.support.ws import WSClient
 
 PASSWORD = "Send-Canary-5521"
-USERS = {f"sender{n}@example.test": PASSWORD for n in range(12)}
+USERS = {f"sender{n}@example.test": PASSWORD for n in range(14)}
 CREATE = """
 mutation($input: CreateEmailInboxInput!) {
   createEmailInbox(input: $input) { __typename ... on CreateEmailInboxSuccess { inbox { id } } }
@@ -188,15 +188,77 @@ async def imap_client(servers: dict, certs: MailCerts, user: str) -> aioimaplib.
     return client
 
 
-async def expire_lease(sender: Verifier, outgoing_id: str) -> None:
-    """What a worker that died mid-send leaves: SENDING under a lease that has run out."""
+async def expire_lease(sender: Verifier, outgoing_id: str, *, in_data: bool = False) -> None:
+    """What a worker that died mid-send leaves: SENDING under a lease that has run out;
+    ``in_data``: it had committed its write-ahead mark and begun DATA."""
     async with sender.db.connection() as connection:
         await connection.execute(
             "UPDATE outgoing_message SET state = 'SENDING', lease_owner = 'dead:1', attempts = 1,"
-            " lease_expires_at = now() - interval '1 second' WHERE id = $1",
+            " lease_expires_at = now() - interval '1 second',"
+            " data_started_at = CASE WHEN $2 THEN now() END WHERE id = $1",
             uuid.UUID(outgoing_id),
+            in_data,
         )
         await connection.execute(f"NOTIFY {JOBS_CHANNEL}")
+
+
+async def file_in_sent(servers: dict, certs: MailCerts, user: str, message_id: str) -> None:
+    """A copy in the Sent folder, as the provider (or inboxd before it died) filed it."""
+    client = await imap_client(servers, certs, user)
+    await client.create("Sent")  # NO when it exists: either way it is there
+    copy = (
+        f"From: {user}\r\nTo: rita@example.test\r\nSubject: A\r\n"
+        f"Message-ID: {message_id}\r\n\r\na\r\n"
+    ).encode()
+    assert (await client.append(copy, mailbox="Sent")).result == "OK"
+    await client.logout()
+
+
+async def test_a_worker_that_died_in_data_is_never_sent_again(
+    sender: Verifier, servers: dict, certs: MailCerts
+) -> None:
+    """The write-ahead mark: a message whose worker died after it began DATA may be on the
+    server. Found in Sent it is SENT; not found it is FAILED saying so; never sent twice.
+    One whose worker died before the mark is simply sent."""
+    tenant = await sender.tenant()
+    user = "sender12@example.test"
+    inbox_id = await active_inbox(sender, tenant, servers, user)
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    filed, unfiled, unmarked = [
+        await send(tenant, inbox_id, to=["rita@example.test"], subject=s, text=s, sendAt=later)
+        for s in ("filed", "unfiled", "unmarked")
+    ]
+    await file_in_sent(servers, certs, user, filed["messageId"])
+    before = len(servers["smtp"].messages)
+    await expire_lease(sender, filed["id"], in_data=True)
+    await expire_lease(sender, unfiled["id"], in_data=True)
+    await expire_lease(sender, unmarked["id"])
+    found, unknown, resent = [await final(tenant, m["id"]) for m in (filed, unfiled, unmarked)]
+    assert found["state"] == "SENT" and "Sent folder" in found["lastReply"]
+    assert unknown["state"] == "FAILED"
+    assert (
+        "may have accepted" in unknown["lastReply"] and "not send it again" in unknown["lastReply"]
+    )
+    assert "send it again" in unknown["lastHint"]
+    assert resent["state"] == "SENT" and resent["lastCode"] == 250
+    assert delivered(servers["smtp"], filed["messageId"]) == []
+    assert delivered(servers["smtp"], unfiled["messageId"]) == []
+    assert len(delivered(servers["smtp"], unmarked["messageId"])) == 1
+    assert len(servers["smtp"].messages) == before + 1
+
+
+async def test_a_reply_lost_after_data_is_not_answered_by_sending_again(
+    sender: Verifier, servers: dict
+) -> None:
+    """RFC 1047: the server stored the message and the connection dropped before its 250.
+    The outcome is unknown, so the worker checks the Sent folder instead of sending again."""
+    tenant = await sender.tenant()
+    inbox_id = await active_inbox(sender, tenant, servers, "sender13@example.test")
+    servers["smtp"].vanish_after_data = 1
+    queued = await send(tenant, inbox_id, to=["rita@example.test"], subject="Lost", text="x")
+    row = await final(tenant, queued["id"])
+    assert row["state"] == "FAILED" and "may have accepted" in row["lastReply"], row
+    assert len(delivered(servers["smtp"], queued["messageId"])) == 1
 
 
 async def test_an_interrupted_send_found_in_sent_is_not_sent_again(

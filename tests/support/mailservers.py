@@ -297,6 +297,10 @@ class _Handler:
         self._server.messages.append(message)
         if self._server.on_message is not None:
             self._server.on_message(message)
+        if self._server.vanish_after_data > 0:  # stored, and the reply never leaves
+            self._server.vanish_after_data -= 1
+            if smtp.transport is not None:
+                smtp.transport.abort()  # type: ignore[attr-defined]
         return "250 Message accepted for delivery"
 
 
@@ -343,6 +347,9 @@ class SmtpServer(BackgroundServer):
         self.rcpt_replies: dict[str, str] = {}
         self.data_reply: str | None = None
         self.data_replies: list[str] = []
+        # The next N messages are stored and then the connection is cut before the reply to
+        # DATA: the server has the message, the client never hears so (RFC 1047).
+        self.vanish_after_data = 0
         self.auth_attempts = 0
         # (username, wall-clock time) of each login attempt, for spacing tests.
         self.logins: list[tuple[str, float]] = []
