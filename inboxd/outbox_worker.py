@@ -9,6 +9,9 @@ Sent folder (unless the provider files sent mail itself, or the inbox's
 folder by its Message-ID: found, it is SENT without sending it again; when the folder
 cannot be read, it is retried later.
 
+A SENT message whose worker died before filing its copy has ``copy_due_at`` come due: any
+worker then files it (appended unless the folder holds its Message-ID already).
+
 No duplicate when a worker dies mid-send: a write-ahead mark (``data_started_at``) is
 committed before SMTP DATA begins. A message without it was never handed over and is sent
 again; one with it (the worker died, or the connection dropped before the server's reply)
@@ -32,7 +35,7 @@ import random
 import socket
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -40,7 +43,7 @@ from mail.compose import ComposeError, compose, envelope_recipients
 from mail.endpoint import Endpoint, ProbeSettings
 from mail.imap_session import SessionSettings
 from mail.send import send_message
-from mail.sent_folder import append_to_sent, find_in_sent
+from mail.sent_folder import append_once, append_to_sent, find_in_sent
 from resolvers.outgoing_mail import copies_to_sent_folder, outgoing_from_row
 from resolvers.state import AppState
 from resolvers.verification import inbox_endpoint
@@ -55,6 +58,9 @@ from storage.secrets import DecryptionError
 log = structlog.get_logger("inboxd.outbox")
 
 DUE_SLACK = 0.005
+# A Sent copy not filed within a day of sending is given up (the mailbox has no Sent folder,
+# or its server keeps failing): a late copy that far back would only confuse.
+COPY_GIVE_UP = timedelta(days=1)
 UNKNOWN_REPLY = (
     "The connection ended after the message was handed to the server and before it answered, "
     "so the server may have accepted it; it is not in the Sent folder. inboxd does not send it "
@@ -181,10 +187,19 @@ class OutboxWorker:
             for item in claimed:
                 task = asyncio.create_task(self._run(item), name=f"send-{item.row.id}")
                 self.running[item.row.id] = task
-            due_in = None
+            copies: list[outbox.OutgoingRow] = []
             if len(claimed) < free:
+                copies = await outbox_runs.claim_copies(
+                    connection, hold=self.lease, limit=free - len(claimed)
+                )
+            for row in copies:
+                if row.id not in self.running:
+                    task = asyncio.create_task(self._run_copy(row), name=f"copy-{row.id}")
+                    self.running[row.id] = task
+            due_in = None
+            if len(claimed) + len(copies) < free:
                 due_in = await outbox_runs.next_due(connection)
-        if len(claimed) == free:
+        if len(claimed) + len(copies) == free:
             return 0
         if due_in is None:
             return self.poll_interval
@@ -219,7 +234,9 @@ class OutboxWorker:
         async with self.state.db.connection(background=True) as connection:
             return await outbox_runs.record_result(connection, outgoing_id, self.worker_id, result)
 
-    async def _prepare(self, row: outbox.OutgoingRow) -> Prepared | SendResult | None:
+    async def _prepare(
+        self, row: outbox.OutgoingRow, when: datetime | None = None
+    ) -> Prepared | SendResult | None:
         async with self.state.db.connection(background=True) as connection:
             inbox = await inbox_reads.read_inbox(connection, row.workspace_id, row.inbox_id)
             contents = await outbox.read_attachment_contents(connection, row.id)
@@ -235,7 +252,7 @@ class OutboxWorker:
                 "The inbox's stored password can no longer be decrypted; nothing was sent.",
                 "Re-enter the password (updateEmailInbox), then send the message again.",
             )
-        message = outgoing_from_row(inbox, row, contents, utcnow())
+        message = outgoing_from_row(inbox, row, contents, when or utcnow())
         try:
             data = compose(message, max_bytes=self.config.max_message_bytes)
         except ComposeError as exc:
@@ -339,14 +356,17 @@ class OutboxWorker:
         reply: str,
         refused: dict[str, str],
     ) -> None:
-        result = SendResult("SENT", code, reply, refused=refused)
+        wants_copy = copies_to_sent_folder(prepared.inbox)
+        # Due for another worker only if this one dies before filing it.
+        copy_due = utcnow() + self.lease if wants_copy else None
+        result = SendResult("SENT", code, reply, refused=refused, copy_due_at=copy_due)
         recorded = False
         try:
             recorded = await self._record(row.id, result) is not None
         finally:
             # Unrecorded (the database away), the Sent copy is what keeps a successor from
             # sending it again: filed either way.
-            if copies_to_sent_folder(prepared.inbox):
+            if wants_copy:
                 await self._file_copy(row.id, prepared, recorded)
 
     async def _file_copy(self, outgoing_id: uuid.UUID, prepared: Prepared, recorded: bool) -> None:
@@ -358,6 +378,33 @@ class OutboxWorker:
         if folder is not None and recorded:
             async with self.state.db.connection(background=True) as connection:
                 await outbox_runs.note_sent_folder(connection, outgoing_id, folder)
+
+    async def _file_late_copy(self, row: outbox.OutgoingRow) -> None:
+        """File the Sent copy of a SENT message whose worker died before it could: composed
+        again from the row, dated when it was sent, appended unless already there."""
+        folder: str | None = None
+        late = row.sent_at is None or utcnow() - row.sent_at > COPY_GIVE_UP
+        prepared = None if late else await self._prepare(row, when=row.sent_at)
+        if isinstance(prepared, Prepared) and copies_to_sent_folder(prepared.inbox):
+            folder = await append_once(
+                prepared.imap, self.config.imap, prepared.data, row.message_id
+            )
+            if folder is None:
+                return  # no Sent folder or the server failed: due again after the hold
+        async with self.state.db.connection(background=True) as connection:
+            await outbox_runs.note_sent_folder(connection, row.id, folder)
+
+    async def _run_copy(self, row: outbox.OutgoingRow) -> None:
+        try:
+            await self._file_late_copy(row)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("filing a sent copy crashed", outgoing_id=str(row.id))
+        finally:
+            self.running.pop(row.id, None)
+            if self._waker is not None and not self._stopping:
+                self._waker.set()
 
     async def _heartbeat(self, outgoing_id: uuid.UUID) -> None:
         interval = self.lease.total_seconds() / 3

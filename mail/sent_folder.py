@@ -71,6 +71,28 @@ async def find_in_sent(
     return await _in_session(endpoint, settings, look)
 
 
+async def append_once(
+    endpoint: Endpoint, settings: SessionSettings, data: bytes, message_id: str
+) -> str | None:
+    """Store ``data`` in the Sent folder unless a message with the header Message-ID
+    ``message_id`` is there already; in one session. The folder that holds it; None when
+    there is none or the server failed. For filing a copy late (its sender died before it
+    could), when an earlier APPEND may have gone through."""
+    if not _MSG_ID.match(message_id):
+        raise ValueError("message_id must be a Message-ID like <id@domain>")
+
+    async def file(session: ImapSession) -> str | None:
+        chosen = pick_sent_folder(await session.folders())
+        if chosen is None:
+            return None
+        await session.examine(chosen)
+        if not await session.search("HEADER", "Message-ID", quote_mailbox(message_id)):
+            await session.append(chosen, data, "(\\Seen)")
+        return chosen
+
+    return await _in_session(endpoint, settings, file)
+
+
 def pick_sent_folder(folders: list[Folder]) -> str | None:
     """The folder marked \\Sent, else the first with a usual Sent name (top level first)."""
     for candidate in folders:

@@ -192,6 +192,11 @@ class OutgoingMessage(SQLModel, table=True):
             "lease_expires_at",
             postgresql_where=text("state = 'SENDING'"),
         ),
+        Index(
+            "ix_outgoing_message_copy_due",
+            "copy_due_at",
+            postgresql_where=text("copy_due_at IS NOT NULL"),
+        ),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -244,6 +249,9 @@ class OutgoingMessage(SQLModel, table=True):
     # server's reply. Set on a message whose worker died (or whose connection dropped before
     # the reply), it means the server may have it: it is looked for, never sent again.
     data_started_at: datetime | None = _ts()
+    # SENT, its Sent-folder copy not filed yet: when any worker should file it (its sender
+    # files it at once and clears this; one that died leaves it to come due).
+    copy_due_at: datetime | None = _ts()
 
 
 class OutgoingAttachment(SQLModel, table=True):

@@ -59,6 +59,7 @@ class OutgoingRow(Row):
     updated_at: datetime
     version: int
     data_started_at: datetime | None
+    copy_due_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

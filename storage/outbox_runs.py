@@ -70,7 +70,9 @@ NEXT_DUE_SQL = """
     SELECT extract(epoch FROM min(due) - clock_timestamp())::float8
       FROM (SELECT min(next_attempt_at) AS due FROM outgoing_message WHERE state = 'QUEUED'
             UNION ALL
-            SELECT min(lease_expires_at) FROM outgoing_message WHERE state = 'SENDING') AS open
+            SELECT min(lease_expires_at) FROM outgoing_message WHERE state = 'SENDING'
+            UNION ALL
+            SELECT min(copy_due_at) FROM outgoing_message WHERE copy_due_at IS NOT NULL) AS open
 """
 
 
@@ -111,6 +113,9 @@ class SendResult:
     # The attempt ended after DATA began without the server's reply (or it could not be
     # settled yet): the write-ahead mark stays, so no later attempt sends it again.
     keep_data_mark: bool = False
+    # SENT, with a Sent-folder copy to file: when another worker should file it if this one
+    # has not by then (it died).
+    copy_due_at: datetime | None = None
 
 
 RECORD_SQL = f"""
@@ -123,6 +128,7 @@ RECORD_SQL = f"""
                sent_folder = coalesce($10, o.sent_folder),
                sent_at = CASE WHEN $3 = 'SENT' THEN now() ELSE o.sent_at END,
                data_started_at = CASE WHEN $11 THEN o.data_started_at END,
+               copy_due_at = CASE WHEN $3 = 'SENT' THEN $12::timestamptz END,
                lease_owner = NULL, lease_expires_at = NULL,
                version = o.version + 1, updated_at = now()
          WHERE o.id = $1 AND o.lease_owner = $2 AND o.state = 'SENDING'
@@ -154,6 +160,7 @@ async def record_result(
         result.uncounted,
         result.sent_folder,
         result.keep_data_mark,
+        result.copy_due_at,
         record_class=OutgoingRow,
     )
     return row
@@ -174,12 +181,41 @@ async def mark_data_started(connection: Connection, outgoing_id: uuid.UUID, work
     return marked is not None
 
 
-SENT_FOLDER_SQL = "UPDATE outgoing_message SET sent_folder = $2 WHERE id = $1 AND state = 'SENT'"
+SENT_FOLDER_SQL = """
+    UPDATE outgoing_message SET sent_folder = coalesce($2, sent_folder), copy_due_at = NULL
+     WHERE id = $1 AND state = 'SENT'
+"""
 
 
-async def note_sent_folder(connection: Connection, outgoing_id: uuid.UUID, folder: str) -> None:
-    """Where the copy of a SENT message was filed (not a change of state: no event)."""
+async def note_sent_folder(
+    connection: Connection, outgoing_id: uuid.UUID, folder: str | None
+) -> None:
+    """Where the copy of a SENT message was filed, or (None) that none will be: no copy is
+    due any more. Not a change of state: no event."""
     await connection.execute(SENT_FOLDER_SQL, outgoing_id, folder)
+
+
+# SENT messages whose copy is overdue, each held for ``$1`` seconds by pushing its due time
+# (so two workers never file one copy at once; a worker that dies leaves it to come due).
+CLAIM_COPIES_SQL = f"""
+    WITH due AS (
+        SELECT id FROM outgoing_message
+         WHERE copy_due_at <= now() AND state = 'SENT'
+         ORDER BY copy_due_at
+         LIMIT $2
+         FOR UPDATE SKIP LOCKED
+    )
+    UPDATE outgoing_message AS o SET copy_due_at = now() + make_interval(secs => $1)
+      FROM due WHERE o.id = due.id
+    RETURNING {_RETURNED}
+"""  # noqa: S608
+
+
+async def claim_copies(connection: Connection, *, hold: timedelta, limit: int) -> list[OutgoingRow]:
+    rows: list[OutgoingRow] = await connection.fetch(
+        CLAIM_COPIES_SQL, hold.total_seconds(), limit, record_class=OutgoingRow
+    )
+    return rows
 
 
 RELEASE_SQL = f"""

@@ -422,3 +422,60 @@ async def test_the_sent_folder_copy_follows_the_inbox_setting(
                                                       subject="Rule", text="x"))["id"])  # fmt: skip
     assert ruled["sentFolder"] is None
     assert not await in_sent(servers, certs, "sender9@example.test", ruled["messageId"])
+
+
+async def copies_in_sent(servers: dict, certs: MailCerts, user: str, message_id: str) -> int:
+    client = await imap_client(servers, certs, user)
+    await client.select("Sent")
+    search = await client.search(f'HEADER Message-ID "{message_id}"')
+    await client.logout()
+    assert search.result == "OK", search.lines
+    return len(search.lines[0].split())
+
+
+async def copy_comes_due(sender: Verifier, outgoing_id: str, *, forget_folder: bool) -> None:
+    """What a worker that died between recording SENT and filing the copy leaves, once the
+    time it had to file it has passed."""
+    async with sender.db.connection() as connection:
+        await connection.execute(
+            "UPDATE outgoing_message SET copy_due_at = now(),"
+            " sent_folder = CASE WHEN $2 THEN NULL ELSE sent_folder END WHERE id = $1",
+            uuid.UUID(outgoing_id),
+            forget_folder,
+        )
+        await connection.execute(f"NOTIFY {JOBS_CHANNEL}")
+
+
+async def test_a_sent_copy_its_worker_could_not_file_is_filed_later_once(
+    sender: Verifier, servers: dict, certs: MailCerts
+) -> None:
+    tenant = await sender.tenant()
+    user = "sender10@example.test"
+    inbox_id = await active_inbox(sender, tenant, servers, user)
+    # No Sent folder yet: the worker sends it and cannot file the copy.
+    sent = await settled(
+        sender, tenant, (await send(tenant, inbox_id, to=["r@example.test"], subject="Late",
+                                    text="x"))["id"],
+    )  # fmt: skip
+    assert sent["state"] == "SENT" and sent["sentFolder"] is None
+    client = await imap_client(servers, certs, user)
+    assert (await client.create("Sent")).result == "OK"
+    await client.logout()
+    await copy_comes_due(sender, sent["id"], forget_folder=False)
+
+    async def filed() -> bool:
+        row = (await tenant.client(GET, {"id": sent["id"]})).data["outgoingMessage"]
+        return row["sentFolder"] == "Sent"
+
+    await wait_until(filed, "the late copy filed")
+    assert await copies_in_sent(servers, certs, user, sent["messageId"]) == 1
+    # Filed by a worker that died before it could say so: found there, not filed twice.
+    await copy_comes_due(sender, sent["id"], forget_folder=True)
+    await wait_until(filed, "the late copy found")
+    async with sender.db.connection() as connection:
+        due = await connection.fetchval(
+            "SELECT copy_due_at FROM outgoing_message WHERE id = $1", uuid.UUID(sent["id"])
+        )
+    assert due is None
+    assert await copies_in_sent(servers, certs, user, sent["messageId"]) == 1
+    assert len(delivered(servers["smtp"], sent["messageId"])) == 1
