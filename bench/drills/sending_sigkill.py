@@ -40,6 +40,7 @@ from _sending import (
     SinkSmtp,
     burst,
     check_exactly_once,
+    copies_settled,
     make_sent_folders,
     read_rows,
     sent_folder_ids,
@@ -119,6 +120,9 @@ async def main(messages: int, inboxes: int, accept_delay: float, window: bool) -
             )
             rows, waited = await settle(drill.database_url, messages, SETTLE_WITHIN)
             done_at = time.monotonic()
+            copies_due = await copies_settled(drill.database_url, SETTLE_WITHIN)
+            if copies_due:
+                problems.append(f"{copies_due} SENT messages still wait for their Sent copy")
             delivered = smtp.delivered()
             in_sent = await sent_folder_ids(imap.port, users, drill.certs.ca_file)
             worker_problems(stack, problems, killed=victim)
