@@ -5,11 +5,16 @@ Not aioimaplib's ``xoauth2``: it sends the initial response only inline (a serve
 SASL-IR gets nothing after its "+"), leaves the server's error challenge unanswered (the
 server then waits, and so does the session, until its timeout) and scrubs only the plain
 token from its debug log while the line it sends holds the token in base64.
+
+aioimaplib logs what it receives (at DEBUG; lines it cannot place, at INFO), and a server
+may echo the credential it was sent: while a session is open, its credential's forms are
+blanked in aioimaplib's log records (``remember_secrets`` / ``forget_secrets``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
 import aioimaplib
@@ -23,12 +28,44 @@ from mail.oauth_sasl import (
     initial_response,
     pick_mechanism,
 )
+from mail.probe_runner import secret_forms
 from mail.results import ProbeCode
 
 _PASSWORD_HINT = (
     "Check the username (often the full email address) and the password; providers with 2FA "
     "need an app password."
 )
+
+
+class _Scrub(logging.Filter):
+    """Blanks the credentials of open sessions in aioimaplib's log records."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: dict[int, tuple[str, ...]] = {}  # id(client) -> its credential's forms
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.forms:
+            return True
+        text = original = record.getMessage()
+        for forms in list(self.forms.values()):
+            for form in forms:
+                text = text.replace(form, "***")
+        if text != original:
+            record.msg, record.args = text, None
+        return True
+
+
+_SCRUB = _Scrub()
+logging.getLogger("aioimaplib.aioimaplib").addFilter(_SCRUB)
+
+
+def remember_secrets(client: object, endpoint: Endpoint) -> None:
+    _SCRUB.forms[id(client)] = secret_forms(endpoint)
+
+
+def forget_secrets(client: object) -> None:
+    _SCRUB.forms.pop(id(client), None)
 
 
 @dataclass(slots=True)
@@ -50,7 +87,8 @@ class SaslExchange:
 
 async def log_in(client: aioimaplib.IMAP4, endpoint: Endpoint) -> None:
     """Log ``client`` in as ``endpoint`` says. Raises ImapSessionError (``auth`` set) when the
-    server refuses the credentials."""
+    server refuses the credentials. Call ``forget_secrets(client)`` when the session ends."""
+    remember_secrets(client, endpoint)
     if endpoint.login is Login.OAUTH2:
         await _oauth(client, endpoint)
         return
@@ -75,7 +113,8 @@ async def _oauth(client: aioimaplib.IMAP4, endpoint: Endpoint) -> None:
             "The IMAP server offers no OAuth login (XOAUTH2 or OAUTHBEARER).",
             hint="This server takes passwords: connect the inbox with a password instead.",
         )
-    response = initial_response(mechanism, endpoint, endpoint.password.reveal())
+    token = endpoint.password.reveal()
+    response = initial_response(mechanism, endpoint, token)
     sasl_ir = "SASL-IR" in capabilities
     exchange = SaslExchange([] if sasl_ir else [response], ERROR_ACK[mechanism])
     args = (mechanism, response.decode("ascii")) if sasl_ir else (mechanism,)
@@ -91,7 +130,7 @@ async def _oauth(client: aioimaplib.IMAP4, endpoint: Endpoint) -> None:
     finally:
         protocol.sasl = None
     if result.result != "OK":
-        status = error_status(exchange.challenge) if exchange.challenge else None
+        status = error_status(exchange.challenge, token) if exchange.challenge else None
         detail = f" (status {status})" if status else ""
         raise ImapSessionError(
             ProbeCode.TOKEN_REJECTED.value,

@@ -273,7 +273,7 @@ async def _oauth_login(wire: ImapWire, endpoint: Endpoint, facts: ProbeFacts) ->
         sasl_ir="SASL-IR" in facts.capabilities,
     )
     if reply.status != "OK":
-        status = error_status(challenge) if challenge is not None else None
+        status = error_status(challenge, token) if challenge is not None else None
         raise token_rejected(f"{reply.status} {server_text(reply.text)}", status)
     await _after_login(wire, reply, facts)
 

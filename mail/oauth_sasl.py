@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Sequence
 
 from aiosmtplib.auth import auth_xoauth2_encode
@@ -32,6 +33,7 @@ OAUTHBEARER = "OAUTHBEARER"
 # What a client sends after the server's error challenge, base64 (the SASL wire form).
 ERROR_ACK = {XOAUTH2: b"", OAUTHBEARER: base64.b64encode(b"\x01")}
 
+_STATUS = re.compile(r"[0-9]{3}|[a-z_]{1,30}")
 TOKEN_REJECTED_HINT = (
     "The access token was refused: it expired or the account's consent was withdrawn. inboxd "
     "refreshes the token once and tries again; if it is still refused, connect the account "
@@ -70,15 +72,18 @@ def token_forms(endpoint: Endpoint, token: str) -> list[str]:
     ]
 
 
-def error_status(challenge: bytes | str) -> str | None:
-    """The ``status`` of a server's JSON error challenge ("401", "invalid_token"), if any."""
+def error_status(challenge: bytes | str, token: str) -> str | None:
+    """The ``status`` of a server's JSON error challenge ("401", "invalid_token"): a number or
+    a lowercase word, and never anything of the token a server might have echoed into it."""
     try:
         raw = base64.b64decode(challenge.strip(), validate=True)
         status = json.loads(raw.decode("utf-8")).get("status")
     except (binascii.Error, ValueError, AttributeError):
         return None
-    text = str(status) if status is not None else ""
-    return text if text.isprintable() and 0 < len(text) <= 40 else None
+    text = str(status)
+    if not _STATUS.fullmatch(text) or (not text.isdigit() and text in token):
+        return None
+    return text
 
 
 def token_rejected(reply: str, status: str | None = None) -> ProbeFailure:

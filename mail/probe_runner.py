@@ -78,7 +78,7 @@ def scrub(text: str | None, secrets: Sequence[str], *, min_len: int = 1) -> str 
     return text
 
 
-def _secret_forms(endpoint: Endpoint) -> tuple[str, ...]:
+def secret_forms(endpoint: Endpoint) -> tuple[str, ...]:
     try:
         password = endpoint.password.reveal()
     except Exception:
@@ -240,7 +240,7 @@ def secrets_scope(*endpoints: Endpoint) -> Iterator[tuple[str, ...]]:
 
     Yields those forms (longest first) for the final pass over result texts (final_scrub).
     """
-    forms = {form for endpoint in endpoints for form in _secret_forms(endpoint)}
+    forms = {form for endpoint in endpoints for form in secret_forms(endpoint)}
     secrets = tuple(sorted(forms, key=len, reverse=True))
     token = _SECRETS.set(secrets)
     try:

@@ -298,7 +298,7 @@ async def _oauth_login(smtp: aiosmtplib.SMTP, endpoint: Endpoint, plaintext: boo
             b"AUTH", OAUTHBEARER.encode(), initial_response(mechanism, endpoint, token)
         )
         if reply.code == 334:  # the error challenge: acknowledge it, then read the refusal
-            status = error_status(reply.message)
+            status = error_status(reply.message, token)
             reply = await smtp.execute_command(ERROR_ACK[mechanism])
         if reply.code != 235:
             raise SMTPAuthenticationError(reply.code, reply.message)

@@ -7,6 +7,7 @@ is the peer here. Skipped, naming the packages, where Dovecot is not installed."
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from collections.abc import Iterator
 
@@ -15,6 +16,7 @@ import pytest
 from mail.imap_session import ImapSession, ImapSessionError, SessionSettings
 from mail.network import NetworkPolicy
 from mail.probes import ProbeCode, ProbeSettings, Security, probe_imap, probe_smtp
+from mail.roundtrip import run_round_trip
 from mail.send import send_message
 from mail.sent_folder import append_to_sent, find_in_sent
 from tests.mail.conftest import OAUTH_USER, OAuthEndpointFactory
@@ -138,3 +140,26 @@ async def test_imap_session_and_sent_folder_with_a_token(
     assert any(r.name.startswith("aioimaplib") for r in caplog.records)  # the check sees them
     for text in (str(refused.value), repr(refused.value), refused.value.hint or "", *client_logs):
         assert all(form not in text for form in forms(token))
+
+
+async def test_round_trip_test_email_with_tokens_on_both_sides(
+    dovecot: Dovecot,
+    provider: OAuthProvider,
+    oauth_endpoint: OAuthEndpointFactory,
+    slow_probe: ProbeSettings,
+) -> None:
+    token = provider.issue_tokens(OAUTH_USER).access_token  # a new grant, after any revocation
+    result = await run_round_trip(
+        oauth_endpoint(dovecot.submission_port, Security.STARTTLS, token),
+        oauth_endpoint(dovecot.imaps_port, Security.TLS, token),
+        from_address=OAUTH_USER,
+        to_address=OAUTH_USER,
+        smtp_settings=slow_probe,
+        imap_settings=slow_probe,
+        receive_timeout=30.0,
+        poll_interval=0.2,
+    )
+    assert result.ok, result.message
+    assert result.received is True and result.deleted
+    text = json.dumps(result.to_dict())
+    assert all(form not in text for form in forms(token))
