@@ -97,12 +97,13 @@ def token_rejected(reply: str, status: str | None = None) -> ProbeFailure:
 
 
 def no_oauth_mechanism(offered: Sequence[str], *, plaintext: bool) -> ProbeFailure:
-    """Neither XOAUTH2 nor OAUTHBEARER is offered."""
+    """Neither XOAUTH2 nor OAUTHBEARER is offered; ``plaintext``: on a plaintext connection
+    whose server offers STARTTLS (servers list OAuth mechanisms only under TLS)."""
     if plaintext:
         return ProbeFailure(
             ProbeCode.PLAINTEXT_AUTH_REFUSED,
             "The server offers no OAuth login over an unencrypted connection.",
-            hint="Use port 465 or 993 with TLS, or STARTTLS.",
+            hint="Set security to STARTTLS: the server offers it.",
             field="security",
         )
     return ProbeFailure(

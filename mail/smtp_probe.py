@@ -285,8 +285,9 @@ async def _oauth_login(smtp: aiosmtplib.SMTP, endpoint: Endpoint, plaintext: boo
     mechanism, whatever the server offers (``mail.oauth_sasl``)."""
     offered = [m.upper() for m in smtp.server_auth_methods]
     mechanism = pick_mechanism(offered)
-    if mechanism is None:
-        raise no_oauth_mechanism(offered, plaintext=plaintext)
+    if mechanism is None:  # on plaintext, TLS may be what hides them
+        hidden = plaintext and smtp.supports_extension("starttls")
+        raise no_oauth_mechanism(offered, plaintext=hidden)
     token = endpoint.password.reveal()
     status: str | None = None
     try:

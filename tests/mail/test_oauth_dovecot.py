@@ -107,6 +107,7 @@ async def test_submission_probe_and_sending_with_a_token(
         endpoint, slow_probe, envelope_from=OAUTH_USER, recipients=[OAUTH_USER], data=MESSAGE
     )
     assert not not_sent.accepted and not_sent.permanent
+    assert not_sent.login_code is ProbeCode.TOKEN_REJECTED
     for text in (refused.message, refused.hint or "", not_sent.reply, not_sent.hint or ""):
         assert all(form not in text for form in forms(token))
 

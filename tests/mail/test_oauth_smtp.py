@@ -134,6 +134,8 @@ async def test_sending_with_xoauth2(
     )
     assert not refused.accepted
     assert refused.code == 535 and refused.permanent
+    assert refused.login_code is ProbeCode.TOKEN_REJECTED  # the caller refreshes, once
+    assert sent.login_code is None
     for text in (refused.reply, refused.hint or "", repr(refused)):
         assert token not in text
         assert base64.b64encode(token.encode()).decode() not in text
