@@ -373,6 +373,8 @@ submission_relay_port = {relay}
 # With an OAuth provider: its tokens for XOAUTH2 and OAUTHBEARER, checked by introspection.
 # First, and for those mechanisms only: user lookups (LMTP) and passwords skip it.
 OAUTH2_PASSDB = """\
+# A refused token is what these tests are about: answer it at once (the default waits 2 s).
+auth_failure_delay = 0
 passdb {{
   driver = oauth2
   mechanisms = {mechanisms}
