@@ -72,6 +72,9 @@ class SendOutcome:
     hint: str | None  # what the user should fix, for permanent failures
     # recipient -> reply, for recipients the server refused while accepting others
     refused: dict[str, str] = field(default_factory=dict)
+    # Connecting or logging in failed: the probe's code. TOKEN_REJECTED (an OAuth inbox's
+    # access token refused) asks the caller to refresh the token once and send again.
+    login_code: ProbeCode | None = None
     # The connection ended after DATA began and before the server's reply: it may have the
     # message. Never permanent, never to be sent again without checking.
     unknown: bool = False
@@ -102,6 +105,7 @@ async def send_message(
             reply=final_scrub(outcome.reply, secrets) or "",
             hint=final_scrub(outcome.hint, secrets),
             refused={k: final_scrub(v, secrets) or "" for k, v in outcome.refused.items()},
+            login_code=outcome.login_code,
             unknown=outcome.unknown,
             withheld=outcome.withheld,
         )
@@ -318,4 +322,5 @@ def _connection_outcome(failure: ProbeFailure) -> SendOutcome:
         code=code,
         reply=failure.message,
         hint=hint if permanent else None,
+        login_code=failure.code,
     )

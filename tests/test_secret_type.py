@@ -16,10 +16,10 @@ PACKAGES = ("inboxd", "schema", "resolvers", "storage", "mail")
 REVEALED_IN = {
     "storage/inbox_passwords.py": "encrypt_password: the encryption call",
     "resolvers/validation_addresses.py": "normalize_password: its length and NUL check",
-    "mail/smtp_probe.py": "AUTH: the login itself",
-    "mail/imap_probe.py": "LOGIN: the login itself",
+    "mail/smtp_probe.py": "AUTH (a password or an OAuth token): the login itself",
+    "mail/imap_probe.py": "LOGIN or AUTHENTICATE (OAuth): the login itself",
     "mail/probe_runner.py": "the login itself, for the round trip",
-    "mail/imap_session.py": "LOGIN: the receiving session's login itself",
+    "mail/imap_auth.py": "LOGIN or AUTHENTICATE (OAuth): the receiving session's login itself",
 }
 
 
