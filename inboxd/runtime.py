@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -165,3 +166,28 @@ async def bootstrap_default_workspace(db: Database) -> str | None:
             name="admin (created on first start)",
         )
         return key
+
+
+def stop_on_signals() -> asyncio.Event:
+    """SIGTERM and SIGINT set the returned event, handled by the loop between callbacks.
+
+    ``exit_on_sigterm``'s SystemExit is raised wherever the main thread stands: inside an
+    asyncpg protocol callback it leaves a connection half-read that the orderly stop then
+    waits on forever. A second signal while stopping exits at once."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            raise SystemExit(128 + signum)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    return stop
+
+
+def log_pending_tasks(log: Any) -> None:
+    current = asyncio.current_task()
+    pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    log.error("stop timed out", pending=[t.get_name() for t in pending][:50])

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import signal
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from inboxd.metrics_http import Exposition
 from inboxd.observe import observed_attempt, record_claim, record_crash
 from inboxd.outbox_worker import OutboxConfig, OutboxWorker
 from inboxd.receiver import Receiver, ReceiverConfig
-from inboxd.runtime import Resolved, open_database
+from inboxd.runtime import Resolved, log_pending_tasks, open_database, stop_on_signals
 from inboxd.settings import Settings
 from inboxd.tracing import Tracing, stop_tracing, tracing_for
 from mail.dns_lookup import DnsSettings
@@ -368,7 +367,7 @@ async def run_worker_forever(settings: Settings, resolved: Resolved) -> None:
     background = Background(settings, state, run_worker=True)
     exposition = Exposition(settings)  # metrics on INBOXD_METRICS_PORT, if on
     await exposition.start(state.db, state.hub)
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     await background.start()
     try:
         await stop.wait()
@@ -382,30 +381,5 @@ async def run_worker_forever(settings: Settings, resolved: Resolved) -> None:
                 await exposition.stop()
                 await state.db.dispose()
         except TimeoutError:
-            _log_pending_tasks()
+            log_pending_tasks(log)
         stop_tracing(settings)
-
-
-def _stop_on_signals() -> asyncio.Event:
-    """SIGTERM and SIGINT set the returned event, handled by the loop between callbacks.
-
-    ``exit_on_sigterm``'s SystemExit is raised wherever the main thread stands: inside an
-    asyncpg protocol callback it leaves a connection half-read that the orderly stop then
-    waits on forever. A second signal while stopping exits at once."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            raise SystemExit(128 + signum)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
-    return stop
-
-
-def _log_pending_tasks() -> None:
-    current = asyncio.current_task()
-    pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
-    log.error("stop timed out", pending=[t.get_name() for t in pending][:50])
