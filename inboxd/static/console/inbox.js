@@ -25,7 +25,8 @@ const TEST = `mutation Test($id: ID!, $roundTrip: Boolean!) { testConnection(id:
 const CHECK = `mutation Check($id: ID!) { checkDomainSetup(id: $id) { __typename ... on UserError { message } } }`;
 const STATUS = `subscription Live($id: ID!) { emailInboxStatus(id: $id) { id status version } }`;
 
-function facts(pairs) {
+function facts(pairs, { skipEmpty = false } = {}) {
+  if (skipEmpty) pairs = pairs.filter(([, value]) => value !== null && value !== undefined && value !== "");
   return h("dl", { class: "facts" }, pairs.map(([term, value]) => [h("dt", {}, term), h("dd", {}, value ?? "")]));
 }
 
@@ -73,7 +74,7 @@ function sideDetails(label, result) {
       ["What to fix", result.hint],
       ["TLS", tls ? `${tls.version || "?"}, certificate ${tls.trusted ? "trusted" : "not trusted"}${tls.pinned ? ", pinned" : ""}` : "none"],
       ["Certificate SHA-256", tls?.sha256Fingerprint ? h("code", { class: "fingerprint" }, tls.sha256Fingerprint) : ""],
-    ]),
+    ], { skipEmpty: true }),
   );
 }
 
@@ -98,7 +99,7 @@ function testRows(tests) {
             ["Finished", when(t.finishedAt)],
             ["Attempts", String(t.attempts)],
             ["Error", t.error],
-          ]),
+          ], { skipEmpty: true }),
           h("ul", { class: "side-details" }, sideDetails("SMTP", t.smtp), sideDetails("IMAP", t.imap)),
         ),
       ),

@@ -155,9 +155,11 @@ export async function messagePage(inboxId, id) {
         ["To", list(message.to)],
         ["Cc", list(message.cc)],
         ["Reply to", list(message.replyTo)],
-        ["Sent", when(message.sentAt)],
+        ["Sent", message.sentAt ? when(message.sentAt) : ""],
         ["Received", `${when(message.receivedAt)} in ${message.folder}`],
-      ].map(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]),
+      ]
+        .filter(([, value]) => value)
+        .map(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]),
     ),
     message.parseError ? h("p", { class: "error" }, `Not fully read: ${message.parseError}`) : null,
     h("div", { class: "actions" }, h("a", { class: "button", href: reply }, "Reply")),
