@@ -174,6 +174,15 @@ async def test_received_mail_arrives_live_in_pages_and_opens_sanitised(
         await browser("click", selector='a.button:text-is("Reply")')
         await browser("waitValue", selector="#c-to", value="Friend <friend@console.test>")
         await browser("waitText", selector=".reply-note", text="Third hello")
+        # The message and the inbox's page (messages, compose, outbox) at phone width.
+        for route, heading in ((f"/messages/{third}", "Third hello"), ("", "ACTIVE")):
+            url = f"{verifier.stack.base_url}/console/#/inboxes/{inbox_id}{route}"
+            await browser("open", url=url, width=390, height=844)
+            await browser("fill", selector="#api-key", value=tenant.key)
+            await browser("press", selector="#api-key", key="Enter")
+            await browser("waitText", selector="h1", text=heading)
+            state = await browser("state")
+            assert state["scrollWidth"] <= state["width"], f"{route or 'inbox'} scrolls sideways"
     finally:
         tracker.close()
         await tracker.wait_closed()
