@@ -131,7 +131,7 @@ function outbox(inboxId, size) {
 }
 
 // The compose card; `replyTo` is a received message's id (from its page's Reply) or null.
-export async function composer(inbox, replyTo) {
+export async function composer(inboxId, replyTo) {
   const controls = new Map();
   const summary = h("div", { class: "summary", role: "alert", tabindex: "-1" });
   const sent = h("p", { class: "note", role: "status" });
@@ -207,7 +207,7 @@ export async function composer(inbox, replyTo) {
     replace(sent);
     key ??= newKey();
     try {
-      const payload = (await gql(SEND, { id: inbox.id, input: await input() })).sendEmail;
+      const payload = (await gql(SEND, { id: inboxId, input: await input() })).sendEmail;
       shown(payload);
     } catch (error) {
       // The answer was lost: the same key goes with the retry, so it cannot send twice.
@@ -233,10 +233,10 @@ export async function composer(inbox, replyTo) {
       for (const issue of payload.fields) first ??= showAt(issue.field, issue.message);
     } else if (payload.__typename === "DailySendLimitReached") {
       replace(summary, h("p", {}, `${payload.message} (limit ${payload.limit} a day; sending resumes ${when(payload.resetsAt)}). `,
-        h("a", { href: `#/inboxes/${encodeURIComponent(inbox.id)}/edit` }, "Change the daily send limit")));
+        h("a", { href: `#/inboxes/${encodeURIComponent(inboxId)}/edit` }, "Change the daily send limit")));
     } else if (payload.__typename === "InboxNotActive") {
       replace(summary, h("p", {}, `${payload.message}. `,
-        h("a", { href: `#/inboxes/${encodeURIComponent(inbox.id)}/edit` }, "Open the inbox's settings")));
+        h("a", { href: `#/inboxes/${encodeURIComponent(inboxId)}/edit` }, "Open the inbox's settings")));
     } else {
       replace(summary, h("p", {}, payload.message));
     }
@@ -267,7 +267,7 @@ export async function composer(inbox, replyTo) {
         h("button", { type: "button", class: "link-button", onclick: stopReplying }, "Not a reply"));
     }
   }
-  const box = outbox(inbox.id, 10);
+  const box = outbox(inboxId, 10);
   await box.ready;
   return { compose: form, outbox: box.node, dispose: box.dispose };
 }

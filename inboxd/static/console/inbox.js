@@ -204,7 +204,7 @@ export async function inboxPage(id, params = new URLSearchParams()) {
     h("button", { type: "button", onclick: () => run(CHECK, { id }, "checkDomainSetup", "Checking DNS…") }, "Check DNS"),
   );
   const messages = messageList(id, size("messages", 20));
-  const [, , , , sending] = await Promise.all([load(), loadTests(), loadAudit(), messages.ready, composer({ id }, params.get("reply"))]);
+  const [, , , , sending] = await Promise.all([load(), loadTests(), loadAudit(), messages.ready, composer(id, params.get("reply"))]);
   const card = (title, ...body) => h("section", { class: "card", id: title.toLowerCase().replaceAll(" ", "-") }, h("h2", {}, title), ...body);
   const node = h("div", { class: "stack" }, sections.head, buttons, note, live,
     card("Settings", sections.settings),
