@@ -30,7 +30,10 @@ from tests.support.mailservers import (
 HERE = Path(__file__).resolve().parent
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 PASSWORD = "Console-Canary-7713"
-NAMES = ("ada", "list1", "list2", "list3", "fix", "pin", "page", "phone")
+NAMES = (
+    *("ada", "list1", "list2", "list3", "fix", "pin", "page", "phone", "edit", "history"),
+    *("usage", "reader", "send", "limit", "off", "friend"),
+)
 USERS = {f"{name}@console.test": PASSWORD for name in NAMES}
 
 

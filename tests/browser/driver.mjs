@@ -70,6 +70,36 @@ const steps = {
     await page.locator(selector).first().click();
     return {};
   },
+  async dblclick({ selector }) {
+    await page.locator(selector).first().dblclick();
+    return {};
+  },
+  async upload({ selector, name, mimeType, base64 }) {
+    await page.locator(selector).setInputFiles({ name, mimeType, buffer: Buffer.from(base64, "base64") });
+    return {};
+  },
+  async frame({ selector }) {
+    // A sandboxed frame's attributes and what its document holds and ran (if it ran anything,
+    // __ran is set by the message's own script).
+    const element = page.locator(selector).first();
+    await element.waitFor();
+    const attributes = await element.evaluate((f) => ({ sandbox: f.getAttribute("sandbox"), srcdoc: f.getAttribute("srcdoc") }));
+    const frame = await (await element.elementHandle()).contentFrame();
+    await frame.waitForLoadState();
+    const inside = await frame.evaluate(() => ({ text: document.body.innerText, html: document.documentElement.outerHTML, ran: window.__ran || null }));
+    return { ...attributes, ...inside };
+  },
+  async fetch({ url }) {
+    // The page's own fetch: same origin, no API key (for links that are their own capability).
+    return page.evaluate(async (u) => {
+      const r = await fetch(u);
+      return { status: r.status, text: await r.text(), disposition: r.headers.get("content-disposition") };
+    }, url);
+  },
+  async attribute({ selector, name }) {
+    await page.locator(selector).first().waitFor();
+    return { value: await page.locator(selector).first().getAttribute(name) };
+  },
   async press({ selector, key }) {
     await page.locator(selector).press(key);
     return {};

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.browser.conftest import PASSWORD, Browser
+from tests.browser.conftest import PASSWORD, USERS, Browser
 from tests.conftest import Tenant, Verifier
+from tests.support.mailservers import SmtpMode, SmtpServer
 from tests.support.waiting import subscribed, wait_until
 
 CREATE = """mutation($input: CreateEmailInboxInput!) { createEmailInbox(input: $input) {
@@ -239,7 +240,121 @@ async def test_usable_at_phone_width(browser, verifier, mail, shots):
     state = await browser("state")
     assert state["scrollWidth"] <= state["width"], "the page scrolls sideways on a phone"
     await browser("screenshot", path=str(shots / "phone-inboxes.png"))
+    assert await serious(browser) == []  # the list page, at phone width
     await browser("goto", hash="#/inboxes/new")
     state = await browser("state")
     assert state["scrollWidth"] <= state["width"]
     assert await serious(browser) == []
+
+
+TESTS = """query($id: ID!) { emailInbox(id: $id) { status version
+  connectionTests(first: 20) { edges { node { state reason } } } } }"""
+TEST_NOW = """mutation($id: ID!) { testConnection(id: $id) { __typename } }"""
+INBOX = """query($id: ID!) { emailInbox(id: $id) { status dailySendLimit timeZone
+  smtp { port hasPassword } } }"""
+
+
+async def finished_tests(tenant: Tenant, inbox_id: str, count: int) -> list[dict[str, Any]]:
+    async def done() -> list[dict[str, Any]] | None:
+        inbox = (await tenant.client(TESTS, {"id": inbox_id})).data["emailInbox"]
+        tests = [e["node"] for e in inbox["connectionTests"]["edges"]]
+        finished = all(t["state"] in ("PASSED", "FAILED") for t in tests)
+        return tests if len(tests) == count and finished and inbox["status"] == "ACTIVE" else None
+
+    found: list[dict[str, Any]] = await wait_until(done, f"{count} finished tests of {inbox_id}")
+    return found
+
+
+async def test_an_existing_inbox_is_edited_and_verified_again_live(
+    browser, verifier, mail, certs, shots
+):
+    tenant = await verifier.tenant()
+    inbox_id = await create(tenant, "edit@console.test", mail, name="Edit me")
+    await finished_tests(tenant, inbox_id, 1)
+    # The SMTP service moves to another port; only the port is changed in the form.
+    with SmtpServer(SmtpMode.TLS, USERS, ssl_context=certs.server_context) as moved:
+        await signed_in(browser, verifier, tenant)
+        await browser("goto", hash=f"#/inboxes/{inbox_id}/edit")
+        await browser("mark", value="no reload")
+        await browser("waitValue", selector='[name="name"]', value="Edit me")
+        await browser("waitValue", selector='[name="smtp.port"]', value=str(mail["smtp"].port))
+        for side in ("smtp", "imap"):  # write-only: never shown, said to be stored
+            await browser("waitValue", selector=f'[name="{side}.password"]', value="")
+            await browser("waitText", selector=f"#f-{side}-password-source", text="stored")
+        assert PASSWORD not in (await browser("state"))["html"]
+        assert await serious(browser) == []
+        # A refused value comes back as a ValidationError, shown at its field.
+        await browser("fill", selector='[name="timeZone"]', value="Mars/Olympus_Mons")
+        await browser("click", selector="text=Save changes")
+        await browser("waitText", selector="#f-timeZone-error", text="IANA time zone")
+        state = await browser("state")
+        assert state["focused"] == "timeZone"
+        assert (await tenant.client(INBOX, {"id": inbox_id})).data["emailInbox"]["timeZone"] is None
+        await browser("fill", selector='[name="timeZone"]', value="Europe/Berlin")
+        await browser("fill", selector='[name="smtp.port"]', value=str(moved.port))
+        await browser("click", selector="text=Save changes")
+        # Verified again, live, with the stored password (the field was left blank).
+        await browser("waitText", selector=".verify-status", text="ACTIVE")
+        tests = await finished_tests(tenant, inbox_id, 2)
+        assert tests[0]["reason"] == "SETTINGS_CHANGED" and tests[0]["state"] == "PASSED"
+        sides = (await browser("texts", selector=".verification .sides li"))["texts"]
+        assert all("ok in" in side for side in sides), sides
+        assert {user for user, _ in moved.logins} == {"edit@console.test"}
+        saved = (await tenant.client(INBOX, {"id": inbox_id})).data["emailInbox"]
+        assert saved["smtp"] == {"port": moved.port, "hasPassword": True}
+        assert saved["timeZone"] == "Europe/Berlin"
+        assert (await browser("count", selector="#f-timeZone-error p"))["count"] == 0
+        state = await browser("state")
+        assert state["mark"] == "no reload" and PASSWORD not in state["html"]
+        assert state["problems"] == []
+        await browser("screenshot", path=str(shots / "edit-inbox.png"))
+
+
+async def test_the_connection_test_history_pages_with_each_sides_details(
+    browser, verifier, mail, certs, shots
+):
+    tenant = await verifier.tenant()
+    inbox_id = await create(tenant, "history@console.test", mail)
+    await finished_tests(tenant, inbox_id, 1)
+    for count in (2, 3):
+        await tenant.client(TEST_NOW, {"id": inbox_id})
+        await finished_tests(tenant, inbox_id, count)
+    await signed_in(browser, verifier, tenant)
+    await browser("goto", hash=f"#/inboxes/{inbox_id}?tests=2")
+    pager = 'nav[aria-label="Test pages"]'
+    await browser("waitText", selector=pager, text="1\N{EN DASH}2")
+    rows = (await browser("texts", selector="tr[data-test]"))["texts"]
+    assert len(rows) == 2 and all("MANUAL" in row for row in rows), rows
+    await browser("click", selector="text=Older tests")
+    await browser("waitText", selector=pager, text="3\N{EN DASH}3")
+    rows = (await browser("texts", selector="tr[data-test]"))["texts"]
+    assert len(rows) == 1 and "CREATED" in rows[0]
+    await browser("click", selector="tr[data-test] details summary")
+    details = (await browser("texts", selector="tr[data-test] .side-details > li"))["texts"]
+    assert [d.split("\n")[0] for d in details] == ["SMTP", "IMAP"]
+    for side in details:
+        assert "certificate trusted" in side and " ms" in side, side
+        assert certs.fingerprint.replace(":", "").lower() in side.replace(":", "").lower()
+    await browser("screenshot", path=str(shots / "test-history.png"))
+    await browser("click", selector="text=Newer tests")
+    await browser("waitText", selector=pager, text="1\N{EN DASH}2")
+    assert await serious(browser) == []
+
+
+async def test_the_header_usage_follows_inboxes_created_and_deleted(browser, verifier, mail):
+    tenant = await verifier.tenant(max_inboxes=5)
+    await signed_in(browser, verifier, tenant)
+    await browser("waitText", selector="#workspace", text="0 of 5 inboxes")
+    await browser("mark", value="no reload")
+    # The header's subscription and the list's.
+    await subscribed(verifier.stack.state.hub, tenant.workspace.id, count=2)
+    inbox_id = await create(tenant, "usage@console.test", mail)
+    await browser("waitText", selector="#workspace", text="1 of 5 inboxes")
+    await browser("waitText", selector="section", text="1 of 5 used")
+    deleted = await tenant.client(
+        "mutation($id: ID!) { deleteEmailInbox(id: $id) { __typename } }", {"id": inbox_id}
+    )
+    assert deleted.data["deleteEmailInbox"]["__typename"] == "DeleteEmailInboxSuccess"
+    await browser("waitText", selector="#workspace", text="0 of 5 inboxes")
+    await browser("waitText", selector="section", text="0 of 5 used")
+    assert (await browser("state"))["mark"] == "no reload"

@@ -1,19 +1,24 @@
 // The console's shell: sign-in, the header with the workspace, and a hash router whose views
 // each return { node, dispose } (dispose ends their subscriptions).
-import { ApiError, gql, session } from "./api.js";
+import { ApiError, gql, session, subscribe } from "./api.js";
 import { h, replace } from "./dom.js";
 import { inboxForm } from "./form.js";
 import { inboxPage } from "./inbox.js";
 import { inboxList } from "./inboxes.js";
+import { messagePage } from "./messages.js";
 
 const VIEWER = `query Viewer { viewer { workspace { id name maxInboxes subscriptionActive }
   permissions inboxUsage inboxLimit } }`;
+
+// Creating or deleting an inbox (here, in another tab, or through the API) changes the usage.
+const USAGE = `subscription Usage { emailInboxEvents { kind inboxId } }`;
 
 const main = document.getElementById("main");
 const header = document.getElementById("workspace");
 let current = null;
 let viewer = null;
 let navigation = 0; // a route still loading when the next one starts is dropped
+let stopUsage = null;
 
 function signInView(problem) {
   const input = h("input", {
@@ -62,6 +67,7 @@ function renderHeader() {
         type: "button",
         class: "link",
         onclick: () => {
+          stopUsage = null; // signing out closes the socket and its subscriptions
           session.signOut();
           viewer = null;
           location.hash = "#/";
@@ -76,6 +82,10 @@ function renderHeader() {
 export async function refreshViewer() {
   viewer = (await gql(VIEWER)).viewer;
   renderHeader();
+  document.dispatchEvent(new CustomEvent("inboxd:viewer", { detail: viewer }));
+  stopUsage ??= subscribe(USAGE, {}, ({ emailInboxEvents: event }) => {
+    if (["CREATED", "DELETED", "RESYNC"].includes(event.kind)) refreshViewer().catch(() => {});
+  });
   return viewer;
 }
 
@@ -86,7 +96,8 @@ function pick(hash) {
   if (parts[0] !== "inboxes" || parts.length === 1) return () => inboxList(viewer, params);
   if (parts[1] === "new") return () => inboxForm(null);
   if (parts[2] === "edit") return () => inboxForm(decodeURIComponent(parts[1]));
-  return () => inboxPage(decodeURIComponent(parts[1]));
+  if (parts[2] === "messages" && parts[3]) return () => messagePage(decodeURIComponent(parts[1]), decodeURIComponent(parts[3]));
+  return () => inboxPage(decodeURIComponent(parts[1]), params);
 }
 
 async function route() {
@@ -104,6 +115,7 @@ async function route() {
   } catch (error) {
     if (mine !== navigation) return;
     const refused = error instanceof ApiError;
+    stopUsage = null;
     session.signOut();
     viewer = null;
     renderHeader();

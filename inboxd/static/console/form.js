@@ -131,7 +131,13 @@ export async function inboxForm(id) {
 
   function input() {
     const result = {};
-    for (const path of dirty) {
+    const given = new Set(dirty);
+    // inboxd infers the encryption from a new port when none is given: the encryption the form
+    // shows goes with a changed host or port, so what is saved is what was on screen.
+    for (const side of ["smtp", "imap"]) {
+      if (given.has(`${side}.host`) || given.has(`${side}.port`)) given.add(`${side}.security`);
+    }
+    for (const path of given) {
       const { input: element, type } = controls.get(path);
       const value = valueOf(element, type);
       if (value !== undefined) put(result, path, value);

@@ -1,8 +1,10 @@
-// One inbox: settings (never a password), verification history, the DNS checklist, test
-// buttons, the audit trail and received messages. The status and history follow the inbox
-// live through emailInboxStatus.
+// One inbox: settings (never a password), its connection tests in pages with each side's
+// details, the DNS checklist, test buttons, received messages, compose and the outbox, and the
+// audit trail. The status and history follow the inbox live through emailInboxStatus.
 import { gql, subscribe } from "./api.js";
 import { badge, h, replace, when } from "./dom.js";
+import { composer } from "./compose.js";
+import { messageList } from "./messages.js";
 import { PROBE, sideResult, verification } from "./verify.js";
 
 const SERVER = "host port security username hasPassword tlsCertificateSha256";
@@ -11,19 +13,20 @@ const READ = `query Page($id: ID!) { emailInbox(id: $id) {
   id name email displayName department description active provider status statusReason
   version dailySendLimit sendingEnabled tags replyTo lastVerifiedAt
   smtp { ${SERVER} } imap { ${SERVER} } receiving { enabled folders state lastCheckAt }
-  setupStatus { domain overall checkedAt mx { ${RECORD} } spf { ${RECORD} } dkim { ${RECORD} } dmarc { ${RECORD} } }
-  connectionTests(first: 10) { edges { node { id state reason createdAt finishedAt error
+  setupStatus { domain overall checkedAt mx { ${RECORD} } spf { ${RECORD} } dkim { ${RECORD} } dmarc { ${RECORD} } } } }`;
+const TESTS = `query Tests($id: ID!, $first: Int!, $after: String) { emailInbox(id: $id) {
+  connectionTests(first: $first, after: $after) { pageInfo { hasNextPage endCursor }
+  edges { node { id state reason attempts createdAt startedAt finishedAt error
     smtp { ${PROBE} } imap { ${PROBE} } roundTrip { ok code message hint delayMs } } } } } }`;
 const AUDIT = `query Audit($id: ID!) { auditLog(inboxId: $id, first: 20) { edges { node {
   id action apiKeyPrefix clientAddress details at } } } }`;
-const MESSAGES = `query Messages($id: ID!, $after: String) { messages(inboxId: $id, first: 20, after: $after) {
-  pageInfo { hasNextPage endCursor } edges { node { id subject from { name address } receivedAt textBody seen } } } }`;
 const TEST = `mutation Test($id: ID!, $roundTrip: Boolean!) { testConnection(id: $id, roundTrip: $roundTrip) {
   __typename ... on UserError { message } } }`;
 const CHECK = `mutation Check($id: ID!) { checkDomainSetup(id: $id) { __typename ... on UserError { message } } }`;
 const STATUS = `subscription Live($id: ID!) { emailInboxStatus(id: $id) { id status version } }`;
 
-function facts(pairs) {
+function facts(pairs, { skipEmpty = false } = {}) {
+  if (skipEmpty) pairs = pairs.filter(([, value]) => value !== null && value !== undefined && value !== "");
   return h("dl", { class: "facts" }, pairs.map(([term, value]) => [h("dt", {}, term), h("dd", {}, value ?? "")]));
 }
 
@@ -57,6 +60,24 @@ function table(caption, heads, rows, empty) {
   );
 }
 
+function sideDetails(label, result) {
+  if (!result) return h("li", {}, `${label}: not probed`);
+  const tls = result.tls;
+  return h(
+    "li",
+    {},
+    h("strong", {}, label),
+    facts([
+      ["Result", result.ok ? "ok" : `${result.code}: ${result.message}`],
+      ["Time", result.latencyMs == null ? "" : `${result.latencyMs} ms`],
+      ["Field at fault", result.field],
+      ["What to fix", result.hint],
+      ["TLS", tls ? `${tls.version || "?"}, certificate ${tls.trusted ? "trusted" : "not trusted"}${tls.pinned ? ", pinned" : ""}` : "none"],
+      ["Certificate SHA-256", tls?.sha256Fingerprint ? h("code", { class: "fingerprint" }, tls.sha256Fingerprint) : ""],
+    ], { skipEmpty: true }),
+  );
+}
+
 function testRows(tests) {
   return tests.map(({ node: t }) =>
     h(
@@ -65,9 +86,23 @@ function testRows(tests) {
       h("td", {}, when(t.createdAt)),
       h("td", {}, t.reason),
       h("td", {}, badge(t.state)),
-      h("td", {}, h("ul", { class: "sides" }, sideResult("smtp", t.smtp), sideResult("imap", t.imap)),
-        t.smtp?.hint ? h("p", { class: "hint" }, t.smtp.hint) : null,
-        t.imap?.hint ? h("p", { class: "hint" }, t.imap.hint) : null),
+      h(
+        "td",
+        {},
+        h("ul", { class: "sides" }, sideResult("smtp", t.smtp), sideResult("imap", t.imap)),
+        h(
+          "details",
+          { class: "test-details" },
+          h("summary", {}, "Details"),
+          facts([
+            ["Started", when(t.startedAt)],
+            ["Finished", when(t.finishedAt)],
+            ["Attempts", String(t.attempts)],
+            ["Error", t.error],
+          ], { skipEmpty: true }),
+          h("ul", { class: "side-details" }, sideDetails("SMTP", t.smtp), sideDetails("IMAP", t.imap)),
+        ),
+      ),
       h("td", { class: "round-trip" }, t.roundTrip ? [badge(t.roundTrip.ok ? "OK" : t.roundTrip.code), ` ${t.roundTrip.message}`] : "not run"),
     ),
   );
@@ -90,8 +125,13 @@ function dnsChecklist(setup) {
   ];
 }
 
-export async function inboxPage(id) {
-  const sections = { head: h("div"), settings: h("div"), tests: h("div"), dns: h("div"), audit: h("div"), messages: h("div") };
+export async function inboxPage(id, params = new URLSearchParams()) {
+  const sections = { head: h("div"), settings: h("div"), tests: h("div"), dns: h("div"), audit: h("div") };
+  const size = (name, fallback) => Math.max(1, Math.min(100, Number(params.get(name)) || fallback));
+  const tests = { first: size("tests", 10), cursors: [null], endCursor: null, loads: 0 };
+  const newer = h("button", { type: "button", onclick: () => testPage(-1) }, "Newer tests");
+  const older = h("button", { type: "button", onclick: () => testPage(1) }, "Older tests");
+  const testPosition = h("span", { class: "position" });
   const note = h("p", { class: "note", role: "status" });
   const live = h("section", { class: "card verification", hidden: true });
   let stopTest = () => {};
@@ -109,8 +149,26 @@ export async function inboxPage(id) {
       ["Receiving", inbox.receiving.enabled ? `${inbox.receiving.state}, folders ${inbox.receiving.folders.join(", ")}` : "off"],
       ["Tags", inbox.tags.join(", ")], ["Last verified", when(inbox.lastVerifiedAt)],
     ]), h("div", { class: "columns" }, serverFacts("SMTP", inbox.smtp), serverFacts("IMAP", inbox.imap)));
-    replace(sections.tests, table("Connection tests, newest first", ["When", "Why", "State", "Sides", "Round trip"], testRows(inbox.connectionTests.edges), "No test yet."));
     replace(sections.dns, dnsChecklist(inbox.setupStatus));
+  }
+
+  async function loadTests() {
+    const mine = ++tests.loads;
+    const data = (await gql(TESTS, { id, first: tests.first, after: tests.cursors.at(-1) })).emailInbox;
+    if (!data || mine !== tests.loads) return;
+    const { edges, pageInfo } = data.connectionTests;
+    tests.endCursor = pageInfo.endCursor;
+    const start = (tests.cursors.length - 1) * tests.first;
+    replace(sections.tests, table("Connection tests, newest first", ["When", "Why", "State", "Sides", "Round trip"], testRows(edges), "No test yet."));
+    replace(testPosition, edges.length ? `${start + 1}–${start + edges.length}` : "");
+    newer.disabled = tests.cursors.length === 1;
+    older.disabled = !pageInfo.hasNextPage;
+  }
+
+  function testPage(step) {
+    if (step > 0) tests.cursors.push(tests.endCursor);
+    else tests.cursors.pop();
+    loadTests();
   }
 
   async function loadAudit() {
@@ -122,17 +180,6 @@ export async function inboxPage(id) {
     } catch (error) {
       replace(sections.audit, h("p", {}, `Not shown: ${error.message}`));
     }
-  }
-
-  async function loadMessages(after = null) {
-    const data = (await gql(MESSAGES, { id, after })).messages;
-    const rows = data.edges.map(({ node: m }) =>
-      h("tr", {}, h("td", {}, when(m.receivedAt)), h("td", {}, m.from ? m.from.name || m.from.address : ""),
-        h("td", {}, h("details", {}, h("summary", {}, m.subject || "(no subject)"), h("pre", { class: "body" }, m.textBody || "")))));
-    const more = data.pageInfo.hasNextPage
-      ? h("button", { type: "button", onclick: () => loadMessages(data.pageInfo.endCursor) }, "Older messages")
-      : null;
-    replace(sections.messages, table("Received messages, newest first", ["Received", "From", "Subject"], rows, "No message received yet."), more);
   }
 
   async function run(mutation, variables, field, started) {
@@ -156,18 +203,22 @@ export async function inboxPage(id) {
     h("button", { type: "button", onclick: () => run(TEST, { id, roundTrip: true }, "testConnection", "Sending a message to itself…") }, "Round-trip test"),
     h("button", { type: "button", onclick: () => run(CHECK, { id }, "checkDomainSetup", "Checking DNS…") }, "Check DNS"),
   );
-  await Promise.all([load(), loadAudit(), loadMessages()]);
-  const card = (title, body) => h("section", { class: "card" }, h("h2", {}, title), body);
+  const messages = messageList(id, size("messages", 20));
+  const [, , , , sending] = await Promise.all([load(), loadTests(), loadAudit(), messages.ready, composer(id, params.get("reply"))]);
+  const card = (title, ...body) => h("section", { class: "card", id: title.toLowerCase().replaceAll(" ", "-") }, h("h2", {}, title), ...body);
   const node = h("div", { class: "stack" }, sections.head, buttons, note, live,
-    card("Settings", sections.settings), card("Connection tests", sections.tests),
-    card("DNS setup", sections.dns), card("Received messages", sections.messages), card("Audit trail", sections.audit));
+    card("Settings", sections.settings),
+    card("Connection tests", sections.tests, h("nav", { class: "pager", "aria-label": "Test pages" }, newer, testPosition, older)),
+    card("DNS setup", sections.dns), card("Received messages", messages.node),
+    card("Send a message", sending.compose), card("Outbox", sending.outbox), card("Audit trail", sections.audit));
   // Every change to the inbox (a status, a finished test) re-reads the page's parts.
   let seen = inbox?.version;
   const stopStatus = subscribe(STATUS, { id }, ({ emailInboxStatus: now }) => {
     if (now.version === seen) return;
     seen = now.version;
     load();
+    if (tests.cursors.length === 1) loadTests(); // a new test is newest: it joins the first page
     loadAudit();
   });
-  return { node, dispose: () => (stopStatus(), stopTest()) };
+  return { node, dispose: () => (stopStatus(), stopTest(), messages.dispose(), sending.dispose()) };
 }

@@ -140,11 +140,15 @@ export function inboxList(viewer, params) {
   }
 
   const stop = subscribe(EVENTS, {}, onEvent);
+  // The usage shown here follows the header's (app.js re-reads it when an inbox comes or goes).
+  const onViewer = ({ detail }) => panel.replaceWith((panel = workspacePanel(detail)));
+  document.addEventListener("inboxd:viewer", onViewer);
+  let panel = workspacePanel(viewer);
   const node = h(
     "div",
     { class: "stack" },
     h("h1", { tabindex: "-1" }, "Inboxes"),
-    workspacePanel(viewer),
+    panel,
     h(
       "section",
       { class: "card", "aria-labelledby": "list-heading" },
@@ -170,5 +174,6 @@ export function inboxList(viewer, params) {
       status,
     ),
   );
-  return load().then(() => ({ node, dispose: stop }));
+  const dispose = () => (stop(), document.removeEventListener("inboxd:viewer", onViewer));
+  return load().then(() => ({ node, dispose }));
 }
