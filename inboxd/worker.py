@@ -32,6 +32,7 @@ from mail.dns_lookup import DnsSettings
 from mail.imap_session import SessionSettings
 from mail.network import NetworkPolicy
 from mail.probes import ProbeSettings
+from resolvers.oauth_client import OAuthConfig, with_overrides
 from resolvers.state import AppState, SendLimits
 from resolvers.verification import (
     VerificationConfig,
@@ -127,6 +128,28 @@ def send_limits(settings: Settings) -> SendLimits:
     )
 
 
+def oauth_config(settings: Settings) -> OAuthConfig:
+    base = OAuthConfig()
+    return OAuthConfig(
+        google=with_overrides(
+            base.google,
+            settings.oauth_google_authorize_url,
+            settings.oauth_google_token_url,
+            settings.oauth_google_userinfo_url,
+        ),
+        microsoft=with_overrides(
+            base.microsoft,
+            settings.oauth_microsoft_authorize_url,
+            settings.oauth_microsoft_token_url,
+            settings.oauth_microsoft_me_url,
+        ),
+        state_ttl=timedelta(seconds=settings.oauth_state_seconds),
+        timeout=settings.oauth_timeout_seconds,
+        refresh_margin=timedelta(seconds=settings.oauth_refresh_margin_seconds),
+        ca_file=settings.tls_ca_file,
+    )
+
+
 def build_state(settings: Settings, resolved: Resolved) -> AppState:
     return AppState(
         db=open_database(settings, resolved.database_url),
@@ -139,6 +162,7 @@ def build_state(settings: Settings, resolved: Resolved) -> AppState:
         verification_spacing=timedelta(seconds=settings.verification_spacing_seconds),
         tests_per_inbox_per_minute=settings.rate_limit_tests_per_inbox_per_minute,
         sending=send_limits(settings),
+        oauth=oauth_config(settings),
     )
 
 
