@@ -30,22 +30,24 @@ import structlog
 from mail.compose import ComposeError, compose, envelope_recipients
 from mail.endpoint import Endpoint, ProbeSettings
 from mail.imap_session import SessionSettings
-from mail.send import send_message
+from mail.send import SendOutcome, send_message
 from mail.sent_folder import append_to_sent, find_in_sent
+from resolvers.logins import Logins, ReauthRequired, TokenUnavailable, is_oauth
 from resolvers.outgoing_mail import copies_to_sent_folder, outgoing_from_row
 from resolvers.state import AppState
-from resolvers.verification import inbox_endpoint
 from storage import inbox_reads, outbox, outbox_runs
 from storage.db import UNAVAILABLE_ERRORS
 from storage.listener import EventHub
 from storage.models import utcnow
 from storage.outbox_runs import ClaimedOutgoing, SendResult
 from storage.rows import InboxRow
-from storage.secrets import DecryptionError
+from storage.secrets import DecryptionError, Secret
 
 log = structlog.get_logger("inboxd.outbox")
 
 DUE_SLACK = 0.005
+# SMTP refusals of a login: for an OAuth inbox, the access token (refreshed once, sent again).
+LOGIN_REFUSED = frozenset({530, 534, 535})
 MIN_SLEEP = 0.05
 
 
@@ -211,8 +213,7 @@ class OutboxWorker:
         if inbox is None:
             return None  # deleted: its outbox goes with it
         try:
-            smtp = inbox_endpoint(inbox, "smtp", self.state.keyring)
-            imap = inbox_endpoint(inbox, "imap", self.state.keyring)
+            smtp, imap = await self._logins.endpoints(inbox)
         except DecryptionError:
             return SendResult(
                 "FAILED",
@@ -220,12 +221,43 @@ class OutboxWorker:
                 "The inbox's stored password can no longer be decrypted; nothing was sent.",
                 "Re-enter the password (updateEmailInbox), then send the message again.",
             )
+        except ReauthRequired as exc:
+            return SendResult("FAILED", None, f"{exc.message} Nothing was sent.", exc.hint)
+        except TokenUnavailable:
+            return _retry_or_fail(
+                row,
+                self.config,
+                None,
+                "The OAuth provider could not be reached to refresh the access token.",
+                None,
+            )
         message = outgoing_from_row(inbox, row, contents, utcnow())
         try:
             data = compose(message, max_bytes=self.config.max_message_bytes)
         except ComposeError as exc:
             return SendResult("FAILED", None, f"{exc.field}: {exc.message}", "Fix it and resend.")
         return Prepared(inbox, smtp, imap, data, envelope_recipients(message))
+
+    @property
+    def _logins(self) -> Logins:
+        return Logins(self.state.db, self.state.keyring, self.state.oauth)
+
+    async def _token_refused_again(self, prepared: Prepared) -> SendResult | None:
+        """After an OAuth inbox's login was refused: a refreshed token for the one retry
+        (None), or why there is none."""
+        rejected = prepared.smtp.password
+        assert isinstance(rejected, Secret)
+        try:
+            prepared.smtp, prepared.imap = await self._logins.endpoints(
+                prepared.inbox, rejected=rejected
+            )
+        except ReauthRequired as exc:
+            return SendResult("FAILED", None, f"{exc.message} Nothing was sent.", exc.hint)
+        except (TokenUnavailable, DecryptionError):
+            return SendResult(
+                "FAILED", None, "The access token was refused and could not be refreshed.", None
+            )
+        return None
 
     async def _send(self, claimed: ClaimedOutgoing) -> None:
         row = claimed.row
@@ -255,13 +287,14 @@ class OutboxWorker:
                 await self._record(row.id, SendResult("SENT", None, reply))
                 return
         self.transmitting.add(row.id)
-        outcome = await send_message(
-            prepared.smtp,
-            self.config.smtp,
-            envelope_from=prepared.inbox.email,
-            recipients=prepared.recipients,
-            data=prepared.data,
-        )
+        outcome = await self._transmit(prepared)
+        if is_oauth(prepared.inbox) and not outcome.accepted and outcome.code in LOGIN_REFUSED:
+            # Refused at login, before MAIL FROM: nothing was sent. One refresh, one retry.
+            refused = await self._token_refused_again(prepared)
+            if refused is not None:
+                await self._record(row.id, refused)
+                return
+            outcome = await self._transmit(prepared)
         if outcome.accepted:
             await self._sent(row, prepared, outcome.code, outcome.reply, outcome.refused)
         elif outcome.permanent:
@@ -271,6 +304,15 @@ class OutboxWorker:
             await self._record(
                 row.id, _retry_or_fail(row, self.config, outcome.code, outcome.reply, outcome.hint)
             )
+
+    async def _transmit(self, prepared: Prepared) -> SendOutcome:
+        return await send_message(
+            prepared.smtp,
+            self.config.smtp,
+            envelope_from=prepared.inbox.email,
+            recipients=prepared.recipients,
+            data=prepared.data,
+        )
 
     async def _sent(
         self,

@@ -32,6 +32,7 @@ from mail.dns_lookup import DnsSettings
 from mail.imap_session import SessionSettings
 from mail.network import NetworkPolicy
 from mail.probes import ProbeSettings
+from resolvers.logins import Logins
 from resolvers.oauth_client import OAuthConfig, with_overrides
 from resolvers.state import AppState, SendLimits
 from resolvers.verification import (
@@ -284,7 +285,8 @@ class Worker:
                 self.state.db, test, self.worker_id, self.config, login_spacing
             ):
                 return  # queued again for its login slot
-            outcome = await observed_attempt(test, self.state.keyring, self.config, self.tracing)
+            logins = Logins(self.state.db, self.state.keyring, self.state.oauth)
+            outcome = await observed_attempt(test, logins, self.config, self.tracing)
             # The logins are over: the slot takes the next test while this outcome is stored.
             self._free_slot(test_id)
             await store_outcome(self.state.db, test, self.worker_id, outcome)

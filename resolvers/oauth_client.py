@@ -9,6 +9,7 @@ raises a token: errors carry the provider's error code (``invalid_grant``) and n
 from __future__ import annotations
 
 import dataclasses
+import ssl
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -138,15 +139,16 @@ def _url(template: str, client: Client) -> str:
     return template.replace("{tenant}", client.tenant or "common")
 
 
-def _http(config: OAuthConfig, client: Client | None = None, **kwargs: Any) -> AsyncOAuth2Client:
-    verify: Any = True
-    if config.ca_file:
-        import ssl
+def _verify(config: OAuthConfig) -> ssl.SSLContext | bool:
+    if not config.ca_file:
+        return True
+    context = ssl.create_default_context(cafile=config.ca_file)
+    context.load_default_certs()
+    return context
 
-        verify = ssl.create_default_context(cafile=config.ca_file)
-        verify.load_default_certs()
-    if client is None:
-        return AsyncOAuth2Client(timeout=config.timeout, verify=verify)
+
+def _http(config: OAuthConfig, client: Client, **kwargs: Any) -> AsyncOAuth2Client:
+    verify = _verify(config)
     return AsyncOAuth2Client(
         client_id=client.client_id,
         client_secret=client.client_secret.reveal(),
@@ -256,12 +258,10 @@ async def account_address(
         graph = await refresh(config, client, tokens.refresh_token, endpoints.address_scope)
         bearer = graph.access_token
         tokens = dataclasses.replace(tokens, refresh_token=graph.refresh_token)
-    async with _http(config) as http:
+    async with httpx.AsyncClient(timeout=config.timeout, verify=_verify(config)) as http:
         try:
             answer = await http.get(
-                endpoints.address_url,
-                headers={"Authorization": f"Bearer {bearer.reveal()}"},
-                withhold_token=True,
+                endpoints.address_url, headers={"Authorization": f"Bearer {bearer.reveal()}"}
             )
             answer.raise_for_status()
             body = answer.json()
