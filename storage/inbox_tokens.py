@@ -20,7 +20,7 @@ from storage.inbox_reads import INBOX_COLUMNS
 from storage.rows import InboxRow
 from storage.secrets import KeyRing, Secret
 
-LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('inboxd:oauth:' || $1::text))"
+LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('inboxd:oauth:' || $1::uuid::text))"
 READ_SQL = f"SELECT {INBOX_COLUMNS} FROM email_inbox WHERE id = $1"  # noqa: S608
 
 _STORE_CTE = inbox_changes.tokens(

@@ -102,6 +102,8 @@ class OAuthWorld:
         page = await self.callback(await self.provider.consent(url))
         assert page.status_code == 200, page.text
         inboxes = await self.inbox_rows(tenant)
+        if "inboxId" in variables:
+            return str(next(row.id for row in inboxes if str(row.id) == variables["inboxId"]))
         email = variables.get("email") or self.provider.default_user
         return str(next(row.id for row in inboxes if row.email == email))
 
