@@ -16,6 +16,8 @@ from typing import Any, cast
 
 import aioimaplib
 
+from mail.imap_auth import SaslExchange
+
 _ARRIVALS = re.compile(rb"^\* \d+ (EXISTS|RECENT)", re.IGNORECASE)
 # Their EXISTS is the size of the folder being opened, not news.
 _OPENING = ("EXAMINE", "SELECT")
@@ -35,6 +37,7 @@ class Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         super().__init__(loop, lost)
         self._arrived = arrived
         self.gone = False
+        self.sasl: SaslExchange | None = None  # set during AUTHENTICATE (mail.imap_auth)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """End every command still waiting for an answer. aioimaplib leaves them to their own
@@ -54,6 +57,13 @@ class Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         if self.gone:  # aioimaplib would send it into the void and wait for its timeout
             raise aioimaplib.Abort(f"{command.name}: the connection is lost")
         return await super().execute(command, scrub)
+
+    def _continuation(self, line: bytes) -> None:
+        pending = self.pending_sync_command
+        if self.sasl is not None and pending is not None and pending.name == "AUTHENTICATE":
+            self.transport.write(self.sasl.answer(line) + b"\r\n")  # not logged: a credential
+            return
+        super()._continuation(line)
 
     def _untagged_response(self, line: bytes) -> Any:
         opening = self.pending_sync_command is not None and (

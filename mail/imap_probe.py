@@ -7,10 +7,25 @@ import contextlib
 import re
 import ssl
 
-from mail.endpoint import Endpoint, ProbeSettings
+from mail.endpoint import Endpoint, Login, ProbeSettings
 from mail.failures import ProbeFailure, find_cause
-from mail.imap_wire import LINE_LIMIT, ImapProtocolError, ImapWire, astring, parse_capabilities
+from mail.imap_wire import (
+    LINE_LIMIT,
+    ImapProtocolError,
+    ImapWire,
+    Tagged,
+    astring,
+    parse_capabilities,
+)
 from mail.network import ResolvedTarget, open_socket
+from mail.oauth_sasl import (
+    ERROR_ACK,
+    error_status,
+    initial_response,
+    no_oauth_mechanism,
+    pick_mechanism,
+    token_rejected,
+)
 from mail.presets import Security
 from mail.probe_runner import (
     ProbeFacts,
@@ -71,9 +86,7 @@ async def _session(
     try:
         # Asked again after STARTTLS: capabilities from before TLS may have been forged.
         _record_capabilities(facts, await wire.capabilities())
-        if "LOGINDISABLED" in facts.capabilities:
-            raise _plaintext_refused(endpoint, facts)
-        await _login(wire, endpoint, facts)
+        await _authenticate(wire, endpoint, facts)
         await _examine_inbox(wire, facts)
         budget = courtesy_budget(facts, _LOGOUT_TIMEOUT)
         if budget > 0:
@@ -221,6 +234,16 @@ def _plaintext_refused(endpoint: Endpoint, facts: ProbeFacts) -> ProbeFailure:
     )
 
 
+async def _authenticate(wire: ImapWire, endpoint: Endpoint, facts: ProbeFacts) -> None:
+    """Log in as the endpoint says: LOGIN with the password, or SASL with the access token."""
+    if endpoint.login is Login.OAUTH2:
+        await _oauth_login(wire, endpoint, facts)
+        return
+    if "LOGINDISABLED" in facts.capabilities:
+        raise _plaintext_refused(endpoint, facts)
+    await _login(wire, endpoint, facts)
+
+
 async def _login(wire: ImapWire, endpoint: Endpoint, facts: ProbeFacts) -> None:
     reply = await wire.command(
         "LOGIN", astring(endpoint.username), astring(endpoint.password.reveal())
@@ -233,6 +256,29 @@ async def _login(wire: ImapWire, endpoint: Endpoint, facts: ProbeFacts) -> None:
             hint="Check the username (often the full email address) and the password.",
             field="password",
         )
+    await _after_login(wire, reply, facts)
+
+
+async def _oauth_login(wire: ImapWire, endpoint: Endpoint, facts: ProbeFacts) -> None:
+    """AUTHENTICATE XOAUTH2 (or OAUTHBEARER) with the access token; never LOGIN."""
+    mechanism = pick_mechanism(facts.auth_mechanisms)
+    if mechanism is None:
+        plaintext = endpoint.security is Security.NONE and "STARTTLS" in facts.capabilities
+        raise no_oauth_mechanism(facts.auth_mechanisms, plaintext=plaintext)
+    token = endpoint.password.reveal()
+    reply, challenge = await wire.authenticate(
+        mechanism,
+        initial_response(mechanism, endpoint, token),
+        ERROR_ACK[mechanism],
+        sasl_ir="SASL-IR" in facts.capabilities,
+    )
+    if reply.status != "OK":
+        status = error_status(challenge, token) if challenge is not None else None
+        raise token_rejected(f"{reply.status} {server_text(reply.text)}", status)
+    await _after_login(wire, reply, facts)
+
+
+async def _after_login(wire: ImapWire, reply: Tagged, facts: ProbeFacts) -> None:
     # Capabilities change after login (IDLE, CONDSTORE...); servers often send them in the OK.
     code = reply.code
     caps = parse_capabilities(b"[" + code + b"]") if code else []

@@ -25,6 +25,7 @@ import aioimaplib
 
 from mail.endpoint import Endpoint
 from mail.failures import ProbeFailure
+from mail.imap_auth import forget_secrets, log_in
 from mail.imap_changes import MODSEQ_TAIL, highest_modseq
 from mail.imap_client import Client, connect_tls, start_tls
 from mail.imap_mailbox import UIDVALIDITY, MailboxWrites, flags_of, network_error, quote_mailbox
@@ -198,15 +199,7 @@ class ImapSession(MailboxWrites):
         await asyncio.wait_for(protocol.capability(), self._settings.command_timeout)
 
     async def _login(self, endpoint: Endpoint) -> None:
-        response = await self._client.login(endpoint.username, endpoint.password.reveal())
-        if response.result != "OK":
-            raise ImapSessionError(
-                ProbeCode.AUTH_FAILED.value,
-                "The server rejected the IMAP username or password.",
-                hint="Check the username (often the full email address) and the password; "
-                "providers with 2FA need an app password.",
-                auth=True,
-            )
+        await log_in(self._client, endpoint)  # LOGIN, or XOAUTH2 / OAUTHBEARER
         protocol = self._client.protocol
         await asyncio.wait_for(protocol.capability(), self._settings.command_timeout)
 
@@ -391,3 +384,4 @@ class ImapSession(MailboxWrites):
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+        forget_secrets(self._client)

@@ -181,6 +181,37 @@ class ImapWire:
         elif not line.startswith(b"+"):
             raise ImapProtocolError("The server sent a line that is not an IMAP response.")
 
+    async def authenticate(
+        self, mechanism: str, response: bytes, error_ack: bytes, *, sasl_ir: bool
+    ) -> tuple[Tagged, bytes | None]:
+        """AUTHENTICATE with one client response: inline with SASL-IR (RFC 4959), else after
+        the server's first "+". A "+" after that is the server's error challenge: it gets
+        ``error_ack`` and comes back beside the completion (any further one, a cancel)."""
+        tag = self._next_tag()
+        start = tag + b" AUTHENTICATE " + mechanism.encode("ascii")
+        pending = [] if sasl_ir else [response]
+        self._writer.write(start + (b" " + response if sasl_ir else b"") + b"\r\n")
+        await asyncio.wait_for(self._writer.drain(), self._timeout)
+        untagged: list[bytes] = []
+        challenge: bytes | None = None
+        while True:
+            line = await self.read_line()
+            done = self._tagged(tag, line)
+            if done is not None:
+                done.untagged = untagged
+                return done, challenge
+            if not line.startswith(b"+"):
+                self._collect(line, untagged)
+                continue
+            if pending:
+                answer = pending.pop()
+            elif challenge is None:
+                challenge, answer = line[1:].strip(), error_ack
+            else:
+                answer = b"*"
+            self._writer.write(answer + b"\r\n")
+            await asyncio.wait_for(self._writer.drain(), self._timeout)
+
     async def capabilities(self) -> list[str]:
         reply = await self.command("CAPABILITY")
         for line in reply.untagged:

@@ -13,9 +13,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from mail.endpoint import Endpoint, ProbeSettings
+from mail.endpoint import Endpoint, Login, ProbeSettings
 from mail.failures import ProbeFailure, find_cause
 from mail.network import ResolvedTarget, TargetError, open_socket, resolve_target
+from mail.oauth_sasl import token_forms
 from mail.presets import IMPLICIT_TLS_PORTS, Security, app_password_hint, default_port
 from mail.results import ProbeCode, ProbeResult, Protocol, TlsInfo
 from mail.tls import inspection_context, plaintext_peer
@@ -77,7 +78,7 @@ def scrub(text: str | None, secrets: Sequence[str], *, min_len: int = 1) -> str 
     return text
 
 
-def _secret_forms(endpoint: Endpoint) -> tuple[str, ...]:
+def secret_forms(endpoint: Endpoint) -> tuple[str, ...]:
     try:
         password = endpoint.password.reveal()
     except Exception:
@@ -92,6 +93,8 @@ def _secret_forms(endpoint: Endpoint) -> tuple[str, ...]:
         base64.b64encode(b"\0" + user + b"\0" + raw).decode(),  # SASL PLAIN
         password.replace("\\", "\\\\").replace('"', '\\"'),  # IMAP quoted string
     ]
+    if endpoint.login is Login.OAUTH2:  # the access token inside XOAUTH2 / OAUTHBEARER
+        forms.extend(token_forms(endpoint, password))
     # Longest first so a form containing another is replaced whole.
     return tuple(sorted(set(forms), key=len, reverse=True))
 
@@ -237,7 +240,7 @@ def secrets_scope(*endpoints: Endpoint) -> Iterator[tuple[str, ...]]:
 
     Yields those forms (longest first) for the final pass over result texts (final_scrub).
     """
-    forms = {form for endpoint in endpoints for form in _secret_forms(endpoint)}
+    forms = {form for endpoint in endpoints for form in secret_forms(endpoint)}
     secrets = tuple(sorted(forms, key=len, reverse=True))
     token = _SECRETS.set(secrets)
     try:

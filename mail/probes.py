@@ -1,6 +1,6 @@
 """Public face of the connection probes: import from here, not from the modules behind it."""
 
-from mail.endpoint import Endpoint, ProbeSettings, SecretLike
+from mail.endpoint import Endpoint, Login, ProbeSettings, SecretLike
 from mail.imap_probe import probe_imap
 from mail.network import NetworkPolicy
 from mail.presets import Security
@@ -10,6 +10,7 @@ from mail.tls import fingerprint_sha256, normalize_fingerprint
 
 __all__ = [
     "Endpoint",
+    "Login",
     "NetworkPolicy",
     "ProbeCode",
     "ProbeResult",

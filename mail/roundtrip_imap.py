@@ -14,10 +14,9 @@ from mail.failures import ProbeFailure
 # The IMAP probe's steps, reused so the round trip logs in exactly as the probe does.
 # (imap_probe.py exposes no session helper; it is outside this module's remit to add one.)
 from mail.imap_probe import (
-    _login,
+    _authenticate,
     _not_imap,
     _open,
-    _plaintext_refused,
     _record_capabilities,
 )
 from mail.imap_wire import Arg, ImapProtocolError, ImapWire, astring
@@ -72,9 +71,7 @@ class TestMailbox:
             self.wire = wire  # closed by close() from here on, whatever happens
             # Asked again after STARTTLS: capabilities from before TLS may have been forged.
             _record_capabilities(facts, await wire.capabilities())
-            if "LOGINDISABLED" in facts.capabilities:
-                raise _plaintext_refused(endpoint, facts)
-            await _login(wire, endpoint, facts)
+            await _authenticate(wire, endpoint, facts)
         except ImapProtocolError as exc:
             raise _not_imap(exc) from None
         reply = await wire.command("SELECT", b"INBOX")

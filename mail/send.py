@@ -68,6 +68,9 @@ class SendOutcome:
     hint: str | None  # what the user should fix, for permanent failures
     # recipient -> reply, for recipients the server refused while accepting others
     refused: dict[str, str] = field(default_factory=dict)
+    # Connecting or logging in failed: the probe's code. TOKEN_REJECTED (an OAuth inbox's
+    # access token refused) asks the caller to refresh the token once and send again.
+    login_code: ProbeCode | None = None
 
 
 async def send_message(
@@ -89,6 +92,7 @@ async def send_message(
             reply=final_scrub(outcome.reply, secrets) or "",
             hint=final_scrub(outcome.hint, secrets),
             refused={k: final_scrub(v, secrets) or "" for k, v in outcome.refused.items()},
+            login_code=outcome.login_code,
         )
 
 
@@ -261,4 +265,5 @@ def _connection_outcome(failure: ProbeFailure) -> SendOutcome:
         code=code,
         reply=failure.message,
         hint=hint if permanent else None,
+        login_code=failure.code,
     )

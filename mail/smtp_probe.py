@@ -18,9 +18,19 @@ from aiosmtplib import (
     SMTPResponseException,
 )
 
-from mail.endpoint import Endpoint, ProbeSettings
+from mail.endpoint import Endpoint, Login, ProbeSettings
 from mail.failures import ProbeFailure, find_cause
 from mail.network import ResolvedTarget, open_socket
+from mail.oauth_sasl import (
+    ERROR_ACK,
+    OAUTHBEARER,
+    XOAUTH2,
+    error_status,
+    initial_response,
+    no_oauth_mechanism,
+    pick_mechanism,
+    token_rejected,
+)
 from mail.presets import Security
 from mail.probe_runner import (
     ProbeFacts,
@@ -232,6 +242,9 @@ async def _authenticate(smtp: aiosmtplib.SMTP, endpoint: Endpoint, facts: ProbeF
             "STARTTLS or 465 with TLS.",
             field="port",
         )
+    if endpoint.login is Login.OAUTH2:
+        await _oauth_login(smtp, endpoint, plaintext)
+        return
     offered = [m.lower() for m in smtp.server_auth_methods]
     mechanism = next((m for m in _MECHANISMS if m in offered), None)
     if mechanism is None:
@@ -264,6 +277,40 @@ async def _authenticate(smtp: aiosmtplib.SMTP, endpoint: Endpoint, facts: ProbeF
             ProbeCode.PROTOCOL_ERROR,
             f"Authentication failed with an unexpected reply: {exc.code} "
             f"{server_text(exc.message)}",
+        ) from None
+
+
+async def _oauth_login(smtp: aiosmtplib.SMTP, endpoint: Endpoint, plaintext: bool) -> None:
+    """AUTH XOAUTH2 (aiosmtplib's) or OAUTHBEARER with the access token; never a password
+    mechanism, whatever the server offers (``mail.oauth_sasl``)."""
+    offered = [m.upper() for m in smtp.server_auth_methods]
+    mechanism = pick_mechanism(offered)
+    if mechanism is None:  # on plaintext, TLS may be what hides them
+        hidden = plaintext and smtp.supports_extension("starttls")
+        raise no_oauth_mechanism(offered, plaintext=hidden)
+    token = endpoint.password.reveal()
+    status: str | None = None
+    try:
+        if mechanism == XOAUTH2:
+            # Answers the error challenge with the empty response itself.
+            await smtp.auth_xoauth2(endpoint.username, token)
+            return
+        reply = await smtp.execute_command(
+            b"AUTH", OAUTHBEARER.encode(), initial_response(mechanism, endpoint, token)
+        )
+        if reply.code == 334:  # the error challenge: acknowledge it, then read the refusal
+            status = error_status(reply.message, token)
+            reply = await smtp.execute_command(ERROR_ACK[mechanism])
+        if reply.code != 235:
+            raise SMTPAuthenticationError(reply.code, reply.message)
+    except SMTPAuthenticationError as exc:
+        if exc.code in (530, 538) and plaintext:
+            raise _plaintext_refused(smtp) from None
+        raise token_rejected(f"{exc.code} {server_text(exc.message)}", status) from None
+    except SMTPResponseException as exc:
+        raise ProbeFailure(
+            ProbeCode.PROTOCOL_ERROR,
+            f"OAuth login failed with an unexpected reply: {exc.code} {server_text(exc.message)}",
         ) from None
 
 

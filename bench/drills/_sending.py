@@ -58,7 +58,7 @@ def message_id_of(data: bytes) -> str:
     return found.group(1).decode() if found else "(none)"
 
 
-class _DelayedHandler(mailservers._Handler):
+class _DelayedHandler(mailservers.SmtpHandler):
     async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:
         reply = await super().handle_DATA(smtp, session, envelope)
         delay = getattr(self._server, "accept_delay", 0.0)

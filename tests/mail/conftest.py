@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from mail.probes import Endpoint, NetworkPolicy, ProbeSettings, Security
+from mail.probes import Endpoint, Login, NetworkPolicy, ProbeSettings, Security
 from storage.secrets import Secret
 from tests.support.mailservers import (
     ImapMode,
@@ -16,6 +16,7 @@ from tests.support.mailservers import (
     SmtpServer,
     make_certs,
 )
+from tests.support.oauth_provider import OAuthProvider
 
 USER = "alice@example.test"
 # Distinctive, with characters that need IMAP quoting, so leaks and escaping bugs both show.
@@ -83,3 +84,27 @@ def imap_tls(certs: MailCerts) -> Iterator[ImapServer]:
 def imap_starttls(certs: MailCerts) -> Iterator[ImapServer]:
     with ImapServer(ImapMode.STARTTLS, USERS, ssl_context=certs.server_context) as server:
         yield server
+
+
+# --- OAuth (XOAUTH2 / OAUTHBEARER) ---------------------------------------------------------
+
+OAUTH_USER = "olga@example.test"
+
+
+@pytest.fixture(scope="session")
+def provider() -> Iterator[OAuthProvider]:
+    """The OAuth provider the OAuth mail servers ask about tokens (tests.support.oauth_mail)."""
+    with OAuthProvider() as running:
+        running.add_user(OAUTH_USER)
+        yield running
+
+
+OAuthEndpointFactory = Callable[..., Endpoint]
+
+
+@pytest.fixture
+def oauth_endpoint() -> OAuthEndpointFactory:
+    def make(port: int, security: Security, token: str, *, username: str = OAUTH_USER) -> Endpoint:
+        return Endpoint("127.0.0.1", port, security, username, Secret(token), login=Login.OAUTH2)
+
+    return make

@@ -94,12 +94,21 @@ def _accounts() -> tuple[str, str, str, int, int]:
 
 
 class Dovecot:
-    def __init__(self, users: Mapping[str, str], certs: MailCerts) -> None:
+    def __init__(
+        self,
+        users: Mapping[str, str],
+        certs: MailCerts,
+        *,
+        oauth2_introspection_url: str | None = None,
+    ) -> None:
         for name, password in users.items():
             if any(c in f"{name}{password}" for c in ":\r\n"):
                 raise ValueError(f"user {name!r}: no ':' or line break in a passwd-file entry")
         self.binary = require_dovecot()
         self.users = dict(users)
+        # Set: IMAP and submission also take XOAUTH2 and OAUTHBEARER, whose tokens the
+        # ``oauth2`` passdb checks at this RFC 7662 endpoint (tests.support.oauth_provider).
+        self.oauth2_introspection_url = oauth2_introspection_url
         self.ca_file = certs.ca_file  # what clients trust (the suite's test CA)
         self.instance = f"{INSTANCE_PREFIX}{secrets.token_hex(4)}"
         self.imap_port = _free_port()
@@ -258,8 +267,17 @@ class Dovecot:
         passwd = "".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in self.users.items())
         (root / "passwd").write_text(passwd)
         (root / "passwd").chmod(0o644)  # read by the auth process, which runs as `internal`
+        oauth2 = ""
+        if self.oauth2_introspection_url is not None:
+            (root / "oauth2.conf").write_text(
+                OAUTH2_BACKEND.format(url=self.oauth2_introspection_url)
+            )
+            (root / "oauth2.conf").chmod(0o644)
+            oauth2 = OAUTH2_PASSDB.format(root=root)
         self.config_file.write_text(
             CONFIG.format(
+                oauth2=oauth2,
+                mechanisms="plain login xoauth2 oauthbearer" if oauth2 else "plain login",
                 instance=self.instance,
                 root=root,
                 log=self.log_file,
@@ -300,8 +318,8 @@ ssl = yes
 ssl_cert = <{root}/tls/cert.pem
 ssl_key = <{root}/tls/key.pem
 
-auth_mechanisms = plain login
-passdb {{
+auth_mechanisms = {mechanisms}
+{oauth2}passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {root}/passwd
 }}
@@ -347,6 +365,27 @@ service submission-login {{
 }}
 submission_relay_host = 127.0.0.1
 submission_relay_port = {relay}
+"""
+
+
+# With an OAuth provider: its tokens for XOAUTH2 and OAUTHBEARER, checked by introspection.
+# First, and for those mechanisms only: user lookups (LMTP) and passwords skip it.
+OAUTH2_PASSDB = """\
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {root}/oauth2.conf
+}}
+"""
+# Dovecot 2.3's oauth2 passdb (RFC 7662): POST token=..., the user is the answer's ``email``,
+# which must be the login name, and ``active`` must be true.
+OAUTH2_BACKEND = """\
+introspection_mode = post
+introspection_url = {url}
+force_introspection = yes
+username_attribute = email
+active_attribute = active
+active_value = true
 """
 
 

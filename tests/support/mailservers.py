@@ -273,7 +273,7 @@ class ReceivedMessage:
     login: str | None
 
 
-class _Handler:
+class SmtpHandler:
     def __init__(self, server: SmtpServer) -> None:
         self._server = server
 
@@ -346,6 +346,8 @@ class SmtpServer(BackgroundServer):
         self.auth_attempts = 0
         # (username, wall-clock time) of each login attempt, for spacing tests.
         self.logins: list[tuple[str, float]] = []
+        # AUTH mechanisms not to offer ("PLAIN", "LOGIN", ...).
+        self.excluded_mechanisms: list[str] = []
         self._server: asyncio.Server | None = None
         self._protocols: set[SMTP] = set()
 
@@ -362,10 +364,15 @@ class SmtpServer(BackgroundServer):
         # handled=False: aiosmtpd then sends 535; handled=True would send nothing at all.
         return AuthResult(success=False, handled=False)
 
+    def handler(self) -> Any:
+        """aiosmtpd's handler for one connection; its ``auth_<NAME>`` methods add mechanisms
+        (tests.support.oauth_mail adds XOAUTH2 and OAUTHBEARER)."""
+        return SmtpHandler(self)
+
     def _make_protocol(self) -> SMTP:
         tls = self.mode is SmtpMode.STARTTLS
         protocol = _SMTP(
-            _Handler(self),
+            self.handler(),
             hostname="localhost",  # default is socket.getfqdn(): a DNS lookup per connection
             data_size_limit=self.size_limit,
             tls_context=self.ssl_context if tls else None,
@@ -373,6 +380,7 @@ class SmtpServer(BackgroundServer):
             # Implicit TLS is invisible to aiosmtpd's check, so it must not demand STARTTLS.
             auth_require_tls=self.mode in (SmtpMode.STARTTLS, SmtpMode.PLAIN_NO_AUTH),
             authenticator=self._authenticate,
+            auth_exclude_mechanism=self.excluded_mechanisms,
             timeout=30,
         )
         self._protocols.add(protocol)
