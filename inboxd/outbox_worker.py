@@ -30,6 +30,7 @@ import structlog
 from mail.compose import ComposeError, compose, envelope_recipients
 from mail.endpoint import Endpoint, ProbeSettings
 from mail.imap_session import SessionSettings
+from mail.results import ProbeCode
 from mail.send import SendOutcome, send_message
 from mail.sent_folder import append_to_sent, find_in_sent
 from resolvers.logins import Logins, ReauthRequired, TokenUnavailable, is_oauth
@@ -46,8 +47,7 @@ from storage.secrets import DecryptionError, Secret
 log = structlog.get_logger("inboxd.outbox")
 
 DUE_SLACK = 0.005
-# SMTP refusals of a login: for an OAuth inbox, the access token (refreshed once, sent again).
-LOGIN_REFUSED = frozenset({530, 534, 535})
+
 MIN_SLEEP = 0.05
 
 
@@ -288,7 +288,7 @@ class OutboxWorker:
                 return
         self.transmitting.add(row.id)
         outcome = await self._transmit(prepared)
-        if is_oauth(prepared.inbox) and not outcome.accepted and outcome.code in LOGIN_REFUSED:
+        if outcome.login_code is ProbeCode.TOKEN_REJECTED and is_oauth(prepared.inbox):
             # Refused at login, before MAIL FROM: nothing was sent. One refresh, one retry.
             refused = await self._token_refused_again(prepared)
             if refused is not None:

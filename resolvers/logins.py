@@ -20,6 +20,7 @@ import structlog
 from mail.endpoint import Endpoint, Login
 from mail.imap_session import ImapSession, ImapSessionError, SessionSettings
 from mail.presets import Security
+from mail.results import ProbeCode
 from resolvers import oauth_client
 from resolvers.oauth_client import OAuthConfig
 from storage import inbox_passwords, inbox_tokens, oauth_apps
@@ -201,7 +202,8 @@ async def open_imap(
     try:
         return await ImapSession.open(endpoint, settings), endpoint
     except ImapSessionError as exc:
-        if not (exc.auth and is_oauth(inbox) and isinstance(endpoint.password, Secret)):
+        refused = exc.code == ProbeCode.TOKEN_REJECTED
+        if not (refused and is_oauth(inbox) and isinstance(endpoint.password, Secret)):
             raise
     endpoint = await logins.endpoint(inbox, "imap", rejected=endpoint.password)
     return await ImapSession.open(endpoint, settings), endpoint
