@@ -183,9 +183,20 @@ async def start_connection(
             client_address=client_address,
             details={"provider": provider, "email": hint},
         )
-    url = oauth_client.authorization_url(
-        state.oauth, _client(state, app), state_value, verifier, hint
-    )
+    try:
+        client = _client(state, app)
+    except DecryptionError:
+        # Checked now: the code could not be exchanged without it when the browser is back.
+        raise InputInvalid(
+            [
+                FieldIssue(
+                    "provider",
+                    "the app's stored client secret can no longer be decrypted: give it again "
+                    "with configureOAuthApp (clientSecret)",
+                )
+            ]
+        ) from None
+    url = oauth_client.authorization_url(state.oauth, client, state_value, verifier, hint)
     return StartedConnection(url, expires_at)
 
 

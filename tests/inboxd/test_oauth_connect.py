@@ -5,10 +5,18 @@ belongs to the workspace that started it."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
-from storage.secrets import associated_data
+import pytest
+
+from inboxd.settings import Settings
+from inboxd.worker import oauth_config
+from resolvers.oauth_client import OAuthConfig
+from schema.oauth import ConfigureOAuthAppInput
+from storage import oauth_apps
+from storage.secrets import DecryptionError, associated_data
 from tests.inboxd.oauth_support import APPS, CONFIGURE, GET, START, OAuthWorld, oauth_world
 from tests.support.oauth_provider import pkce_challenge
 
@@ -201,3 +209,37 @@ async def test_reconnecting_keeps_the_inbox(oauth_world: OAuthWorld):
     assert after.created_at == before.created_at
     assert after.oauth_refresh_token != before.oauth_refresh_token  # the new grant's
     assert uuid.UUID(inbox_id) == after.id
+
+
+async def test_an_apps_secret_is_bound_to_its_row(oauth_world: OAuthWorld):
+    one, two = await oauth_world.tenant_with_app(), await oauth_world.tenant_with_app()
+    async with oauth_world.verifier.db.connection() as connection:
+        await connection.execute(
+            "UPDATE oauth_app SET client_secret = (SELECT client_secret FROM oauth_app "
+            "WHERE workspace_id = $1) WHERE workspace_id = $2",
+            one.workspace.id,
+            two.workspace.id,
+        )
+        [moved] = await oauth_apps.list_apps(connection, two.workspace.id)
+    keyring = oauth_world.verifier.stack.state.keyring
+    with pytest.raises(DecryptionError):
+        oauth_apps.client_secret(keyring, moved)
+    # Its workspace cannot start a connection with a secret it cannot read, and says why.
+    refused = await two.client(START, {"provider": "GOOGLE"})
+    payload = refused.data["startOAuthConnection"]
+    assert payload["__typename"] == "ValidationError" and fields_of(payload) == {"provider"}
+    assert "clientSecret" in payload["fields"][0]["message"]
+
+
+def test_provider_endpoints_are_fixed_unless_the_server_moves_them():
+    fixed = OAuthConfig()
+    assert fixed.google.token_url == "https://oauth2.googleapis.com/token"
+    assert fixed.microsoft.authorize_url.startswith("https://login.microsoftonline.com/{tenant}/")
+    moved = oauth_config(Settings(oauth_google_token_url="https://oauth.example.test/token"))
+    assert moved.google.token_url == "https://oauth.example.test/token"
+    assert moved.google.authorize_url == fixed.google.authorize_url
+    assert moved.microsoft == fixed.microsoft
+    # Nothing a workspace configures names an endpoint.
+    assert {f.name for f in dataclasses.fields(ConfigureOAuthAppInput)} == {
+        "provider", "client_id", "client_secret", "tenant", "redirect_uri"
+    }  # fmt: skip

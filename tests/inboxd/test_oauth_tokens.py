@@ -17,7 +17,7 @@ from inboxd.logs import configure_logging, redact_text
 from resolvers.logins import EXTERNAL_HINT, REAUTH_HINT, ReauthRequired
 from storage.events import CHANNEL
 from storage.inbox_passwords import decrypt_password
-from storage.secrets import associated_data
+from storage.secrets import DecryptionError, associated_data
 from tests.inboxd.oauth_support import GET, START, OAuthWorld, oauth_world
 
 __all__ = ["oauth_world"]  # the module's fixture
@@ -269,3 +269,25 @@ def test_oauth_values_in_a_logged_url_are_redacted():
     scrubbed = redact_text(line)
     assert not {"c0de-77", "st4te-88", "t0k"} & set(scrubbed.replace("&", " ").split("="))
     assert "c0de" not in scrubbed and "st4te" not in scrubbed and "t0k" not in scrubbed
+
+
+async def test_a_token_is_bound_to_its_row_and_column(oauth_world: OAuthWorld):
+    tenant = await oauth_world.tenant_with_app()
+    provider = oauth_world.provider
+    provider.add_user("bound-a@example.com")
+    provider.add_user("bound-b@example.com")
+    one = await oauth_world.connect(tenant, email="bound-a@example.com")
+    two = await oauth_world.connect(tenant, email="bound-b@example.com")
+    async with oauth_world.verifier.db.connection() as connection:
+        await connection.execute(
+            "UPDATE email_inbox SET oauth_access_token = (SELECT oauth_access_token "
+            "FROM email_inbox WHERE id = $1), oauth_refresh_token = (SELECT "
+            "oauth_access_token FROM email_inbox WHERE id = $2) WHERE id = $2",
+            uuid.UUID(one),
+            uuid.UUID(two),
+        )
+    moved = await oauth_world.row(tenant, two)
+    keyring = oauth_world.verifier.stack.state.keyring
+    for column in ("oauth_access_token", "oauth_refresh_token"):
+        with pytest.raises(DecryptionError):
+            decrypt_password(keyring, moved, column)
