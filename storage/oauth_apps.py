@@ -16,7 +16,7 @@ from storage.db import Connection
 from storage.errors import NotFoundError
 from storage.models import OAuthApp, OAuthState, utcnow
 from storage.rows import OAuthAppRow, OAuthStateRow, columns
-from storage.secrets import KeyRing, Secret, associated_data
+from storage.secrets import DecryptionError, KeyRing, Secret, associated_data
 
 APP_COLUMNS = columns(OAuthApp)
 STATE_COLUMNS = columns(OAuthState)
@@ -199,3 +199,32 @@ async def take_state(connection: Connection, state: str) -> OAuthStateRow:
         raise StateRefused("expired")
     await connection.execute(USE_STATE_SQL, row.id)
     return row
+
+
+LOCK_ALL_APPS_SQL = f"SELECT {APP_COLUMNS} FROM oauth_app ORDER BY id FOR UPDATE"  # noqa: S608
+SET_SECRET_SQL = "UPDATE oauth_app SET client_secret = $2 WHERE id = $1"
+
+
+async def rotate_app_secrets(
+    connection: Connection, keyring: KeyRing
+) -> tuple[int, list[uuid.UUID]]:
+    """Every app's client secret under the newest key, in one transaction (a workspace has
+    one app per provider: few rows). Returns how many were re-encrypted and the apps whose
+    secret no key decrypts (left as they are)."""
+    rotated, unreadable = 0, []
+    async with connection.transaction():
+        apps: list[OAuthAppRow] = await connection.fetch(
+            LOCK_ALL_APPS_SQL, record_class=OAuthAppRow
+        )
+        for app in apps:
+            try:
+                if not keyring.needs_rotation(app.client_secret):
+                    continue
+                secret = client_secret(keyring, app)
+            except DecryptionError:
+                unreadable.append(app.id)
+                continue
+            blob = keyring.encrypt(secret.reveal(), _secret_aad(app.id))
+            await connection.execute(SET_SECRET_SQL, app.id, blob)
+            rotated += 1
+    return rotated, unreadable

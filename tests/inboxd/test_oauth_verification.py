@@ -15,6 +15,8 @@ import pytest
 from storage.secrets import KeyRing
 from tests.conftest import Tenant, verifier_on
 from tests.inboxd.oauth_support import START, OAuthWorld
+from tests.sending.fragments import GET as GET_OUTGOING
+from tests.sending.fragments import SEND
 from tests.support.mailservers import MailCerts, SmtpMode
 from tests.support.oauth_mail import OAuthImapServer, OAuthSmtpServer
 from tests.support.oauth_provider import OAuthProvider
@@ -147,3 +149,29 @@ async def test_a_revoked_grant_fails_with_reauth_required_then_reconnects(mail_w
     assert started.data["startOAuthConnection"]["__typename"] == "StartOAuthConnectionSuccess"
     again, seen = await mail_world.connect_and_watch(tenant, inboxId=inbox_id)
     assert again == inbox_id and seen[-1] == "ACTIVE"
+
+
+async def test_sending_refreshes_a_refused_token_once_and_sends(mail_world: MailWorld):
+    provider = mail_world.provider
+    provider.add_user("sender@example.com")
+    tenant = await mail_world.tenant_with_app()
+    inbox_id, seen = await mail_world.connect_and_watch(tenant, email="sender@example.com")
+    assert seen[-1] == "ACTIVE"
+    token = await mail_world.logins.access_token(await mail_world.row(tenant, inbox_id))
+    provider.expire_access_token(token.reveal())
+    before = provider.token_requests["refresh_token"]
+    delivered = len(mail_world.smtp.messages)
+    sent = await tenant.client(
+        SEND,
+        {"inboxId": inbox_id, "input": {"to": ["rita@example.com"], "subject": "Hi", "text": "x"}},
+    )
+    outgoing_id = sent.data["sendEmail"]["outgoingMessage"]["id"]
+
+    async def final() -> dict[str, Any] | None:
+        message = (await tenant.client(GET_OUTGOING, {"id": outgoing_id})).data["outgoingMessage"]
+        return message if message["state"] in ("SENT", "FAILED") else None
+
+    message = await wait_until(final, "the message was sent", timeout=30)
+    assert message["state"] == "SENT", message
+    assert provider.token_requests["refresh_token"] == before + 1
+    assert len(mail_world.smtp.wait_for_messages(delivered + 1)) == delivered + 1
