@@ -160,6 +160,13 @@ async def start_connection(
         if target is not None:
             inbox = await inboxes.get_inbox(connection, principal.workspace_id, target)
             hint = hint or inbox.email
+            if inbox.auth_method == AuthMethod.OAUTH2 and inbox.oauth_provider not in (
+                None,
+                provider,
+            ):
+                raise InputInvalid(
+                    [FieldIssue("provider", f"the inbox is connected with {inbox.oauth_provider}")]
+                )
         await oauth_apps.create_state(
             connection,
             state.keyring,

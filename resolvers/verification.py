@@ -7,6 +7,7 @@ this module decides what one attempt does and what its outcome means.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -85,7 +86,15 @@ async def login_targets(
         token = await logins.access_token(inbox, rejected=rejected)
     except DecryptionError:
         log.warning("stored OAuth token unreadable", inbox_id=str(inbox.id))
-        return {side: _unreadable(side) for side in sides}
+        unreadable = ProbeResult(
+            protocol="smtp",
+            ok=False,
+            code=ProbeCode.SECRET_UNREADABLE,
+            message="The stored OAuth token can no longer be decrypted, so no login was tried.",
+            hint="Connect the account again (startOAuthConnection with this inbox's id).",
+            field="oauth2",
+        )
+        return {side: dataclasses.replace(unreadable, protocol=side) for side in sides}
     except ReauthRequired as exc:
         return {side: _reauth(side, exc) for side in sides}
     except TokenUnavailable:

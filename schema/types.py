@@ -254,7 +254,8 @@ class AuditEvent:
     id: strawberry.ID
     action: str = strawberry.field(
         description="INBOX_CREATED, INBOX_UPDATED, INBOX_DELETED, CONNECTION_TEST_REQUESTED, "
-        "TEST_EMAIL_REQUESTED, DOMAIN_CHECKED, MESSAGE_FLAGS_SET, MESSAGE_DELETED."
+        "TEST_EMAIL_REQUESTED, DOMAIN_CHECKED, MESSAGE_FLAGS_SET, MESSAGE_DELETED, "
+        "OAUTH_APP_CONFIGURED, OAUTH_CONNECTION_STARTED."
     )
     inbox_id: strawberry.ID | None
     api_key_prefix: str | None = strawberry.field(description="The visible part of the key.")

@@ -30,7 +30,7 @@ from storage.inbox_passwords import decrypt_password, encrypt_password
 from storage.inbox_reads import INBOX_COLUMNS, READ_INBOX_SQL
 from storage.models import InboxStatus, utcnow
 from storage.rows import InboxRow, TestRow
-from storage.secrets import KeyRing, Secret
+from storage.secrets import DecryptionError, KeyRing, Secret
 
 # A change to any of these means the stored verification no longer describes the inbox.
 CONNECTION_FIELDS = frozenset(
@@ -277,8 +277,12 @@ async def update_inbox(
     }
     for column, password in new_passwords.items():
         # Compared in constant time; nothing stored yet (an OAuth inbox's password, a first
-        # token) is always a change.
-        if not getattr(inbox, column) or decrypt_password(keyring, inbox, column) != password:
+        # token) or nothing readable is always a change.
+        try:
+            same = decrypt_password(keyring, inbox, column) == password
+        except DecryptionError:
+            same = False
+        if not same:
             values[column] = encrypt_password(keyring, inbox.id, column, password)
     if not values:
         return inbox, None

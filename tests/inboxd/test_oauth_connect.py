@@ -243,3 +243,24 @@ def test_provider_endpoints_are_fixed_unless_the_server_moves_them():
     assert {f.name for f in dataclasses.fields(ConfigureOAuthAppInput)} == {
         "provider", "client_id", "client_secret", "tenant", "redirect_uri"
     }  # fmt: skip
+
+
+async def test_an_inbox_reconnects_only_with_its_own_provider(oauth_world: OAuthWorld):
+    tenant = await oauth_world.tenant_with_app("GOOGLE")
+    configured = await tenant.client(
+        CONFIGURE,
+        {
+            "input": {
+                "provider": "MICROSOFT",
+                "clientId": oauth_world.client.client_id,
+                "clientSecret": oauth_world.client.client_secret,
+                "redirectUri": oauth_world.redirect_uri,
+            }
+        },
+    )
+    assert configured.data["configureOAuthApp"]["__typename"] == "ConfigureOAuthAppSuccess"
+    inbox_id = await oauth_world.connect(tenant)
+    refused = await tenant.client(START, {"provider": "MICROSOFT", "inboxId": inbox_id})
+    payload = refused.data["startOAuthConnection"]
+    assert payload["__typename"] == "ValidationError" and fields_of(payload) == {"provider"}
+    assert "GOOGLE" in payload["fields"][0]["message"]
