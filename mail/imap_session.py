@@ -25,7 +25,7 @@ import aioimaplib
 
 from mail.endpoint import Endpoint
 from mail.failures import ProbeFailure
-from mail.imap_auth import forget_secrets, log_in
+from mail.imap_auth import log_in
 from mail.imap_changes import MODSEQ_TAIL, highest_modseq
 from mail.imap_client import Client, connect_tls, start_tls
 from mail.imap_mailbox import UIDVALIDITY, MailboxWrites, flags_of, network_error, quote_mailbox
@@ -384,4 +384,3 @@ class ImapSession(MailboxWrites):
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-        forget_secrets(self._client)

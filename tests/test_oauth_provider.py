@@ -290,3 +290,39 @@ def test_secrets_lists_every_credential_handed_out(
     tokens = provider.issue_tokens(USER, client.client_id)
     handed_out = set(provider.secrets())
     assert {tokens.access_token, tokens.refresh_token, client.client_secret} <= handed_out
+
+
+async def test_microsoft_shaped_urls_record_the_tenant_and_an_outage_is_a_503(
+    provider: OAuthProvider, client: OAuthClient, http: httpx.AsyncClient
+) -> None:
+    v = verifier()
+    url = authorization_url(provider, client, v).replace(
+        provider.authorize_url, provider.microsoft_authorize_url("contoso")
+    )
+    code = query_of(await provider.consent(url))["code"]
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": v,
+        "client_id": client.client_id,
+        "client_secret": client.client_secret,
+    }
+    tokens = await http.post(provider.microsoft_token_url("contoso"), data=form)
+    assert tokens.status_code == 200, tokens.text
+    assert provider.tenants[-2:] == ["contoso", "contoso"]
+
+    provider.token_endpoint_status = 503
+    try:
+        down = await http.post(provider.token_url, data=form)
+    finally:
+        provider.token_endpoint_status = None
+    assert (down.status_code, down.json()["error"]) == (503, "temporarily_unavailable")
+
+
+def test_expire_access_tokens_keeps_the_grant(provider: OAuthProvider, client: OAuthClient) -> None:
+    email = f"e{secrets.token_hex(3)}@example.test"
+    first = provider.issue_tokens(email, client.client_id)
+    provider.expire_access_tokens(email)
+    assert provider.valid_user(first.access_token) is None
+    assert provider.refresh_tokens[first.refresh_token or ""].usable

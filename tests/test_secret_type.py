@@ -16,10 +16,10 @@ PACKAGES = ("inboxd", "schema", "resolvers", "storage", "mail")
 REVEALED_IN = {
     "storage/inbox_passwords.py": "encrypt_password: the encryption call",
     "resolvers/validation_addresses.py": "normalize_password: its length and NUL check",
-    "mail/smtp_probe.py": "AUTH: the login itself",
-    "mail/imap_probe.py": "LOGIN: the login itself",
+    "mail/smtp_probe.py": "AUTH (a password or an OAuth token): the login itself",
+    "mail/imap_probe.py": "LOGIN or AUTHENTICATE (OAuth): the login itself",
     "mail/probe_runner.py": "the login itself, for the round trip",
-    "mail/imap_session.py": "LOGIN: the receiving session's login itself",
+    "mail/imap_auth.py": "LOGIN or AUTHENTICATE (OAuth): the receiving session's login itself",
     "storage/oauth_apps.py": "the OAuth client secret and PKCE verifier's encryption; state's hash",
     "resolvers/oauth_client.py": "the OAuth provider's requests (secret, code, verifier, tokens)",
     "resolvers/validation_oauth.py": "an OAuth client secret's and access token's length checks",

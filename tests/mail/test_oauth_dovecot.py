@@ -164,3 +164,34 @@ async def test_round_trip_test_email_with_tokens_on_both_sides(
     assert result.received is True and result.deleted
     text = json.dumps(result.to_dict())
     assert all(form not in text for form in forms(token))
+
+
+async def test_oauthbearer_against_dovecot(
+    certs: MailCerts,
+    provider: OAuthProvider,
+    oauth_endpoint: OAuthEndpointFactory,
+    slow_probe: ProbeSettings,
+) -> None:
+    """Dovecot's OAUTHBEARER is the reference for the RFC 7628 client response and its
+    error exchange, on IMAP and submission."""
+    require_dovecot()
+    with Dovecot(
+        {OAUTH_USER: "unused-password-1"},
+        certs,
+        oauth2_introspection_url=provider.introspection_url,
+        oauth2_mechanisms=("oauthbearer",),
+    ) as server:
+        token = provider.issue_tokens(OAUTH_USER).access_token
+        imap = oauth_endpoint(server.imaps_port, Security.TLS, token)
+        submission = oauth_endpoint(server.submission_port, Security.STARTTLS, token)
+        good = [await probe_imap(imap, slow_probe), await probe_smtp(submission, slow_probe)]
+        provider.expire_access_token(token)
+        bad = [await probe_imap(imap, slow_probe), await probe_smtp(submission, slow_probe)]
+    for result in good:
+        assert result.ok, result.message
+        assert "XOAUTH2" not in result.auth_mechanisms
+        assert "OAUTHBEARER" in result.auth_mechanisms
+    for result in bad:
+        assert result.code is ProbeCode.TOKEN_REJECTED, result.message
+        assert "invalid_token" in result.message  # Dovecot's JSON error, answered with %x01
+        assert all(form not in json.dumps(result.to_dict()) for form in forms(token))

@@ -100,6 +100,7 @@ class Dovecot:
         certs: MailCerts,
         *,
         oauth2_introspection_url: str | None = None,
+        oauth2_mechanisms: tuple[str, ...] = ("xoauth2", "oauthbearer"),
     ) -> None:
         for name, password in users.items():
             if any(c in f"{name}{password}" for c in ":\r\n"):
@@ -109,6 +110,7 @@ class Dovecot:
         # Set: IMAP and submission also take XOAUTH2 and OAUTHBEARER, whose tokens the
         # ``oauth2`` passdb checks at this RFC 7662 endpoint (tests.support.oauth_provider).
         self.oauth2_introspection_url = oauth2_introspection_url
+        self.oauth2_mechanisms = " ".join(oauth2_mechanisms)
         self.ca_file = certs.ca_file  # what clients trust (the suite's test CA)
         self.instance = f"{INSTANCE_PREFIX}{secrets.token_hex(4)}"
         self.imap_port = _free_port()
@@ -273,11 +275,11 @@ class Dovecot:
                 OAUTH2_BACKEND.format(url=self.oauth2_introspection_url)
             )
             (root / "oauth2.conf").chmod(0o644)
-            oauth2 = OAUTH2_PASSDB.format(root=root)
+            oauth2 = OAUTH2_PASSDB.format(root=root, mechanisms=self.oauth2_mechanisms)
         self.config_file.write_text(
             CONFIG.format(
                 oauth2=oauth2,
-                mechanisms="plain login xoauth2 oauthbearer" if oauth2 else "plain login",
+                mechanisms=f"plain login {self.oauth2_mechanisms}" if oauth2 else "plain login",
                 instance=self.instance,
                 root=root,
                 log=self.log_file,
@@ -371,9 +373,11 @@ submission_relay_port = {relay}
 # With an OAuth provider: its tokens for XOAUTH2 and OAUTHBEARER, checked by introspection.
 # First, and for those mechanisms only: user lookups (LMTP) and passwords skip it.
 OAUTH2_PASSDB = """\
+# A refused token is what these tests are about: answer it at once (the default waits 2 s).
+auth_failure_delay = 0
 passdb {{
   driver = oauth2
-  mechanisms = xoauth2 oauthbearer
+  mechanisms = {mechanisms}
   args = {root}/oauth2.conf
 }}
 """

@@ -5,15 +5,17 @@ servers in ``tests.support.mailservers``), so it answers sync and async tests al
 test mail servers' threads (aiosmtpd, Dovecot's auth process) can ask it about a token while
 the test's loop waits on a probe. Endpoints, all under ``base_url``:
 
-- ``GET /authorize``: the authorization code flow with PKCE (S256 only). It checks client_id
+- ``GET /authorize`` (and Microsoft's ``/{tenant}/oauth2/v2.0/authorize``, likewise for the
+  token endpoint): the authorization code flow with PKCE (S256 only). It checks client_id
   and redirect_uri (a bad one gets a 400 page, never a redirect), response_type=code, scope
   and state, then consents for the user (``login_hint`` if it names a user, else
   ``default_user``) and answers 302 to ``redirect_uri?code=...&state=...``; with
   ``refuse_consent`` set it redirects with ``error=access_denied`` instead.
 - ``POST /token``: ``authorization_code`` (PKCE checked, code single-use: a second use
   revokes what the first issued) and ``refresh_token`` grants; the client authenticates
-  with client_secret_basic or client_secret_post. RFC 6749 errors: ``invalid_client`` (401),
-  ``invalid_grant`` for a bad, reused or expired code and a revoked or expired refresh token.
+  with client_secret_basic or client_secret_post; ``token_endpoint_status`` fakes an outage.
+  RFC 6749 errors: ``invalid_client`` (401), ``invalid_grant`` for a bad, reused or expired
+  code and a revoked or expired refresh token.
 - ``GET /userinfo`` (Google's shape: ``sub``, ``email``, ``email_verified``) and
   ``GET /v1.0/me`` (Microsoft Graph's: ``id``, ``mail``, ``userPrincipalName``), with the
   access token as ``Authorization: Bearer``; 401 with ``WWW-Authenticate`` otherwise.
@@ -24,9 +26,10 @@ the test's loop waits on a probe. Endpoints, all under ``base_url``:
 
 The test API (thread-safe): ``register_client``, ``add_user``, ``issue_tokens`` (a grant as
 if the user had consented, for tests that only need a good token), ``revoke_user``,
-``expire_access_token``, ``expire_refresh_tokens``, ``token_requests[grant_type]``,
-``secrets()`` (every code, token and client secret handed out, for leak tests) and
-``consent(url)`` (follow an authorization URL like the user's browser would).
+``expire_access_token``, ``expire_access_tokens``, ``expire_refresh_tokens``,
+``token_requests[grant_type]``, ``secrets()`` (every code, token and client secret handed
+out, for leak tests) and ``consent(url)`` (follow an authorization URL like the user's
+browser would).
 """
 
 from __future__ import annotations
@@ -171,6 +174,10 @@ class OAuthProvider(BackgroundServer):
         self.refresh_tokens: dict[str, RefreshToken] = {}
         self.token_requests: Counter[str] = Counter()  # grant_type -> requests, failed too
         self.introspections = 0  # /introspect and /tokeninfo requests
+        self.tenants: list[str] = []  # the tenant of each Microsoft-shaped request
+        # Set: /token answers this status (503...) with temporarily_unavailable, as an
+        # outage would; None: it works.
+        self.token_endpoint_status: int | None = None
         self._codes: dict[str, _Code] = {}
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
@@ -179,6 +186,9 @@ class OAuthProvider(BackgroundServer):
             routes=[
                 Route("/authorize", self._authorize, methods=["GET"]),
                 Route("/token", self._token, methods=["POST"]),
+                # Microsoft's shape, with the tenant in the path (recorded in ``tenants``).
+                Route("/{tenant}/oauth2/v2.0/authorize", self._authorize, methods=["GET"]),
+                Route("/{tenant}/oauth2/v2.0/token", self._token, methods=["POST"]),
                 Route("/userinfo", self._userinfo, methods=["GET"]),
                 Route("/v1.0/me", self._graph_me, methods=["GET"]),
                 Route("/introspect", self._introspect, methods=["POST"]),
@@ -199,6 +209,12 @@ class OAuthProvider(BackgroundServer):
     @property
     def token_url(self) -> str:
         return f"{self.base_url}/token"
+
+    def microsoft_authorize_url(self, tenant: str = "common") -> str:
+        return f"{self.base_url}/{tenant}/oauth2/v2.0/authorize"
+
+    def microsoft_token_url(self, tenant: str = "common") -> str:
+        return f"{self.base_url}/{tenant}/oauth2/v2.0/token"
 
     @property
     def userinfo_url(self) -> str:
@@ -290,6 +306,13 @@ class OAuthProvider(BackgroundServer):
         with self._lock:
             self.access_tokens[token].expires_at = _now() - timedelta(seconds=1)
 
+    def expire_access_tokens(self, email: str) -> None:
+        """Every access token of the user expires now (their grants stay good)."""
+        with self._lock:
+            for access in self.access_tokens.values():
+                if access.email == email:
+                    access.expires_at = _now() - timedelta(seconds=1)
+
     def expire_refresh_tokens(self, email: str) -> None:
         with self._lock:
             for refresh in self.refresh_tokens.values():
@@ -323,6 +346,7 @@ class OAuthProvider(BackgroundServer):
     # --- endpoints ------------------------------------------------------------------------
 
     async def _authorize(self, request: Request) -> Response:
+        self._note_tenant(request)
         query = request.query_params
         client = self.clients.get(query.get("client_id", ""))
         redirect_uri = query.get("redirect_uri", "")
@@ -366,10 +390,14 @@ class OAuthProvider(BackgroundServer):
         return back(code=code.value)
 
     async def _token(self, request: Request) -> Response:
+        self._note_tenant(request)
         fields = await _form(request)
         grant_type = fields.get("grant_type", "")
         with self._lock:
             self.token_requests[grant_type] += 1
+        if self.token_endpoint_status is not None:
+            outage = {"error": "temporarily_unavailable", "error_description": "try later"}
+            return JSONResponse(outage, self.token_endpoint_status)
         try:
             client = self._client_of(request, fields)
             with self._lock:
@@ -392,6 +420,12 @@ class OAuthProvider(BackgroundServer):
         if tokens.refresh_token is not None:
             body["refresh_token"] = tokens.refresh_token
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+    def _note_tenant(self, request: Request) -> None:
+        tenant = request.path_params.get("tenant")
+        if tenant is not None:
+            with self._lock:
+                self.tenants.append(tenant)
 
     def _client_of(self, request: Request, fields: dict[str, str]) -> OAuthClient:
         header = request.headers.get("authorization", "")
