@@ -38,6 +38,13 @@ REAUTH_HINT = (
 EXTERNAL_HINT = "Give a new access token: updateEmailInbox with oauth2 { accessToken expiresAt }."
 
 
+# The provider's answers that only a new consent (or a new app secret) can cure; any other
+# (temporarily_unavailable, server_error, no answer) is retried later.
+GRANT_REFUSED = frozenset(
+    {"invalid_grant", "invalid_client", "unauthorized_client", "invalid_scope", "no_app"}
+)
+
+
 class ReauthRequired(Exception):
     """The inbox's OAuth grant is gone (revoked, expired, refused): connect it again."""
 
@@ -159,7 +166,7 @@ class Logins:
                 )
                 tokens = await oauth_client.refresh(self.oauth, client, refresh_token)
             except oauth_client.ProviderError as exc:
-                if exc.code == "unreachable":
+                if exc.code not in GRANT_REFUSED:
                     log.warning("oauth refresh failed", inbox_id=str(inbox.id), error=exc.code)
                     raise TokenUnavailable(exc.code) from None
                 refused = exc.code

@@ -142,8 +142,9 @@ async def oauth_world(
             oauth_google_authorize_url=provider.authorize_url,
             oauth_google_token_url=provider.token_url,
             oauth_google_userinfo_url=provider.userinfo_url,
-            oauth_microsoft_authorize_url=provider.authorize_url,
-            oauth_microsoft_token_url=provider.token_url,
+            # Microsoft's shape: the app's tenant in the path.
+            oauth_microsoft_authorize_url=provider.base_url + "/{tenant}/oauth2/v2.0/authorize",
+            oauth_microsoft_token_url=provider.base_url + "/{tenant}/oauth2/v2.0/token",
             oauth_microsoft_me_url=provider.graph_me_url,
         ) as verifier:
             client = provider.register_client([f"{verifier.stack.base_url}/oauth/callback"])

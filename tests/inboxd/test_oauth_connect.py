@@ -60,6 +60,8 @@ async def test_the_client_secret_is_write_only_and_kept_when_omitted(oauth_world
     )
     app = changed.data["configureOAuthApp"]["app"]
     assert app["hasClientSecret"] is True and app["tenant"] == "contoso.onmicrosoft.com"
+    url = await oauth_world.start(tenant, "MICROSOFT")
+    assert url.startswith(f"{oauth_world.provider.base_url}/contoso.onmicrosoft.com/oauth2/")
     listed = (await tenant.client(APPS)).data["oauthApps"]
     assert [a["provider"] for a in listed] == ["MICROSOFT"]
     assert oauth_world.client.client_secret not in str(changed.body) + str(listed)
@@ -129,6 +131,7 @@ async def test_callback_creates_an_oauth_inbox_with_the_provider_preset(oauth_wo
 
 async def test_callback_uses_the_servers_given_at_start(oauth_world: OAuthWorld):
     tenant = await oauth_world.tenant_with_app("MICROSOFT")
+    oauth_world.provider.tenants.clear()
     inbox_id = await oauth_world.connect(
         tenant,
         "MICROSOFT",
@@ -139,6 +142,8 @@ async def test_callback_uses_the_servers_given_at_start(oauth_world: OAuthWorld)
     assert inbox["provider"] == "OFFICE365" and inbox["oauth"]["provider"] == "MICROSOFT"
     assert (inbox["smtp"]["host"], inbox["smtp"]["security"]) == ("smtp.office365.us", "STARTTLS")
     assert inbox["imap"]["host"] == "outlook.office365.us"
+    # The app's tenant (default common) in Microsoft's authorize and token URLs.
+    assert oauth_world.provider.tenants and set(oauth_world.provider.tenants) == {"common"}
 
 
 async def test_state_is_single_use(oauth_world: OAuthWorld):

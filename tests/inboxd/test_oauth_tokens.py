@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from inboxd.logs import configure_logging, redact_text
-from resolvers.logins import EXTERNAL_HINT, REAUTH_HINT, ReauthRequired
+from resolvers.logins import EXTERNAL_HINT, REAUTH_HINT, ReauthRequired, TokenUnavailable
 from storage import oauth_apps
 from storage.events import CHANNEL
 from storage.inbox_passwords import decrypt_password, rotate_secrets
@@ -328,3 +328,18 @@ async def test_key_rotation_reencrypts_tokens_and_app_secrets(oauth_world: OAuth
         assert oauth_apps.client_secret(forward, app).reveal() == oauth_world.client.client_secret
     finally:
         await rotate(KeyRing.parse(f"{new_spec},{old_spec}"))  # back: the stack's ring reads it
+
+
+async def test_a_provider_outage_is_retried_later_not_a_revoked_grant(oauth_world: OAuthWorld):
+    tenant = await oauth_world.tenant_with_app()
+    inbox_id = await oauth_world.connect(tenant)
+    await expire_soon(oauth_world, inbox_id)
+    oauth_world.provider.token_endpoint_status = 503
+    try:
+        with pytest.raises(TokenUnavailable):
+            await oauth_world.logins.access_token(await oauth_world.row(tenant, inbox_id))
+    finally:
+        oauth_world.provider.token_endpoint_status = None
+    row = await oauth_world.row(tenant, inbox_id)
+    assert row.status == "PENDING" and row.oauth_reauth_required_at is None
+    assert oauth_world.provider.valid_user((await oauth_world.logins.access_token(row)).reveal())
