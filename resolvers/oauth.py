@@ -16,6 +16,7 @@ from resolvers import oauth_client
 from resolvers.state import AppState
 from resolvers.validation import (
     InputInvalid,
+    NormalizedInbox,
     Problems,
     normalize_create,
     normalize_email,
@@ -318,6 +319,10 @@ async def _store(
                 "smtp_username": address,
                 "imap_username": address,
             }
+            if current.oauth_provider != started.provider:
+                # A token goes only to its provider's servers (or those given at start),
+                # never to whatever hosts a password inbox named.
+                changes.update(_servers(started, address))
             updated, _ = await inboxes.update_inbox(
                 connection,
                 workspace_id=workspace_id,
@@ -341,15 +346,29 @@ async def _store(
     return CompletedConnection(await _create(state, started, tokens, address), created=True)
 
 
-async def _create(
-    state: AppState, started: OAuthStateRow, tokens: oauth_client.Tokens, address: str
-) -> InboxRow:
+def _normalized(started: OAuthStateRow, address: str) -> NormalizedInbox:
     preset = preset_for_account(started.provider, address)
-    normalized = normalize_create(
+    return normalize_create(
         {"email": address, "provider": preset.value, **(started.inbox_settings or {})},
         allow_private_hosts=True,  # the address comes from the provider, not from a user
         managed_oauth=True,
     )
+
+
+def _servers(started: OAuthStateRow, address: str) -> dict[str, Any]:
+    """The provider preset's (or the start's) servers, for an inbox that switches to it."""
+    values = _normalized(started, address).values
+    keys = ("host", "port", "security", "tls_certificate_sha256")
+    return {
+        "provider": values["provider"],
+        **{f"{side}_{key}": values[f"{side}_{key}"] for side in ("smtp", "imap") for key in keys},
+    }
+
+
+async def _create(
+    state: AppState, started: OAuthStateRow, tokens: oauth_client.Tokens, address: str
+) -> InboxRow:
+    normalized = _normalized(started, address)
     normalized.values.update(_oauth_values(started, tokens))
     async with state.db.connection() as connection:
         return await inboxes.create_inbox(

@@ -23,6 +23,12 @@ from tests.support.oauth_provider import pkce_challenge
 __all__ = ["oauth_world"]  # the module's fixture
 
 
+CREATE_PASSWORD_INBOX = """
+mutation($input: CreateEmailInboxInput!) {
+  createEmailInbox(input: $input) { __typename ... on CreateEmailInboxSuccess { inbox { id } } }
+}"""
+
+
 def fields_of(payload: dict[str, object]) -> set[str]:
     return {f["field"] for f in payload["fields"]}  # type: ignore[attr-defined,index]
 
@@ -269,3 +275,27 @@ async def test_an_inbox_reconnects_only_with_its_own_provider(oauth_world: OAuth
     payload = refused.data["startOAuthConnection"]
     assert payload["__typename"] == "ValidationError" and fields_of(payload) == {"provider"}
     assert "GOOGLE" in payload["fields"][0]["message"]
+
+
+async def test_a_password_inbox_switched_to_oauth_gets_the_providers_servers(
+    oauth_world: OAuthWorld,
+):
+    oauth_world.provider.add_user("switch@example.com")
+    tenant = await oauth_world.tenant_with_app()
+    created = await tenant.client(
+        CREATE_PASSWORD_INBOX,
+        {
+            "input": {
+                "email": "switch@example.com",
+                "smtp": {"host": "mail.example.com", "port": 587, "password": "pw-1"},
+                "imap": {"host": "mail.example.com", "password": "pw-1"},
+            }
+        },
+    )
+    inbox_id = created.data["createEmailInbox"]["inbox"]["id"]
+    assert await oauth_world.connect(tenant, inboxId=inbox_id) == inbox_id
+    inbox = (await tenant.client(GET, {"id": inbox_id})).data["emailInbox"]
+    assert inbox["authMethod"] == "OAUTH2" and inbox["provider"] == "GMAIL"
+    # The token goes to Google's servers, not to the hosts the password inbox named.
+    assert inbox["smtp"]["host"] == "smtp.gmail.com" and inbox["imap"]["host"] == "imap.gmail.com"
+    assert inbox["status"] == "PENDING"
