@@ -23,7 +23,8 @@ import structlog
 
 from inboxd.metrics_http import Exposition
 from inboxd.observe import observed_attempt, record_claim, record_crash
-from inboxd.outbox_worker import OutboxConfig, OutboxWorker
+from inboxd.outbox_rules import OutboxConfig
+from inboxd.outbox_worker import OutboxWorker
 from inboxd.receiver import Receiver, ReceiverConfig
 from inboxd.runtime import Resolved, log_pending_tasks, open_database, stop_on_signals
 from inboxd.settings import Settings
@@ -32,6 +33,8 @@ from mail.dns_lookup import DnsSettings
 from mail.imap_session import SessionSettings
 from mail.network import NetworkPolicy
 from mail.probes import ProbeSettings
+from resolvers.logins import Logins
+from resolvers.oauth_client import OAuthConfig, with_overrides
 from resolvers.state import AppState, SendLimits
 from resolvers.verification import (
     VerificationConfig,
@@ -127,6 +130,28 @@ def send_limits(settings: Settings) -> SendLimits:
     )
 
 
+def oauth_config(settings: Settings) -> OAuthConfig:
+    base = OAuthConfig()
+    return OAuthConfig(
+        google=with_overrides(
+            base.google,
+            settings.oauth_google_authorize_url,
+            settings.oauth_google_token_url,
+            settings.oauth_google_userinfo_url,
+        ),
+        microsoft=with_overrides(
+            base.microsoft,
+            settings.oauth_microsoft_authorize_url,
+            settings.oauth_microsoft_token_url,
+            settings.oauth_microsoft_me_url,
+        ),
+        state_ttl=timedelta(seconds=settings.oauth_state_seconds),
+        timeout=settings.oauth_timeout_seconds,
+        refresh_margin=timedelta(seconds=settings.oauth_refresh_margin_seconds),
+        ca_file=settings.tls_ca_file,
+    )
+
+
 def build_state(settings: Settings, resolved: Resolved) -> AppState:
     return AppState(
         db=open_database(settings, resolved.database_url),
@@ -139,6 +164,7 @@ def build_state(settings: Settings, resolved: Resolved) -> AppState:
         verification_spacing=timedelta(seconds=settings.verification_spacing_seconds),
         tests_per_inbox_per_minute=settings.rate_limit_tests_per_inbox_per_minute,
         sending=send_limits(settings),
+        oauth=oauth_config(settings),
     )
 
 
@@ -260,7 +286,8 @@ class Worker:
                 self.state.db, test, self.worker_id, self.config, login_spacing
             ):
                 return  # queued again for its login slot
-            outcome = await observed_attempt(test, self.state.keyring, self.config, self.tracing)
+            logins = Logins(self.state.db, self.state.keyring, self.state.oauth)
+            outcome = await observed_attempt(test, logins, self.config, self.tracing)
             # The logins are over: the slot takes the next test while this outcome is stored.
             self._free_slot(test_id)
             await store_outcome(self.state.db, test, self.worker_id, outcome)
