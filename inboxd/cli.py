@@ -42,7 +42,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from inboxd.app import create_app
-    from inboxd.worker import build_state, start_background
+    from inboxd.configs import build_state
+    from inboxd.worker import start_background
 
     resolved = _prepare(settings, migrate=not args.no_migrate)
     state = build_state(settings, resolved)

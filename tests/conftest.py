@@ -22,9 +22,10 @@ import uvicorn
 from starlette.applications import Starlette
 
 from inboxd.app import create_app
+from inboxd.configs import oauth_config, send_limits, verification_config
 from inboxd.logs import configure_logging
 from inboxd.settings import Settings
-from inboxd.worker import Background, oauth_config, send_limits, verification_config
+from inboxd.worker import Background
 from resolvers.state import AppState
 from storage import api_keys, workspaces
 from storage.db import Database, create_database

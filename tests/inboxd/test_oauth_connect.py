@@ -11,8 +11,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from inboxd.configs import oauth_config
 from inboxd.settings import Settings
-from inboxd.worker import oauth_config
 from resolvers.oauth_client import OAuthConfig
 from schema.oauth import ConfigureOAuthAppInput
 from storage import oauth_apps
