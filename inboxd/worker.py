@@ -28,7 +28,7 @@ from inboxd.receiver import Receiver
 from inboxd.runtime import Resolved, log_pending_tasks, stop_on_signals
 from inboxd.settings import Settings
 from inboxd.tracing import Tracing, stop_tracing, tracing_for
-from resolvers.logins import Logins
+from resolvers.logins import EXTERNAL_EXPIRED_REASON, Logins
 from resolvers.state import AppState
 from resolvers.verification import (
     VerificationConfig,
@@ -36,7 +36,7 @@ from resolvers.verification import (
     store_outcome,
     take_login_slot,
 )
-from storage import job_runs
+from storage import inbox_tokens, job_runs
 from storage.db import UNAVAILABLE_ERRORS
 from storage.listener import EventHub
 
@@ -137,6 +137,12 @@ class Worker:
                 due_in = await job_runs.fail_exhausted_then_next_due(
                     connection, max_attempts=self.config.max_attempts
                 )
+                # An external OAuth token that ran out says so now, not at the next login.
+                expiry_in = await inbox_tokens.expire_external_tokens(
+                    connection, EXTERNAL_EXPIRED_REASON
+                )
+                if expiry_in is not None:
+                    due_in = expiry_in if due_in is None else min(due_in, expiry_in)
         if len(tests) == free:
             self._saturated = True
             return 0  # there may be more due right now

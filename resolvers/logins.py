@@ -36,6 +36,12 @@ REAUTH_HINT = (
     "settings stay)."
 )
 EXTERNAL_HINT = "Give a new access token: updateEmailInbox with oauth2 { accessToken expiresAt }."
+# The status reason of an inbox whose externally managed token ran out (set by the workers
+# at its expiry, storage.inbox_tokens.expire_external_tokens).
+EXTERNAL_EXPIRED_REASON = (
+    "REAUTH_REQUIRED: The access token given with oauth2 has expired; inboxd cannot refresh "
+    f"it. {EXTERNAL_HINT}"
+)
 
 
 # The provider's answers that only a new consent (or a new app secret) can cure; any other

@@ -86,3 +86,28 @@ async def require_reauth(connection: Connection, inbox: InboxRow, reason: str) -
     changed since ``inbox`` was read (nothing is written then)."""
     changed = await connection.fetchval(REAUTH_SQL, inbox.id, inbox.oauth_access_token, reason)
     return changed is not None
+
+
+# Externally managed tokens (no refresh) past their expiry: FAILED the moment they run out,
+# not at the inbox's next login, with the reason given. Then when the next one runs out.
+_EXTERNAL = "i.auth_method = 'OAUTH2' AND NOT i.oauth_managed AND i.status <> 'FAILED'"
+EXPIRE_EXTERNAL_SQL = inbox_changes.statement(
+    inbox_changes.change(
+        "inbox",
+        "status = 'FAILED', status_reason = $1, oauth_reauth_required_at = now()",
+        where=f"{_EXTERNAL} AND i.oauth_access_token_expires_at <= now()",
+    ),
+    result="inbox.id",
+)
+NEXT_EXTERNAL_EXPIRY_SQL = f"""
+    SELECT extract(epoch FROM min(i.oauth_access_token_expires_at) - clock_timestamp())::float8
+      FROM email_inbox AS i WHERE {_EXTERNAL}
+"""  # noqa: S608
+
+
+async def expire_external_tokens(connection: Connection, reason: str) -> float | None:
+    """Fail the inboxes whose externally managed token has run out (``reason`` as their
+    status reason); seconds until the next one does, None when none is left."""
+    await connection.fetch(EXPIRE_EXTERNAL_SQL, reason)
+    due_in: float | None = await connection.fetchval(NEXT_EXTERNAL_EXPIRY_SQL)
+    return due_in

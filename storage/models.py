@@ -123,6 +123,14 @@ class EmailInbox(SQLModel, table=True):
         # Verification spacing looks up every inbox that logs in as the same account.
         Index("ix_email_inbox_smtp_account", "smtp_host", "smtp_username"),
         Index("ix_email_inbox_imap_account", "imap_host", "imap_username"),
+        # When the next externally managed OAuth token runs out (storage.inbox_tokens).
+        Index(
+            "ix_email_inbox_external_token_expiry",
+            "oauth_access_token_expires_at",
+            postgresql_where=text(
+                "auth_method = 'OAUTH2' AND NOT oauth_managed AND status <> 'FAILED'"
+            ),
+        ),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)

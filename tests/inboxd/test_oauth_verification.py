@@ -6,12 +6,15 @@ REAUTH_REQUIRED until it is connected again."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from storage.jobs import JOBS_CHANNEL
 from storage.secrets import KeyRing
 from tests.conftest import Tenant, verifier_on
 from tests.inboxd.oauth_support import START, OAuthWorld
@@ -175,3 +178,56 @@ async def test_sending_refreshes_a_refused_token_once_and_sends(mail_world: Mail
     assert message["state"] == "SENT", message
     assert provider.token_requests["refresh_token"] == before + 1
     assert len(mail_world.smtp.wait_for_messages(delivered + 1)) == delivered + 1
+
+
+CREATE_EXTERNAL = """
+mutation($input: CreateEmailInboxInput!) { createEmailInbox(input: $input) {
+  __typename ... on CreateEmailInboxSuccess { inbox { id } } } }"""
+
+
+async def test_an_external_token_that_runs_out_fails_the_inbox_then_and_there(
+    mail_world: MailWorld,
+):
+    """No login needed to notice: the worker sleeps until the earliest external token runs
+    out and fails its inbox with REAUTH_REQUIRED and the hint to give a new one."""
+    tenant = await mail_world.verifier.tenant()
+    provider = mail_world.provider
+    provider.add_user("external@example.com")
+    token = provider.issue_tokens("external@example.com").access_token
+    later = datetime.now(UTC) + timedelta(hours=1)
+    ws = await WSClient.connect(mail_world.verifier.stack.base_url, tenant.key)
+    try:
+        events = await ws.subscribe(EVENTS, {})
+        assert mail_world.verifier.stack.state.hub is not None
+        await subscribed(mail_world.verifier.stack.state.hub, tenant.workspace.id)
+        created = await tenant.client(CREATE_EXTERNAL, {"input": {
+            "email": "external@example.com", **mail_world.servers(),
+            "oauth2": {"accessToken": token, "expiresAt": later.isoformat()}}})  # fmt: skip
+        inbox_id = created.data["createEmailInbox"]["inbox"]["id"]
+
+        async def next_status() -> str:
+            while True:
+                message = await ws.next_payload(events, timeout=30)
+                event = message["payload"]["data"]["emailInboxEvents"]
+                if event["inboxId"] == inbox_id and event["status"]:
+                    return str(event["status"])
+
+        seen = [await next_status() for _ in range(3)]
+        assert seen == ["PENDING", "VERIFYING", "ACTIVE"]
+        logins = len(mail_world.smtp.oauth_attempts) + len(mail_world.imap.oauth_attempts)
+        # The token is now about to run out (as if given with a short expiresAt).
+        async with mail_world.verifier.db.connection() as connection:
+            await connection.execute(
+                "UPDATE email_inbox SET oauth_access_token_expires_at = now() + interval '1 s'"
+                " WHERE id = $1",
+                uuid.UUID(inbox_id),
+            )
+            await connection.execute(f"NOTIFY {JOBS_CHANNEL}")  # the workers plan again
+        assert await next_status() == "FAILED"
+    finally:
+        await ws.close()
+    inbox = (await tenant.client(TESTS, {"id": inbox_id})).data["emailInbox"]
+    assert inbox["statusReason"].startswith("REAUTH_REQUIRED: The access token given with oauth2")
+    assert "updateEmailInbox with oauth2" in inbox["statusReason"]
+    assert inbox["oauth"]["reauthRequiredAt"] is not None
+    assert len(mail_world.smtp.oauth_attempts) + len(mail_world.imap.oauth_attempts) == logins
