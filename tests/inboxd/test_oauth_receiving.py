@@ -20,6 +20,7 @@ from tests.support.oauth_provider import OAuthProvider
 from tests.support.waiting import wait_until
 
 USER = "olga@example.test"
+REVOKED = "petra@example.test"  # the account whose consent is withdrawn, then given again
 RECEIVING = """
 query($id: ID!) {
   emailInbox(id: $id) { status statusReason version receiving { state lastError { code } } }
@@ -33,9 +34,9 @@ mutation($id: ID!, $name: String!) {
 }"""
 
 
-def mail(subject: str) -> bytes:
+def mail(subject: str, to: str = USER) -> bytes:
     return (
-        f"From: Sender <sender@sender.test>\r\nTo: {USER}\r\nSubject: {subject}\r\n"
+        f"From: Sender <sender@sender.test>\r\nTo: {to}\r\nSubject: {subject}\r\n"
         f"Message-ID: <{subject}@sender.test>\r\n\r\nHello.\r\n"
     ).encode()
 
@@ -44,13 +45,14 @@ def mail(subject: str) -> bytes:
 def provider() -> Iterator[OAuthProvider]:
     with OAuthProvider() as running:
         running.add_user(USER)
+        running.add_user(REVOKED)
         yield running
 
 
 @pytest.fixture(scope="module")
 def dovecot(certs: MailCerts, provider: OAuthProvider) -> Iterator[Dovecot]:
     require_dovecot()
-    users = {USER: "unused-password-1"}
+    users = {USER: "unused-password-1", REVOKED: "unused-password-2"}
     with Dovecot(users, certs, oauth2_introspection_url=provider.introspection_url) as server:
         yield server
 
@@ -93,10 +95,14 @@ async def watched(tenant: Tenant, inbox_id: str, dovecot: Dovecot) -> dict[str, 
     return await wait_until(idle, f"inbox {inbox_id} watched in IDLE", timeout=60)
 
 
+async def subjects(tenant: Tenant, inbox_id: str) -> list[str]:
+    edges = (await tenant.client(MESSAGES, {"id": inbox_id})).data["messages"]["edges"]
+    return [e["node"]["subject"] for e in edges]
+
+
 async def stored(tenant: Tenant, inbox_id: str, subject: str) -> None:
     async def there() -> bool:
-        edges = (await tenant.client(MESSAGES, {"id": inbox_id})).data["messages"]["edges"]
-        return subject in {e["node"]["subject"] for e in edges}
+        return subject in await subjects(tenant, inbox_id)
 
     await wait_until(there, f"{subject} stored", timeout=60)
 
@@ -132,3 +138,44 @@ async def test_an_oauth_inbox_receives_and_survives_a_refused_token(
     await stored(tenant, inbox_id, "second-over-oauth")
     assert provider.token_requests["refresh_token"] == before + 1
     assert (await state_of(tenant, inbox_id))["status"] == "ACTIVE"
+
+
+async def test_a_revoked_account_connected_again_loses_nothing(
+    world: OAuthWorld, dovecot: Dovecot, provider: OAuthProvider
+) -> None:
+    """Consent withdrawn: the watcher's next login is refused, the refresh is refused
+    (invalid_grant), the inbox is FAILED with REAUTH_REQUIRED. startOAuthConnection with its
+    id connects the same inbox again: its messages kept, mail that came meanwhile received
+    once, watching resumed."""
+    tenant = await world.tenant_with_app()
+    servers = {
+        "smtp": {"host": "127.0.0.1", "port": dovecot.submission_port, "security": "STARTTLS"},
+        "imap": {"host": "127.0.0.1", "port": dovecot.imaps_port, "security": "TLS"},
+    }
+    inbox_id = await world.connect(tenant, email=REVOKED, **servers)
+    await watched(tenant, inbox_id, dovecot)
+    dovecot.deliver(REVOKED, mail("before-revoke", REVOKED))
+    await stored(tenant, inbox_id, "before-revoke")
+
+    provider.revoke_user(REVOKED)
+    renamed = await tenant.client(RENAME, {"id": inbox_id, "name": "Petra"})  # log in again
+    assert renamed.data["updateEmailInbox"]["__typename"] == "UpdateEmailInboxSuccess"
+
+    async def reauth() -> dict[str, Any] | None:
+        inbox = await state_of(tenant, inbox_id)
+        return inbox if inbox["status"] == "FAILED" else None
+
+    failed = await wait_until(reauth, "the inbox needs its account again", timeout=60)
+    assert failed["statusReason"].startswith("REAUTH_REQUIRED"), failed
+    dovecot.deliver(REVOKED, mail("while-away", REVOKED))
+
+    assert await world.connect(tenant, inboxId=inbox_id, email=REVOKED, **servers) == inbox_id
+    await watched(tenant, inbox_id, dovecot)
+    await stored(tenant, inbox_id, "while-away")
+    dovecot.deliver(REVOKED, mail("after-reconnect", REVOKED))
+    await stored(tenant, inbox_id, "after-reconnect")
+    assert sorted(await subjects(tenant, inbox_id)) == [
+        "after-reconnect",
+        "before-revoke",
+        "while-away",
+    ]
