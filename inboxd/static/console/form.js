@@ -4,6 +4,7 @@
 import { gql } from "./api.js";
 import { h, replace } from "./dom.js";
 import { domId, FIELDS, GROUPS, put, read, show, valueOf } from "./fields.js";
+import { connectPanel } from "./oauth.js";
 import { verification } from "./verify.js";
 
 const SERVER = "host port security username hasPassword tlsCertificateSha256";
@@ -238,7 +239,8 @@ export async function inboxForm(id) {
   );
   controls.get("email").input.addEventListener("change", () => discover().catch((error) => replace(slot("email", "source"), error.message)));
   load();
-  const node = h("div", { class: "stack" }, heading, watch, form);
+  // A new inbox can instead be an account that signs in at Google or Microsoft.
+  const node = h("div", { class: "stack" }, heading, inbox ? null : connectPanel(), watch, form);
   if (inbox && inbox.status !== "ACTIVE") startWatching();
   return { node, dispose: () => stopWatching(), fields: FIELDS };
 }
