@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +239,32 @@ async def test_a_reauth_required_inbox_is_reconnected_from_its_page(
     assert state["hash"] == f"#/inboxes/{inbox_id}"  # the same inbox, not a second one
     assert (await browser("count", selector=".reconnect"))["count"] == 0
     assert [str(row.id) for row in await world.inbox_rows(tenant)] == [inbox_id]
+
+
+async def test_an_access_token_given_in_the_form_logs_in_and_is_never_shown(
+    browser: Browser, world: ConsoleOAuthWorld
+) -> None:
+    tokens = world.provider.issue_tokens("given@example.com", world.client.client_id)
+    tenant = await world.verifier.tenant()
+    await world.start_worker()
+    await signed_in(browser, world.verifier, tenant)
+    await browser("goto", hash="#/inboxes/new")
+    await browser("fill", selector='[name="email"]', value="given@example.com")
+    for side, server in world.servers().items():
+        await browser("fill", selector=f'[name="{side}.host"]', value=server["host"])
+        await browser("fill", selector=f'[name="{side}.port"]', value=str(server["port"]))
+        await browser("select", selector=f'[name="{side}.security"]', value=server["security"])
+    await browser("fill", selector='[name="oauth2.accessToken"]', value=tokens.access_token)
+    # In the browser's time zone, which is this machine's.
+    expires = (datetime.now() + timedelta(minutes=50)).strftime("%Y-%m-%dT%H:%M")
+    await browser("fill", selector='[name="oauth2.expiresAt"]', value=expires)
+    await browser("click", selector="text=Create inbox")
+    await browser("waitText", selector=".verify-status", text="ACTIVE")
+    await browser("waitValue", selector='[name="oauth2.accessToken"]', value="")
+    [row] = await world.inbox_rows(tenant)
+    await browser("goto", hash=f"#/inboxes/{row.id}")
+    shown = await browser("waitText", selector="#settings", text="token given through the API")
+    assert "Access token expires" in shown["text"]
+    state = await browser("state")
+    assert tokens.access_token not in state["html"] and state["problems"] == []
+    assert (await browser("count", selector=".reconnect"))["count"] == 0

@@ -179,6 +179,7 @@ export async function inboxForm(id) {
     saveButton.textContent = "Save changes";
     // The form now edits the inbox it created: a fix is saved onto it, not a second inbox.
     if (created) history.replaceState(null, "", `#/inboxes/${encodeURIComponent(inbox.id)}/edit`);
+    if (created) connect.remove();
     startWatching();
   }
 
@@ -240,7 +241,8 @@ export async function inboxForm(id) {
   controls.get("email").input.addEventListener("change", () => discover().catch((error) => replace(slot("email", "source"), error.message)));
   load();
   // A new inbox can instead be an account that signs in at Google or Microsoft.
-  const node = h("div", { class: "stack" }, heading, inbox ? null : connectPanel(), watch, form);
+  const connect = inbox ? null : connectPanel();
+  const node = h("div", { class: "stack" }, heading, connect, watch, form);
   if (inbox && inbox.status !== "ACTIVE") startWatching();
   return { node, dispose: () => stopWatching(), fields: FIELDS };
 }
