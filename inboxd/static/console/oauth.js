@@ -22,9 +22,11 @@ const SECURITY = [["", "The provider's"], ["TLS", "TLS"], ["STARTTLS", "STARTTLS
 // prefixed: the inbox form on the same page has its own "email").
 function field(prefix, path, label, attrs = {}, help = "") {
   const id = `${prefix}-${path.replace(".", "-")}`;
-  const input = attrs.options
-    ? h("select", { id, name: `${prefix}.${path}` }, attrs.options.map(([value, text]) => h("option", { value }, text)))
-    : h("input", { id, name: `${prefix}.${path}`, type: "text", autocomplete: "off", ...attrs, "aria-describedby": `${id}-help ${id}-error` });
+  const common = { id, name: `${prefix}.${path}`, "aria-describedby": `${id}-help ${id}-error` };
+  const { options, ...rest } = attrs;
+  const input = options
+    ? h("select", common, options.map(([value, text]) => h("option", { value }, text)))
+    : h("input", { ...common, type: "text", autocomplete: "off", ...rest });
   const node = h(
     "div",
     { class: "field", "data-field": path },
