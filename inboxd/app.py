@@ -356,7 +356,7 @@ def create_app(
             *exposition.routes(),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             *attachment_routes(settings, state),
-            *oauth_routes(state),
+            *oauth_routes(state, console=settings.console_enabled),
             *console_routes(settings),
             WebSocketRoute("/graphql", graphql),
             *(

@@ -3,12 +3,14 @@
 No API key is asked for: the single-use ``state`` (from ``startOAuthConnection``) names the
 workspace and the authorization, and is checked before anything else. The answer is a small
 page saying what happened: it never holds the code or a token, tells the browser not to keep
-it, and sends no Referer onwards (the page's URL holds the code).
+it, and sends no Referer onwards (the page's URL holds the code). When the web console is on,
+a connected inbox's page links to its page in the console (a path and the inbox id only).
 """
 
 from __future__ import annotations
 
 import html
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -32,22 +34,37 @@ HEADERS = {
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font:16px system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em}}</style>
-</head><body><h1>{title}</h1><p>{message}</p></body></html>
+</head><body><h1>{title}</h1><p>{message}</p>{link}</body></html>
 """
 
 
-def page(title: str, message: str, status: int = 200, code: str | None = None) -> Response:
+def page(
+    title: str,
+    message: str,
+    status: int = 200,
+    code: str | None = None,
+    link: tuple[str, str] | None = None,
+) -> Response:
     headers = dict(HEADERS)
     if code is not None:
         headers["x-inboxd-error"] = code
+    anchor = ""
+    if link is not None:
+        href, text = link
+        anchor = f'<p><a href="{html.escape(href)}">{html.escape(text)}</a></p>'
     return HTMLResponse(
-        PAGE.format(title=html.escape(title), message=html.escape(message)),
+        PAGE.format(title=html.escape(title), message=html.escape(message), link=anchor),
         status_code=status,
         headers=headers,
     )
 
 
-def oauth_routes(state: AppState) -> list[Route]:
+def console_link(inbox_id: str) -> tuple[str, str]:
+    """The inbox's page in the console (inboxd/static/console/app.js routes ``#/inboxes/<id>``)."""
+    return f"/console/#/inboxes/{quote(inbox_id, safe='')}", "Open the inbox in the console"
+
+
+def oauth_routes(state: AppState, *, console: bool = False) -> list[Route]:
     async def callback(request: Request) -> Response:
         params = request.query_params
         raw_state = params.get("state", "")
@@ -83,9 +100,15 @@ def oauth_routes(state: AppState) -> list[Route]:
             created=done.created,
         )
         verb = "is connected" if done.created else "is connected again"
+        if not console:
+            return page(
+                "Connected",
+                f"{inbox.email} {verb}. inboxd is verifying it now; you can close this window.",
+            )
         return page(
             "Connected",
-            f"{inbox.email} {verb}. inboxd is verifying it now; you can close this window.",
+            f"{inbox.email} {verb}. inboxd is verifying it now; follow it in the console.",
+            link=console_link(str(inbox.id)),
         )
 
     return [Route("/oauth/callback", callback, methods=["GET"])]

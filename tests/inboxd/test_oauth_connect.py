@@ -6,11 +6,14 @@ belongs to the workspace that started it."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
+from inboxd.app import create_app
 from inboxd.configs import oauth_config
 from inboxd.settings import Settings
 from resolvers.oauth_client import OAuthConfig
@@ -133,6 +136,33 @@ async def test_callback_creates_an_oauth_inbox_with_the_provider_preset(oauth_wo
             "SELECT reason FROM connection_test WHERE inbox_id = $1", row.id
         )
     assert [r["reason"] for r in reasons] == ["CREATED"]
+
+
+async def test_callback_page_links_to_the_inbox_in_the_console_only_when_it_is_on(
+    oauth_world: OAuthWorld,
+):
+    provider = oauth_world.provider
+    provider.add_user("linked@example.com")
+    tenant = await oauth_world.tenant_with_app()
+    location = await provider.consent(await oauth_world.start(tenant, email="linked@example.com"))
+    page = await oauth_world.callback(location)
+    assert page.status_code == 200 and oauth_world.verifier.stack.settings.console_enabled
+    [row] = await oauth_world.inbox_rows(tenant)
+    [href] = re.findall(r'<a href="([^"]+)">Open the inbox in the console</a>', page.text)
+    assert href == f"/console/#/inboxes/{row.id}"  # the console's route, on this origin
+    query = parse_qs(urlsplit(location).query)
+    assert query["code"][0] not in page.text and query["state"][0] not in page.text
+    # The console switched off: the same page, without a link to nowhere.
+    stack = oauth_world.verifier.stack
+    off = create_app(Settings(**{**stack.settings.model_dump(), "console": False}), stack.state)
+    again = await provider.consent(
+        await oauth_world.start(tenant, email="linked@example.com", inboxId=str(row.id))
+    )
+    transport = httpx.ASGITransport(app=off)
+    async with httpx.AsyncClient(transport=transport, base_url="http://inboxd") as http:
+        plain = await http.get(urlsplit(again).path + "?" + urlsplit(again).query)
+    assert plain.status_code == 200 and "linked@example.com is connected again" in plain.text
+    assert "<a " not in plain.text and "/console" not in plain.text
 
 
 async def test_callback_uses_the_servers_given_at_start(oauth_world: OAuthWorld):

@@ -6,6 +6,7 @@ import { inboxForm } from "./form.js";
 import { inboxPage } from "./inbox.js";
 import { inboxList } from "./inboxes.js";
 import { messagePage } from "./messages.js";
+import { oauthAppsPage } from "./oauth.js";
 
 const VIEWER = `query Viewer { viewer { workspace { id name maxInboxes subscriptionActive }
   permissions inboxUsage inboxLimit } }`;
@@ -93,6 +94,7 @@ function pick(hash) {
   const [path, query = ""] = hash.replace(/^#/, "").split("?");
   const parts = path.split("/").filter(Boolean);
   const params = new URLSearchParams(query);
+  if (parts[0] === "oauth-apps") return () => oauthAppsPage();
   if (parts[0] !== "inboxes" || parts.length === 1) return () => inboxList(viewer, params);
   if (parts[1] === "new") return () => inboxForm(null);
   if (parts[2] === "edit") return () => inboxForm(decodeURIComponent(parts[1]));

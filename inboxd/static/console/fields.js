@@ -36,6 +36,13 @@ export const GROUPS = [
   server("smtp", "SMTP"),
   server("imap", "IMAP"),
   {
+    legend: "OAuth access token (instead of passwords)",
+    fields: [
+      ["oauth2.accessToken", "Access token", "password", null, "Write-only. For a token refreshed elsewhere; for one inboxd refreshes, use Connect with OAuth on the new-inbox page."],
+      ["oauth2.expiresAt", "Access token expires", "datetime-local", null, "In this browser's time zone."],
+    ],
+  },
+  {
     legend: "Sending",
     fields: [
       ["sendingEnabled", "Sending enabled", "checkbox"],
@@ -76,6 +83,7 @@ export function valueOf(control, type) {
   if (raw === "") return undefined;
   if (type === "number") return Number(raw);
   if (type === "list") return raw.split(",").map((s) => s.trim()).filter(Boolean);
+  if (type === "datetime-local") return new Date(raw).toISOString();
   return raw;
 }
 

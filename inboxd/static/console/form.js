@@ -4,6 +4,7 @@
 import { gql } from "./api.js";
 import { h, replace } from "./dom.js";
 import { domId, FIELDS, GROUPS, put, read, show, valueOf } from "./fields.js";
+import { connectPanel } from "./oauth.js";
 import { verification } from "./verify.js";
 
 const SERVER = "host port security username hasPassword tlsCertificateSha256";
@@ -178,6 +179,7 @@ export async function inboxForm(id) {
     saveButton.textContent = "Save changes";
     // The form now edits the inbox it created: a fix is saved onto it, not a second inbox.
     if (created) history.replaceState(null, "", `#/inboxes/${encodeURIComponent(inbox.id)}/edit`);
+    if (created) connect.remove();
     startWatching();
   }
 
@@ -238,7 +240,9 @@ export async function inboxForm(id) {
   );
   controls.get("email").input.addEventListener("change", () => discover().catch((error) => replace(slot("email", "source"), error.message)));
   load();
-  const node = h("div", { class: "stack" }, heading, watch, form);
+  // A new inbox can instead be an account that signs in at Google or Microsoft.
+  const connect = inbox ? null : connectPanel();
+  const node = h("div", { class: "stack" }, heading, connect, watch, form);
   if (inbox && inbox.status !== "ACTIVE") startWatching();
   return { node, dispose: () => stopWatching(), fields: FIELDS };
 }

@@ -5,6 +5,7 @@ import { gql, subscribe } from "./api.js";
 import { badge, h, replace, when } from "./dom.js";
 import { composer } from "./compose.js";
 import { messageList } from "./messages.js";
+import { PROVIDERS, startConnection } from "./oauth.js";
 import { PROBE, sideResult, verification } from "./verify.js";
 
 const SERVER = "host port security username hasPassword tlsCertificateSha256";
@@ -12,6 +13,7 @@ const RECORD = "state records message";
 const READ = `query Page($id: ID!) { emailInbox(id: $id) {
   id name email displayName department description active provider status statusReason
   version dailySendLimit sendingEnabled tags replyTo lastVerifiedAt
+  authMethod oauth { provider managed accessTokenExpiresAt reauthRequiredAt }
   smtp { ${SERVER} } imap { ${SERVER} } receiving { enabled folders state lastCheckAt }
   setupStatus { domain overall checkedAt mx { ${RECORD} } spf { ${RECORD} } dkim { ${RECORD} } dmarc { ${RECORD} } } } }`;
 const TESTS = `query Tests($id: ID!, $first: Int!, $after: String) { emailInbox(id: $id) {
@@ -42,6 +44,39 @@ function serverFacts(label, side) {
       ["Password", side.hasPassword ? "stored (write-only)" : "none"],
       ["Pinned certificate", side.tlsCertificateSha256 ? h("code", { class: "fingerprint" }, side.tlsCertificateSha256) : "none"],
     ]),
+  );
+}
+
+function signIn(inbox) {
+  const oauth = inbox.oauth;
+  if (inbox.authMethod !== "OAUTH2" || !oauth) return [["Sign-in", "password"]];
+  const who = oauth.provider ? `OAuth with ${PROVIDERS[oauth.provider]}` : "OAuth";
+  return [
+    ["Sign-in", `${who}, ${oauth.managed ? "tokens refreshed by inboxd" : "access token given through the API"}`],
+    ["Access token expires", when(oauth.accessTokenExpiresAt)],
+    oauth.reauthRequiredAt ? ["Reconnect needed since", when(oauth.reauthRequiredAt)] : null,
+  ].filter(Boolean);
+}
+
+// The provider refused the grant: a new consent gives the same inbox new tokens.
+function reconnect(inbox, note) {
+  const provider = inbox.oauth?.provider;
+  const refused = inbox.status === "FAILED" && (inbox.oauth.reauthRequiredAt || (inbox.statusReason || "").includes("REAUTH_REQUIRED"));
+  if (!provider || !refused) return null;
+  const start = async () => {
+    replace(note, `Opening the ${PROVIDERS[provider]} sign-in…`);
+    try {
+      const problem = await startConnection({ provider, inboxId: inbox.id });
+      if (problem) replace(note, problem.message, ...(problem.fields || []).map((f) => ` ${f.field}: ${f.message}`));
+    } catch (error) {
+      replace(note, `Not started: ${error.message}`);
+    }
+  };
+  return h(
+    "p",
+    { class: "reconnect" },
+    `${PROVIDERS[provider]} no longer accepts this inbox's sign-in. `,
+    h("button", { type: "button", onclick: start }, `Reconnect with ${PROVIDERS[provider]}`),
   );
 }
 
@@ -141,13 +176,13 @@ export async function inboxPage(id, params = new URLSearchParams()) {
     inbox = (await gql(READ, { id })).emailInbox;
     if (!inbox) return replace(sections.head, h("h1", { tabindex: "-1" }, "No such inbox"));
     replace(sections.head, h("h1", { tabindex: "-1" }, inbox.name, " ", badge(inbox.status, "live-status")),
-      inbox.statusReason ? h("p", {}, inbox.statusReason) : null);
+      inbox.statusReason ? h("p", {}, inbox.statusReason) : null, reconnect(inbox, note));
     replace(sections.settings, facts([
       ["Email", inbox.email], ["Sender name", inbox.displayName], ["Provider", inbox.provider],
       ["Department", inbox.department], ["Switched on", inbox.active ? "yes" : "no"],
       ["Sending", inbox.sendingEnabled ? `on, ${inbox.dailySendLimit} a day` : "off"],
       ["Receiving", inbox.receiving.enabled ? `${inbox.receiving.state}, folders ${inbox.receiving.folders.join(", ")}` : "off"],
-      ["Tags", inbox.tags.join(", ")], ["Last verified", when(inbox.lastVerifiedAt)],
+      ["Tags", inbox.tags.join(", ")], ["Last verified", when(inbox.lastVerifiedAt)], ...signIn(inbox),
     ]), h("div", { class: "columns" }, serverFacts("SMTP", inbox.smtp), serverFacts("IMAP", inbox.imap)));
     replace(sections.dns, dnsChecklist(inbox.setupStatus));
   }
@@ -211,6 +246,12 @@ export async function inboxPage(id, params = new URLSearchParams()) {
     card("Connection tests", sections.tests, h("nav", { class: "pager", "aria-label": "Test pages" }, newer, testPosition, older)),
     card("DNS setup", sections.dns), card("Received messages", messages.node),
     card("Send a message", sending.compose), card("Outbox", sending.outbox), card("Audit trail", sections.audit));
+  // Not verified yet (just created, or just reconnected with OAuth): its verification is shown
+  // as it happens.
+  if (inbox && ["PENDING", "VERIFYING"].includes(inbox.status)) {
+    live.hidden = false;
+    stopTest = verification(id, live, null);
+  }
   // Every change to the inbox (a status, a finished test) re-reads the page's parts.
   let seen = inbox?.version;
   const stopStatus = subscribe(STATUS, { id }, ({ emailInboxStatus: now }) => {
