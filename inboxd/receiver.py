@@ -31,7 +31,7 @@ from inboxd.message_actions import MessageActions
 from mail import imap_index
 from mail.endpoint import Endpoint
 from mail.idle_check import IdleChecker
-from mail.imap_session import ImapSession, ImapSessionError, Mailbox, SessionSettings
+from mail.imap_session import Fetched, ImapSession, ImapSessionError, Mailbox, SessionSettings
 from mail.parse import parse_message
 from mail.presets import Security
 from resolvers.state import AppState
@@ -262,12 +262,13 @@ class Receiver:
             state = ReceivingState.IDLE if idle else ReceivingState.POLLING
             announced = False
             opened: dict[str, Mailbox] = {}
+            read_to: dict[str, int] = {}  # each folder's highest UID read (or skipped) so far
             while True:
                 # Every wake re-reads each folder from its last seen UID.
                 session.forget_arrivals()
                 await actions.apply()  # first: it SELECTs, and IDLE wants the folder EXAMINEd
                 for folder in folders:
-                    opened[folder] = await self._sync(session, row, folder)
+                    opened[folder], read_to[folder] = await self._sync(session, row, folder)
                 if not announced:
                     # Only now: each folder's starting point is recorded, so mail arriving
                     # from here on is received, never taken for old mail.
@@ -279,9 +280,14 @@ class Receiver:
                 async with self.state.db.connection(background=True) as connection:
                     await watch_leases.record_checked(connection, inbox_id, self.owner)
                 if idle:
+                    folder = folders[0]
                     await session.wait_for_change(
-                        self.config.idle_interval, _arrived_since(checker, folders[0], opened)
+                        self.config.idle_interval, _arrived_since(checker, folder, opened)
                     )
+                    if session.arrivals_noticed:
+                        read_to[folder] = await self._read_announced(
+                            session, row, folder, opened[folder], read_to[folder]
+                        )
                 else:
                     await session.wait_polling(self.config.poll_interval)
         finally:
@@ -289,9 +295,10 @@ class Receiver:
             await checker.close()
             await session.close()
 
-    async def _sync(self, session: ImapSession, row: InboxRow, folder: str) -> Mailbox:
+    async def _sync(self, session: ImapSession, row: InboxRow, folder: str) -> tuple[Mailbox, int]:
         """Read ``folder`` from its last seen UID, then (CONDSTORE) the flags changed on the
-        server since the last sync (``inboxd.flag_changes``); what EXAMINE said of it."""
+        server since the last sync (``inboxd.flag_changes``); what EXAMINE said of it and the
+        highest UID now read (or passed over as old)."""
         mailbox = await session.examine(folder)
         async with self.state.db.connection(background=True) as connection:
             known = await folder_sync.folder_state(connection, row.id, folder)
@@ -316,35 +323,57 @@ class Receiver:
                 )
             uids = await session.uids_after(last_uid)
         elif known.uidvalidity != mailbox.uidvalidity:
+            last_uid = mailbox.uidnext - 1
             uids = await self._renumbered(session, row, folder, mailbox, known)
         else:
+            last_uid = known.last_uid
             uids = await session.uids_after(known.last_uid)
         async for fetched in session.fetch(uids):
-            parsed = parse_message(
-                fetched.raw,
-                headers_only=fetched.headers_only,
-                max_attachment_bytes=self.config.max_attachment_bytes,
-            )
-            if fetched.headers_only and parsed.parse_error is None:
-                parsed.parse_error = (
-                    f"The message ({fetched.size} bytes) is larger than the limit of "
-                    f"{self.config.session.max_message_bytes} bytes: only its header was stored."
-                )
-            new = messages.NewMessage(
-                folder=folder,
-                uidvalidity=mailbox.uidvalidity,
-                uid=fetched.uid,
-                size=fetched.size,
-                seen="\\seen" in fetched.flags,
-                flagged="\\flagged" in fetched.flags,
-                **dataclasses.asdict(parsed),
-            )
-            async with self.state.db.connection(background=True) as connection:
-                await messages.store_message(
-                    connection, row.id, self.owner, new, time_zone=row.time_zone
-                )
+            await self._store(row, folder, mailbox.uidvalidity, fetched)
+            last_uid = max(last_uid, fetched.uid)
         await sync_flags(self.state.db, session, row.id, self.owner, folder, mailbox, known)
-        return mailbox
+        return mailbox, last_uid
+
+    async def _read_announced(
+        self, session: ImapSession, row: InboxRow, folder: str, mailbox: Mailbox, read_to: int
+    ) -> int:
+        """Mail the server announced in IDLE, read at once: the next UIDs after ``read_to`` of
+        ``folder``, still the folder EXAMINEd (as ``mailbox``) for IDLE, up to a batch, in one
+        round trip for most messages (``ImapSession.fetch_range``). The full read of every
+        folder follows, as after any wake: it finds whatever this left (more than a batch,
+        or a UID past a gap) by the stored last UID, and stores nothing twice (one statement
+        per message advances the folder). The highest UID now read."""
+        last = read_to + self.config.session.fetch_batch
+        for fetched in await session.fetch_range(read_to + 1, last):
+            await self._store(row, folder, mailbox.uidvalidity, fetched)
+            read_to = max(read_to, fetched.uid)
+        return read_to
+
+    async def _store(self, row: InboxRow, folder: str, uidvalidity: int, fetched: Fetched) -> None:
+        """Parse ``fetched`` and store it with its folder's progress (one transaction)."""
+        parsed = parse_message(
+            fetched.raw,
+            headers_only=fetched.headers_only,
+            max_attachment_bytes=self.config.max_attachment_bytes,
+        )
+        if fetched.headers_only and parsed.parse_error is None:
+            parsed.parse_error = (
+                f"The message ({fetched.size} bytes) is larger than the limit of "
+                f"{self.config.session.max_message_bytes} bytes: only its header was stored."
+            )
+        new = messages.NewMessage(
+            folder=folder,
+            uidvalidity=uidvalidity,
+            uid=fetched.uid,
+            size=fetched.size,
+            seen="\\seen" in fetched.flags,
+            flagged="\\flagged" in fetched.flags,
+            **dataclasses.asdict(parsed),
+        )
+        async with self.state.db.connection(background=True) as connection:
+            await messages.store_message(
+                connection, row.id, self.owner, new, time_zone=row.time_zone
+            )
 
     async def _renumbered(
         self,

@@ -40,6 +40,8 @@ _FETCH_START = re.compile(rb"^\d+ FETCH \(", re.IGNORECASE)
 UID = re.compile(rb"\bUID (\d+)", re.IGNORECASE)
 _SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)", re.IGNORECASE)
 _CHANGES = re.compile(rb"^\d+ (EXISTS|RECENT|EXPUNGE|FETCH)", re.IGNORECASE)
+# A message shorter than this is fetched whole in the round trip that asks for its size.
+WHOLE_BELOW = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,9 +265,13 @@ class ImapSession(MailboxWrites):
     async def uids_since(self, day: date) -> list[int]:
         return await self.search("SINCE", day.strftime("%d-%b-%Y"))
 
-    async def fetch_items(self, uids: list[int], items: str) -> list[tuple[bytes, bytes | None]]:
-        """(the FETCH response's text, its literal) per message."""
-        response = await self._client.uid("fetch", ",".join(map(str, uids)), items)
+    async def fetch_items(
+        self, uids: list[int] | str, items: str
+    ) -> list[tuple[bytes, bytes | None]]:
+        """(the FETCH response's text, its literal) per message; ``uids`` a list or a UID set
+        ("5:24")."""
+        uid_set = uids if isinstance(uids, str) else ",".join(map(str, uids))
+        response = await self._client.uid("fetch", uid_set, items)
         if response.result != "OK":
             raise ImapSessionError("PROTOCOL_ERROR", "The server refused UID FETCH.")
         found: list[tuple[bytes, bytes | None]] = []
@@ -283,36 +289,56 @@ class ImapSession(MailboxWrites):
         """Each message of ``uids`` in UID order, batch by batch; never marks one seen."""
         batch = self._settings.fetch_batch
         for start in range(0, len(uids), batch):
-            sizes: dict[int, int] = {}
-            flags: dict[int, frozenset[str]] = {}
-            chosen = uids[start : start + batch]
-            for text, _ in await self.fetch_items(chosen, "(UID RFC822.SIZE FLAGS)"):
-                uid, size = UID.search(text), _SIZE.search(text)
-                if uid and size:
-                    sizes[int(uid.group(1))] = int(size.group(1))
-                    flags[int(uid.group(1))] = flags_of(text)
-            small = [u for u in sorted(sizes) if sizes[u] <= self._settings.max_message_bytes]
-            large = [u for u in sorted(sizes) if u not in small]
-            bodies: dict[int, tuple[bytes, bool]] = {}
-            for chosen, items, headers_only in (
-                (small, "(UID BODY.PEEK[])", False),
-                (large, "(UID BODY.PEEK[HEADER])", True),
-            ):
-                if not chosen:
-                    continue
-                for text, literal in await self.fetch_items(chosen, items):
-                    uid = UID.search(text)
-                    if uid and literal is not None:
-                        bodies[int(uid.group(1))] = (literal, headers_only)
-            for number in sorted(bodies):
-                raw, headers_only = bodies[number]
-                yield Fetched(number, sizes[number], raw, headers_only, flags[number])
+            for fetched in await self._fetch_set(",".join(map(str, uids[start : start + batch]))):
+                yield fetched
+
+    async def fetch_range(self, first: int, last: int) -> list[Fetched]:
+        """The messages of the selected folder whose UIDs are ``first`` to ``last``, in UID
+        order (none when there are none: a range without ``*`` matches only what it says)."""
+        return [f for f in await self._fetch_set(f"{first}:{last}") if first <= f.uid <= last]
+
+    async def _fetch_set(self, uid_set: str) -> list[Fetched]:
+        """The messages of ``uid_set``: each one's size, flags and first WHOLE_BELOW bytes in
+        one round trip, which is the whole of most messages; a larger one is fetched again,
+        whole, or its header alone past ``max_message_bytes``."""
+        limit = self._settings.max_message_bytes
+        sizes: dict[int, int] = {}
+        flags: dict[int, frozenset[str]] = {}
+        bodies: dict[int, tuple[bytes, bool]] = {}
+        items = f"(UID RFC822.SIZE FLAGS BODY.PEEK[]<0.{WHOLE_BELOW}>)"
+        for text, literal in await self.fetch_items(uid_set, items):
+            uid, size = UID.search(text), _SIZE.search(text)
+            if uid and size:
+                number = int(uid.group(1))
+                sizes[number] = int(size.group(1))
+                flags[number] = flags_of(text)
+                # Shorter than asked: the server sent all there is. (RFC822.SIZE is not
+                # compared: some servers report it only approximately.)
+                if literal is not None and len(literal) < WHOLE_BELOW and sizes[number] <= limit:
+                    bodies[number] = (literal, False)
+        rest = [u for u in sorted(sizes) if u not in bodies]
+        small = [u for u in rest if sizes[u] <= limit]
+        large = [u for u in rest if sizes[u] > limit]
+        for chosen, items, headers_only in (
+            (small, "(UID BODY.PEEK[])", False),
+            (large, "(UID BODY.PEEK[HEADER])", True),
+        ):
+            if not chosen:
+                continue
+            for text, literal in await self.fetch_items(chosen, items):
+                uid = UID.search(text)
+                if uid and literal is not None:
+                    bodies[int(uid.group(1))] = (literal, headers_only)
+        return [
+            Fetched(number, sizes[number], raw, headers_only, flags[number])
+            for number, (raw, headers_only) in sorted(bodies.items())
+        ]
 
     async def wait_for_change(
         self, within: float, arrived_before: Callable[[], Awaitable[bool]]
     ) -> None:
         """IDLE until the server reports a change, the connection drops or ``within`` passes
-        (then a NOOP checks the connection is alive).
+        (a NOOP then checks the connection is alive, unless the server ended IDLE with OK).
 
         Once IDLE is accepted, ``arrived_before`` is asked whether mail came between the last
         read and the start of IDLE: a server may report only changes made after IDLE began
@@ -331,6 +357,7 @@ class ImapSession(MailboxWrites):
             raise ImapSessionError(
                 "CONNECTION_LOST", "The IMAP server did not accept IDLE in time."
             ) from None
+        ended: aioimaplib.Response | None = None  # how the server answered IDLE's DONE
         try:
             changed = self.arrivals_noticed or self._woken.is_set() or await arrived_before()
             while not changed and not self._lost.is_set():
@@ -355,9 +382,11 @@ class ImapSession(MailboxWrites):
             if not self._lost.is_set() and client.has_pending_idle():
                 client.idle_done()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(idle, self._settings.command_timeout)
+                    ended = await asyncio.wait_for(idle, self._settings.command_timeout)
         self._woken.clear()
-        await self.check_alive()
+        if ended is None or ended.result != "OK" or self._lost.is_set():
+            # IDLE's own OK shows the connection alive; without it, a NOOP asks.
+            await self.check_alive()
 
     async def wait_polling(self, interval: float) -> None:
         waiters = {asyncio.ensure_future(e.wait()) for e in (self._lost, self._woken)}
