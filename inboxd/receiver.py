@@ -65,6 +65,10 @@ class ReceiverConfig:
     max_backfill_days: int = 30
     # An IDLE watcher's second connection closes after this long without a check.
     checker_linger: float = 60.0
+    # IMAP connections (watch sessions, IDLE checkers) this process opens at once: 1,000
+    # inboxes switched on together do not hold 1,000 TLS handshakes and logins in memory at
+    # once, memory the process would keep once they are done (B9 in docs/benchmarks.md).
+    opening_slots: int = 16
     max_attachment_bytes: int = 10 * 1024 * 1024
 
 
@@ -82,8 +86,10 @@ class Receiver:
     tasks: dict[uuid.UUID, asyncio.Task[None]] = field(default_factory=dict)
     versions: dict[uuid.UUID, int] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
+    _opening: asyncio.Semaphore | None = None
 
     async def start(self) -> None:
+        self._opening = asyncio.Semaphore(self.config.opening_slots)
         self._task = asyncio.create_task(self._loop(), name=f"receiver-{self.owner}")
 
     async def stop(self) -> None:
@@ -245,8 +251,11 @@ class Receiver:
             row.imap_tls_certificate_sha256,
         )
         await self._set_state(inbox_id, ReceivingState.CONNECTING)
-        session = await ImapSession.open(endpoint, self.config.session)
-        checker = IdleChecker(endpoint, self.config.session, self.config.checker_linger)
+        async with self._opening or contextlib.nullcontext():
+            session = await ImapSession.open(endpoint, self.config.session)
+        checker = IdleChecker(
+            endpoint, self.config.session, self.config.checker_linger, self._opening
+        )
         actions = MessageActions(
             self.state,
             inbox_id,
@@ -261,6 +270,7 @@ class Receiver:
             idle = session.idle_supported and len(folders) == 1
             state = ReceivingState.IDLE if idle else ReceivingState.POLLING
             announced = False
+            busy = False  # the last wait ended with mail: keep the IDLE checker's connection
             opened: dict[str, Mailbox] = {}
             read_to: dict[str, int] = {}  # each folder's highest UID read (or skipped) so far
             while True:
@@ -282,9 +292,10 @@ class Receiver:
                 if idle:
                     folder = folders[0]
                     await session.wait_for_change(
-                        self.config.idle_interval, _arrived_since(checker, folder, opened)
+                        self.config.idle_interval, _arrived_since(checker, folder, opened, busy)
                     )
-                    if session.arrivals_noticed:
+                    busy = session.arrivals_noticed
+                    if busy:
                         read_to[folder] = await self._read_announced(
                             session, row, folder, opened[folder], read_to[folder]
                         )
@@ -415,13 +426,15 @@ class Receiver:
 
 
 def _arrived_since(
-    checker: IdleChecker, folder: str, opened: dict[str, Mailbox]
+    checker: IdleChecker, folder: str, opened: dict[str, Mailbox], busy: bool
 ) -> Callable[[], Awaitable[bool]]:
     """Whether ``folder`` gained mail (or, with CONDSTORE, changed) since it was last opened,
-    asked on a second connection while the first is in IDLE (see ``mail.idle_check``)."""
+    asked on a second connection while the first is in IDLE (see ``mail.idle_check``), kept
+    open for the next time when the inbox is ``busy``."""
 
     async def arrived() -> bool:
         mailbox = opened[folder]
-        return await checker.moved(folder, mailbox.uidnext, mailbox.highestmodseq)
+        moved = await checker.moved(folder, mailbox.uidnext, mailbox.highestmodseq, keep=busy)
+        return moved
 
     return arrived
