@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import random
 import socket
@@ -27,12 +26,11 @@ import aioimaplib
 import structlog
 
 from inboxd.flag_changes import sync_flags
+from inboxd.folder_reads import renumbered, store_fetched
 from inboxd.message_actions import MessageActions
-from mail import imap_index
 from mail.endpoint import Endpoint
 from mail.idle_check import IdleChecker
 from mail.imap_session import Fetched, ImapSession, ImapSessionError, Mailbox, SessionSettings
-from mail.parse import parse_message
 from mail.presets import Security
 from resolvers.state import AppState
 from storage import folder_sync, messages, watch_leases
@@ -47,8 +45,6 @@ log = structlog.get_logger("inboxd.receiver")
 
 WAKING_KINDS = {EventKind.CREATED, EventKind.UPDATED, EventKind.STATUS_CHANGED}
 # A connection that broke for these reasons is network weather: reconnect with backoff.
-# A renumbered folder: mail that arrived this long before it was last read may still be new.
-RESET_MARGIN = timedelta(minutes=5)
 TRANSIENT = (OSError, TimeoutError, aioimaplib.AioImapException, *UNAVAILABLE_ERRORS)
 
 
@@ -335,7 +331,7 @@ class Receiver:
             uids = await session.uids_after(last_uid)
         elif known.uidvalidity != mailbox.uidvalidity:
             last_uid = mailbox.uidnext - 1
-            uids = await self._renumbered(session, row, folder, mailbox, known)
+            uids = await renumbered(self.state.db, self.owner, session, row, folder, mailbox, known)
         else:
             last_uid = known.last_uid
             uids = await session.uids_after(known.last_uid)
@@ -361,68 +357,16 @@ class Receiver:
         return read_to
 
     async def _store(self, row: InboxRow, folder: str, uidvalidity: int, fetched: Fetched) -> None:
-        """Parse ``fetched`` and store it with its folder's progress (one transaction)."""
-        parsed = parse_message(
-            fetched.raw,
-            headers_only=fetched.headers_only,
+        await store_fetched(
+            self.state.db,
+            self.owner,
+            row,
+            folder,
+            uidvalidity,
+            fetched,
             max_attachment_bytes=self.config.max_attachment_bytes,
+            max_message_bytes=self.config.session.max_message_bytes,
         )
-        if fetched.headers_only and parsed.parse_error is None:
-            parsed.parse_error = (
-                f"The message ({fetched.size} bytes) is larger than the limit of "
-                f"{self.config.session.max_message_bytes} bytes: only its header was stored."
-            )
-        new = messages.NewMessage(
-            folder=folder,
-            uidvalidity=uidvalidity,
-            uid=fetched.uid,
-            size=fetched.size,
-            seen="\\seen" in fetched.flags,
-            flagged="\\flagged" in fetched.flags,
-            **dataclasses.asdict(parsed),
-        )
-        async with self.state.db.connection(background=True) as connection:
-            await messages.store_message(
-                connection, row.id, self.owner, new, time_zone=row.time_zone
-            )
-
-    async def _renumbered(
-        self,
-        session: ImapSession,
-        row: InboxRow,
-        folder: str,
-        mailbox: Mailbox,
-        known: folder_sync.FolderState,
-    ) -> list[int]:
-        """The server renumbered ``folder`` (UIDVALIDITY changed): stored messages get their
-        new UIDs, one FOLDER_RESET is announced, and reading goes on from now; of what is
-        there, only mail that arrived after the folder was last read is fetched (the UIDs to
-        fetch). Old mail is never replayed as new; mail whose Message-ID is already stored is
-        not stored again."""
-        listed = await imap_index.index(session)
-        stored = {m.message_id: m.uid for m in listed if m.message_id is not None}
-        # Arrived since the folder last moved, with a margin for mail that landed while it was
-        # being read and for the server's clock: stored ones are matched by Message-ID.
-        since = known.updated_at - RESET_MARGIN
-        fresh = [m.uid for m in listed if m.arrived is not None and m.arrived > since]
-        async with self.state.db.connection(background=True) as connection:
-            found = await folder_sync.reset_folder(
-                connection,
-                row.id,
-                self.owner,
-                folder,
-                uidvalidity=mailbox.uidvalidity,
-                last_uid=mailbox.uidnext - 1,
-                renumbered=stored,
-            )
-        log.info(
-            "receiving: folder renumbered",
-            inbox_id=str(row.id),
-            messages=len(listed),
-            found_again=found,
-            fetched=len(fresh),
-        )
-        return fresh + await session.uids_after(mailbox.uidnext - 1)
 
 
 def _arrived_since(

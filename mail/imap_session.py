@@ -5,9 +5,8 @@ to the address the outbound guard checked (``network.resolve_target``), TLS veri
 the host name with the probes' contexts (``mail.tls``, pinning included), and STARTTLS on its
 transport, both through ``mail.imap_client``'s TLS layer (a 16 KiB read buffer). Mailboxes
 are opened with EXAMINE and bodies fetched with BODY.PEEK, so watching never changes a flag;
-UID FETCH goes in batches (aioimaplib recurses once per response line and overflows the stack
-on one large FETCH). Where the server offers CONDSTORE, EXAMINE asks for it and reports
-HIGHESTMODSEQ (``mail.imap_changes``).
+fetching is ``mail.imap_fetch``'s. Where the server offers CONDSTORE, EXAMINE asks for it and
+reports HIGHESTMODSEQ (``mail.imap_changes``).
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import asyncio
 import contextlib
 import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -27,7 +26,11 @@ from mail.endpoint import Endpoint
 from mail.failures import ProbeFailure
 from mail.imap_changes import MODSEQ_TAIL, highest_modseq
 from mail.imap_client import Client, connect_tls, start_tls
-from mail.imap_mailbox import UIDVALIDITY, MailboxWrites, flags_of, network_error, quote_mailbox
+from mail.imap_fetch import UID as UID  # where callers look
+from mail.imap_fetch import WHOLE_BELOW as WHOLE_BELOW
+from mail.imap_fetch import Fetched as Fetched
+from mail.imap_fetch import MessageFetches
+from mail.imap_mailbox import UIDVALIDITY, MailboxWrites, network_error, quote_mailbox
 from mail.imap_mailbox import ImapSessionError as ImapSessionError  # where callers look
 from mail.network import NetworkPolicy, TargetError, open_socket, resolve_target
 from mail.presets import Security
@@ -36,12 +39,7 @@ from mail.tls import negotiate
 
 _UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]", re.IGNORECASE)
 _STATUS_UIDNEXT = re.compile(rb"UIDNEXT (\d+)", re.IGNORECASE)
-_FETCH_START = re.compile(rb"^\d+ FETCH \(", re.IGNORECASE)
-UID = re.compile(rb"\bUID (\d+)", re.IGNORECASE)
-_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)", re.IGNORECASE)
 _CHANGES = re.compile(rb"^\d+ (EXISTS|RECENT|EXPUNGE|FETCH)", re.IGNORECASE)
-# A message shorter than this is fetched whole in the round trip that asks for its size.
-WHOLE_BELOW = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,16 +59,7 @@ class Mailbox:
     highestmodseq: int | None = None  # CONDSTORE: the folder's, when EXAMINEd or STATUSed
 
 
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    uid: int
-    size: int
-    raw: bytes
-    headers_only: bool  # larger than max_message_bytes: only its header was fetched
-    flags: frozenset[str] = frozenset()  # lowercased, as they were before the fetch
-
-
-class ImapSession(MailboxWrites):
+class ImapSession(MessageFetches, MailboxWrites):
     def __init__(
         self,
         client: Client,
@@ -265,75 +254,6 @@ class ImapSession(MailboxWrites):
     async def uids_since(self, day: date) -> list[int]:
         return await self.search("SINCE", day.strftime("%d-%b-%Y"))
 
-    async def fetch_items(
-        self, uids: list[int] | str, items: str
-    ) -> list[tuple[bytes, bytes | None]]:
-        """(the FETCH response's text, its literal) per message; ``uids`` a list or a UID set
-        ("5:24")."""
-        uid_set = uids if isinstance(uids, str) else ",".join(map(str, uids))
-        response = await self._client.uid("fetch", uid_set, items)
-        if response.result != "OK":
-            raise ImapSessionError("PROTOCOL_ERROR", "The server refused UID FETCH.")
-        found: list[tuple[bytes, bytes | None]] = []
-        for line in response.lines:
-            if isinstance(line, bytearray):  # the literal of the message before
-                if found:
-                    found[-1] = (found[-1][0], bytes(line))
-            elif _FETCH_START.match(line):
-                found.append((bytes(line), None))
-            elif found:  # the rest of the FETCH, after its literal
-                found[-1] = (found[-1][0] + b" " + bytes(line), found[-1][1])
-        return found
-
-    async def fetch(self, uids: list[int]) -> AsyncIterator[Fetched]:
-        """Each message of ``uids`` in UID order, batch by batch; never marks one seen."""
-        batch = self._settings.fetch_batch
-        for start in range(0, len(uids), batch):
-            for fetched in await self._fetch_set(",".join(map(str, uids[start : start + batch]))):
-                yield fetched
-
-    async def fetch_range(self, first: int, last: int) -> list[Fetched]:
-        """The messages of the selected folder whose UIDs are ``first`` to ``last``, in UID
-        order (none when there are none: a range without ``*`` matches only what it says)."""
-        return [f for f in await self._fetch_set(f"{first}:{last}") if first <= f.uid <= last]
-
-    async def _fetch_set(self, uid_set: str) -> list[Fetched]:
-        """The messages of ``uid_set``: each one's size, flags and first WHOLE_BELOW bytes in
-        one round trip, which is the whole of most messages; a larger one is fetched again,
-        whole, or its header alone past ``max_message_bytes``."""
-        limit = self._settings.max_message_bytes
-        sizes: dict[int, int] = {}
-        flags: dict[int, frozenset[str]] = {}
-        bodies: dict[int, tuple[bytes, bool]] = {}
-        items = f"(UID RFC822.SIZE FLAGS BODY.PEEK[]<0.{WHOLE_BELOW}>)"
-        for text, literal in await self.fetch_items(uid_set, items):
-            uid, size = UID.search(text), _SIZE.search(text)
-            if uid and size:
-                number = int(uid.group(1))
-                sizes[number] = int(size.group(1))
-                flags[number] = flags_of(text)
-                # Shorter than asked: the server sent all there is. (RFC822.SIZE is not
-                # compared: some servers report it only approximately.)
-                if literal is not None and len(literal) < WHOLE_BELOW and sizes[number] <= limit:
-                    bodies[number] = (literal, False)
-        rest = [u for u in sorted(sizes) if u not in bodies]
-        small = [u for u in rest if sizes[u] <= limit]
-        large = [u for u in rest if sizes[u] > limit]
-        for chosen, items, headers_only in (
-            (small, "(UID BODY.PEEK[])", False),
-            (large, "(UID BODY.PEEK[HEADER])", True),
-        ):
-            if not chosen:
-                continue
-            for text, literal in await self.fetch_items(chosen, items):
-                uid = UID.search(text)
-                if uid and literal is not None:
-                    bodies[int(uid.group(1))] = (literal, headers_only)
-        return [
-            Fetched(number, sizes[number], raw, headers_only, flags[number])
-            for number, (raw, headers_only) in sorted(bodies.items())
-        ]
-
     async def wait_for_change(
         self, within: float, arrived_before: Callable[[], Awaitable[bool]]
     ) -> None:
@@ -361,13 +281,18 @@ class ImapSession(MailboxWrites):
         try:
             changed = self.arrivals_noticed or self._woken.is_set() or await arrived_before()
             while not changed and not self._lost.is_set():
-                push = asyncio.ensure_future(client.wait_server_push(within + 5))
-                lost = asyncio.ensure_future(self._lost.wait())
+                # Two tasks per idle inbox, not four (B9): the queue read directly rather than
+                # through aioimaplib's wait_server_push (a wait_for, a task of its own), and a
+                # lost connection seen as the end of the IDLE command (Protocol.connection_lost
+                # ends it) rather than by a task waiting for ``_lost``.
+                push = asyncio.ensure_future(queue.get())
                 woken = asyncio.ensure_future(self._woken.wait())
                 try:
-                    await asyncio.wait({push, lost, woken}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        {push, idle, woken}, timeout=within + 5, return_when=asyncio.FIRST_COMPLETED
+                    )
                 finally:
-                    for waiter in (push, lost, woken):
+                    for waiter in (push, woken):
                         if not waiter.done():
                             waiter.cancel()
                         elif not waiter.cancelled():
