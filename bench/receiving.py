@@ -429,8 +429,8 @@ def phase_receiving(run: Any, pg: Any, certdir: Path, ca: Path) -> None:
         b8_rows(run, label, got["inboxd"][warm:], got["floor"][warm:])
         also = got["inboxd's IMAP steps"][warm:]
         run.detail(
-            f"B8 the floor with inboxd's IMAP commands (NOOP, EXAMINE, UID SEARCH, UID FETCH "
-            f"sizes, then the body) and parse{label}: p50 {percentile(also, 50):.1f} ms, p99 "
+            f"B8 the floor with inboxd's IMAP command (UID FETCH of the next 20 UIDs: size, "
+            f"flags, first 64 KiB) and parse{label}: p50 {percentile(also, 50):.1f} ms, p99 "
             f"{percentile(also, 99):.1f} ms"
         )
 

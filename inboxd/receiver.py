@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import random
 import socket
@@ -27,11 +26,10 @@ import aioimaplib
 import structlog
 
 from inboxd.flag_changes import sync_flags
+from inboxd.folder_reads import renumbered, store_fetched
 from inboxd.message_actions import MessageActions
-from mail import imap_index
 from mail.idle_check import IdleChecker
-from mail.imap_session import ImapSession, ImapSessionError, Mailbox, SessionSettings
-from mail.parse import parse_message
+from mail.imap_session import Fetched, ImapSession, ImapSessionError, Mailbox, SessionSettings
 from resolvers.logins import Logins, ReauthRequired, TokenUnavailable, open_imap
 from resolvers.state import AppState
 from storage import folder_sync, messages, watch_leases
@@ -45,8 +43,6 @@ log = structlog.get_logger("inboxd.receiver")
 
 WAKING_KINDS = {EventKind.CREATED, EventKind.UPDATED, EventKind.STATUS_CHANGED}
 # A connection that broke for these reasons is network weather: reconnect with backoff.
-# A renumbered folder: mail that arrived this long before it was last read may still be new.
-RESET_MARGIN = timedelta(minutes=5)
 TRANSIENT = (
     OSError,
     TimeoutError,
@@ -69,6 +65,10 @@ class ReceiverConfig:
     max_backfill_days: int = 30
     # An IDLE watcher's second connection closes after this long without a check.
     checker_linger: float = 60.0
+    # IMAP connections (watch sessions, IDLE checkers) this process opens at once: 1,000
+    # inboxes switched on together do not hold 1,000 TLS handshakes and logins in memory at
+    # once, memory the process would keep once they are done (B9 in docs/benchmarks.md).
+    opening_slots: int = 16
     max_attachment_bytes: int = 10 * 1024 * 1024
 
 
@@ -86,8 +86,10 @@ class Receiver:
     tasks: dict[uuid.UUID, asyncio.Task[None]] = field(default_factory=dict)
     versions: dict[uuid.UUID, int] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
+    _opening: asyncio.Semaphore | None = None
 
     async def start(self) -> None:
+        self._opening = asyncio.Semaphore(self.config.opening_slots)
         self._task = asyncio.create_task(self._loop(), name=f"receiver-{self.owner}")
 
     async def stop(self) -> None:
@@ -238,12 +240,15 @@ class Receiver:
         logins = Logins(self.state.db, self.state.keyring, self.state.oauth)
         await self._set_state(inbox_id, ReceivingState.CONNECTING)
         try:
-            session, endpoint = await open_imap(logins, row, self.config.session)
+            async with self._opening or contextlib.nullcontext():
+                session, endpoint = await open_imap(logins, row, self.config.session)
         except (DecryptionError, ReauthRequired) as exc:
             # Reauth: the inbox is FAILED now, and given back; nothing to retry.
             log.warning("receiving: no login", inbox_id=str(inbox_id), error=type(exc).__name__)
             return
-        checker = IdleChecker(endpoint, self.config.session, self.config.checker_linger)
+        checker = IdleChecker(
+            endpoint, self.config.session, self.config.checker_linger, self._opening
+        )
         actions = MessageActions(
             self.state,
             inbox_id,
@@ -258,13 +263,15 @@ class Receiver:
             idle = session.idle_supported and len(folders) == 1
             state = ReceivingState.IDLE if idle else ReceivingState.POLLING
             announced = False
+            busy = False  # the last wait ended with mail: keep the IDLE checker's connection
             opened: dict[str, Mailbox] = {}
+            read_to: dict[str, int] = {}  # each folder's highest UID read (or skipped) so far
             while True:
                 # Every wake re-reads each folder from its last seen UID.
                 session.forget_arrivals()
                 await actions.apply()  # first: it SELECTs, and IDLE wants the folder EXAMINEd
                 for folder in folders:
-                    opened[folder] = await self._sync(session, row, folder)
+                    opened[folder], read_to[folder] = await self._sync(session, row, folder)
                 if not announced:
                     # Only now: each folder's starting point is recorded, so mail arriving
                     # from here on is received, never taken for old mail.
@@ -276,9 +283,15 @@ class Receiver:
                 async with self.state.db.connection(background=True) as connection:
                     await watch_leases.record_checked(connection, inbox_id, self.owner)
                 if idle:
+                    folder = folders[0]
                     await session.wait_for_change(
-                        self.config.idle_interval, _arrived_since(checker, folders[0], opened)
+                        self.config.idle_interval, _arrived_since(checker, folder, opened, busy)
                     )
+                    busy = session.arrivals_noticed
+                    if busy:
+                        read_to[folder] = await self._read_announced(
+                            session, row, folder, opened[folder], read_to[folder]
+                        )
                 else:
                     await session.wait_polling(self.config.poll_interval)
         finally:
@@ -286,9 +299,10 @@ class Receiver:
             await checker.close()
             await session.close()
 
-    async def _sync(self, session: ImapSession, row: InboxRow, folder: str) -> Mailbox:
+    async def _sync(self, session: ImapSession, row: InboxRow, folder: str) -> tuple[Mailbox, int]:
         """Read ``folder`` from its last seen UID, then (CONDSTORE) the flags changed on the
-        server since the last sync (``inboxd.flag_changes``); what EXAMINE said of it."""
+        server since the last sync (``inboxd.flag_changes``); what EXAMINE said of it and the
+        highest UID now read (or passed over as old)."""
         mailbox = await session.examine(folder)
         async with self.state.db.connection(background=True) as connection:
             known = await folder_sync.folder_state(connection, row.id, folder)
@@ -313,83 +327,55 @@ class Receiver:
                 )
             uids = await session.uids_after(last_uid)
         elif known.uidvalidity != mailbox.uidvalidity:
-            uids = await self._renumbered(session, row, folder, mailbox, known)
+            last_uid = mailbox.uidnext - 1
+            uids = await renumbered(self.state.db, self.owner, session, row, folder, mailbox, known)
         else:
+            last_uid = known.last_uid
             uids = await session.uids_after(known.last_uid)
         async for fetched in session.fetch(uids):
-            parsed = parse_message(
-                fetched.raw,
-                headers_only=fetched.headers_only,
-                max_attachment_bytes=self.config.max_attachment_bytes,
-            )
-            if fetched.headers_only and parsed.parse_error is None:
-                parsed.parse_error = (
-                    f"The message ({fetched.size} bytes) is larger than the limit of "
-                    f"{self.config.session.max_message_bytes} bytes: only its header was stored."
-                )
-            new = messages.NewMessage(
-                folder=folder,
-                uidvalidity=mailbox.uidvalidity,
-                uid=fetched.uid,
-                size=fetched.size,
-                seen="\\seen" in fetched.flags,
-                flagged="\\flagged" in fetched.flags,
-                **dataclasses.asdict(parsed),
-            )
-            async with self.state.db.connection(background=True) as connection:
-                await messages.store_message(
-                    connection, row.id, self.owner, new, time_zone=row.time_zone
-                )
+            await self._store(row, folder, mailbox.uidvalidity, fetched)
+            last_uid = max(last_uid, fetched.uid)
         await sync_flags(self.state.db, session, row.id, self.owner, folder, mailbox, known)
-        return mailbox
+        return mailbox, last_uid
 
-    async def _renumbered(
-        self,
-        session: ImapSession,
-        row: InboxRow,
-        folder: str,
-        mailbox: Mailbox,
-        known: folder_sync.FolderState,
-    ) -> list[int]:
-        """The server renumbered ``folder`` (UIDVALIDITY changed): stored messages get their
-        new UIDs, one FOLDER_RESET is announced, and reading goes on from now; of what is
-        there, only mail that arrived after the folder was last read is fetched (the UIDs to
-        fetch). Old mail is never replayed as new; mail whose Message-ID is already stored is
-        not stored again."""
-        listed = await imap_index.index(session)
-        stored = {m.message_id: m.uid for m in listed if m.message_id is not None}
-        # Arrived since the folder last moved, with a margin for mail that landed while it was
-        # being read and for the server's clock: stored ones are matched by Message-ID.
-        since = known.updated_at - RESET_MARGIN
-        fresh = [m.uid for m in listed if m.arrived is not None and m.arrived > since]
-        async with self.state.db.connection(background=True) as connection:
-            found = await folder_sync.reset_folder(
-                connection,
-                row.id,
-                self.owner,
-                folder,
-                uidvalidity=mailbox.uidvalidity,
-                last_uid=mailbox.uidnext - 1,
-                renumbered=stored,
-            )
-        log.info(
-            "receiving: folder renumbered",
-            inbox_id=str(row.id),
-            messages=len(listed),
-            found_again=found,
-            fetched=len(fresh),
+    async def _read_announced(
+        self, session: ImapSession, row: InboxRow, folder: str, mailbox: Mailbox, read_to: int
+    ) -> int:
+        """Mail the server announced in IDLE, read at once: the next UIDs after ``read_to`` of
+        ``folder``, still the folder EXAMINEd (as ``mailbox``) for IDLE, up to a batch, in one
+        round trip for most messages (``ImapSession.fetch_range``). The full read of every
+        folder follows, as after any wake: it finds whatever this left (more than a batch,
+        or a UID past a gap) by the stored last UID, and stores nothing twice (one statement
+        per message advances the folder). The highest UID now read."""
+        last = read_to + self.config.session.fetch_batch
+        for fetched in await session.fetch_range(read_to + 1, last):
+            await self._store(row, folder, mailbox.uidvalidity, fetched)
+            read_to = max(read_to, fetched.uid)
+        return read_to
+
+    async def _store(self, row: InboxRow, folder: str, uidvalidity: int, fetched: Fetched) -> None:
+        await store_fetched(
+            self.state.db,
+            self.owner,
+            row,
+            folder,
+            uidvalidity,
+            fetched,
+            max_attachment_bytes=self.config.max_attachment_bytes,
+            max_message_bytes=self.config.session.max_message_bytes,
         )
-        return fresh + await session.uids_after(mailbox.uidnext - 1)
 
 
 def _arrived_since(
-    checker: IdleChecker, folder: str, opened: dict[str, Mailbox]
+    checker: IdleChecker, folder: str, opened: dict[str, Mailbox], busy: bool
 ) -> Callable[[], Awaitable[bool]]:
     """Whether ``folder`` gained mail (or, with CONDSTORE, changed) since it was last opened,
-    asked on a second connection while the first is in IDLE (see ``mail.idle_check``)."""
+    asked on a second connection while the first is in IDLE (see ``mail.idle_check``), kept
+    open for the next time when the inbox is ``busy``."""
 
     async def arrived() -> bool:
         mailbox = opened[folder]
-        return await checker.moved(folder, mailbox.uidnext, mailbox.highestmodseq)
+        moved = await checker.moved(folder, mailbox.uidnext, mailbox.highestmodseq, keep=busy)
+        return moved
 
     return arrived

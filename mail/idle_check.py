@@ -9,15 +9,21 @@ With CONDSTORE it asks for HIGHESTMODSEQ too: a flag changed in another client i
 (Dovecot tells of it during whatever command runs then, where aioimaplib drops it) is read now
 rather than with the next message.
 
-That second connection is opened when IDLE starts and closed after ``linger`` seconds without
-another check: a busy inbox, woken again and again, reuses it instead of logging in once per
-message; a quiet one (nearly all of them, most of the time) holds one IMAP connection, not two,
-which is what 1,000 watched inboxes in one process can afford (B9 in docs/benchmarks.md).
+That second connection is opened when IDLE starts. After a check the caller asks to ``keep``
+(IDLE entered again after mail came: the inbox is busy) it stays open until ``linger`` seconds
+pass without another check, so a busy inbox, woken again and again, reuses it instead of
+logging in once per message. After any other check (the first IDLE of a session, IDLE entered
+again after its re-issue interval or a message action) it is closed at once: a quiet inbox
+(nearly all of them, most of the time) holds one IMAP connection, not two. Connections opened
+for checks are bounded per process by ``slots``: 1,000 inboxes entering IDLE together do not
+hold 2,000 TLS sessions at once, whose memory the process would keep after they close (B9 in
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from mail.endpoint import Endpoint
 from mail.imap_session import ImapSession, SessionSettings
@@ -26,10 +32,17 @@ from mail.imap_session import ImapSession, SessionSettings
 class IdleChecker:
     """Owned by one watch task; ``close`` it when the task ends."""
 
-    def __init__(self, endpoint: Endpoint, settings: SessionSettings, linger: float) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        settings: SessionSettings,
+        linger: float,
+        slots: asyncio.Semaphore | None = None,
+    ) -> None:
         self._endpoint = endpoint
         self._settings = settings
         self._linger = linger
+        self._slots = slots  # shared by the checkers of one process: connections being opened
         self._session: ImapSession | None = None
         self._closer: asyncio.Task[None] | None = None
 
@@ -37,13 +50,24 @@ class IdleChecker:
     def connected(self) -> bool:
         return self._session is not None
 
-    async def moved(self, folder: str, uidnext: int, highestmodseq: int | None = None) -> bool:
+    async def moved(
+        self, folder: str, uidnext: int, highestmodseq: int | None = None, *, keep: bool = True
+    ) -> bool:
         """Whether ``folder``'s UIDNEXT is past ``uidnext`` now, or its HIGHESTMODSEQ past
-        ``highestmodseq`` (when given and the server keeps one). Raises ImapSessionError."""
+        ``highestmodseq`` (when given and the server keeps one). ``keep``: leave the
+        connection open for ``linger`` seconds, else close it now. Raises ImapSessionError."""
         await self._keep()
-        if self._session is None or self._session.lost:
-            await self._drop()
+        if self._session is not None and not self._session.lost:
+            return await self._check(folder, uidnext, highestmodseq, keep)
+        await self._drop()
+        async with self._slots or contextlib.nullcontext():
             self._session = await ImapSession.open(self._endpoint, self._settings)
+            return await self._check(folder, uidnext, highestmodseq, keep)
+
+    async def _check(
+        self, folder: str, uidnext: int, highestmodseq: int | None, keep: bool
+    ) -> bool:
+        assert self._session is not None
         try:
             now = await self._session.status(folder)
             moved = now.uidnext > uidnext or (
@@ -54,7 +78,10 @@ class IdleChecker:
         except BaseException:
             await self._drop()
             raise
-        self._closer = asyncio.create_task(self._close_later(), name="idle-checker-linger")
+        if keep:
+            self._closer = asyncio.create_task(self._close_later(), name="idle-checker-linger")
+        else:
+            await self._drop()
         return moved
 
     async def close(self) -> None:

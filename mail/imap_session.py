@@ -5,9 +5,8 @@ to the address the outbound guard checked (``network.resolve_target``), TLS veri
 the host name with the probes' contexts (``mail.tls``, pinning included), and STARTTLS on its
 transport, both through ``mail.imap_client``'s TLS layer (a 16 KiB read buffer). Mailboxes
 are opened with EXAMINE and bodies fetched with BODY.PEEK, so watching never changes a flag;
-UID FETCH goes in batches (aioimaplib recurses once per response line and overflows the stack
-on one large FETCH). Where the server offers CONDSTORE, EXAMINE asks for it and reports
-HIGHESTMODSEQ (``mail.imap_changes``).
+fetching is ``mail.imap_fetch``'s. Where the server offers CONDSTORE, EXAMINE asks for it and
+reports HIGHESTMODSEQ (``mail.imap_changes``).
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import asyncio
 import contextlib
 import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -28,7 +27,11 @@ from mail.failures import ProbeFailure
 from mail.imap_auth import log_in
 from mail.imap_changes import MODSEQ_TAIL, highest_modseq
 from mail.imap_client import Client, connect_tls, start_tls
-from mail.imap_mailbox import UIDVALIDITY, MailboxWrites, flags_of, network_error, quote_mailbox
+from mail.imap_fetch import UID as UID  # where callers look
+from mail.imap_fetch import WHOLE_BELOW as WHOLE_BELOW
+from mail.imap_fetch import Fetched as Fetched
+from mail.imap_fetch import MessageFetches
+from mail.imap_mailbox import UIDVALIDITY, MailboxWrites, network_error, quote_mailbox
 from mail.imap_mailbox import ImapSessionError as ImapSessionError  # where callers look
 from mail.network import NetworkPolicy, TargetError, open_socket, resolve_target
 from mail.presets import Security
@@ -37,9 +40,6 @@ from mail.tls import negotiate
 
 _UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]", re.IGNORECASE)
 _STATUS_UIDNEXT = re.compile(rb"UIDNEXT (\d+)", re.IGNORECASE)
-_FETCH_START = re.compile(rb"^\d+ FETCH \(", re.IGNORECASE)
-UID = re.compile(rb"\bUID (\d+)", re.IGNORECASE)
-_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)", re.IGNORECASE)
 _CHANGES = re.compile(rb"^\d+ (EXISTS|RECENT|EXPUNGE|FETCH)", re.IGNORECASE)
 
 
@@ -60,16 +60,7 @@ class Mailbox:
     highestmodseq: int | None = None  # CONDSTORE: the folder's, when EXAMINEd or STATUSed
 
 
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    uid: int
-    size: int
-    raw: bytes
-    headers_only: bool  # larger than max_message_bytes: only its header was fetched
-    flags: frozenset[str] = frozenset()  # lowercased, as they were before the fetch
-
-
-class ImapSession(MailboxWrites):
+class ImapSession(MessageFetches, MailboxWrites):
     def __init__(
         self,
         client: Client,
@@ -256,56 +247,11 @@ class ImapSession(MailboxWrites):
     async def uids_since(self, day: date) -> list[int]:
         return await self.search("SINCE", day.strftime("%d-%b-%Y"))
 
-    async def fetch_items(self, uids: list[int], items: str) -> list[tuple[bytes, bytes | None]]:
-        """(the FETCH response's text, its literal) per message."""
-        response = await self._client.uid("fetch", ",".join(map(str, uids)), items)
-        if response.result != "OK":
-            raise ImapSessionError("PROTOCOL_ERROR", "The server refused UID FETCH.")
-        found: list[tuple[bytes, bytes | None]] = []
-        for line in response.lines:
-            if isinstance(line, bytearray):  # the literal of the message before
-                if found:
-                    found[-1] = (found[-1][0], bytes(line))
-            elif _FETCH_START.match(line):
-                found.append((bytes(line), None))
-            elif found:  # the rest of the FETCH, after its literal
-                found[-1] = (found[-1][0] + b" " + bytes(line), found[-1][1])
-        return found
-
-    async def fetch(self, uids: list[int]) -> AsyncIterator[Fetched]:
-        """Each message of ``uids`` in UID order, batch by batch; never marks one seen."""
-        batch = self._settings.fetch_batch
-        for start in range(0, len(uids), batch):
-            sizes: dict[int, int] = {}
-            flags: dict[int, frozenset[str]] = {}
-            chosen = uids[start : start + batch]
-            for text, _ in await self.fetch_items(chosen, "(UID RFC822.SIZE FLAGS)"):
-                uid, size = UID.search(text), _SIZE.search(text)
-                if uid and size:
-                    sizes[int(uid.group(1))] = int(size.group(1))
-                    flags[int(uid.group(1))] = flags_of(text)
-            small = [u for u in sorted(sizes) if sizes[u] <= self._settings.max_message_bytes]
-            large = [u for u in sorted(sizes) if u not in small]
-            bodies: dict[int, tuple[bytes, bool]] = {}
-            for chosen, items, headers_only in (
-                (small, "(UID BODY.PEEK[])", False),
-                (large, "(UID BODY.PEEK[HEADER])", True),
-            ):
-                if not chosen:
-                    continue
-                for text, literal in await self.fetch_items(chosen, items):
-                    uid = UID.search(text)
-                    if uid and literal is not None:
-                        bodies[int(uid.group(1))] = (literal, headers_only)
-            for number in sorted(bodies):
-                raw, headers_only = bodies[number]
-                yield Fetched(number, sizes[number], raw, headers_only, flags[number])
-
     async def wait_for_change(
         self, within: float, arrived_before: Callable[[], Awaitable[bool]]
     ) -> None:
         """IDLE until the server reports a change, the connection drops or ``within`` passes
-        (then a NOOP checks the connection is alive).
+        (a NOOP then checks the connection is alive, unless the server ended IDLE with OK).
 
         Once IDLE is accepted, ``arrived_before`` is asked whether mail came between the last
         read and the start of IDLE: a server may report only changes made after IDLE began
@@ -324,16 +270,22 @@ class ImapSession(MailboxWrites):
             raise ImapSessionError(
                 "CONNECTION_LOST", "The IMAP server did not accept IDLE in time."
             ) from None
+        ended: aioimaplib.Response | None = None  # how the server answered IDLE's DONE
         try:
             changed = self.arrivals_noticed or self._woken.is_set() or await arrived_before()
             while not changed and not self._lost.is_set():
-                push = asyncio.ensure_future(client.wait_server_push(within + 5))
-                lost = asyncio.ensure_future(self._lost.wait())
+                # Two tasks per idle inbox, not four (B9): the queue read directly rather than
+                # through aioimaplib's wait_server_push (a wait_for, a task of its own), and a
+                # lost connection seen as the end of the IDLE command (Protocol.connection_lost
+                # ends it) rather than by a task waiting for ``_lost``.
+                push = asyncio.ensure_future(queue.get())
                 woken = asyncio.ensure_future(self._woken.wait())
                 try:
-                    await asyncio.wait({push, lost, woken}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        {push, idle, woken}, timeout=within + 5, return_when=asyncio.FIRST_COMPLETED
+                    )
                 finally:
-                    for waiter in (push, lost, woken):
+                    for waiter in (push, woken):
                         if not waiter.done():
                             waiter.cancel()
                         elif not waiter.cancelled():
@@ -348,9 +300,11 @@ class ImapSession(MailboxWrites):
             if not self._lost.is_set() and client.has_pending_idle():
                 client.idle_done()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(idle, self._settings.command_timeout)
+                    ended = await asyncio.wait_for(idle, self._settings.command_timeout)
         self._woken.clear()
-        await self.check_alive()
+        if ended is None or ended.result != "OK" or self._lost.is_set():
+            # IDLE's own OK shows the connection alive; without it, a NOOP asks.
+            await self.check_alive()
 
     async def wait_polling(self, interval: float) -> None:
         waiters = {asyncio.ensure_future(e.wait()) for e in (self._lost, self._woken)}

@@ -200,6 +200,35 @@ async def test_same_message_id_is_stored_once_and_a_bad_message_once_with_its_er
     assert broken["parseError"] and "no-such-charset" in broken["parseError"]
 
 
+async def test_a_burst_of_more_mail_than_one_fetch_reaches_a_subscriber_once_each_in_order(
+    receiving: Verifier, servers: dict[str, Any]
+) -> None:
+    # Mail announced in IDLE is read at once, the next batch of UIDs after the last one read;
+    # the full read that follows finds the rest of a larger burst. None twice, none missed.
+    user = "user9@example.test"
+    tenant = await receiving.tenant()
+    inbox_id = await create_watched(receiving, tenant, servers, user)
+    batch = receiving.stack.settings.receiving_fetch_batch
+    sent = [f"burst {n:02d}" for n in range(batch * 2 + 5)]
+    ws = await WSClient.connect(receiving.stack.base_url, tenant.key)
+    try:
+        sub = await ws.subscribe(RECEIVED, {"id": inbox_id})
+        assert receiving.stack.state.hub is not None
+        await subscribed(receiving.stack.state.hub, tenant.workspace.id)
+        servers["TLS"].deliver(user, mail("first"))  # the watcher reads, then IDLEs again
+        await wait_until(lambda: _has(tenant, inbox_id, "first"), "first message stored")
+        servers["TLS"].deliver_all(user, [mail(subject) for subject in sent])
+        got = []
+        for _ in range(len(sent) + 1):
+            message = await ws.next_payload(sub, timeout=30)
+            assert message["type"] == "next", message
+            got.append(message["payload"]["data"]["messageReceived"]["subject"])
+    finally:
+        await ws.close()
+    assert got == ["first", *sent]
+    assert sorted(await subjects(tenant, inbox_id)) == sorted(["first", *sent])
+
+
 async def test_mail_that_arrives_while_no_receiver_runs_is_picked_up_once(
     receiving: Verifier, servers: dict[str, Any]
 ) -> None:

@@ -574,6 +574,16 @@ class ImapServer(StreamServer):
         """Put a raw message into a user's INBOX (thread-safe)."""
         self.call(self._append(user, data))
 
+    def deliver_all(self, user: str, messages: list[bytes]) -> None:
+        """Put raw messages into a user's INBOX one after another in one go on the server's
+        loop, as a burst arrives (thread-safe)."""
+
+        async def append_all() -> None:
+            for data in messages:
+                await self._append(user, data)
+
+        self.call(append_all())
+
     def message_count(self, user: str) -> int:
         return self.call(self._count(user))
 
