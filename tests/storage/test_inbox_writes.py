@@ -74,6 +74,43 @@ async def test_a_settings_change_waits_for_the_accounts_spacing(stack):  # noqa:
     assert test.run_after == booked.run_after + timedelta(seconds=30)
 
 
+async def test_a_new_inbox_waits_for_its_accounts_spacing(stack):  # noqa: F811
+    # create_inbox finds the accounts' latest login only when spacing is on (more than zero).
+    state = stack.stack.state
+    tenant = await stack.tenant()
+    shared = f"shared-{secrets.token_hex(4)}"
+    first = await new_inbox(tenant, username=shared)  # no spacing yet: due at once
+    async with stack.db.connection() as connection:
+        booked = await jobs.get_open_test(connection, first)
+    assert booked is not None
+    state.verification_spacing = timedelta(hours=1)
+    try:
+        second = await new_inbox(tenant, username=shared)
+    finally:
+        state.verification_spacing = timedelta(0)
+    async with stack.db.connection() as connection:
+        waiting = await jobs.get_open_test(connection, second)
+    assert waiting is not None and waiting.reason == "CREATED"
+    assert waiting.run_after == booked.run_after + timedelta(hours=1)
+
+
+async def test_without_spacing_a_new_inbox_is_due_at_once(stack):  # noqa: F811
+    # Even when another inbox of the same accounts has a login booked later (a retry).
+    tenant = await stack.tenant()
+    shared = f"shared-{secrets.token_hex(4)}"
+    first = await new_inbox(tenant, username=shared)
+    async with stack.db.connection() as connection:
+        await connection.execute(
+            "UPDATE connection_test SET run_after = now() + interval '1 hour' WHERE inbox_id = $1",
+            first,
+        )
+    second = await new_inbox(tenant, username=shared)
+    async with stack.db.connection() as connection:
+        test = await jobs.get_open_test(connection, second)
+        now = await connection.fetchval("SELECT now()")
+    assert test is not None and test.run_after <= now
+
+
 async def locks_awaited(stack) -> bool:  # noqa: F811
     async with stack.db.connection() as connection:
         waiting: int = await connection.fetchval(

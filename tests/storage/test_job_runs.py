@@ -103,6 +103,21 @@ async def test_a_claim_leases_the_test_and_marks_the_inbox_verifying(stack):
     assert await claim(stack.db, "w2", [inbox_id]) == {}
 
 
+async def test_a_claimed_round_trip_carries_its_recipient(stack):
+    tenant = await stack.tenant()
+    inbox_id = await new_inbox(tenant)
+    first = (await claim(stack.db, "w1", [inbox_id]))[inbox_id]
+    assert await record(stack.db, first.id, "w1", Outcome(passed=True, smtp={}, imap={}))
+    inbox = await stored_inbox(stack.db, inbox_id)
+    async with stack.db.connection() as connection, connection.transaction():
+        queued = await jobs.enqueue_test(
+            connection, inbox, reason="ROUND_TRIP", round_trip=True, round_trip_to="qa@example.com"
+        )
+    trip = (await claim(stack.db, "w1", [inbox_id]))[inbox_id]
+    assert trip.id == queued.id
+    assert (trip.round_trip, trip.round_trip_to) == (True, "qa@example.com")
+
+
 async def test_a_claim_takes_at_most_its_limit(stack):
     tenant = await stack.tenant()
     ids = [await new_inbox(tenant) for _ in range(3)]
