@@ -195,6 +195,11 @@ class Receiver:
                 return  # the inbox is gone or unreadable
             except messages.LeaseLost:
                 return
+            except (DecryptionError, ReauthRequired) as exc:
+                # No login to be had (the IDLE checker's): the inbox is FAILED now, or its
+                # secret unreadable; it is watched again once new credentials are verified.
+                log.warning("receiving: no login", inbox_id=str(inbox_id), error=type(exc).__name__)
+                return
             except ImapSessionError as exc:
                 error = watch_leases.WatchError(exc.code, exc.message, exc.hint)
                 log.info("receiving failed", inbox_id=str(inbox_id), code=exc.code)
@@ -241,14 +246,18 @@ class Receiver:
         await self._set_state(inbox_id, ReceivingState.CONNECTING)
         try:
             async with self._opening or contextlib.nullcontext():
-                session, endpoint = await open_imap(logins, row, self.config.session)
+                session = await open_imap(logins, row, self.config.session)
         except (DecryptionError, ReauthRequired) as exc:
             # Reauth: the inbox is FAILED now, and given back; nothing to retry.
             log.warning("receiving: no login", inbox_id=str(inbox_id), error=type(exc).__name__)
             return
-        checker = IdleChecker(
-            endpoint, self.config.session, self.config.checker_linger, self._opening
-        )
+
+        async def open_checker() -> ImapSession:
+            # Logged in anew each time: an OAuth inbox's token may have been refreshed since
+            # the session opened (open_imap refreshes it once more if the server refuses it).
+            return await open_imap(logins, row, self.config.session)
+
+        checker = IdleChecker(open_checker, self.config.checker_linger, self._opening)
         actions = MessageActions(
             self.state,
             inbox_id,

@@ -17,30 +17,30 @@ again after its re-issue interval or a message action) it is closed at once: a q
 (nearly all of them, most of the time) holds one IMAP connection, not two. Connections opened
 for checks are bounded per process by ``slots``: 1,000 inboxes entering IDLE together do not
 hold 2,000 TLS sessions at once, whose memory the process would keep after they close (B9 in
-docs/benchmarks.md).
+docs/benchmarks.md). Each connection is opened by the caller's ``opener``, which logs in
+anew: an OAuth inbox's checker, opened hours into its session, logs in with a token that is
+fresh then, not the one the session started with.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
-from mail.endpoint import Endpoint
-from mail.imap_session import ImapSession, SessionSettings
+from mail.imap_session import ImapSession
+
+# Opens and logs in a new session (ImapSession.open with the endpoint as it is now).
+Opener = Callable[[], Awaitable[ImapSession]]
 
 
 class IdleChecker:
     """Owned by one watch task; ``close`` it when the task ends."""
 
     def __init__(
-        self,
-        endpoint: Endpoint,
-        settings: SessionSettings,
-        linger: float,
-        slots: asyncio.Semaphore | None = None,
+        self, opener: Opener, linger: float, slots: asyncio.Semaphore | None = None
     ) -> None:
-        self._endpoint = endpoint
-        self._settings = settings
+        self._open = opener
         self._linger = linger
         self._slots = slots  # shared by the checkers of one process: connections being opened
         self._session: ImapSession | None = None
@@ -61,7 +61,7 @@ class IdleChecker:
             return await self._check(folder, uidnext, highestmodseq, keep)
         await self._drop()
         async with self._slots or contextlib.nullcontext():
-            self._session = await ImapSession.open(self._endpoint, self._settings)
+            self._session = await self._open()
             return await self._check(folder, uidnext, highestmodseq, keep)
 
     async def _check(

@@ -206,17 +206,16 @@ class Logins:
         raise ReauthRequired(message, hint)
 
 
-async def open_imap(
-    logins: Logins, inbox: InboxRow, settings: SessionSettings
-) -> tuple[ImapSession, Endpoint]:
-    """A logged-in IMAP session for receiving, and the endpoint it used. An OAuth inbox whose
-    token the server refuses gets one refreshed token and one more login."""
+async def open_imap(logins: Logins, inbox: InboxRow, settings: SessionSettings) -> ImapSession:
+    """A logged-in IMAP session for receiving, with the inbox's credentials as they are now
+    (an OAuth token refreshed if it is about to expire). A token the server refuses gets one
+    refreshed token and one more login."""
     endpoint = await logins.endpoint(inbox, "imap")
     try:
-        return await ImapSession.open(endpoint, settings), endpoint
+        return await ImapSession.open(endpoint, settings)
     except ImapSessionError as exc:
         refused = exc.code == ProbeCode.TOKEN_REJECTED
         if not (refused and is_oauth(inbox) and isinstance(endpoint.password, Secret)):
             raise
     endpoint = await logins.endpoint(inbox, "imap", rejected=endpoint.password)
-    return await ImapSession.open(endpoint, settings), endpoint
+    return await ImapSession.open(endpoint, settings)

@@ -325,7 +325,7 @@ async def test_the_idle_checker_sees_a_flag_changed_after_the_folder_was_read(
     )
     endpoint = Endpoint("127.0.0.1", dovecot.imaps_port, Security.TLS, user, Secret(PASSWORD))
     session = await ImapSession.open(endpoint, settings)
-    checker = IdleChecker(endpoint, settings, linger=60.0)
+    checker = IdleChecker(lambda: ImapSession.open(endpoint, settings), linger=60.0)
     try:
         read = await session.examine("INBOX")
         assert not await checker.moved("INBOX", read.uidnext, read.highestmodseq)
