@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from mail.compose import ComposeError, compose, make_message_id
+from mail.compose import ComposeError, check, make_message_id
 from resolvers.outgoing_mail import message_id_domain, outgoing_from_new
 from resolvers.pagination import check_first, decode_cursor
 from resolvers.state import AppState
@@ -89,9 +89,10 @@ async def _thread(
 
 
 def _check_composes(state: AppState, inbox: InboxRow, new: NewOutgoing, message_id: str) -> None:
-    """Compose the message once: what the worker will send must compose, within the size."""
+    """What the worker will send must compose, within the size: the rules ``mail.compose``
+    applies, and the message built only when it may be near the size cap."""
     try:
-        compose(
+        check(
             outgoing_from_new(inbox, new, message_id, utcnow()),
             max_bytes=state.sending.max_message_bytes,
         )
