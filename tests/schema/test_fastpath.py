@@ -220,11 +220,16 @@ def test_what_is_not_compiled(stack: Stack) -> None:
     plans = Plans()
     assert plans.get(GET, None) is not None
     assert plans.get(LIST, None) is not None
-    # Directives, introspection, mutations, invalid documents: Strawberry answers.
+    # Directives, introspection, mutations of several fields, invalid documents: Strawberry
+    # answers. A mutation of one field compiles as one: its resolver is run once, by itself.
     skip = "query($id: ID!, $s: Boolean!) { emailInbox(id: $id) { id name @skip(if: $s) } }"
     assert plans.get(skip, None) is None
     assert plans.get("{ __schema { queryType { name } } }", None) is None
-    assert plans.get(CREATE, None) is None
+    created = plans.get(CREATE, None)
+    assert created is not None and created.root_field is not None
+    assert plans.get(GET, None).root_field is None
+    two = 'mutation { a: cancelEmail(id: "x") { __typename } b: cancelEmail(id: "y") { code } }'
+    assert plans.get(two, None) is None
     assert plans.get("{ emailInbox { nope } }", None) is None
     assert plans.get("{ emailInbox(id: ", None) is None
     # Two operations: the name chooses; an unknown name compiles nothing.
