@@ -36,6 +36,7 @@ from inboxd.guards import RequestGuard, TokenBuckets, request_principal
 from inboxd.logs import get_logger
 from inboxd.metrics import HttpMetrics
 from inboxd.metrics_http import Exposition
+from inboxd.oauth_http import oauth_routes
 from inboxd.observe import Observer
 from inboxd.request_log import RequestLogMiddleware
 from inboxd.settings import Settings
@@ -355,6 +356,7 @@ def create_app(
             *exposition.routes(),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             *attachment_routes(settings, state),
+            *oauth_routes(state),
             *console_routes(settings),
             WebSocketRoute("/graphql", graphql),
             *(

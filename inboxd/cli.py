@@ -19,7 +19,7 @@ from inboxd.runtime import (
     stop_embedded_postgres,
 )
 from inboxd.settings import Settings, load_settings
-from storage import api_keys, inbox_passwords, workspaces
+from storage import api_keys, inbox_passwords, oauth_apps, workspaces
 from storage.db import Database
 from storage.errors import NotFoundError
 from storage.migrate import upgrade
@@ -42,7 +42,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from inboxd.app import create_app
-    from inboxd.worker import build_state, start_background
+    from inboxd.configs import build_state
+    from inboxd.worker import start_background
 
     resolved = _prepare(settings, migrate=not args.no_migrate)
     state = build_state(settings, resolved)
@@ -168,6 +169,15 @@ async def _rotate_keys(db: Database, keyring: KeyRing) -> None:
             break
         after = batch.last_id
     print(f"re-encrypted {rotated} inboxes under key {keyring.primary_key_id!r}", flush=True)
+    async with db.connection() as connection:
+        apps, unreadable_apps = await oauth_apps.rotate_app_secrets(connection, keyring)
+    print(f"re-encrypted {apps} OAuth apps' client secrets", flush=True)
+    if unreadable_apps:
+        print(
+            f"{len(unreadable_apps)} OAuth apps' client secrets could not be decrypted and were "
+            "left unchanged: " + ", ".join(str(i) for i in unreadable_apps),
+            file=sys.stderr,
+        )
     if unreadable:
         print(
             f"{len(unreadable)} inboxes could not be decrypted with any key in the ring and were "

@@ -26,13 +26,22 @@ SENSITIVE_TEXT = (
         re.compile(r"(postgres(?:ql)?(?:\+asyncpg)?://[^:/@\s]+:)[^@\s]+@"),
         lambda m: m.group(1) + "***@",
     ),
+    # OAuth values in a URL's query (the callback's code and state, a token in a link), as
+    # an access log or an HTTP client's log line would show them.
+    (
+        re.compile(
+            r"(?i)([?&](?:code|state|access_token|refresh_token|id_token|client_secret|"
+            r"code_verifier)=)[^&\s\"']+"
+        ),
+        lambda m: m.group(1) + "***",
+    ),
 )
 REDACTED = "***"
 
 
 # Substrings (lower case) without which no SENSITIVE_TEXT pattern can match: most log text
 # skips the regexes.
-_TEXT_MARKERS = ("inbx_", "pass", "pwd", "postgres")
+_TEXT_MARKERS = ("inbx_", "pass", "pwd", "postgres", "code=", "state=", "token=", "secret=")
 
 
 def redact_text(text: str) -> str:

@@ -19,10 +19,10 @@ from graphql import GraphQLError
 from inboxd import metrics
 from inboxd.settings import Settings
 from inboxd.tracing import Tracing, named, tracing_for
+from resolvers.logins import Logins
 from resolvers.verification import VerificationConfig, run_attempt
 from schema.pipeline import outcome_of, root_field
 from storage.job_runs import ClaimedTest, TestOutcome
-from storage.secrets import KeyRing
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -100,7 +100,7 @@ def record_claim(test: ClaimedTest) -> None:
 
 
 async def observed_attempt(
-    test: ClaimedTest, keyring: KeyRing, config: VerificationConfig, tracing: Tracing | None
+    test: ClaimedTest, logins: Logins, config: VerificationConfig, tracing: Tracing | None
 ) -> TestOutcome:
     """``run_attempt`` with its probes counted and, with traces on, its spans."""
     started_ns = time.time_ns()
@@ -108,7 +108,7 @@ async def observed_attempt(
         tracing.verification(test.attempts) if tracing is not None else nullcontext()
     )
     with scope:
-        outcome = await run_attempt(test, keyring, config)
+        outcome = await run_attempt(test, logins, config)
         provider = str(test.inbox.provider)
         for side, result in (("smtp", outcome.smtp), ("imap", outcome.imap)):
             if result is None:

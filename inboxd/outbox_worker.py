@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import random
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -39,77 +38,33 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from inboxd import sent_copies
+from inboxd.outbox_rules import (
+    COPY_GIVE_UP,
+    UNKNOWN_HINT,
+    UNKNOWN_REPLY,
+    OutboxConfig,
+    Prepared,
+    retry_or_fail,
+)
 from mail.compose import ComposeError, compose, envelope_recipients
-from mail.endpoint import Endpoint, ProbeSettings
-from mail.imap_session import SessionSettings
-from mail.send import send_message
-from mail.sent_folder import append_once, append_to_sent, find_in_sent
+from mail.results import ProbeCode
+from mail.send import SendOutcome, send_message
+from mail.sent_folder import find_in_sent
+from resolvers.logins import Logins, ReauthRequired, TokenUnavailable, is_oauth
 from resolvers.outgoing_mail import copies_to_sent_folder, outgoing_from_row
 from resolvers.state import AppState
-from resolvers.verification import inbox_endpoint
 from storage import inbox_reads, outbox, outbox_runs
 from storage.db import UNAVAILABLE_ERRORS
 from storage.listener import EventHub
 from storage.models import utcnow
 from storage.outbox_runs import ClaimedOutgoing, SendResult
-from storage.rows import InboxRow
-from storage.secrets import DecryptionError
+from storage.secrets import DecryptionError, Secret
 
 log = structlog.get_logger("inboxd.outbox")
 
 DUE_SLACK = 0.005
-# A Sent copy not filed within a day of sending is given up (the mailbox has no Sent folder,
-# or its server keeps failing): a late copy that far back would only confuse.
-COPY_GIVE_UP = timedelta(days=1)
-UNKNOWN_REPLY = (
-    "The connection ended after the message was handed to the server and before it answered, "
-    "so the server may have accepted it; it is not in the Sent folder. inboxd does not send it "
-    "again, to avoid a duplicate."
-)
-UNKNOWN_HINT = "Ask a recipient whether it arrived; if it did not, send it again."
 MIN_SLEEP = 0.05
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxConfig:
-    smtp: ProbeSettings
-    # The Sent folder: APPEND a copy, or find an interrupted send's (mail.sent_folder).
-    imap: SessionSettings
-    max_attempts: int = 8
-    retry_base: timedelta = timedelta(seconds=30)
-    retry_cap: timedelta = timedelta(hours=1)
-    max_message_bytes: int = 10 * 1024 * 1024
-
-
-def retry_delay(attempt: int, config: OutboxConfig) -> timedelta:
-    """Exponential backoff with jitter (half to all of the ceiling)."""
-    ceiling = min(config.retry_cap.total_seconds(), config.retry_base.total_seconds() * 2**attempt)
-    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
-
-
-def _retry_or_fail(
-    row: outbox.OutgoingRow, config: OutboxConfig, code: int | None, reply: str, hint: str | None
-) -> SendResult:
-    if row.attempts >= config.max_attempts:
-        return SendResult(
-            "FAILED",
-            code,
-            reply,
-            hint or f"Gave up after {row.attempts} attempts; send it again later.",
-        )
-    retry_at = utcnow() + retry_delay(row.attempts - 1, config)
-    return SendResult("QUEUED", code, reply, hint, retry_at=retry_at)
-
-
-@dataclass
-class Prepared:
-    """What sending one message needs, read at claim time."""
-
-    inbox: InboxRow
-    smtp: Endpoint
-    imap: Endpoint
-    data: bytes
-    recipients: list[str]
 
 
 @dataclass
@@ -219,7 +174,7 @@ class OutboxWorker:
             if row.id in self.transmitting:
                 return  # it may have been accepted: its lease runs out, the Sent folder decides
             with contextlib.suppress(Exception):
-                result = _retry_or_fail(row, self.config, None, "inboxd failed to send it.", None)
+                result = retry_or_fail(row, self.config, None, "inboxd failed to send it.", None)
                 await self._record(row.id, result)
         finally:
             heartbeat.cancel()
@@ -243,8 +198,7 @@ class OutboxWorker:
         if inbox is None:
             return None  # deleted: its outbox goes with it
         try:
-            smtp = inbox_endpoint(inbox, "smtp", self.state.keyring)
-            imap = inbox_endpoint(inbox, "imap", self.state.keyring)
+            smtp, imap = await self._logins.endpoints(inbox)
         except DecryptionError:
             return SendResult(
                 "FAILED",
@@ -252,12 +206,43 @@ class OutboxWorker:
                 "The inbox's stored password can no longer be decrypted; nothing was sent.",
                 "Re-enter the password (updateEmailInbox), then send the message again.",
             )
+        except ReauthRequired as exc:
+            return SendResult("FAILED", None, f"{exc.message} Nothing was sent.", exc.hint)
+        except TokenUnavailable:
+            return retry_or_fail(
+                row,
+                self.config,
+                None,
+                "The OAuth provider could not be reached to refresh the access token.",
+                None,
+            )
         message = outgoing_from_row(inbox, row, contents, when or utcnow())
         try:
             data = compose(message, max_bytes=self.config.max_message_bytes)
         except ComposeError as exc:
             return SendResult("FAILED", None, f"{exc.field}: {exc.message}", "Fix it and resend.")
         return Prepared(inbox, smtp, imap, data, envelope_recipients(message))
+
+    @property
+    def _logins(self) -> Logins:
+        return Logins(self.state.db, self.state.keyring, self.state.oauth)
+
+    async def _token_refused_again(self, prepared: Prepared) -> SendResult | None:
+        """After an OAuth inbox's login was refused: a refreshed token for the one retry
+        (None), or why there is none."""
+        rejected = prepared.smtp.password
+        assert isinstance(rejected, Secret)
+        try:
+            prepared.smtp, prepared.imap = await self._logins.endpoints(
+                prepared.inbox, rejected=rejected
+            )
+        except ReauthRequired as exc:
+            return SendResult("FAILED", None, f"{exc.message} Nothing was sent.", exc.hint)
+        except (TokenUnavailable, DecryptionError):
+            return SendResult(
+                "FAILED", None, "The access token was refused and could not be refreshed.", None
+            )
+        return None
 
     async def _send(self, claimed: ClaimedOutgoing) -> None:
         row = claimed.row
@@ -275,7 +260,7 @@ class OutboxWorker:
             if found is None:
                 await self._record(
                     row.id,
-                    _retry_or_fail(
+                    retry_or_fail(
                         row,
                         self.config,
                         None,
@@ -290,40 +275,32 @@ class OutboxWorker:
                 await self._record(row.id, SendResult("SENT", None, reply))
                 return
         self.transmitting.add(row.id)
-
-        async def mark() -> bool:
-            try:
-                async with self.state.db.connection(background=True) as connection:
-                    return await outbox_runs.mark_data_started(connection, row.id, self.worker_id)
-            except UNAVAILABLE_ERRORS:
-                return False
-
-        outcome = await send_message(
-            prepared.smtp,
-            self.config.smtp,
-            envelope_from=prepared.inbox.email,
-            recipients=prepared.recipients,
-            data=prepared.data,
-            before_data=mark,
-        )
+        outcome = await self._transmit(row.id, prepared)
+        if outcome.login_code is ProbeCode.TOKEN_REJECTED and is_oauth(prepared.inbox):
+            # Refused at login, before MAIL FROM: nothing was sent. One refresh, one retry.
+            refused = await self._token_refused_again(prepared)
+            if refused is not None:
+                await self._record(row.id, refused)
+                return
+            outcome = await self._transmit(row.id, prepared)
         if outcome.accepted:
             await self._sent(row, prepared, outcome.code, outcome.reply, outcome.refused)
         elif outcome.unknown:
             # The server may have it: the next attempt only looks for it (_settle_unknown),
             # after the backoff, which gives a provider that files sent mail itself time to.
-            result = _retry_or_fail(row, self.config, None, outcome.reply, None)
+            result = retry_or_fail(row, self.config, None, outcome.reply, None)
             await self._record(row.id, dataclasses.replace(result, keep_data_mark=True))
         elif outcome.withheld:
             # Not marked (the database away, or the lease lost): nothing was sent.
             with contextlib.suppress(*UNAVAILABLE_ERRORS):
-                result = _retry_or_fail(row, self.config, None, outcome.reply, None)
+                result = retry_or_fail(row, self.config, None, outcome.reply, None)
                 await self._record(row.id, dataclasses.replace(result, uncounted=True))
         elif outcome.permanent:
             result = SendResult("FAILED", outcome.code, outcome.reply, outcome.hint)
             await self._record(row.id, result)
         else:
             await self._record(
-                row.id, _retry_or_fail(row, self.config, outcome.code, outcome.reply, outcome.hint)
+                row.id, retry_or_fail(row, self.config, outcome.code, outcome.reply, outcome.hint)
             )
 
     async def _settle_unknown(self, row: outbox.OutgoingRow, prepared: Prepared) -> None:
@@ -335,7 +312,7 @@ class OutboxWorker:
             reply = "Found in the Sent folder after an interrupted send; not sent again."
             await self._record(row.id, SendResult("SENT", None, reply))
         elif found is None:
-            result = _retry_or_fail(
+            result = retry_or_fail(
                 row,
                 self.config,
                 None,
@@ -347,6 +324,26 @@ class OutboxWorker:
             )
         else:
             await self._record(row.id, SendResult("FAILED", None, UNKNOWN_REPLY, UNKNOWN_HINT))
+
+    async def _transmit(self, outgoing_id: uuid.UUID, prepared: Prepared) -> SendOutcome:
+        async def mark() -> bool:
+            """The write-ahead mark, committed before DATA (see the module docstring)."""
+            try:
+                async with self.state.db.connection(background=True) as connection:
+                    return await outbox_runs.mark_data_started(
+                        connection, outgoing_id, self.worker_id
+                    )
+            except UNAVAILABLE_ERRORS:
+                return False
+
+        return await send_message(
+            prepared.smtp,
+            self.config.smtp,
+            envelope_from=prepared.inbox.email,
+            recipients=prepared.recipients,
+            data=prepared.data,
+            before_data=mark,
+        )
 
     async def _sent(
         self,
@@ -367,32 +364,14 @@ class OutboxWorker:
             # Unrecorded (the database away), the Sent copy is what keeps a successor from
             # sending it again: filed either way.
             if wants_copy:
-                await self._file_copy(row.id, prepared, recorded)
-
-    async def _file_copy(self, outgoing_id: uuid.UUID, prepared: Prepared, recorded: bool) -> None:
-        try:
-            folder = await append_to_sent(prepared.imap, self.config.imap, prepared.data)
-        except Exception:
-            log.warning("could not file the sent copy", outgoing_id=str(outgoing_id))
-            return
-        if folder is not None and recorded:
-            async with self.state.db.connection(background=True) as connection:
-                await outbox_runs.note_sent_folder(connection, outgoing_id, folder)
+                await sent_copies.file_copy(
+                    self.state.db, self.config.imap, row.id, prepared, recorded
+                )
 
     async def _file_late_copy(self, row: outbox.OutgoingRow) -> None:
-        """File the Sent copy of a SENT message whose worker died before it could: composed
-        again from the row, dated when it was sent, appended unless already there."""
-        folder: str | None = None
         late = row.sent_at is None or utcnow() - row.sent_at > COPY_GIVE_UP
         prepared = None if late else await self._prepare(row, when=row.sent_at)
-        if isinstance(prepared, Prepared) and copies_to_sent_folder(prepared.inbox):
-            folder = await append_once(
-                prepared.imap, self.config.imap, prepared.data, row.message_id
-            )
-            if folder is None:
-                return  # no Sent folder or the server failed: due again after the hold
-        async with self.state.db.connection(background=True) as connection:
-            await outbox_runs.note_sent_folder(connection, row.id, folder)
+        await sent_copies.file_late_copy(self.state.db, self.config.imap, row, prepared)
 
     async def _run_copy(self, row: outbox.OutgoingRow) -> None:
         try:

@@ -29,16 +29,14 @@ import structlog
 from inboxd.flag_changes import sync_flags
 from inboxd.message_actions import MessageActions
 from mail import imap_index
-from mail.endpoint import Endpoint
 from mail.idle_check import IdleChecker
 from mail.imap_session import ImapSession, ImapSessionError, Mailbox, SessionSettings
 from mail.parse import parse_message
-from mail.presets import Security
+from resolvers.logins import Logins, ReauthRequired, TokenUnavailable, open_imap
 from resolvers.state import AppState
 from storage import folder_sync, messages, watch_leases
 from storage.db import UNAVAILABLE_ERRORS
 from storage.events import EventKind
-from storage.inbox_passwords import decrypt_password
 from storage.models import ReceivingState
 from storage.rows import InboxRow
 from storage.secrets import DecryptionError
@@ -49,7 +47,13 @@ WAKING_KINDS = {EventKind.CREATED, EventKind.UPDATED, EventKind.STATUS_CHANGED}
 # A connection that broke for these reasons is network weather: reconnect with backoff.
 # A renumbered folder: mail that arrived this long before it was last read may still be new.
 RESET_MARGIN = timedelta(minutes=5)
-TRANSIENT = (OSError, TimeoutError, aioimaplib.AioImapException, *UNAVAILABLE_ERRORS)
+TRANSIENT = (
+    OSError,
+    TimeoutError,
+    aioimaplib.AioImapException,
+    TokenUnavailable,
+    *UNAVAILABLE_ERRORS,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,21 +235,14 @@ class Receiver:
         if row is None:
             return
         self.versions[inbox_id] = row.version
-        try:
-            password = decrypt_password(self.state.keyring, row, "imap_password")
-        except DecryptionError:
-            log.warning("receiving: IMAP password unreadable", inbox_id=str(inbox_id))
-            return
-        endpoint = Endpoint(
-            row.imap_host,
-            row.imap_port,
-            Security(row.imap_security),
-            row.imap_username,
-            password,
-            row.imap_tls_certificate_sha256,
-        )
+        logins = Logins(self.state.db, self.state.keyring, self.state.oauth)
         await self._set_state(inbox_id, ReceivingState.CONNECTING)
-        session = await ImapSession.open(endpoint, self.config.session)
+        try:
+            session, endpoint = await open_imap(logins, row, self.config.session)
+        except (DecryptionError, ReauthRequired) as exc:
+            # Reauth: the inbox is FAILED now, and given back; nothing to retry.
+            log.warning("receiving: no login", inbox_id=str(inbox_id), error=type(exc).__name__)
+            return
         checker = IdleChecker(endpoint, self.config.session, self.config.checker_linger)
         actions = MessageActions(
             self.state,

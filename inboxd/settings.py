@@ -147,6 +147,21 @@ class Settings(BaseSettings):
     # How long an attachment's signed downloadUrl works (inboxd/attachments_http.py).
     attachment_url_seconds: int = Field(default=300, gt=0)
 
+    # OAuth inboxes (Gmail, Microsoft 365; README "Connecting Gmail and Microsoft 365 with
+    # OAuth"). The endpoints are the providers' own: set these only for a sovereign cloud or
+    # a test provider. Microsoft's may hold ``{tenant}`` (the app's tenant).
+    oauth_google_authorize_url: str | None = None
+    oauth_google_token_url: str | None = None
+    oauth_google_userinfo_url: str | None = None
+    oauth_microsoft_authorize_url: str | None = None
+    oauth_microsoft_token_url: str | None = None
+    oauth_microsoft_me_url: str | None = None
+    # How long a startOAuthConnection URL can be completed.
+    oauth_state_seconds: float = Field(default=600.0, gt=0)
+    oauth_timeout_seconds: float = Field(default=10.0, gt=0)
+    # An access token expiring within this is refreshed before it is used.
+    oauth_refresh_margin_seconds: float = Field(default=300.0, ge=0)
+
     @cached_property
     def graphiql_enabled(self) -> bool:
         if self.graphiql is not None:

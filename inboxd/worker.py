@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import socket
 import uuid
@@ -21,25 +20,23 @@ from datetime import timedelta
 
 import structlog
 
+from inboxd.configs import build_state, outbox_config, receiver_config, verification_config
 from inboxd.metrics_http import Exposition
 from inboxd.observe import observed_attempt, record_claim, record_crash
-from inboxd.outbox_worker import OutboxConfig, OutboxWorker
-from inboxd.receiver import Receiver, ReceiverConfig
-from inboxd.runtime import Resolved, log_pending_tasks, open_database, stop_on_signals
+from inboxd.outbox_worker import OutboxWorker
+from inboxd.receiver import Receiver
+from inboxd.runtime import Resolved, log_pending_tasks, stop_on_signals
 from inboxd.settings import Settings
 from inboxd.tracing import Tracing, stop_tracing, tracing_for
-from mail.dns_lookup import DnsSettings
-from mail.imap_session import SessionSettings
-from mail.network import NetworkPolicy
-from mail.probes import ProbeSettings
-from resolvers.state import AppState, SendLimits
+from resolvers.logins import EXTERNAL_EXPIRED_REASON, Logins
+from resolvers.state import AppState
 from resolvers.verification import (
     VerificationConfig,
     crashed_outcome,
     store_outcome,
     take_login_slot,
 )
-from storage import job_runs
+from storage import inbox_tokens, job_runs
 from storage.db import UNAVAILABLE_ERRORS
 from storage.listener import EventHub
 
@@ -48,98 +45,6 @@ log = structlog.get_logger("inboxd.worker")
 # Wake this much after a test's due time, so the claim's now() has passed it.
 DUE_SLACK = 0.005
 MIN_SLEEP = 0.05
-
-
-def verification_config(settings: Settings) -> VerificationConfig:
-    network = NetworkPolicy(
-        allow_private_hosts=settings.allow_private_hosts,
-        allowed_ports=frozenset(settings.allowed_ports) if settings.allowed_ports else None,
-        dns_timeout=settings.dns_lifetime,
-    )
-    dns = None
-    if settings.dns_check_enabled:
-        dns = DnsSettings(
-            port=settings.dns_port, timeout=settings.dns_timeout, lifetime=settings.dns_lifetime
-        )
-        if settings.dns_nameservers:
-            dns = dataclasses.replace(dns, nameservers=list(settings.dns_nameservers))
-    return VerificationConfig(
-        smtp=ProbeSettings(
-            connect_timeout=settings.smtp_connect_timeout,
-            overall_timeout=settings.smtp_timeout,
-            network=network,
-            ca_file=settings.tls_ca_file,
-        ),
-        imap=ProbeSettings(
-            connect_timeout=settings.imap_connect_timeout,
-            overall_timeout=settings.imap_timeout,
-            network=network,
-            ca_file=settings.tls_ca_file,
-        ),
-        dns=dns,
-        max_attempts=settings.job_max_attempts,
-        retry_base=timedelta(seconds=settings.job_retry_base_seconds),
-        round_trip_timeout=settings.round_trip_timeout,
-        round_trip_poll_interval=settings.round_trip_poll_interval,
-    )
-
-
-def receiver_config(settings: Settings) -> ReceiverConfig:
-    imap = verification_config(settings).imap
-    return ReceiverConfig(
-        session=SessionSettings(
-            connect_timeout=settings.imap_connect_timeout,
-            command_timeout=settings.imap_timeout,
-            network=imap.network,
-            ca_file=imap.ca_file,
-            fetch_batch=settings.receiving_fetch_batch,
-            max_message_bytes=settings.receiving_max_message_bytes,
-        ),
-        lease_seconds=settings.receiving_lease_seconds,
-        idle_interval=settings.receiving_idle_interval_seconds,
-        poll_interval=settings.receiving_poll_interval_seconds,
-        max_inboxes=settings.receiving_max_inboxes_per_process,
-        auth_failure_limit=settings.receiving_auth_failure_limit,
-        backoff_base=settings.receiving_backoff_base_seconds,
-        backoff_max=settings.receiving_backoff_max_seconds,
-        max_backfill_days=settings.receiving_max_backfill_days,
-        checker_linger=settings.receiving_idle_check_linger_seconds,
-        max_attachment_bytes=settings.receiving_max_attachment_bytes,
-    )
-
-
-def outbox_config(settings: Settings) -> OutboxConfig:
-    return OutboxConfig(
-        smtp=verification_config(settings).smtp,
-        imap=receiver_config(settings).session,
-        max_attempts=settings.send_max_attempts,
-        retry_base=timedelta(seconds=settings.send_retry_base_seconds),
-        retry_cap=timedelta(seconds=settings.send_retry_cap_seconds),
-        max_message_bytes=settings.send_max_message_bytes,
-    )
-
-
-def send_limits(settings: Settings) -> SendLimits:
-    return SendLimits(
-        max_recipients=settings.send_max_recipients,
-        max_message_bytes=settings.send_max_message_bytes,
-        per_inbox_per_minute=settings.rate_limit_sends_per_inbox_per_minute,
-    )
-
-
-def build_state(settings: Settings, resolved: Resolved) -> AppState:
-    return AppState(
-        db=open_database(settings, resolved.database_url),
-        keyring=resolved.keyring,
-        max_page_size=settings.max_page_size,
-        api_key_touch_interval=timedelta(seconds=settings.api_key_touch_interval_seconds),
-        hub=EventHub(resolved.database_url, connect_timeout=settings.db_connect_timeout),
-        dns=verification_config(settings).dns,
-        allow_private_hosts=settings.allow_private_hosts,
-        verification_spacing=timedelta(seconds=settings.verification_spacing_seconds),
-        tests_per_inbox_per_minute=settings.rate_limit_tests_per_inbox_per_minute,
-        sending=send_limits(settings),
-    )
 
 
 @dataclass
@@ -232,6 +137,12 @@ class Worker:
                 due_in = await job_runs.fail_exhausted_then_next_due(
                     connection, max_attempts=self.config.max_attempts
                 )
+                # An external OAuth token that ran out says so now, not at the next login.
+                expiry_in = await inbox_tokens.expire_external_tokens(
+                    connection, EXTERNAL_EXPIRED_REASON
+                )
+                if expiry_in is not None:
+                    due_in = expiry_in if due_in is None else min(due_in, expiry_in)
         if len(tests) == free:
             self._saturated = True
             return 0  # there may be more due right now
@@ -260,7 +171,8 @@ class Worker:
                 self.state.db, test, self.worker_id, self.config, login_spacing
             ):
                 return  # queued again for its login slot
-            outcome = await observed_attempt(test, self.state.keyring, self.config, self.tracing)
+            logins = Logins(self.state.db, self.state.keyring, self.state.oauth)
+            outcome = await observed_attempt(test, logins, self.config, self.tracing)
             # The logins are over: the slot takes the next test while this outcome is stored.
             self._free_slot(test_id)
             await store_outcome(self.state.db, test, self.worker_id, outcome)

@@ -147,8 +147,9 @@ async def create_inbox(
             connection,
             workspace_id=principal.workspace_id,
             values=normalized.values,
-            smtp_password=normalized.passwords["smtp_password"],
-            imap_password=normalized.passwords["imap_password"],
+            smtp_password=normalized.passwords.get("smtp_password"),
+            imap_password=normalized.passwords.get("imap_password"),
+            tokens={k: v for k, v in normalized.passwords.items() if k.startswith("oauth_")},
             keyring=state.keyring,
             audit=inboxes.AuditNote(
                 principal.key_prefix, client_address, {"email": normalized.values["email"]}

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from mail.dns_lookup import DnsSettings
+from resolvers.oauth_client import OAuthConfig
 from storage.attachments import AttachmentLinks
 from storage.db import Database
 from storage.listener import EventHub
@@ -45,6 +46,8 @@ class AppState:
     sending: SendLimits = field(default_factory=SendLimits)
     # Signs attachments' downloadUrl; set by inboxd.app from the settings (None: no links).
     attachment_links: AttachmentLinks | None = None
+    # OAuth providers' endpoints and limits (INBOXD_OAUTH_*).
+    oauth: OAuthConfig = field(default_factory=OAuthConfig)
     # Reads shared by every subscriber of one inbox after one event (see inboxes.read_shared).
     shared_reads: dict[tuple[uuid.UUID, uuid.UUID, int], asyncio.Future[Any]] = field(
         default_factory=dict

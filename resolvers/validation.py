@@ -45,6 +45,7 @@ from resolvers.validation_issues import (
     parse_id,
     refuse_nul,
 )
+from resolvers.validation_oauth import normalize_external_token, oauth_provider_of
 from resolvers.validation_receiving import normalize_receiving
 from resolvers.validation_text import (
     DAILY_SEND_LIMIT_RANGE,
@@ -60,7 +61,7 @@ from resolvers.validation_text import (
     sanitize_signature,
     text_field,
 )
-from storage.models import DeleteMessagePolicy
+from storage.models import AuthMethod, DeleteMessagePolicy, utcnow
 from storage.rows import InboxRow
 from storage.secrets import Secret
 
@@ -99,13 +100,33 @@ __all__ = [
 @dataclass(slots=True)
 class NormalizedInbox:
     values: dict[str, Any]
+    # Every secret column to write (the passwords; an OAuth inbox's tokens): column -> secret.
     passwords: dict[str, Secret]
     warnings: list[FieldIssue]
 
 
+def _external_token(
+    data: Mapping[str, Any], problems: Problems, provider: str
+) -> tuple[dict[str, Any], dict[str, Secret]]:
+    """The columns and secrets of ``oauth2 { accessToken expiresAt }``: a token refreshed
+    elsewhere, used as it is until it expires."""
+    token = normalize_external_token(data.get("oauth2"), problems, now=utcnow())
+    values: dict[str, Any] = {
+        "auth_method": AuthMethod.OAUTH2.value,
+        "oauth_provider": oauth_provider_of(provider),
+        "oauth_managed": False,
+        "oauth_refresh_token": None,
+        "oauth_access_token_expires_at": token.expires_at if token else None,
+        "oauth_reauth_required_at": None,
+    }
+    return values, ({"oauth_access_token": token.access_token} if token else {})
+
+
 def normalize_create(
-    data: Mapping[str, Any], *, allow_private_hosts: bool = False
+    data: Mapping[str, Any], *, allow_private_hosts: bool = False, managed_oauth: bool = False
 ) -> NormalizedInbox:
+    """A new inbox's columns and secrets. ``managed_oauth``: an inbox the OAuth callback
+    creates, whose tokens the caller adds (no password, no ``oauth2`` input)."""
     refuse_nul(data)
     problems = Problems()
     private = allow_private_hosts
@@ -113,8 +134,9 @@ def normalize_create(
     provider = Provider(data.get("provider") or Provider.CUSTOM.value)
     preset = preset_for(provider)
     shared_password = normalize_password(data.get("password"), "password", problems)
+    oauth2 = "oauth2" in data or managed_oauth
     smtp_in: Mapping[str, Any] = data.get("smtp") or {}
-    if not smtp_in and preset is None and shared_password is None:
+    if not smtp_in and preset is None and shared_password is None and not oauth2:
         problems.error("smtp", "is required unless a provider preset is chosen")
 
     smtp = server_endpoint(
@@ -129,7 +151,9 @@ def normalize_create(
     smtp_password = (
         normalize_password(smtp_in.get("password"), "smtp.password", problems) or shared_password
     )
-    if smtp_password is None:
+    if oauth2 and (smtp_password or (data.get("imap") or {}).get("password")):
+        problems.error("oauth2", "give either passwords or oauth2, not both")
+    elif smtp_password is None and not oauth2:
         problems.error("smtp.password", "is required")
 
     imap_in: Mapping[str, Any] | None = data.get("imap")
@@ -206,15 +230,19 @@ def normalize_create(
     }
     if values["notify_on_new_messages"] and not values["notification_email"]:
         problems.error("notificationEmail", "is required when notifyOnNewMessages is true")
-    problems.raise_if_any()
-    return NormalizedInbox(
-        values=values,
-        passwords={
+    secrets: dict[str, Secret] = {}
+    if managed_oauth:
+        pass
+    elif oauth2:
+        oauth_values, secrets = _external_token(data, problems, provider.value)
+        values.update(oauth_values)
+    else:
+        secrets = {
             "smtp_password": smtp_password or Secret(""),
             "imap_password": imap_password or Secret(""),
-        },
-        warnings=problems.warnings,
-    )
+        }
+    problems.raise_if_any()
+    return NormalizedInbox(values=values, passwords=secrets, warnings=problems.warnings)
 
 
 _PLAIN_FIELDS = ("description", "sender_info", "department")
@@ -272,7 +300,13 @@ def normalize_update(
             host = normalize_host(side["host"], f"{protocol}.host", problems)
             if host is not None and host != getattr(inbox, f"{protocol}_host"):
                 values[f"{protocol}_host"] = host
-                if not side.get("password"):
+                if inbox.auth_method == AuthMethod.OAUTH2 and "oauth2" not in data:
+                    problems.error(
+                        f"{protocol}.host",
+                        "give oauth2 again (or connect again with startOAuthConnection) when "
+                        "changing the host: a stored token is never sent to a new server",
+                    )
+                elif not side.get("password") and "oauth2" not in data:
                     problems.error(
                         f"{protocol}.password",
                         "give the password again when changing the host: a stored password "
@@ -301,6 +335,21 @@ def normalize_update(
         password = normalize_password(side.get("password"), f"{protocol}.password", problems)
         if password is not None:
             passwords[f"{protocol}_password"] = password
+
+    if "oauth2" in data:
+        if passwords:
+            problems.error("oauth2", "give either passwords or oauth2, not both")
+        oauth_values, tokens = _external_token(
+            data, problems, values.get("provider", inbox.provider)
+        )
+        values.update(oauth_values)
+        passwords.update(tokens)
+    elif passwords and inbox.auth_method == AuthMethod.OAUTH2:
+        # Back from OAuth to passwords: both sides need one, none is stored yet.
+        values.update(auth_method=AuthMethod.PASSWORD.value, oauth_reauth_required_at=None)
+        for column in ("smtp_password", "imap_password"):
+            if column not in passwords and not getattr(inbox, column):
+                problems.error(column.replace("_", "."), "is required to log in with a password")
 
     notify = values.get("notify_on_new_messages", inbox.notify_on_new_messages)
     notification_email = values.get("notification_email", inbox.notification_email)

@@ -7,6 +7,7 @@ this module decides what one attempt does and what its outcome means.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,17 +17,25 @@ from typing import Any
 import structlog
 
 from mail.dns_lookup import DnsSettings
+from mail.endpoint import Login
 from mail.network import TargetError, resolve_target
-from mail.presets import Security
 from mail.probes import Endpoint, ProbeResult, ProbeSettings, probe_imap, probe_smtp
 from mail.results import ProbeCode, Protocol
 from mail.roundtrip import run_round_trip
 from resolvers.domain import dns_status_for
-from storage import inbox_passwords, job_runs, spacing
+from resolvers.logins import (
+    Logins,
+    ReauthRequired,
+    TokenUnavailable,
+    endpoint_with,
+    is_oauth,
+    password_endpoint,
+)
+from storage import job_runs, spacing
 from storage.db import Database
 from storage.models import utcnow
 from storage.rows import InboxRow, TestRow
-from storage.secrets import DecryptionError, KeyRing
+from storage.secrets import DecryptionError, Secret
 
 log = structlog.get_logger("inboxd.verification")
 
@@ -54,23 +63,65 @@ def _unreadable(side: Protocol) -> ProbeResult:
     )
 
 
-def _endpoint_or_none(inbox: InboxRow, side: Protocol, keyring: KeyRing) -> Endpoint | None:
-    """The side's endpoint, or None when its password does not decrypt with any key."""
+Target = Endpoint | ProbeResult  # where to log in, or why no login is tried
+
+
+def _password_target(inbox: InboxRow, side: Protocol, logins: Logins) -> Target:
     try:
-        return inbox_endpoint(inbox, side, keyring)
+        return password_endpoint(inbox, side, logins.keyring)
     except DecryptionError:
         log.warning("stored password unreadable", inbox_id=str(inbox.id), side=side)
-        return None
+        return _unreadable(side)
 
 
-def inbox_endpoint(inbox: InboxRow, side: str, keyring: KeyRing) -> Endpoint:
-    return Endpoint(
-        host=getattr(inbox, f"{side}_host"),
-        port=getattr(inbox, f"{side}_port"),
-        security=Security(getattr(inbox, f"{side}_security")),
-        username=getattr(inbox, f"{side}_username"),
-        password=inbox_passwords.decrypt_password(keyring, inbox, f"{side}_password"),
-        tls_certificate_sha256=getattr(inbox, f"{side}_tls_certificate_sha256"),
+async def login_targets(
+    inbox: InboxRow, logins: Logins, rejected: Secret | None = None
+) -> dict[Protocol, Target]:
+    """Each side's endpoint; for an OAuth inbox one fresh access token serves both (refreshed
+    first when ``rejected`` is the token a server refused)."""
+    sides: tuple[Protocol, Protocol] = ("smtp", "imap")
+    if not is_oauth(inbox):
+        return {side: _password_target(inbox, side, logins) for side in sides}
+    try:
+        token = await logins.access_token(inbox, rejected=rejected)
+    except DecryptionError:
+        log.warning("stored OAuth token unreadable", inbox_id=str(inbox.id))
+        unreadable = ProbeResult(
+            protocol="smtp",
+            ok=False,
+            code=ProbeCode.SECRET_UNREADABLE,
+            message="The stored OAuth token can no longer be decrypted, so no login was tried.",
+            hint="Connect the account again (startOAuthConnection with this inbox's id).",
+            field="oauth2",
+        )
+        return {side: dataclasses.replace(unreadable, protocol=side) for side in sides}
+    except ReauthRequired as exc:
+        return {side: _reauth(side, exc) for side in sides}
+    except TokenUnavailable:
+        return {side: _provider_unreachable(side) for side in sides}
+    return {side: endpoint_with(inbox, side, token, Login.OAUTH2) for side in sides}
+
+
+def _reauth(side: Protocol, exc: ReauthRequired) -> ProbeResult:
+    return ProbeResult(
+        protocol=side,
+        ok=False,
+        code=ProbeCode.REAUTH_REQUIRED,
+        message=exc.message,
+        hint=exc.hint,
+        field="oauth2",
+    )
+
+
+def _provider_unreachable(side: Protocol) -> ProbeResult:
+    # Network weather at the provider: retried like a server that does not answer.
+    return ProbeResult(
+        protocol=side,
+        ok=False,
+        code=ProbeCode.TIMEOUT,
+        message="The OAuth provider could not be reached to refresh the access token; no "
+        "login was tried.",
+        hint="Retried automatically.",
     )
 
 
@@ -131,12 +182,32 @@ def _skipped_round_trip() -> dict[str, Any]:
 
 async def _probe(
     probe: Callable[[Endpoint, ProbeSettings, str | None], Awaitable[ProbeResult]],
-    side: Protocol,
-    endpoint: Endpoint | None,
+    target: Target,
     settings: ProbeSettings,
     provider: str | None,
 ) -> ProbeResult:
-    return _unreadable(side) if endpoint is None else await probe(endpoint, settings, provider)
+    return target if isinstance(target, ProbeResult) else await probe(target, settings, provider)
+
+
+async def _logins(
+    inbox: InboxRow, logins: Logins, config: VerificationConfig
+) -> tuple[dict[Protocol, Target], ProbeResult, ProbeResult]:
+    """Both logins; an OAuth token a server refused is refreshed once and that login tried
+    once more (never in a loop)."""
+    targets = await login_targets(inbox, logins)
+    smtp, imap = await asyncio.gather(
+        _probe(probe_smtp, targets["smtp"], config.smtp, inbox.provider),
+        _probe(probe_imap, targets["imap"], config.imap, inbox.provider),
+    )
+    refused = [r.protocol for r in (smtp, imap) if r.code is ProbeCode.TOKEN_REJECTED]
+    used = targets[refused[0]] if refused else None
+    if isinstance(used, Endpoint) and isinstance(used.password, Secret):
+        targets = await login_targets(inbox, logins, rejected=used.password)
+        if "smtp" in refused:
+            smtp = await _probe(probe_smtp, targets["smtp"], config.smtp, inbox.provider)
+        if "imap" in refused:
+            imap = await _probe(probe_imap, targets["imap"], config.imap, inbox.provider)
+    return targets, smtp, imap
 
 
 def crashed_outcome(test: job_runs.ClaimedTest, config: VerificationConfig) -> job_runs.TestOutcome:
@@ -157,22 +228,23 @@ def crashed_outcome(test: job_runs.ClaimedTest, config: VerificationConfig) -> j
 
 
 async def run_attempt(
-    test: job_runs.ClaimedTest, keyring: KeyRing, config: VerificationConfig
+    test: job_runs.ClaimedTest, logins: Logins, config: VerificationConfig
 ) -> job_runs.TestOutcome:
     inbox = test.inbox
-    smtp_endpoint = _endpoint_or_none(inbox, "smtp", keyring)
-    imap_endpoint = _endpoint_or_none(inbox, "imap", keyring)
-    smtp, imap, dns = await asyncio.gather(
-        _probe(probe_smtp, "smtp", smtp_endpoint, config.smtp, inbox.provider),
-        _probe(probe_imap, "imap", imap_endpoint, config.imap, inbox.provider),
-        _dns(inbox, config),
+    (targets, smtp, imap), dns = await asyncio.gather(
+        _logins(inbox, logins, config), _dns(inbox, config)
     )
+    smtp_endpoint, imap_endpoint = targets["smtp"], targets["imap"]
     logins_ok = smtp.ok and imap.ok
     passed = logins_ok
     reason = summarize(smtp, imap)
     round_trip = None
     if test.round_trip:
-        if logins_ok and smtp_endpoint and imap_endpoint:
+        if (
+            logins_ok
+            and isinstance(smtp_endpoint, Endpoint)
+            and isinstance(imap_endpoint, Endpoint)
+        ):
             round_trip = await _round_trip(inbox, test, smtp_endpoint, imap_endpoint, config)
             passed = bool(round_trip["ok"])
             if not passed:
@@ -270,7 +342,7 @@ async def store_outcome(
 
 async def verify(
     db: Database,
-    keyring: KeyRing,
+    logins: Logins,
     config: VerificationConfig,
     test: job_runs.ClaimedTest,
     worker_id: str,
@@ -279,5 +351,5 @@ async def verify(
 
     The claim already marked the inbox VERIFYING: the probes start at once.
     """
-    outcome = await run_attempt(test, keyring, config)
+    outcome = await run_attempt(test, logins, config)
     return await store_outcome(db, test, worker_id, outcome)

@@ -29,3 +29,9 @@ ProbeCode = strawberry.enum(
     "retried automatically; every other failure needs a change to the inbox's settings.",
 )
 DiscoverySource = strawberry.enum(discovery.DiscoverySource)
+AuthMethod = strawberry.enum(
+    models.AuthMethod,
+    description="PASSWORD: SMTP and IMAP logins with the stored passwords. OAUTH2: XOAUTH2 "
+    "with an OAuth access token (Gmail, Microsoft 365).",
+)
+OAuthProvider = strawberry.enum(models.OAuthProvider, name="OAuthProvider")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields, is_dataclass
+from datetime import datetime
 from typing import Any
 
 import strawberry
@@ -20,7 +21,7 @@ def _secret(value: Any) -> Secret | None:
 
 # Input fields that hold a secret: from here on their value is a ``Secret``, revealed only by
 # the encryption call (and by the probe that logs in).
-SECRET_FIELDS = frozenset({"password"})
+SECRET_FIELDS = frozenset({"password", "client_secret", "access_token"})
 
 
 def provided(value: Any) -> Any:
@@ -39,6 +40,15 @@ def provided(value: Any) -> Any:
     if hasattr(value, "value") and hasattr(type(value), "__members__"):
         return value.value
     return value
+
+
+@strawberry.input(
+    description="An OAuth 2.0 access token refreshed elsewhere: inboxd logs in with it "
+    "(XOAUTH2) until expiresAt, then asks for a new one (it cannot refresh it)."
+)
+class OAuth2TokenInput:
+    access_token: str = strawberry.field(description="Write-only.")
+    expires_at: datetime
 
 
 @strawberry.input(
@@ -106,6 +116,11 @@ class CreateEmailInboxInput:
     receiving: ReceivingInput | None = strawberry.field(
         default=UNSET, description="Receiving mail: on by default, INBOX, no backfill."
     )
+    oauth2: OAuth2TokenInput | None = strawberry.field(
+        default=UNSET,
+        description="Instead of passwords: an externally managed OAuth access token (for "
+        "tokens inboxd refreshes itself, use startOAuthConnection).",
+    )
 
 
 @strawberry.input(description="Only the fields sent are changed.")
@@ -139,6 +154,11 @@ class UpdateEmailInboxInput:
     )
     receiving: ReceivingInput | None = strawberry.field(
         default=UNSET, description="Receiving mail: on by default, INBOX, no backfill."
+    )
+    oauth2: OAuth2TokenInput | None = strawberry.field(
+        default=UNSET,
+        description="Instead of passwords: an externally managed OAuth access token (for "
+        "tokens inboxd refreshes itself, use startOAuthConnection).",
     )
 
 

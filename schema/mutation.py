@@ -22,6 +22,7 @@ from schema.errors import (
 )
 from schema.inputs import CreateEmailInboxInput, UpdateEmailInboxInput, provided
 from schema.messages import Message
+from schema.oauth import OAuthMutation
 from schema.sending import (
     CancelEmailPayload,
     CancelEmailSuccess,
@@ -142,7 +143,7 @@ async def _queue_test(
 
 
 @strawberry.type
-class Mutation:
+class Mutation(OAuthMutation):
     @strawberry.mutation(
         description="Store an inbox (credentials encrypted) and queue its verification."
     )

@@ -9,6 +9,7 @@ from schema.checks import ConnectionTest, MailSettingsDiscovery
 from schema.context import Info, bad_input, caller, unavailable
 from schema.inputs import EmailInboxFilter
 from schema.messages import Message, MessageConnection, MessageFilter, message_connection
+from schema.oauth import OAuthQuery
 from schema.pagination import page_info
 from schema.sending import (
     OutgoingMessage,
@@ -43,7 +44,7 @@ def _filter(flt: EmailInboxFilter | None) -> InboxFilter:
 
 
 @strawberry.type
-class Query:
+class Query(OAuthQuery):
     @strawberry.field(description="One inbox of the caller's workspace, or null.")
     async def email_inbox(self, info: Info, id: strawberry.ID) -> EmailInbox | None:
         principal = caller(info, Permission.VIEW_EMAIL_INBOX)

@@ -23,12 +23,14 @@ from schema.checks import (
 )
 from schema.context import Info, bad_input, caller
 from schema.enums import (
+    AuthMethod,
     DeleteMessagePolicy,
     InboxStatus,
     Provider,
     Security,
 )
 from schema.messages import InboxReceiving
+from schema.oauth import InboxOAuth, inbox_login
 from schema.pagination import PageInfo, page_info
 from schema.sending import InboxSending
 from storage import models
@@ -117,6 +119,10 @@ class EmailInbox:
         description="The id of the last message received (see `message(id)`)."
     )
     receiving: InboxReceiving
+    auth_method: AuthMethod  # type: ignore[valid-type]
+    oauth: InboxOAuth | None = strawberry.field(
+        description="The OAuth login (authMethod OAUTH2); null for PASSWORD."
+    )
     created_at: datetime
     updated_at: datetime
     version: int
@@ -153,6 +159,7 @@ class EmailInbox:
 
     @classmethod
     def from_row(cls, row: InboxRow) -> EmailInbox:
+        auth_method, oauth = inbox_login(row)
         return cls(
             id=strawberry.ID(str(row.id)),
             name=row.name,
@@ -205,6 +212,8 @@ class EmailInbox:
                 _inbox_id=row.id,
                 _watched=row.receiving_enabled and row.active and row.status == "ACTIVE",
             ),
+            auth_method=auth_method,
+            oauth=oauth,
             created_at=row.created_at,
             updated_at=row.updated_at,
             version=row.version,
@@ -245,7 +254,8 @@ class AuditEvent:
     id: strawberry.ID
     action: str = strawberry.field(
         description="INBOX_CREATED, INBOX_UPDATED, INBOX_DELETED, CONNECTION_TEST_REQUESTED, "
-        "TEST_EMAIL_REQUESTED, DOMAIN_CHECKED, MESSAGE_FLAGS_SET, MESSAGE_DELETED."
+        "TEST_EMAIL_REQUESTED, DOMAIN_CHECKED, MESSAGE_FLAGS_SET, MESSAGE_DELETED, "
+        "OAUTH_APP_CONFIGURED, OAUTH_CONNECTION_STARTED."
     )
     inbox_id: strawberry.ID | None
     api_key_prefix: str | None = strawberry.field(description="The visible part of the key.")

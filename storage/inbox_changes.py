@@ -72,13 +72,37 @@ def delete(name: str, *, where: str) -> InboxChange:
     return InboxChange(name, f"{name} AS ({remove})", announce_sql(EventKind.DELETED, name))
 
 
-def reencrypt(source: str) -> str:
-    """The UPDATE giving inboxes new ciphertexts of the same passwords: ``source`` is a FROM
-    item ``r(id, smtp_password, imap_password)``. Returns the number of rows written."""
+def reencrypt(source: str, secret_columns: Sequence[str]) -> str:
+    """The UPDATE giving inboxes new ciphertexts of the same secrets: ``source`` is a FROM
+    item ``r(id, <secret_columns>)``. Returns the number of rows written."""
+    assignments = ", ".join(f"{column} = r.{column}" for column in secret_columns)
     return (
-        "WITH written AS (UPDATE email_inbox AS i SET smtp_password = r.smtp_password, "  # noqa: S608
-        f"imap_password = r.imap_password FROM {source} WHERE i.id = r.id RETURNING 1) "
-        "SELECT count(*) FROM written"
+        f"WITH written AS (UPDATE email_inbox AS i SET {assignments} "  # noqa: S608
+        f"FROM {source} WHERE i.id = r.id RETURNING 1) SELECT count(*) FROM written"
+    )
+
+
+# What ``tokens`` may write: a refreshed OAuth access token (and the refresh token the
+# provider rotated), never settings or status.
+TOKEN_COLUMNS = frozenset(
+    {"oauth_access_token", "oauth_access_token_expires_at", "oauth_refresh_token"}
+)
+
+
+def tokens(name: str, values: Mapping[str, str], *, where: str, returning: str) -> str:
+    """``name AS (UPDATE email_inbox ...)``, for a ``WITH``: the inbox ``where`` selects
+    (alias ``i``) gets ``values`` (column: SQL expression) of ``TOKEN_COLUMNS`` only.
+
+    Like ``reencrypt``, not a change of the inbox: a refreshed token alters nothing a user
+    set, and a version per refresh would restart the receiver's session every hour and
+    conflict with every ``expectedVersion``. Anything else raises ValueError."""
+    others = sorted(set(values) - TOKEN_COLUMNS)
+    if others or not values:
+        raise ValueError(f"tokens() writes only {sorted(TOKEN_COLUMNS)}, not {others}")
+    assignments = ", ".join(f"{column} = {value}" for column, value in sorted(values.items()))
+    return (
+        f"{name} AS (UPDATE email_inbox AS i SET {assignments} "  # noqa: S608
+        f"WHERE {where} RETURNING {returning})"
     )
 
 

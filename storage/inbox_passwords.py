@@ -1,4 +1,5 @@
-"""An inbox's two passwords: encrypted per row and column, and re-encrypted under a new key.
+"""An inbox's secrets (its two passwords, its OAuth tokens): encrypted per row and column, and
+re-encrypted under a new key.
 
 The ciphertext is bound to its table, column and row (``associated_data``), so a blob copied
 to another row or column does not decrypt.
@@ -17,6 +18,9 @@ from storage.secrets import DecryptionError, KeyRing, Secret, associated_data
 
 TABLE = "email_inbox"
 PASSWORD_COLUMNS = ("smtp_password", "imap_password")
+# Every encrypted column. Empty (an OAuth inbox's passwords) or NULL (a password inbox's
+# tokens) holds no secret and stays as it is.
+SECRET_COLUMNS = (*PASSWORD_COLUMNS, "oauth_refresh_token", "oauth_access_token")
 
 
 def encrypt_password(keyring: KeyRing, inbox_id: uuid.UUID, column: str, password: Secret) -> bytes:
@@ -25,8 +29,19 @@ def encrypt_password(keyring: KeyRing, inbox_id: uuid.UUID, column: str, passwor
 
 
 def decrypt_password(keyring: KeyRing, inbox: InboxRow, column: str) -> Secret:
-    blob: bytes = getattr(inbox, column)
+    """The secret stored in ``column`` (a password or an OAuth token); DecryptionError when it
+    does not decrypt, or nothing is stored."""
+    blob: bytes | None = getattr(inbox, column)
+    if not blob:
+        raise DecryptionError(f"no {column} is stored")
     return keyring.decrypt(blob, associated_data(TABLE, column, inbox.id))
+
+
+def _reencrypted(keyring: KeyRing, inbox: InboxRow, column: str) -> bytes | None:
+    blob: bytes | None = getattr(inbox, column)
+    if not blob:
+        return blob
+    return encrypt_password(keyring, inbox.id, column, decrypt_password(keyring, inbox, column))
 
 
 @dataclass(slots=True)
@@ -42,7 +57,9 @@ BATCH_SQL = (
 )
 # The same passwords under the newest key: not a change of the inbox (no version, no event).
 ROTATE_SQL = inbox_changes.reencrypt(
-    "unnest($1::uuid[], $2::bytea[], $3::bytea[]) AS r(id, smtp_password, imap_password)"
+    "unnest($1::uuid[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bytea[]) "
+    f"AS r(id, {', '.join(SECRET_COLUMNS)})",
+    SECRET_COLUMNS,
 )
 
 
@@ -62,23 +79,21 @@ async def rotate_secrets(
     """
     async with connection.transaction():
         rows = await connection.fetch(BATCH_SQL, after, batch_size, record_class=InboxRow)
-        rotated: list[tuple[uuid.UUID, bytes, bytes]] = []
+        rotated: list[tuple[uuid.UUID, *tuple[bytes | None, ...]]] = []
         unreadable: list[uuid.UUID] = []
         for inbox in rows:
-            if not any(keyring.needs_rotation(getattr(inbox, c)) for c in PASSWORD_COLUMNS):
-                continue
             try:
-                smtp, imap = (
-                    encrypt_password(
-                        keyring, inbox.id, column, decrypt_password(keyring, inbox, column)
-                    )
-                    for column in PASSWORD_COLUMNS
-                )
+                if not any(
+                    keyring.needs_rotation(blob)
+                    for c in SECRET_COLUMNS
+                    if (blob := getattr(inbox, c))
+                ):
+                    continue
+                blobs = [_reencrypted(keyring, inbox, column) for column in SECRET_COLUMNS]
             except DecryptionError:
                 unreadable.append(inbox.id)
                 continue
-            rotated.append((inbox.id, smtp, imap))
+            rotated.append((inbox.id, *blobs))
         if rotated:
-            ids, smtp_passwords, imap_passwords = (list(c) for c in zip(*rotated, strict=True))
-            await connection.execute(ROTATE_SQL, ids, smtp_passwords, imap_passwords)
+            await connection.execute(ROTATE_SQL, *(list(c) for c in zip(*rotated, strict=True)))
     return RotationBatch(len(rotated), unreadable, rows[-1].id if rows else None)

@@ -59,6 +59,19 @@ class DeleteMessagePolicy(StrEnum):
     DELETE_WHEN_DELETED = "DELETE_WHEN_DELETED"
 
 
+class AuthMethod(StrEnum):
+    """How inboxd logs in to an inbox's servers: its password, or an OAuth 2.0 access token
+    (XOAUTH2)."""
+
+    PASSWORD = "PASSWORD"
+    OAUTH2 = "OAUTH2"
+
+
+class OAuthProvider(StrEnum):
+    GOOGLE = "GOOGLE"
+    MICROSOFT = "MICROSOFT"
+
+
 class Permission(StrEnum):
     MANAGE_EMAIL_INBOX = "manage-email-inbox"
     VIEW_EMAIL_INBOX = "view-email-inbox"
@@ -110,6 +123,14 @@ class EmailInbox(SQLModel, table=True):
         # Verification spacing looks up every inbox that logs in as the same account.
         Index("ix_email_inbox_smtp_account", "smtp_host", "smtp_username"),
         Index("ix_email_inbox_imap_account", "imap_host", "imap_username"),
+        # When the next externally managed OAuth token runs out (storage.inbox_tokens).
+        Index(
+            "ix_email_inbox_external_token_expiry",
+            "oauth_access_token_expires_at",
+            postgresql_where=text(
+                "auth_method = 'OAUTH2' AND NOT oauth_managed AND status <> 'FAILED'"
+            ),
+        ),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -176,6 +197,21 @@ class EmailInbox(SQLModel, table=True):
     last_check_at: datetime | None = _ts()
     error_count: int = Field(default=0, nullable=False)
     last_message_id: str | None = Field(default=None, sa_column=Column(Text))
+    # OAuth 2.0 (AuthMethod.OAUTH2): the tokens are encrypted like the passwords, bound to
+    # their row and column. Managed tokens come from startOAuthConnection and are refreshed;
+    # external ones (createEmailInbox's oauth2 input) are used until they expire.
+    auth_method: str = Field(
+        default=AuthMethod.PASSWORD.value,
+        sa_column=Column(Text, nullable=False, server_default=text("'PASSWORD'")),
+    )
+    oauth_provider: str | None = Field(default=None, sa_column=Column(Text))
+    oauth_managed: bool = Field(default=False, sa_column=_false())
+    oauth_refresh_token: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    oauth_access_token: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    oauth_access_token_expires_at: datetime | None = _ts()
+    # Set when the provider refused the refresh token or an external token expired: the
+    # account must be connected again (startOAuthConnection with the inbox's id).
+    oauth_reauth_required_at: datetime | None = _ts()
     created_at: datetime = _now()
     updated_at: datetime = _now()
     version: int = Field(default=1, nullable=False)
@@ -317,3 +353,5 @@ from storage.models_mail import OutgoingMessage as OutgoingMessage  # noqa: E402
 from storage.models_mail import OutgoingState as OutgoingState  # noqa: E402
 from storage.models_mail import ReceiverMember as ReceiverMember  # noqa: E402
 from storage.models_mail import SendCount as SendCount  # noqa: E402
+from storage.models_oauth import OAuthApp as OAuthApp  # noqa: E402
+from storage.models_oauth import OAuthState as OAuthState  # noqa: E402

@@ -72,6 +72,13 @@ class InboxRow(Row):
     last_check_at: datetime | None
     error_count: int
     last_message_id: str | None
+    auth_method: str
+    oauth_provider: str | None
+    oauth_managed: bool
+    oauth_refresh_token: bytes | None
+    oauth_access_token: bytes | None
+    oauth_access_token_expires_at: datetime | None
+    oauth_reauth_required_at: datetime | None
     created_at: datetime
     updated_at: datetime
     version: int
@@ -140,6 +147,38 @@ class AuditRow(Row):
     client_address: str | None
     details: dict[str, Any]
     at: datetime
+
+
+class OAuthAppRow(Row):
+    """An ``oauth_app`` row, read-only."""
+
+    id: uuid.UUID
+    workspace_id: uuid.UUID
+    provider: str
+    client_id: str
+    client_secret: bytes
+    tenant: str | None
+    redirect_uri: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class OAuthStateRow(Row):
+    """An ``oauth_state`` row, read-only."""
+
+    id: uuid.UUID
+    state_hash: bytes
+    workspace_id: uuid.UUID
+    provider: str
+    code_verifier: bytes
+    inbox_id: uuid.UUID | None
+    email_hint: str | None
+    inbox_settings: dict[str, Any] | None
+    api_key_prefix: str | None
+    client_address: str | None
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
 
 
 def columns(table: Any) -> str:

@@ -22,9 +22,10 @@ import uvicorn
 from starlette.applications import Starlette
 
 from inboxd.app import create_app
+from inboxd.configs import oauth_config, send_limits, verification_config
 from inboxd.logs import configure_logging
 from inboxd.settings import Settings
-from inboxd.worker import Background, send_limits, verification_config
+from inboxd.worker import Background
 from resolvers.state import AppState
 from storage import api_keys, workspaces
 from storage.db import Database, create_database
@@ -221,6 +222,7 @@ async def running_stack(
         verification_spacing=timedelta(seconds=settings.verification_spacing_seconds),
         tests_per_inbox_per_minute=settings.rate_limit_tests_per_inbox_per_minute,
         sending=send_limits(settings),
+        oauth=oauth_config(settings),
     )
     background = Background(settings, state, run_worker=worker)
     app = create_app(settings, state, on_startup=background.start, on_shutdown=background.stop)

@@ -20,6 +20,9 @@ REVEALED_IN = {
     "mail/imap_probe.py": "LOGIN or AUTHENTICATE (OAuth): the login itself",
     "mail/probe_runner.py": "the login itself, for the round trip",
     "mail/imap_auth.py": "LOGIN or AUTHENTICATE (OAuth): the receiving session's login itself",
+    "storage/oauth_apps.py": "the OAuth client secret and PKCE verifier's encryption; state's hash",
+    "resolvers/oauth_client.py": "the OAuth provider's requests (secret, code, verifier, tokens)",
+    "resolvers/validation_oauth.py": "an OAuth client secret's and access token's length checks",
 }
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from inboxd.configs import receiver_config
 from inboxd.receiver import Receiver
-from inboxd.worker import receiver_config
 from mail.endpoint import Endpoint
 from mail.idle_check import IdleChecker
 from mail.imap_changes import changed_flags

@@ -13,8 +13,8 @@ from typing import Any
 import aioimaplib
 import pytest
 
+from inboxd.configs import receiver_config
 from inboxd.receiver import Receiver
-from inboxd.worker import receiver_config
 from storage.secrets import KeyRing
 from tests.conftest import Verifier, verifier_on
 from tests.inboxd.test_receiving import (

@@ -36,6 +36,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +229,16 @@ def id_values(fuzz: FuzzTarget) -> st.SearchStrategy[graphql.ValueNode]:
     )
 
 
+def datetime_values() -> st.SearchStrategy[graphql.ValueNode]:
+    """ISO 8601 datetimes (with and without a zone, past and future), and any text."""
+    zones = st.sampled_from([None, UTC])
+    valid = st.datetimes(timezones=zones).map(
+        lambda d: graphql.StringValueNode(value=d.isoformat())
+    )
+    text = st.text(max_size=40).map(lambda s: graphql.StringValueNode(value=s))
+    return st.one_of(valid, text)
+
+
 def walk_messages(value: Any) -> Iterator[str]:
     if isinstance(value, dict):
         for k, v in value.items():
@@ -271,7 +282,7 @@ def send_and_check(fuzz: FuzzTarget, query: str) -> None:
 
 
 def fuzz_strategy(fuzz: FuzzTarget, kind: str) -> st.SearchStrategy[str]:
-    scalars = {"ID": id_values(fuzz)}
+    scalars = {"ID": id_values(fuzz), "DateTime": datetime_values()}
     if kind == "query":
         return queries(SCHEMA, custom_scalars=scalars)
     if kind == "mutation":

@@ -11,6 +11,7 @@ from dataclasses import fields
 
 from schema.inputs import CreateEmailInboxInput, ServerInput, UpdateEmailInboxInput
 from schema.messages import InboxReceiving, ReceivingInput
+from schema.oauth import InboxOAuth
 from schema.sending import InboxSending, SendingInput
 from schema.types import EmailInbox as PublicInbox
 from schema.types import ServerSettings
@@ -23,11 +24,19 @@ INTERNAL = {
     "workspace_id": "the key's workspace scopes every read; it is never shown",
     "smtp_password": "write-only: encrypted, never returned (hasPassword instead)",
     "imap_password": "write-only: encrypted, never returned (hasPassword instead)",
+    "oauth_refresh_token": "write-only: encrypted, never returned",
+    "oauth_access_token": "write-only: encrypted, never returned (oauth.accessTokenExpiresAt)",
 }
 # Columns that only inboxd writes (verification, bookkeeping), never an input.
 MAINTAINED = {
     "id", "status", "status_reason", "setup_status", "last_verified_at", "last_check_at",
     "error_count", "last_message_id", "created_at", "updated_at", "version",
+}  # fmt: skip
+# The OAuth login: written by the oauth2 input (an external token) and by the OAuth callback
+# and token refresh (startOAuthConnection), shown as authMethod and ``oauth``.
+OAUTH_LOGIN = {
+    "auth_method", "oauth_provider", "oauth_managed", "oauth_access_token_expires_at",
+    "oauth_reauth_required_at",
 }  # fmt: skip
 # Fields of the public shape that are not a column of the table.
 RELATIONS = {"connection_tests": "a page of the inbox's rows in connection_test"}
@@ -46,6 +55,7 @@ DERIVED_INPUTS = {
     "imap": "imap_* columns (ServerInput)",
     "receiving": "receiving_* columns (ReceivingInput)",
     "sending": "sending_* columns (SendingInput)",
+    "oauth2": "auth_method and the oauth_* columns: an externally managed access token",
 }
 
 
@@ -61,7 +71,8 @@ def public_columns() -> set[str]:
     receiving = {f.name for f in fields(InboxReceiving) if not f.name.startswith("_")}
     flat |= {f"receiving_{name}" for name in receiving - set(RECEIVING_STATUS)}
     flat |= {f"sending_{f.name}" for f in fields(InboxSending)}
-    return (shown - set(SIDES) - set(RELATIONS) - {"receiving", "sending"}) | flat
+    flat |= {f"oauth_{f.name}" for f in fields(InboxOAuth)}
+    return (shown - set(SIDES) - set(RELATIONS) - {"receiving", "sending", "oauth"}) | flat
 
 
 def input_columns(input_type: type) -> set[str]:
@@ -92,7 +103,7 @@ def test_every_column_is_shown_or_internal_for_a_reason():
 
 
 def test_what_users_set_both_inputs_set():
-    settable = table_columns() - set(INTERNAL) - MAINTAINED
+    settable = table_columns() - set(INTERNAL) - MAINTAINED - OAUTH_LOGIN
     assert input_columns(CreateEmailInboxInput) == settable
     assert input_columns(UpdateEmailInboxInput) == settable
     derived = {f.name for f in fields(CreateEmailInboxInput)} & set(DERIVED_INPUTS)

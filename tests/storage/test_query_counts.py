@@ -29,6 +29,8 @@ import pytest
 
 from mail.network import NetworkPolicy
 from mail.probes import ProbeSettings
+from resolvers.logins import Logins
+from resolvers.oauth_client import OAuthConfig
 from resolvers.verification import VerificationConfig, verify
 from storage import job_runs, models
 from storage.db import Database
@@ -268,7 +270,8 @@ async def test_verification_job(jobs_stack):
                     max_attempts=config.max_attempts,
                 )
             assert len(claimed) == 1
-            stored = await verify(db, keyring, config, claimed[0], worker_id)
+            logins = Logins(db, keyring, OAuthConfig())
+            stored = await verify(db, logins, config, claimed[0], worker_id)
             await loop_turn()
         assert stored is not None and stored.state == models.TestState.FAILED.value
         results.append(counts)

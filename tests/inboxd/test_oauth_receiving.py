@@ -1,0 +1,181 @@
+"""An OAuth inbox receiving mail from a real Dovecot whose ``oauth2`` passdb checks each token at
+the loopback provider: connected with startOAuthConnection, verified, watched, a delivered
+message stored; a token Dovecot refuses when the watcher reconnects is refreshed once and the
+login tried once more. Skipped, naming the packages, where Dovecot is not installed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storage.secrets import KeyRing
+from tests.conftest import Tenant, verifier_on
+from tests.inboxd.oauth_support import OAuthWorld
+from tests.support.dovecot import Dovecot, require_dovecot
+from tests.support.mailservers import MailCerts
+from tests.support.oauth_provider import OAuthProvider
+from tests.support.waiting import wait_until
+
+USER = "olga@example.test"
+REVOKED = "petra@example.test"  # the account whose consent is withdrawn, then given again
+RECEIVING = """
+query($id: ID!) {
+  emailInbox(id: $id) { status statusReason version receiving { state lastError { code } } }
+}"""
+MESSAGES = "query($id: ID!) { messages(inboxId: $id, first: 20) { edges { node { subject } } } }"
+RENAME = """
+mutation($id: ID!, $name: String!) {
+  updateEmailInbox(id: $id, input: {displayName: $name}) {
+    __typename ... on UpdateEmailInboxSuccess { inbox { version } }
+  }
+}"""
+
+
+def mail(subject: str, to: str = USER) -> bytes:
+    return (
+        f"From: Sender <sender@sender.test>\r\nTo: {to}\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{subject}@sender.test>\r\n\r\nHello.\r\n"
+    ).encode()
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[OAuthProvider]:
+    with OAuthProvider() as running:
+        running.add_user(USER)
+        running.add_user(REVOKED)
+        yield running
+
+
+@pytest.fixture(scope="module")
+def dovecot(certs: MailCerts, provider: OAuthProvider) -> Iterator[Dovecot]:
+    require_dovecot()
+    users = {USER: "unused-password-1", REVOKED: "unused-password-2"}
+    with Dovecot(users, certs, oauth2_introspection_url=provider.introspection_url) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+async def world(
+    dovecot: Dovecot,
+    provider: OAuthProvider,
+    pg_server: tuple[str, Path | None],
+    certs: MailCerts,
+    keyring: KeyRing,
+) -> AsyncIterator[OAuthWorld]:
+    async with verifier_on(
+        pg_server[0],
+        certs,
+        keyring,
+        receiving_enabled=True,
+        # Dovecot's auth process asks the provider over HTTP: more than a loopback round trip.
+        imap_timeout=20.0,
+        smtp_timeout=20.0,
+        oauth_google_authorize_url=provider.authorize_url,
+        oauth_google_token_url=provider.token_url,
+        oauth_google_userinfo_url=provider.userinfo_url,
+    ) as verifier:
+        client = provider.register_client([f"{verifier.stack.base_url}/oauth/callback"])
+        yield OAuthWorld(verifier, provider, client)
+
+
+async def state_of(tenant: Tenant, inbox_id: str) -> dict[str, Any]:
+    inbox: dict[str, Any] = (await tenant.client(RECEIVING, {"id": inbox_id})).data["emailInbox"]
+    return inbox
+
+
+async def watched(tenant: Tenant, inbox_id: str, dovecot: Dovecot) -> dict[str, Any]:
+    async def idle() -> dict[str, Any] | None:
+        inbox = await state_of(tenant, inbox_id)
+        assert inbox["status"] != "FAILED", (inbox, dovecot.log())
+        return inbox if inbox["receiving"]["state"] == "IDLE" else None
+
+    return await wait_until(idle, f"inbox {inbox_id} watched in IDLE", timeout=60)
+
+
+async def subjects(tenant: Tenant, inbox_id: str) -> list[str]:
+    edges = (await tenant.client(MESSAGES, {"id": inbox_id})).data["messages"]["edges"]
+    return [e["node"]["subject"] for e in edges]
+
+
+async def stored(tenant: Tenant, inbox_id: str, subject: str) -> None:
+    async def there() -> bool:
+        return subject in await subjects(tenant, inbox_id)
+
+    await wait_until(there, f"{subject} stored", timeout=60)
+
+
+async def test_an_oauth_inbox_receives_and_survives_a_refused_token(
+    world: OAuthWorld, dovecot: Dovecot, provider: OAuthProvider
+) -> None:
+    tenant = await world.tenant_with_app()
+    inbox_id = await world.connect(
+        tenant,
+        email=USER,
+        smtp={"host": "127.0.0.1", "port": dovecot.submission_port, "security": "STARTTLS"},
+        imap={"host": "127.0.0.1", "port": dovecot.imaps_port, "security": "TLS"},
+    )
+    await watched(tenant, inbox_id, dovecot)
+    dovecot.deliver(USER, mail("first-over-oauth"))
+    await stored(tenant, inbox_id, "first-over-oauth")
+
+    # The provider ends the token early; a settings change makes the watcher log in again.
+    token = await world.logins.access_token(await world.row(tenant, inbox_id))
+    provider.expire_access_token(token.reveal())
+    before = provider.token_requests["refresh_token"]
+    version = (await state_of(tenant, inbox_id))["version"]
+    renamed = await tenant.client(RENAME, {"id": inbox_id, "name": "Olga"})
+    assert renamed.data["updateEmailInbox"]["inbox"]["version"] == version + 1
+
+    async def refreshed() -> bool:
+        return provider.token_requests["refresh_token"] > before
+
+    await wait_until(refreshed, "the refused token refreshed", timeout=60)
+    await watched(tenant, inbox_id, dovecot)
+    dovecot.deliver(USER, mail("second-over-oauth"))
+    await stored(tenant, inbox_id, "second-over-oauth")
+    assert provider.token_requests["refresh_token"] == before + 1
+    assert (await state_of(tenant, inbox_id))["status"] == "ACTIVE"
+
+
+async def test_a_revoked_account_connected_again_loses_nothing(
+    world: OAuthWorld, dovecot: Dovecot, provider: OAuthProvider
+) -> None:
+    """Consent withdrawn: the watcher's next login is refused, the refresh is refused
+    (invalid_grant), the inbox is FAILED with REAUTH_REQUIRED. startOAuthConnection with its
+    id connects the same inbox again: its messages kept, mail that came meanwhile received
+    once, watching resumed."""
+    tenant = await world.tenant_with_app()
+    servers = {
+        "smtp": {"host": "127.0.0.1", "port": dovecot.submission_port, "security": "STARTTLS"},
+        "imap": {"host": "127.0.0.1", "port": dovecot.imaps_port, "security": "TLS"},
+    }
+    inbox_id = await world.connect(tenant, email=REVOKED, **servers)
+    await watched(tenant, inbox_id, dovecot)
+    dovecot.deliver(REVOKED, mail("before-revoke", REVOKED))
+    await stored(tenant, inbox_id, "before-revoke")
+
+    provider.revoke_user(REVOKED)
+    renamed = await tenant.client(RENAME, {"id": inbox_id, "name": "Petra"})  # log in again
+    assert renamed.data["updateEmailInbox"]["__typename"] == "UpdateEmailInboxSuccess"
+
+    async def reauth() -> dict[str, Any] | None:
+        inbox = await state_of(tenant, inbox_id)
+        return inbox if inbox["status"] == "FAILED" else None
+
+    failed = await wait_until(reauth, "the inbox needs its account again", timeout=60)
+    assert failed["statusReason"].startswith("REAUTH_REQUIRED"), failed
+    dovecot.deliver(REVOKED, mail("while-away", REVOKED))
+
+    assert await world.connect(tenant, inboxId=inbox_id, email=REVOKED, **servers) == inbox_id
+    await watched(tenant, inbox_id, dovecot)
+    await stored(tenant, inbox_id, "while-away")
+    dovecot.deliver(REVOKED, mail("after-reconnect", REVOKED))
+    await stored(tenant, inbox_id, "after-reconnect")
+    assert sorted(await subjects(tenant, inbox_id)) == [
+        "after-reconnect",
+        "before-revoke",
+        "while-away",
+    ]
