@@ -41,9 +41,11 @@ __all__ = [
     "ComposeError",
     "MailAttachment",
     "Outgoing",
+    "check",
     "compose",
     "envelope_recipients",
     "make_message_id",
+    "size_bound",
 ]
 
 # References beyond this are trimmed to the first and the most recent ones.
@@ -109,8 +111,22 @@ def envelope_recipients(outgoing: Outgoing) -> list[str]:
     return found
 
 
-def compose(outgoing: Outgoing, *, max_bytes: int) -> bytes:
-    """The message as the bytes to send after DATA. Raises ComposeError."""
+@dataclass(frozen=True, slots=True)
+class _Fields:
+    """Every header value and attachment name of a message, checked by the rules."""
+
+    sender: Address
+    to: list[Address]
+    cc: list[Address]
+    subject: str
+    extra: dict[str, str | list[Address]]
+    message_id: str
+    in_reply_to: str | None
+    references: list[str]
+    attachments: list[tuple[str, str, str]]  # (filename, maintype, subtype)
+
+
+def _check_fields(outgoing: Outgoing, max_bytes: int) -> _Fields:
     encoded = sum((len(a.content) + 2) // 3 * 4 for a in outgoing.attachments)
     if encoded > max_bytes:  # refused before any encoding work
         raise _too_large(outgoing, encoded, max_bytes)
@@ -125,25 +141,81 @@ def compose(outgoing: Outgoing, *, max_bytes: int) -> bytes:
         rules.message_id(outgoing.in_reply_to, "inReplyTo") if outgoing.in_reply_to else None
     )
     references = _references(outgoing.references, in_reply_to)
+    attachments = [
+        _attachment_type(a, f"attachments[{i}]") for i, a in enumerate(outgoing.attachments)
+    ]
+    return _Fields(sender, to, cc, subject, extra, message_id, in_reply_to, references, attachments)
 
+
+def check(outgoing: Outgoing, *, max_bytes: int) -> None:
+    """Raise the ComposeError ``compose`` would raise, if any, composing only when the
+    message may be over ``max_bytes``: when ``size_bound`` is within it, so is the message."""
+    _check_fields(outgoing, max_bytes)
+    if size_bound(outgoing) > max_bytes:
+        compose(outgoing, max_bytes=max_bytes)
+
+
+# An upper bound of the composed size, in bytes per byte of input. A body part is sent as
+# 7bit (CRLF for LF: at most 2), quoted-printable (=XX for a byte, a soft break "=\r\n" every
+# 76 characters: under 3.2) or base64 (under 1.4); a header's text in encoded words (q or
+# base64 of UTF-8, "=?utf-8?q?" and "?=" around each word, folded lines) stays under 5.
+_BODY_FACTOR = 4
+_HEADER_FACTOR = 8
+_PER_HEADER = 128  # the name, ": ", CRLF, an address's brackets and quotes
+_PER_PART = 512  # a MIME part's headers and boundary lines
+_FIXED = 2048  # Date, MIME-Version, the multipart headers and closing boundaries
+
+
+def size_bound(outgoing: Outgoing) -> int:
+    """An upper bound of ``len(compose(outgoing, ...))`` for a message that composes,
+    computed without building it (``tests/mail/test_compose_size.py`` holds it to that)."""
+    texts = [
+        outgoing.from_name or "",
+        outgoing.from_address,
+        outgoing.subject,
+        outgoing.message_id,
+        outgoing.in_reply_to or "",
+        *(f"{name or ''}{address}" for name, address in [*outgoing.to, *outgoing.cc]),
+        *outgoing.references,
+        *(f"{name}{value}" for name, value in outgoing.headers.items()),
+    ]
+    headers = sum(_HEADER_FACTOR * len(t.encode()) + _PER_HEADER for t in texts)
+    text, markup = _bodies(outgoing)
+    bodies = sum(
+        _BODY_FACTOR * len(body.encode()) + _PER_PART for body in (text, markup) if body is not None
+    )
+    attached = sum(
+        (len(a.content) + 2) // 3 * 4 * 78 // 76
+        + _HEADER_FACTOR * len((a.filename + a.content_type).encode())
+        + _PER_PART
+        for a in outgoing.attachments
+    )
+    return _FIXED + headers + bodies + attached
+
+
+def compose(outgoing: Outgoing, *, max_bytes: int) -> bytes:
+    """The message as the bytes to send after DATA. Raises ComposeError."""
+    fields = _check_fields(outgoing, max_bytes)
     message = EmailMessage(policy=_POLICY)
     message["Date"] = outgoing.date if outgoing.date.tzinfo else outgoing.date.replace(tzinfo=UTC)
-    message["From"] = sender
-    if to:
-        message["To"] = to
-    if cc:
-        message["Cc"] = cc
-    message["Subject"] = subject
-    message["Message-ID"] = message_id
-    if in_reply_to:
-        message["In-Reply-To"] = in_reply_to
-    if references:
-        message["References"] = " ".join(references)
-    for name, value in extra.items():
+    message["From"] = fields.sender
+    if fields.to:
+        message["To"] = fields.to
+    if fields.cc:
+        message["Cc"] = fields.cc
+    message["Subject"] = fields.subject
+    message["Message-ID"] = fields.message_id
+    if fields.in_reply_to:
+        message["In-Reply-To"] = fields.in_reply_to
+    if fields.references:
+        message["References"] = " ".join(fields.references)
+    for name, value in fields.extra.items():
         message[name] = value
     _set_bodies(message, outgoing)
-    for index, attachment in enumerate(outgoing.attachments):
-        _attach(message, attachment, f"attachments[{index}]")
+    for attachment, (filename, maintype, subtype) in zip(
+        outgoing.attachments, fields.attachments, strict=True
+    ):
+        message.add_attachment(attachment.content, maintype, subtype, filename=filename)
     for part in message.walk():
         if part is not message:  # the library gives each part a MIME-Version of its own
             del part["MIME-Version"]
@@ -197,7 +269,8 @@ def _references(ids: list[str], in_reply_to: str | None) -> list[str]:
     return found
 
 
-def _set_bodies(message: EmailMessage, outgoing: Outgoing) -> None:
+def _bodies(outgoing: Outgoing) -> tuple[str | None, str | None]:
+    """The text and HTML parts as sent (either may be absent), the signature appended."""
     text, markup = outgoing.text, outgoing.html
     signature_html = sanitize_html(outgoing.signature_html or "") or None
     signature_text = outgoing.signature_text or (
@@ -213,19 +286,26 @@ def _set_bodies(message: EmailMessage, outgoing: Outgoing) -> None:
         text = text or ""
         if signature_text:
             text = f"{text}{_SEPARATOR}{signature_text}"
+        return text, markup
+    return None, markup
+
+
+def _set_bodies(message: EmailMessage, outgoing: Outgoing) -> None:
+    text, markup = _bodies(outgoing)
+    if text is not None:
         message.set_content(text)
         if markup is not None:
             message.add_alternative(markup, subtype="html")
-    else:
+    elif markup is not None:
         message.set_content(markup, subtype="html")
 
 
-def _attach(message: EmailMessage, attachment: MailAttachment, field: str) -> None:
+def _attachment_type(attachment: MailAttachment, field: str) -> tuple[str, str, str]:
     name = rules.header_text(attachment.filename.strip(), f"{field}.filename", limit=255)
     if not name:
         raise ComposeError(f"{field}.filename", "must not be blank")
     maintype, subtype = rules.content_type(attachment.content_type, f"{field}.contentType")
-    message.add_attachment(attachment.content, maintype, subtype, filename=name)
+    return name, maintype, subtype
 
 
 def _too_large(outgoing: Outgoing, size: int, limit: int) -> ComposeError:

@@ -96,6 +96,8 @@ def readings(text: str) -> set[str]:
 def has_control_characters(text: str) -> bool:
     """True when ``text``, as typed or with its encoded words decoded, holds a control
     character: such a text must not reach a header."""
+    if text.isascii() and text.isprintable() and "=?" not in text:
+        return False  # the commonest text: one reading, and no ASCII control (C0, DEL) in it
     return any(is_control(ch) for reading in readings(text) for ch in reading)
 
 

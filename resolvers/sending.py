@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from mail.compose import ComposeError, compose, make_message_id
+from mail.compose import ComposeError, check, make_message_id
 from resolvers.outgoing_mail import message_id_domain, outgoing_from_new
 from resolvers.pagination import check_first, decode_cursor
 from resolvers.state import AppState
@@ -30,8 +30,6 @@ from storage.errors import (
 from storage.models import InboxStatus, utcnow
 from storage.outbox import NewOutgoing, OutgoingRow
 from storage.rows import InboxRow
-
-RATE_WINDOW = timedelta(minutes=1)
 
 
 class _KeyTaken(Exception):
@@ -61,17 +59,6 @@ def _refuse_unless_sending(inbox: InboxRow) -> None:
     raise InboxNotActiveError(inbox.id, reason)
 
 
-async def _check_rate(connection: Connection, inbox_id: uuid.UUID, limit: int) -> None:
-    if limit <= 0:
-        return
-    recent = await outbox.recent_sends(connection, inbox_id, RATE_WINDOW, limit)
-    if len(recent) >= limit:
-        wait = (recent[-1] + RATE_WINDOW - utcnow()).total_seconds()
-        raise RateLimitedError(
-            max(1, math.ceil(wait)), f"at most {limit} sendEmail per inbox per minute"
-        )
-
-
 async def _thread(
     connection: Connection, principal: Principal, inbox: InboxRow, new: NewOutgoing, raw: Any
 ) -> None:
@@ -89,9 +76,10 @@ async def _thread(
 
 
 def _check_composes(state: AppState, inbox: InboxRow, new: NewOutgoing, message_id: str) -> None:
-    """Compose the message once: what the worker will send must compose, within the size."""
+    """What the worker will send must compose, within the size: the rules ``mail.compose``
+    applies, and the message built only when it may be near the size cap."""
     try:
-        compose(
+        check(
             outgoing_from_new(inbox, new, message_id, utcnow()),
             max_bytes=state.sending.max_message_bytes,
         )
@@ -111,44 +99,83 @@ async def send_email(
     now = utcnow()
     new = normalize_send(data, state.sending, allow_private=state.allow_private_hosts, now=now)
     async with state.db.connection() as connection:
+        if new.idempotency_key is None:  # queued in one statement: no transaction needed
+            return await _queue(
+                state, connection, principal, inbox_id, new, data, client_address, now
+            )
         try:
             async with connection.transaction():
-                inbox = await inboxes.get_inbox(connection, principal.workspace_id, inbox_id)
-                _refuse_unless_sending(inbox)
-                if new.idempotency_key is not None:
-                    first = await outbox.by_idempotency_key(
-                        connection, inbox.id, new.idempotency_key
-                    )
-                    if first is not None:
-                        return first
-                await _check_rate(connection, inbox.id, state.sending.per_inbox_per_minute)
-                if data.get("reply_to_message_id") is not None:
-                    await _thread(connection, principal, inbox, new, data["reply_to_message_id"])
-                message_id = make_message_id(message_id_domain(inbox))
-                _check_composes(state, inbox, new, message_id)
-                zone = inbox_zone(inbox)
-                day = (new.send_at or now).astimezone(zone).date()
-                limit = inbox.daily_send_limit
-                if not await outbox.count_send(connection, inbox.id, day, limit):
-                    raise DailySendLimitError(limit, resets_at(day, zone))
-                row = await outbox.insert_outgoing(
-                    connection,
-                    workspace_id=principal.workspace_id,
-                    inbox_id=inbox.id,
-                    message=new,
-                    message_id=message_id,
-                    count_day=day,
+                return await _queue(
+                    state, connection, principal, inbox_id, new, data, client_address, now
                 )
-                if row is None:
-                    raise _KeyTaken  # rolls back this send's count
-                await _audit(connection, principal, "EMAIL_SENT", row, client_address)
-                return row
         except _KeyTaken:
-            assert new.idempotency_key is not None
             first = await outbox.by_idempotency_key(connection, inbox_id, new.idempotency_key)
             if first is None:  # pragma: no cover - the winner's row cannot vanish so soon
                 raise RuntimeError("idempotent send vanished") from None
             return first
+
+
+async def _queue(
+    state: AppState,
+    connection: Connection,
+    principal: Principal,
+    inbox_id: uuid.UUID,
+    new: NewOutgoing,
+    data: Mapping[str, Any],
+    client_address: str | None,
+    now: datetime,
+) -> OutgoingRow:
+    inbox = await inboxes.get_inbox(connection, principal.workspace_id, inbox_id)
+    _refuse_unless_sending(inbox)
+    if new.idempotency_key is not None:
+        first = await outbox.by_idempotency_key(connection, inbox.id, new.idempotency_key)
+        if first is not None:
+            return first
+    if data.get("reply_to_message_id") is not None:
+        await _thread(connection, principal, inbox, new, data["reply_to_message_id"])
+    message_id = make_message_id(message_id_domain(inbox))
+    _check_composes(state, inbox, new, message_id)
+    zone = inbox_zone(inbox)
+    day = (new.send_at or now).astimezone(zone).date()
+    limit = inbox.daily_send_limit
+    outgoing_id = uuid.uuid4()
+    per_minute = state.sending.per_inbox_per_minute
+    queued = await outbox.enqueue(
+        connection,
+        outgoing_id=outgoing_id,
+        workspace_id=principal.workspace_id,
+        inbox_id=inbox.id,
+        message=new,
+        message_id=message_id,
+        count_day=day,
+        per_minute=per_minute,
+        daily_limit=limit,
+        audit_row=outbox.Audit(
+            "EMAIL_SENT", principal.key_prefix, client_address, _sent_details(outgoing_id, new)
+        ),
+    )
+    if queued.rate_limited:
+        assert queued.oldest_recent is not None
+        wait = (queued.oldest_recent + outbox.RATE_WINDOW - utcnow()).total_seconds()
+        raise RateLimitedError(
+            max(1, math.ceil(wait)), f"at most {per_minute} sendEmail per inbox per minute"
+        )
+    if queued.limit_reached:
+        raise DailySendLimitError(limit, resets_at(day, zone))
+    if queued.row is None:
+        raise _KeyTaken  # the caller's transaction rolls back this send's count
+    return queued.row
+
+
+def _sent_details(outgoing_id: uuid.UUID, new: NewOutgoing) -> dict[str, Any]:
+    # Who and what, never the bodies: ids, counts and times (as cancelEmail's, below).
+    return {
+        "outgoingMessageId": str(outgoing_id),
+        "recipients": len(new.to) + len(new.cc) + len(new.bcc),
+        "attachments": len(new.attachments),
+        "sendAt": new.send_at.astimezone(UTC).isoformat() if new.send_at else None,
+        "replyToMessageId": str(new.reply_to_message_id) if new.reply_to_message_id else None,
+    }
 
 
 async def cancel_email(

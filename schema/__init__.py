@@ -74,16 +74,17 @@ class InboxdSchema(strawberry.Schema):
         (``schema.pipeline.planned``: same document cache, rules and masking)."""
         with plan_scope():
             if root_value is None and self.plan_shortcut:
-                data = await planned(
+                result = await planned(
                     self.documents,
                     query,
                     variable_values,
                     context_value,
                     operation_name,
                     allowed_operation_types or ALL_OPERATIONS,
+                    self.execution_context_class,
                 )
-                if data is not None:
-                    return ExecutionResult(data=data, errors=None)
+                if result is not None:
+                    return ExecutionResult(data=result.data, errors=result.errors)
             return await super().execute(
                 query,
                 variable_values,

@@ -12,8 +12,11 @@ Only the happy path is compiled. Anything that would make graphql-core do more t
 rejects) raises ``Fallback``, and the pipeline (``schema.pipeline``) lets graphql-core run the
 same request, whose answer (with its errors, masking and partial data) is then the answer.
 Plans are compiled from documents ``schema.documents`` parsed and validated, and cached there.
-Queries only: re-running a query is harmless, re-running a mutation is not. Documents with
-directives, abstract types or introspection (other than ``__typename``) are not compiled.
+Re-running a query is harmless, re-running a mutation is not: a mutation of one root field
+is compiled too, but its resolver runs once (``Plan.resolve_once``), and when the plan cannot
+complete its value, graphql-core completes that same value (``schema.pipeline``), never
+resolving it again. Documents with directives, abstract types (but a mutation's payload
+union) or introspection (other than ``__typename``) are not compiled.
 ``tests/schema/test_fastpath.py`` checks that both executors answer the same.
 
 This module runs plans; ``schema.fastpath_compile`` builds them.
@@ -241,6 +244,37 @@ class Plan:
     operation: OperationDefinitionNode
     fragments: dict[str, FragmentDefinitionNode]
     root: Completion
+    # A mutation's one root field: its resolver runs once (``resolve_once``) and whatever
+    # the plan cannot complete, graphql-core completes from the same value (schema.pipeline).
+    root_field: FieldPlan | None = None
+
+    async def resolve_once(self, context: Any, variables: VariableValues) -> Any:
+        """The mutation's root value, resolved by its resolver; its exception, raised."""
+        assert self.root_field is not None
+        value = _call_resolver(self.root_field, None, None, Run(self, context, variables))
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
+    async def complete_root(
+        self, value: Any, context: Any, variables: VariableValues
+    ) -> dict[str, Any]:
+        """The ``data`` for the mutation's resolved root ``value``, or ``Fallback``."""
+        field = self.root_field
+        assert field is not None and field.completion is not None
+        if value is None:
+            raise Fallback
+        run = Run(self, context, variables)
+        path = Path(None, field.key, field.parent.name) if field.completion.needs_path else None
+        try:
+            data = field.completion.complete(value, path, run)
+            if inspect.isawaitable(data):
+                data = await data
+        except Fallback:
+            raise
+        except Exception as exc:
+            raise Fallback from exc
+        return {field.key: data}
 
     async def execute(self, context: Any, variables: VariableValues) -> dict[str, Any]:
         """The ``data`` of the response, or ``Fallback``."""

@@ -21,6 +21,7 @@ from graphql import (
     GraphQLOutputType,
     GraphQLScalarType,
     GraphQLSchema,
+    GraphQLUnionType,
     InlineFragmentNode,
     OperationType,
     SelectionSetNode,
@@ -105,9 +106,17 @@ class _NotCompilable(Exception):
 
 
 class _Compiler:
-    def __init__(self, schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode]):
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        fragments: dict[str, FragmentDefinitionNode],
+        *,
+        unions: bool = False,
+    ):
         self.schema = schema
         self.fragments = fragments
+        # A mutation's payload is a union of its success and its errors (see compile_plan).
+        self.unions = unions
         # One memo per enum type, shared by its completers and the inline shortcut.
         self.enum_memos: dict[str, dict[Any, Any]] = {}
 
@@ -233,7 +242,34 @@ class _Compiler:
                 return None if value is None else obj_complete(value, path, run)
 
             return Completion(nullable_object, obj.maybe_async, obj.needs_path)
+        if self.unions and isinstance(output, GraphQLUnionType):
+            return self.union(output, nodes)
         raise _NotCompilable(f"abstract or unknown type {output}")
+
+    def union(self, output: GraphQLUnionType, nodes: list[FieldNode]) -> Completion:
+        """A member's plan chosen by the value's class, as Strawberry's resolve_type does
+        for its object types; a value of any other class is graphql-core's to judge."""
+        by_class: dict[type, Completion] = {}
+        for member in self.schema.get_possible_types(output):
+            definition = (member.extensions or {}).get("strawberry-definition")
+            origin = getattr(definition, "origin", None)
+            if not isinstance(origin, type) or getattr(definition, "is_graphql_generic", True):
+                raise _NotCompilable(f"union member {member.name}")
+            by_class[origin] = self.object(
+                member, [n.selection_set for n in nodes if n.selection_set]
+            )
+        maybe_async = any(c.maybe_async for c in by_class.values())
+        needs_path = any(c.needs_path for c in by_class.values())
+
+        def complete(value: Any, path: Path | None, run: Run) -> Any:
+            if value is None:
+                return None
+            completion = by_class.get(type(value))
+            if completion is None:
+                raise Fallback
+            return completion.complete(value, path, run)
+
+        return Completion(complete, maybe_async, needs_path)
 
     def list(self, output: GraphQLList[Any], nodes: list[FieldNode]) -> Completion:
         item = self.completion(output.of_type, nodes)
@@ -265,23 +301,41 @@ class _HasDirective(Visitor):
 def compile_plan(
     schema: GraphQLSchema, document: DocumentNode, operation_name: str | None
 ) -> Plan | None:
-    """A plan for a *validated* document's query operation, or None if it is not a candidate."""
+    """A plan for a *validated* document's query operation, or for a mutation of one root
+    field (``Plan.root_field``: resolved once, never again), or None if it is not a candidate."""
     operation = get_operation_ast(document, operation_name)
-    if operation is None or operation.operation is not OperationType.QUERY:
+    if operation is None:
+        return None
+    selections = operation.selection_set.selections
+    if operation.operation is OperationType.QUERY:
+        root = schema.query_type
+    elif (
+        operation.operation is OperationType.MUTATION
+        and len(selections) == 1
+        and isinstance(selections[0], FieldNode)
+    ):
+        root = schema.mutation_type
+    else:
         return None
     finder = _HasDirective()
     visit(document, finder)
-    if finder.found:
-        return None
-    root = schema.query_type
-    if root is None:
+    if finder.found or root is None:
         return None
     fragments = {
         d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
     }
-    compiler = _Compiler(schema, fragments)
+    mutation = operation.operation is OperationType.MUTATION
+    compiler = _Compiler(schema, fragments, unions=mutation)
     try:
         completion = compiler.object(root, [operation.selection_set])
+        root_field = None
+        if mutation:
+            node = selections[0]
+            assert isinstance(node, FieldNode)
+            key = node.alias.value if node.alias else node.name.value
+            root_field = compiler.field(root, key, [node])
+            if root_field.kind != RESOLVER:
+                return None
     except _NotCompilable:
         return None
-    return Plan(schema, document, operation, fragments, completion)
+    return Plan(schema, document, operation, fragments, completion, root_field)

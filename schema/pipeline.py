@@ -9,7 +9,8 @@ through which inboxd takes part in them:
   query's compiled plan (``schema.fastpath``) when it has one; anything the plan cannot answer
   exactly falls through to graphql-core, in the same request.
 
-A cached, valid query with a plan skips Strawberry's operation machinery altogether
+A cached, valid query with a plan skips Strawberry's operation machinery altogether, and so
+does a compiled mutation (its resolver run once, see ``planned``)
 (``InboxdSchema.execute`` calls ``planned`` first): building the execution context, the
 extension runner and four hook contexts cost more per request than running the plan (bench B1,
 "plans through Strawberry's execute"). ``planned`` is the same cache, rules, coercion and plan
@@ -24,13 +25,16 @@ for each operation (~10 us a hook).
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from graphql import ExecutionResult as GraphQLExecutionResult
-from graphql import FieldNode, GraphQLError, OperationType
+from graphql import FieldNode, GraphQLError, GraphQLResolveInfo, OperationType
+from graphql import execute as graphql_execute
+from graphql.execution.middleware import MiddlewareManager
 from graphql.execution.values import VariableValues, get_variable_values
 from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
@@ -184,7 +188,7 @@ class Pipeline(SchemaExtension):
             if operation.operation is OperationType.SUBSCRIPTION:
                 raise coerced[0]  # a subscription's stream reports one error, then ends
             context.result = GraphQLExecutionResult(data=None, errors=coerced)
-        elif plan is not None and not _PLAN_DECLINED.get():
+        elif plan is not None and plan.root_field is None and not _PLAN_DECLINED.get():
             # On Fallback, graphql-core answers: with its errors and partial data.
             with contextlib.suppress(Fallback):
                 context.result = GraphQLExecutionResult(
@@ -221,26 +225,82 @@ async def planned(
     context_value: Any,
     operation_name: str | None,
     allowed: Iterable[AllowedOperation],
-) -> dict[str, Any] | None:
-    """The data of a cached, valid, compiled query answered by its plan; None when the plan
-    cannot answer it exactly (a new or invalid document, bad variables, a resolver error, a
-    null in a non-null field), and Strawberry must."""
+    executor_class: Any = None,
+) -> GraphQLExecutionResult | None:
+    """The result of a cached, valid, compiled operation answered by its plan; None when
+    Strawberry must answer (a new or invalid document, bad variables; for a query, anything
+    its plan cannot answer exactly). A mutation's resolver runs here once, whatever happens:
+    what its plan cannot complete, graphql-core completes from the same value (``_handover``)."""
     document = documents.get(query) if isinstance(query, str) else None
-    if document is None or not document.valid or AllowedOperation.QUERY not in allowed:
-        return None
-    if not isinstance(operation_name, str | None):
-        return None  # Strawberry's view tells the client what is wrong with it
+    if document is None or not document.valid or not isinstance(operation_name, str | None):
+        return None  # Strawberry's view tells the client what is wrong with the name
     operation, plan = documents.operation(document, operation_name)
     if operation is None or plan is None:
+        return None
+    kind = AllowedOperation.MUTATION if plan.root_field else AllowedOperation.QUERY
+    if kind not in allowed:
         return None
     coerced = coerce_variables(documents, operation, variables)
     if isinstance(coerced, list):
         return None
+    if plan.root_field is not None:
+        try:
+            value = await plan.resolve_once(context_value, coerced)
+        except Exception as exc:  # graphql-core reports it as it reports any resolver's
+            return await _handover(
+                plan, variables, context_value, _Resolved(None, exc), executor_class
+            )
+        try:
+            data = await plan.complete_root(value, context_value, coerced)
+        except Fallback:
+            return await _handover(
+                plan, variables, context_value, _Resolved(value, None), executor_class
+            )
+        return GraphQLExecutionResult(data=data, errors=None)
     try:
-        return await plan.execute(context_value, coerced)
+        return GraphQLExecutionResult(data=await plan.execute(context_value, coerced), errors=None)
     except Fallback:
         _PLAN_DECLINED.set(True)
         return None
+
+
+class _Resolved:
+    """graphql-core middleware: the mutation's root field answered with what its one run of
+    the resolver gave (its value, or its exception), every other field resolved as usual."""
+
+    def __init__(self, value: Any, error: Exception | None) -> None:
+        self.value = value
+        self.error = error
+
+    def resolve(self, next_: Any, root: Any, info: GraphQLResolveInfo[Any], **args: Any) -> Any:
+        if info.path.prev is not None:
+            return next_(root, info, **args)
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+async def _handover(
+    plan: Plan,
+    variables: dict[str, Any] | None,
+    context_value: Any,
+    resolved: _Resolved,
+    executor_class: Any,
+) -> GraphQLExecutionResult:
+    """graphql-core's answer for the mutation, its root field taken from ``resolved``."""
+    result = graphql_execute(
+        plan.schema,
+        plan.document,
+        context_value=context_value,
+        variable_values=variables,
+        operation_name=plan.operation.name.value if plan.operation.name else None,
+        middleware=MiddlewareManager(resolved),
+        **({"executor_class": executor_class} if executor_class is not None else {}),
+    )
+    if inspect.isawaitable(result):
+        result = await result
+    assert isinstance(result, GraphQLExecutionResult)
+    return result
 
 
 @contextlib.contextmanager

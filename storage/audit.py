@@ -25,6 +25,19 @@ LIST_SQL = (
 )
 
 
+def record_rows_sql(rows: str, *, first: int) -> str:
+    """An INSERT of the audit row of the one row of ``rows`` (a CTE with ``workspace_id`` and
+    ``inbox_id``; none if it is empty), for a statement that makes the change it records.
+    Its parameters, from ``$first`` on: the audit row's id, action, api_key_prefix,
+    client_address, details and at."""
+    p = [f"${n}" for n in range(first, first + 6)]
+    return (
+        "INSERT INTO audit_event (id, workspace_id, inbox_id, action, api_key_prefix, "  # noqa: S608
+        f"client_address, details, at) SELECT {p[0]}, r.workspace_id, r.inbox_id, {p[1]}, "
+        f"{p[2]}, {p[3]}, {p[4]}::jsonb, {p[5]} FROM {rows} AS r RETURNING 1"
+    )
+
+
 async def record(
     connection: Connection,
     *,

@@ -1,9 +1,10 @@
 """The outbox: messages queued for sending, read, listed and cancelled.
 
 A ``outgoing_message`` row is both what the user sees (state, the server's reply) and the job
-a worker runs (``storage.outbox_runs``). Queueing is one transaction of the caller's: the
-idempotency key looked up, the inbox's daily count raised (``count_send``), then the row and
-its attachments inserted with OUTGOING_CHANGED and the workers woken (``insert_outgoing``).
+a worker runs (``storage.outbox_runs``). Queueing is one statement (``enqueue``): the
+per-minute rate, the inbox's daily count, the row and its attachments, OUTGOING_CHANGED, the
+workers woken and the audit row; with an idempotency key, the key is looked up first
+(``by_idempotency_key``) in the caller's transaction.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from storage import audit
 from storage.db import Connection
 from storage.events import EventKind, announce_sql
 from storage.jobs import wake_workers_sql
-from storage.models import OutgoingMessage
+from storage.models import OutgoingMessage, utcnow
 from storage.rows import Row, columns
 
 OUTGOING_COLUMNS = columns(OutgoingMessage)
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+RATE_WINDOW = timedelta(minutes=1)  # sendEmail's per-inbox rate is counted per minute
 
 
 class OutgoingRow(Row):
@@ -116,48 +119,35 @@ async def by_idempotency_key(
     return row
 
 
-RECENT_SQL = """
-    SELECT created_at FROM outgoing_message
-     WHERE inbox_id = $1 AND created_at > now() - make_interval(secs => $2)
-     ORDER BY created_at DESC LIMIT $3
-"""
-
-
-async def recent_sends(
-    connection: Connection, inbox_id: uuid.UUID, window: timedelta, limit: int
-) -> list[datetime]:
-    """Creation times of the inbox's newest ``limit`` messages within ``window``, newest first."""
-    rows = await connection.fetch(RECENT_SQL, inbox_id, window.total_seconds(), limit)
-    return [row["created_at"] for row in rows]
-
-
-# Raised only while under the limit; the row lock of ON CONFLICT DO UPDATE makes concurrent
-# sends of the inbox (any process) take the count one after the other.
-COUNT_SQL = """
-    INSERT INTO send_count AS c (inbox_id, day, count) VALUES ($1, $2, 1)
-    ON CONFLICT (inbox_id, day) DO UPDATE SET count = c.count + 1 WHERE c.count < $3
-    RETURNING count
-"""
-
-
-async def count_send(connection: Connection, inbox_id: uuid.UUID, day: date, limit: int) -> bool:
-    """Count one more message of the inbox on ``day`` (a day of its time zone) if fewer than
-    ``limit`` are; False: the limit is reached. In the caller's transaction, before the
-    insert."""
-    count = await connection.fetchval(COUNT_SQL, inbox_id, day, limit)
-    return count is not None
-
-
-INSERT_SQL = f"""
-    WITH queued AS (
+# One statement queues a message (atomic without a transaction of the caller's): the inbox's
+# sends of the last minute counted against its per-minute rate; if under it, the day's count
+# raised under the daily limit (the row lock of ON CONFLICT DO UPDATE makes concurrent sends of
+# the inbox, in any process, take the count one after the other); if counted, the row and its
+# attachments, OUTGOING_CHANGED, the workers woken and the audit row. Without an idempotency
+# key the insert cannot conflict; with one, a concurrent send that took the key first leaves
+# the row out and the count in: the caller's transaction rolls back (``Enqueued.key_taken``).
+ENQUEUE_SQL = f"""
+    WITH recent AS (
+        SELECT created_at FROM outgoing_message
+         WHERE inbox_id = $3 AND created_at > now() - make_interval(secs => $20)
+         ORDER BY created_at DESC LIMIT greatest($21::int, 0)
+    ), rate AS (
+        SELECT count(*) AS sends, min(created_at) AS oldest FROM recent
+    ), counted AS (
+        INSERT INTO send_count AS c (inbox_id, day, count)
+        SELECT $3, $18, 1 FROM rate WHERE $21 <= 0 OR rate.sends < $21
+        ON CONFLICT (inbox_id, day) DO UPDATE SET count = c.count + 1 WHERE c.count < $22
+        RETURNING count
+    ), queued AS (
         INSERT INTO outgoing_message (
             id, workspace_id, inbox_id, state, to_addresses, cc_addresses, bcc_addresses,
             subject, text_body, html_body, headers, attachments, reply_to_message_id,
             in_reply_to, reference_ids, message_id, idempotency_key, send_at, count_day,
             attempts, next_attempt_at, refused, created_at, updated_at, version)
-        VALUES ($1, $2, $3, 'QUEUED', $4::jsonb, $5::jsonb, $6::jsonb, $7, $8, $9, $10::jsonb,
-                $11::jsonb, $12, $13, $14, $15, $16, $17, $18, 0,
-                greatest(now(), coalesce($17, now())), '{{}}'::jsonb, now(), now(), 1)
+        SELECT $1, $2, $3, 'QUEUED', $4::jsonb, $5::jsonb, $6::jsonb, $7, $8, $9, $10::jsonb,
+               $11::jsonb, $12, $13, $14, $15, $16, $17, $18, 0,
+               greatest(now(), coalesce($17, now())), '{{}}'::jsonb, now(), now(), 1
+          FROM counted
         ON CONFLICT (inbox_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING {OUTGOING_COLUMNS}
     ), stored AS (
@@ -165,29 +155,69 @@ INSERT_SQL = f"""
         SELECT q.id, a.ord - 1, a.content
           FROM queued q, unnest($19::bytea[]) WITH ORDINALITY AS a(content, ord)
         RETURNING 1
+    ), audited AS (
+        {audit.record_rows_sql("queued", first=23)}
     ), notified AS (
         {announce_sql(EventKind.OUTGOING_CHANGED, "queued")}
         UNION ALL {wake_workers_sql("queued")}
     )
-    SELECT queued.* FROM queued, (SELECT count(*) FROM notified) AS sent,
-           (SELECT count(*) FROM stored) AS attached
+    SELECT rate.sends AS recent_sends, rate.oldest AS oldest_recent,
+           (SELECT count(*) FROM counted) > 0 AS counted, queued.*
+      FROM rate LEFT JOIN queued ON true,
+           (SELECT count(*) FROM notified) AS sent, (SELECT count(*) FROM stored) AS attached,
+           (SELECT count(*) FROM audited) AS recorded
 """  # noqa: S608
 
 
-async def insert_outgoing(
+class EnqueueRow(OutgoingRow):
+    """What ENQUEUE_SQL returns: the rate and count it found, and the row if it queued one
+    (every column of it None if not)."""
+
+    recent_sends: int
+    oldest_recent: datetime | None
+    counted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """Who queued the message, for its audit row (never the bodies: ids, counts, times)."""
+
+    action: str
+    api_key_prefix: str | None
+    client_address: str | None
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """The outcome of ``enqueue``: ``row`` when queued; else refused by the per-minute rate
+    (``rate_limited``, the oldest of the minute's sends in ``oldest_recent``), by the daily
+    limit (``limit_reached``), or the idempotency key was taken concurrently (``key_taken``)."""
+
+    row: OutgoingRow | None
+    rate_limited: bool
+    limit_reached: bool
+    key_taken: bool
+    oldest_recent: datetime | None
+
+
+async def enqueue(
     connection: Connection,
     *,
+    outgoing_id: uuid.UUID,
     workspace_id: uuid.UUID,
     inbox_id: uuid.UUID,
     message: NewOutgoing,
     message_id: str,
     count_day: date,
-) -> OutgoingRow | None:
-    """Queue the message; None when a concurrent send took its idempotency key first (the
-    caller rolls back its count and returns that one)."""
-    row: OutgoingRow | None = await connection.fetchrow(
-        INSERT_SQL,
-        uuid.uuid4(),
+    per_minute: int,
+    daily_limit: int,
+    audit_row: Audit,
+) -> Enqueued:
+    """Queue the message in one statement (see ENQUEUE_SQL); ``per_minute`` <= 0: no rate."""
+    found: EnqueueRow | None = await connection.fetchrow(
+        ENQUEUE_SQL,
+        outgoing_id,
         workspace_id,
         inbox_id,
         message.to,
@@ -209,9 +239,27 @@ async def insert_outgoing(
         message.send_at,
         count_day,
         [a.content for a in message.attachments],
-        record_class=OutgoingRow,
+        RATE_WINDOW.total_seconds(),
+        per_minute,
+        daily_limit,
+        uuid.uuid4(),
+        audit_row.action,
+        audit_row.api_key_prefix,
+        audit_row.client_address,
+        audit_row.details,
+        utcnow(),
+        record_class=EnqueueRow,
     )
-    return row
+    assert found is not None  # the statement selects from ``rate``: always one row
+    queued = found["id"] is not None
+    rate_limited = 0 < per_minute <= found.recent_sends
+    return Enqueued(
+        row=found if queued else None,
+        rate_limited=rate_limited,
+        limit_reached=not rate_limited and not found.counted,
+        key_taken=found.counted and not queued,
+        oldest_recent=found.oldest_recent,
+    )
 
 
 READ_SQL = f"SELECT {OUTGOING_COLUMNS} FROM outgoing_message WHERE id = $1 AND workspace_id = $2"  # noqa: S608

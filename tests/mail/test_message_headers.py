@@ -10,7 +10,13 @@ from email.message import EmailMessage
 
 import pytest
 
-from mail.message import check_headers, has_control_characters, safe_display_name
+from mail.message import (
+    check_headers,
+    has_control_characters,
+    is_control,
+    readings,
+    safe_display_name,
+)
 from mail.probes import ProbeSettings, Security
 from mail.roundtrip import SUBJECT, run_round_trip
 from tests.mail.conftest import USER, USERS, EndpointFactory
@@ -165,3 +171,12 @@ def test_a_message_whose_headers_differ_from_what_was_written_is_refused() -> No
     check_headers(
         b"From: alice@example.test\r\nTo: bob@example.test\r\n\r\nbody\r\n", ["From", "To"]
     )
+
+
+def test_the_plain_ascii_shortcut_judges_every_character_as_the_full_rule_does():
+    # has_control_characters answers printable ASCII without decoding: the same answer.
+    texts = [f"ab{chr(code)}cd" for code in range(0x100)]
+    texts += ["plain", "=?utf-8?q?a=0Ab?=", "=?utf-8?q?ok?=", "=?", "a\u2028b", "\x85"]
+    for text in texts:
+        full = any(is_control(ch) for reading in readings(text) for ch in reading)
+        assert has_control_characters(text) is full, repr(text)

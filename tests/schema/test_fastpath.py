@@ -30,7 +30,7 @@ from resolvers.auth import authenticate
 from schema import InboxdSchema, Limits, build_schema
 from schema.context import Context
 from schema.fastpath import Fallback, Plan
-from schema.pipeline import response
+from schema.pipeline import _handover, _Resolved, response
 from tests.conftest import Stack, Tenant
 from tests.schema.fragments import CREATE, GET, INBOX_FIELDS, LIST, minimal_input
 
@@ -220,11 +220,18 @@ def test_what_is_not_compiled(stack: Stack) -> None:
     plans = Plans()
     assert plans.get(GET, None) is not None
     assert plans.get(LIST, None) is not None
-    # Directives, introspection, mutations, invalid documents: Strawberry answers.
+    # Directives, introspection, mutations of several fields, invalid documents: Strawberry
+    # answers. A mutation of one field compiles as one: its resolver is run once, by itself.
     skip = "query($id: ID!, $s: Boolean!) { emailInbox(id: $id) { id name @skip(if: $s) } }"
     assert plans.get(skip, None) is None
     assert plans.get("{ __schema { queryType { name } } }", None) is None
-    assert plans.get(CREATE, None) is None
+    created = plans.get(CREATE, None)
+    assert created is not None and created.root_field is not None
+    assert plans.get(GET, None).root_field is None
+    one = 'cancelEmail(id: "x") { __typename }'
+    two = f"mutation {{ a: {one} b: {one} }}"
+    assert plan_of(stack, f"mutation {{ a: {one} }}", None) is not None
+    assert plans.get(two, None) is None
     assert plans.get("{ emailInbox { nope } }", None) is None
     assert plans.get("{ emailInbox(id: ", None) is None
     # Two operations: the name chooses; an unknown name compiles nothing.
@@ -330,3 +337,31 @@ async def test_mutations_run_directly_and_answer_as_strawberry(
     ]
     assert answers[5]["data"] is None and "email" in answers[5]["errors"][0]["message"]
     assert answers[6]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_a_mutation_is_resolved_once_and_graphql_core_completes_that_value(
+    stack: Stack, make_tenant: Any
+) -> None:
+    """What a mutation's plan cannot complete (or its resolver's exception) goes to
+    graphql-core with the value already resolved: the same answer, and the mutation is not
+    run a second time."""
+    tenant = await make_tenant(max_inboxes=5)
+    plan = plan_of(stack, CREATE)
+    assert plan is not None and plan.root_field is not None
+    variables = {"input": minimal_input("once@example.com")}
+    coerced = get_variable_values(plan.schema, plan.operation.variable_definitions or (), variables)
+    assert not isinstance(coerced, list)
+    value = await plan.resolve_once(await context_for(stack, tenant.key), coerced)
+    by_plan = await plan.complete_root(value, await context_for(stack, tenant.key), coerced)
+    context = await context_for(stack, tenant.key)
+    by_core = await _handover(plan, variables, context, _Resolved(value, None), None)
+    assert by_core.errors is None and by_core.data == by_plan
+    assert by_plan["createEmailInbox"]["__typename"] == "CreateEmailInboxSuccess"
+    usage = await tenant.client("{ viewer { inboxUsage } }", {})
+    assert usage.data["viewer"]["inboxUsage"] == 1  # created once, not twice
+    # The resolver's exception: graphql-core reports it at the field, as it would have.
+    refused = await _handover(plan, variables, context, _Resolved(None, RuntimeError("boom")), None)
+    assert refused.data is None and refused.errors is not None
+    assert refused.errors[0].path == ["createEmailInbox"]
+    assert isinstance(refused.errors[0].original_error, RuntimeError)
+    assert (await tenant.client("{ viewer { inboxUsage } }", {})).data["viewer"]["inboxUsage"] == 1

@@ -10,6 +10,10 @@ import dataclasses
 import uuid
 from datetime import UTC, datetime, time, timedelta
 
+from mail.compose import compose
+from resolvers.outgoing_mail import outgoing_from_row
+from storage import inboxes
+from storage.outbox import OUTGOING_COLUMNS, OutgoingRow
 from tests.schema.test_inbox_updates import create, mark_verified, update
 from tests.sending.fragments import AUDIT, CANCEL, GET, LIST, SEND
 
@@ -275,3 +279,32 @@ async def test_send_and_cancel_are_audited_without_the_message(tenant, db):
     text = str(entries)
     assert secret_body not in text and "subject-canary" not in text
     assert "rita@example.com" not in text
+
+
+async def test_the_size_cap_is_exact_at_the_boundary(tenant, db, stack):
+    # sendEmail composes only a message that may be near the cap; there it decides exactly.
+    inbox_id = await active_inbox(tenant, db)
+    body = message(text="Lorem ipsum dolor sit amet. " * 2000)
+    first = await send(tenant, inbox_id, **body)
+    assert first["__typename"] == "SendEmailSuccess", first
+    async with db.connection() as connection:
+        row = await connection.fetchrow(
+            f"SELECT {OUTGOING_COLUMNS} FROM outgoing_message WHERE id = $1",
+            uuid.UUID(first["outgoingMessage"]["id"]),
+            record_class=OutgoingRow,
+        )
+        inbox = await inboxes.get_inbox(connection, row.workspace_id, row.inbox_id)
+    # The same input composes to the same length: a Message-ID and a Date of fixed length.
+    size = len(compose(outgoing_from_row(inbox, row, [], row.created_at), max_bytes=10**9))
+    kept = stack.state.sending
+    try:
+        stack.state.sending = dataclasses.replace(kept, max_message_bytes=size)
+        at_cap = await send(tenant, inbox_id, **body)
+        stack.state.sending = dataclasses.replace(kept, max_message_bytes=size - 1)
+        over = await send(tenant, inbox_id, **body)
+    finally:
+        stack.state.sending = kept
+    assert at_cap["__typename"] == "SendEmailSuccess", at_cap
+    assert over["__typename"] == "ValidationError", over
+    assert [f["field"] for f in over["fields"]] == ["text"]
+    assert f"would be {size} bytes, over the limit of {size - 1}" in over["fields"][0]["message"]

@@ -186,6 +186,27 @@ async def test_read_one_inbox(tenant, state):
     assert counts.round_trips == 3, counts.control
 
 
+async def test_send_email(tenant, state, db):
+    from tests.sending.fragments import SEND
+    from tests.sending.test_send_email import active_inbox, message
+
+    inbox_id = await active_inbox(tenant, db)
+
+    async def send() -> None:
+        response = await tenant.client(SEND, {"inboxId": inbox_id, "input": message()})
+        assert response.data["sendEmail"]["__typename"] == "SendEmailSuccess", response.data
+
+    counts = await measured(state.db, send)
+    _report("sendEmail", counts)
+    # 1 SELECT api_key, 2 UPDATE api_key.last_used_at, 3 SELECT email_inbox by id + workspace,
+    # 4 WITH recent (the minute's sends), counted (INSERT send_count ON CONFLICT DO UPDATE
+    #   under the daily limit), queued (INSERT outgoing_message), stored (attachments),
+    #   audited (INSERT audit_event), notified (OUTGOING_CHANGED, the workers woken):
+    #   storage.outbox.enqueue, one statement in autocommit (no idempotency key).
+    assert len(counts.statements) == 4, counts.listing()
+    assert counts.round_trips == 4, counts.control
+
+
 @pytest.fixture
 async def fifty(make_tenant: TenantFactory) -> Tenant:
     tenant = await make_tenant(max_inboxes=60)
