@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import pytest
 
-from storage import inbox_passwords, inboxes, jobs
+from storage import inbox_changes, inbox_passwords, inboxes, jobs
 from storage.errors import VersionConflictError
 from storage.secrets import KeyRing
 from tests.schema.fragments import CREATE, DELETE, UPDATE, minimal_input
@@ -238,3 +238,29 @@ def _specs(ring: KeyRing) -> list[tuple[str, str]]:
     from tests.storage.test_secrets import _specs as specs
 
     return specs(ring)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"status": "'ACTIVE'"},
+        {"oauth_access_token": "$2", "smtp_password": "$3"},
+    ],
+    ids=["nothing", "a_setting", "a_token_and_a_password"],
+)
+def test_a_token_refresh_writes_only_token_columns(values):
+    # A refreshed token is not a change of the inbox (no version, no event): anything but the
+    # token columns, or nothing at all, is refused before a statement exists.
+    with pytest.raises(ValueError, match="writes only"):
+        inbox_changes.tokens("inbox", values, where="i.id = $1", returning="i.id")
+    statement = inbox_changes.tokens(
+        "inbox",
+        {"oauth_refresh_token": "$3", "oauth_access_token": "$2"},
+        where="i.id = $1",
+        returning="i.id",
+    )
+    assert statement == (
+        "inbox AS (UPDATE email_inbox AS i SET oauth_access_token = $2, "
+        "oauth_refresh_token = $3 WHERE i.id = $1 RETURNING i.id)"
+    )
