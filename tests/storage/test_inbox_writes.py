@@ -264,3 +264,22 @@ def test_a_token_refresh_writes_only_token_columns(values):
         "inbox AS (UPDATE email_inbox AS i SET oauth_access_token = $2, "
         "oauth_refresh_token = $3 WHERE i.id = $1 RETURNING i.id)"
     )
+
+
+async def test_a_password_resent_unchanged_is_no_change(stack):  # noqa: F811
+    """The stored password is compared (in constant time) before it is encrypted again: the
+    same one sent back, as a form that always sends its fields does, changes nothing (no new
+    version, no verification queued, the ACTIVE inbox stays ACTIVE)."""
+    tenant = await stack.tenant()
+    inbox_id = await new_inbox(tenant)
+    await finish_open_test(stack, inbox_id)
+    before = await stored_inbox(stack.db, inbox_id)
+    tests_before = await stored_tests(stack.db, [inbox_id])
+    resent = await tenant.client(
+        UPDATE, {"id": str(inbox_id), "input": {"smtp": {"password": "app-password-1"}}}
+    )
+    assert resent.data["updateEmailInbox"]["__typename"] == "UpdateEmailInboxSuccess"
+    after = await stored_inbox(stack.db, inbox_id)
+    assert after.version == before.version and after.status == before.status == "ACTIVE"
+    assert after.smtp_password == before.smtp_password  # not even encrypted again
+    assert len(await stored_tests(stack.db, [inbox_id])) == len(tests_before)
