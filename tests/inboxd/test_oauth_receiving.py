@@ -21,7 +21,6 @@ from tests.support.waiting import wait_until
 
 USER = "olga@example.test"
 REVOKED = "petra@example.test"  # the account whose consent is withdrawn, then given again
-LONG = "rosa@example.test"  # a session that outlives its access token
 RECEIVING = """
 query($id: ID!) {
   emailInbox(id: $id) {
@@ -49,14 +48,13 @@ def provider() -> Iterator[OAuthProvider]:
     with OAuthProvider() as running:
         running.add_user(USER)
         running.add_user(REVOKED)
-        running.add_user(LONG)
         yield running
 
 
 @pytest.fixture(scope="module")
 def dovecot(certs: MailCerts, provider: OAuthProvider) -> Iterator[Dovecot]:
     require_dovecot()
-    users = {USER: "unused-password-1", REVOKED: "unused-password-2", LONG: "unused-3"}
+    users = {USER: "unused-password-1", REVOKED: "unused-password-2"}
     with Dovecot(users, certs, oauth2_introspection_url=provider.introspection_url) as server:
         yield server
 
@@ -183,29 +181,3 @@ async def test_a_revoked_account_connected_again_loses_nothing(
         "before-revoke",
         "while-away",
     ]
-
-
-async def test_the_idle_checker_logs_in_with_a_token_fresh_then(
-    world: OAuthWorld, dovecot: Dovecot, provider: OAuthProvider
-) -> None:
-    """A watch session outlives its access token (Dovecot checks a token only at login). The
-    IDLE checker's second connection, opened when mail comes, logs in with a token valid
-    then (refreshed once, as the server refused the old one), not the session's first: no
-    refused login is counted and the session is not restarted."""
-    tenant = await world.tenant_with_app()
-    servers = {
-        "smtp": {"host": "127.0.0.1", "port": dovecot.submission_port, "security": "STARTTLS"},
-        "imap": {"host": "127.0.0.1", "port": dovecot.imaps_port, "security": "TLS"},
-    }
-    inbox_id = await world.connect(tenant, email=LONG, **servers)
-    await watched(tenant, inbox_id, dovecot)  # its first IDLE's check closed the checker
-    token = await world.logins.access_token(await world.row(tenant, inbox_id))
-    provider.expire_access_token(token.reveal())  # the session's token, ended early
-    before = provider.token_requests["refresh_token"]
-    dovecot.deliver(LONG, mail("second-long", LONG))
-    await stored(tenant, inbox_id, "second-long")
-    dovecot.deliver(LONG, mail("third-long", LONG))
-    await stored(tenant, inbox_id, "third-long")
-    inbox = await watched(tenant, inbox_id, dovecot)
-    assert inbox["errorCount"] == 0 and inbox["receiving"]["lastError"] is None, inbox
-    assert provider.token_requests["refresh_token"] == before + 1
