@@ -30,7 +30,7 @@ from inboxd.folder_reads import renumbered, store_fetched
 from inboxd.message_actions import MessageActions
 from mail.idle_check import IdleChecker
 from mail.imap_session import Fetched, ImapSession, ImapSessionError, Mailbox, SessionSettings
-from resolvers.logins import Logins, ReauthRequired, TokenUnavailable, open_imap
+from resolvers.logins import Logins, ReauthRequired, TokenUnavailable, is_oauth, open_imap
 from resolvers.state import AppState
 from storage import folder_sync, messages, watch_leases
 from storage.db import UNAVAILABLE_ERRORS
@@ -253,9 +253,14 @@ class Receiver:
             return
 
         async def open_checker() -> ImapSession:
-            # Logged in anew each time: an OAuth inbox's token may have been refreshed since
-            # the session opened (open_imap refreshes it once more if the server refuses it).
-            return await open_imap(logins, row, self.config.session)
+            # Logged in anew each time with the token stored now: an OAuth inbox's token may
+            # have been refreshed since the session opened (open_imap refreshes it once more
+            # if the server refuses it). A password change restarts the watch instead.
+            current = row
+            if is_oauth(row):
+                async with self.state.db.connection(background=True) as connection:
+                    current = await watch_leases.read_watched_inbox(connection, inbox_id) or row
+            return await open_imap(logins, current, self.config.session)
 
         checker = IdleChecker(open_checker, self.config.checker_linger, self._opening)
         actions = MessageActions(

@@ -21,6 +21,7 @@ from tests.support.waiting import wait_until
 
 USER = "olga@example.test"
 REVOKED = "petra@example.test"  # the account whose consent is withdrawn, then given again
+LONG = "rosa@example.test"  # a session that outlives its access token
 RECEIVING = """
 query($id: ID!) {
   emailInbox(id: $id) {
@@ -48,13 +49,14 @@ def provider() -> Iterator[OAuthProvider]:
     with OAuthProvider() as running:
         running.add_user(USER)
         running.add_user(REVOKED)
+        running.add_user(LONG)
         yield running
 
 
 @pytest.fixture(scope="module")
 def dovecot(certs: MailCerts, provider: OAuthProvider) -> Iterator[Dovecot]:
     require_dovecot()
-    users = {USER: "unused-password-1", REVOKED: "unused-password-2"}
+    users = {USER: "unused-password-1", REVOKED: "unused-password-2", LONG: "unused-3"}
     with Dovecot(users, certs, oauth2_introspection_url=provider.introspection_url) as server:
         yield server
 
@@ -181,3 +183,80 @@ async def test_a_revoked_account_connected_again_loses_nothing(
         "before-revoke",
         "while-away",
     ]
+
+
+@pytest.fixture(scope="module")
+async def unlingering(
+    dovecot: Dovecot,
+    provider: OAuthProvider,
+    pg_server: tuple[str, Path | None],
+    certs: MailCerts,
+    keyring: KeyRing,
+) -> AsyncIterator[OAuthWorld]:
+    """As ``world``, but the IDLE checker's connection closes after every check: each IDLE
+    entered opens (and logs in) a new one."""
+    async with verifier_on(
+        pg_server[0],
+        certs,
+        keyring,
+        receiving_enabled=True,
+        receiving_idle_check_linger_seconds=0.0,
+        imap_timeout=20.0,
+        smtp_timeout=20.0,
+        oauth_google_authorize_url=provider.authorize_url,
+        oauth_google_token_url=provider.token_url,
+        oauth_google_userinfo_url=provider.userinfo_url,
+    ) as verifier:
+        client = provider.register_client([f"{verifier.stack.base_url}/oauth/callback"])
+        yield OAuthWorld(verifier, provider, client)
+
+
+async def test_the_idle_checker_logs_in_with_a_token_fresh_then(
+    unlingering: OAuthWorld, dovecot: Dovecot, provider: OAuthProvider
+) -> None:
+    """A watch session outlives its access token (Dovecot checks a token only at login). The
+    IDLE checker's connections, opened each time IDLE is entered, log in with the token stored
+    then: the session's old one once (refused: refreshed once, no error counted, the session
+    not restarted), and after the refresh never again."""
+    world = unlingering
+    tenant = await world.tenant_with_app()
+    servers = {
+        "smtp": {"host": "127.0.0.1", "port": dovecot.submission_port, "security": "STARTTLS"},
+        "imap": {"host": "127.0.0.1", "port": dovecot.imaps_port, "security": "TLS"},
+    }
+    inbox_id = await world.connect(tenant, email=LONG, **servers)
+    await watched(tenant, inbox_id, dovecot)
+    old = (await world.logins.access_token(await world.row(tenant, inbox_id))).reveal()
+    provider.expire_access_token(old)  # the session's token, ended early
+    before = provider.token_requests["refresh_token"]
+    dovecot.deliver(LONG, mail("second-long", LONG))
+    await stored(tenant, inbox_id, "second-long")
+
+    # The checker logs in when IDLE is entered again and no EXISTS came with it, which may be
+    # after the message is stored: wait for that login's refresh rather than assume it.
+    async def refreshed() -> bool:
+        return provider.token_requests["refresh_token"] > before
+
+    await wait_until(refreshed, "the checker's refused login refreshed the token", timeout=60)
+    new = (await world.logins.access_token(await world.row(tenant, inbox_id))).reveal()
+    assert new != old
+
+    async def retried() -> bool:  # the refused login's retry, with the new token
+        return provider.introspected[new] > 0
+
+    await wait_until(retried, "the checker logged in with the new token", timeout=60)
+    old_asked, new_asked = provider.introspected[old], provider.introspected[new]
+
+    dovecot.deliver(LONG, mail("third-long", LONG))
+    await stored(tenant, inbox_id, "third-long")
+
+    async def checked_again() -> bool:  # a checker's login after the refresh
+        return provider.introspected[new] > new_asked
+
+    await wait_until(checked_again, "a checker logged in after the refresh", timeout=60)
+    inbox = await watched(tenant, inbox_id, dovecot)
+    # A checker logging in with the session's own token would be refused again and again; a
+    # session restarted would count an error.
+    assert provider.introspected[old] == old_asked, "the refreshed-away token was used again"
+    assert inbox["errorCount"] == 0 and inbox["receiving"]["lastError"] is None, inbox
+    assert provider.token_requests["refresh_token"] == before + 1

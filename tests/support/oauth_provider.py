@@ -174,6 +174,7 @@ class OAuthProvider(BackgroundServer):
         self.refresh_tokens: dict[str, RefreshToken] = {}
         self.token_requests: Counter[str] = Counter()  # grant_type -> requests, failed too
         self.introspections = 0  # /introspect and /tokeninfo requests
+        self.introspected: Counter[str] = Counter()  # the same, by the token asked about
         self.tenants: list[str] = []  # the tenant of each Microsoft-shaped request
         # Set: /token answers this status (503...) with temporarily_unavailable, as an
         # outage would; None: it works.
@@ -522,6 +523,7 @@ class OAuthProvider(BackgroundServer):
     def _describe(self, token: str) -> dict[str, Any] | None:
         with self._lock:
             self.introspections += 1
+            self.introspected[token] += 1
             access = self.access_tokens.get(token)
             if access is None or access.expired:
                 return None
