@@ -6,9 +6,8 @@ import strawberry
 
 from resolvers import domain, inboxes, messages, sending
 from resolvers.inboxes import InboxWrite
-from resolvers.validation import InputInvalid
 from schema.checks import ConnectionTest
-from schema.context import Info, caller, unavailable
+from schema.context import Info, unavailable
 from schema.errors import (
     DuplicateEmailInbox,
     FieldError,
@@ -18,10 +17,10 @@ from schema.errors import (
     SubscriptionRequired,
     ValidationError,
     VersionConflict,
-    user_error,
 )
 from schema.inputs import CreateEmailInboxInput, UpdateEmailInboxInput, provided
 from schema.messages import Message
+from schema.mutating import mutate
 from schema.oauth import OAuthMutation
 from schema.sending import (
     CancelEmailPayload,
@@ -33,8 +32,6 @@ from schema.sending import (
     sending_error,
 )
 from schema.types import EmailInbox
-from storage.errors import StorageError
-from storage.models import Permission
 
 
 @strawberry.type
@@ -127,19 +124,13 @@ async def _queue_test(
     info: Info, id: strawberry.ID, *, round_trip: bool, to: str | None = None
 ) -> TestConnectionPayload:
     """testConnection and sendTestEmail: both queue a connection test of the inbox."""
-    principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
-    try:
-        test = await inboxes.test_connection(
-            info.context.state,
-            principal,
-            id,
-            round_trip=round_trip,
-            to=to,
-            client_address=info.context.client_address,
-        )
-    except (InputInvalid, StorageError) as exc:
-        return user_error(exc)  # type: ignore[return-value]
-    return TestConnectionSuccess(connection_test=ConnectionTest.from_row(test))
+    return await mutate(
+        info,
+        lambda c: inboxes.test_connection(
+            c.state, c.principal, id, round_trip=round_trip, to=to, client_address=c.client_address
+        ),
+        lambda test: TestConnectionSuccess(connection_test=ConnectionTest.from_row(test)),
+    )
 
 
 @strawberry.type
@@ -150,18 +141,14 @@ class Mutation(OAuthMutation):
     async def create_email_inbox(
         self, info: Info, input: CreateEmailInboxInput
     ) -> CreateEmailInboxPayload:
-        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
-        try:
-            write = await inboxes.create_inbox(
-                info.context.state,
-                principal,
-                provided(input),
-                client_address=info.context.client_address,
-            )
-        except (InputInvalid, StorageError) as exc:
-            return user_error(exc)  # type: ignore[return-value]
-        return CreateEmailInboxSuccess(
-            inbox=EmailInbox.from_row(write.inbox), warnings=_warnings(write)
+        return await mutate(
+            info,
+            lambda c: inboxes.create_inbox(
+                c.state, c.principal, provided(input), client_address=c.client_address
+            ),
+            lambda write: CreateEmailInboxSuccess(
+                inbox=EmailInbox.from_row(write.inbox), warnings=_warnings(write)
+            ),
         )
 
     @strawberry.mutation(description="Change some fields; connection changes re-verify.")
@@ -172,32 +159,30 @@ class Mutation(OAuthMutation):
         input: UpdateEmailInboxInput,
         expected_version: int | None = None,
     ) -> UpdateEmailInboxPayload:
-        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
-        try:
-            write = await inboxes.update_inbox(
-                info.context.state,
-                principal,
+        return await mutate(
+            info,
+            lambda c: inboxes.update_inbox(
+                c.state,
+                c.principal,
                 id,
                 provided(input),
                 expected_version,
-                client_address=info.context.client_address,
-            )
-        except (InputInvalid, StorageError) as exc:
-            return user_error(exc)  # type: ignore[return-value]
-        return UpdateEmailInboxSuccess(
-            inbox=EmailInbox.from_row(write.inbox), warnings=_warnings(write)
+                client_address=c.client_address,
+            ),
+            lambda write: UpdateEmailInboxSuccess(
+                inbox=EmailInbox.from_row(write.inbox), warnings=_warnings(write)
+            ),
         )
 
     @strawberry.mutation(description="Delete an inbox and its stored credentials.")
     async def delete_email_inbox(self, info: Info, id: strawberry.ID) -> DeleteEmailInboxPayload:
-        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
-        try:
-            deleted = await inboxes.delete_inbox(
-                info.context.state, principal, id, client_address=info.context.client_address
-            )
-        except (InputInvalid, StorageError) as exc:
-            return user_error(exc)  # type: ignore[return-value]
-        return DeleteEmailInboxSuccess(id=strawberry.ID(str(deleted)))
+        return await mutate(
+            info,
+            lambda c: inboxes.delete_inbox(
+                c.state, c.principal, id, client_address=c.client_address
+            ),
+            lambda deleted: DeleteEmailInboxSuccess(id=strawberry.ID(str(deleted))),
+        )
 
     @strawberry.mutation(
         description="Verify the inbox's SMTP and IMAP settings again (and, with roundTrip, send "
@@ -223,16 +208,16 @@ class Mutation(OAuthMutation):
         description="Check the inbox domain's MX, SPF, DKIM and DMARC records again, now."
     )
     async def check_domain_setup(self, info: Info, id: strawberry.ID) -> CheckDomainSetupPayload:
-        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
         try:
-            row = await domain.check_domain_setup(
-                info.context.state, principal, id, client_address=info.context.client_address
+            return await mutate(
+                info,
+                lambda c: domain.check_domain_setup(
+                    c.state, c.principal, id, client_address=c.client_address
+                ),
+                lambda row: CheckDomainSetupSuccess(inbox=EmailInbox.from_row(row)),
             )
-        except (InputInvalid, StorageError) as exc:
-            return user_error(exc)  # type: ignore[return-value]
         except domain.DnsUnavailable as exc:
             raise unavailable(exc) from None
-        return CheckDomainSetupSuccess(inbox=EmailInbox.from_row(row))
 
     @strawberry.mutation(
         description="Set a received message's \\Seen and \\Flagged (a flag left null stays as "
@@ -246,19 +231,18 @@ class Mutation(OAuthMutation):
         seen: bool | None = None,
         flagged: bool | None = None,
     ) -> SetMessageFlagsPayload:
-        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
-        try:
-            row = await messages.set_message_flags(
-                info.context.state,
-                principal,
+        return await mutate(
+            info,
+            lambda c: messages.set_message_flags(
+                c.state,
+                c.principal,
                 id,
                 seen=seen,
                 flagged=flagged,
-                client_address=info.context.client_address,
-            )
-        except (InputInvalid, StorageError) as exc:
-            return user_error(exc)  # type: ignore[return-value]
-        return SetMessageFlagsSuccess(received_message=Message.from_row(row))
+                client_address=c.client_address,
+            ),
+            lambda row: SetMessageFlagsSuccess(received_message=Message.from_row(row)),
+        )
 
     @strawberry.mutation(
         description="Delete a received message in inboxd; it is never imported again. Under "
@@ -266,14 +250,13 @@ class Mutation(OAuthMutation):
         "setMessageFlags is carried there); otherwise the server keeps it."
     )
     async def delete_message(self, info: Info, id: strawberry.ID) -> DeleteMessagePayload:
-        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
-        try:
-            deleted = await messages.delete_message(
-                info.context.state, principal, id, client_address=info.context.client_address
-            )
-        except (InputInvalid, StorageError) as exc:
-            return user_error(exc)  # type: ignore[return-value]
-        return DeleteMessageSuccess(id=strawberry.ID(str(deleted)))
+        return await mutate(
+            info,
+            lambda c: messages.delete_message(
+                c.state, c.principal, id, client_address=c.client_address
+            ),
+            lambda deleted: DeleteMessageSuccess(id=strawberry.ID(str(deleted))),
+        )
 
     @strawberry.mutation(
         description="Queue a message for sending through the inbox's SMTP server, counted "
@@ -283,28 +266,24 @@ class Mutation(OAuthMutation):
     async def send_email(
         self, info: Info, inbox_id: strawberry.ID, input: SendEmailInput
     ) -> SendEmailPayload:
-        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
-        try:
-            row = await sending.send_email(
-                info.context.state,
-                principal,
-                inbox_id,
-                provided(input),
-                client_address=info.context.client_address,
-            )
-        except (InputInvalid, StorageError) as exc:
-            return sending_error(exc)  # type: ignore[return-value]
-        return SendEmailSuccess(outgoing_message=OutgoingMessage.from_row(row))
+        return await mutate(
+            info,
+            lambda c: sending.send_email(
+                c.state, c.principal, inbox_id, provided(input), client_address=c.client_address
+            ),
+            lambda row: SendEmailSuccess(outgoing_message=OutgoingMessage.from_row(row)),
+            errors=sending_error,
+        )
 
     @strawberry.mutation(
         description="Cancel a QUEUED message (its place in the day's count is given back)."
     )
     async def cancel_email(self, info: Info, id: strawberry.ID) -> CancelEmailPayload:
-        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
-        try:
-            row = await sending.cancel_email(
-                info.context.state, principal, id, client_address=info.context.client_address
-            )
-        except (InputInvalid, StorageError) as exc:
-            return sending_error(exc)  # type: ignore[return-value]
-        return CancelEmailSuccess(outgoing_message=OutgoingMessage.from_row(row))
+        return await mutate(
+            info,
+            lambda c: sending.cancel_email(
+                c.state, c.principal, id, client_address=c.client_address
+            ),
+            lambda row: CancelEmailSuccess(outgoing_message=OutgoingMessage.from_row(row)),
+            errors=sending_error,
+        )

@@ -9,13 +9,12 @@ import strawberry
 from strawberry import UNSET
 
 from resolvers import oauth
-from resolvers.validation import InputInvalid
 from schema.context import Info, caller
 from schema.enums import AuthMethod, OAuthProvider, Security
-from schema.errors import NotFound, ValidationError, user_error
+from schema.errors import NotFound, ValidationError
 from schema.inputs import provided
+from schema.mutating import mutate
 from storage import models
-from storage.errors import StorageError
 from storage.models import Permission
 from storage.rows import InboxRow, OAuthAppRow
 
@@ -137,17 +136,13 @@ class OAuthMutation:
     async def configure_oauth_app(
         self, info: Info, input: ConfigureOAuthAppInput
     ) -> ConfigureOAuthAppPayload:
-        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
-        try:
-            row = await oauth.configure_app(
-                info.context.state,
-                principal,
-                provided(input),
-                client_address=info.context.client_address,
-            )
-        except (InputInvalid, StorageError) as exc:
-            return user_error(exc)  # type: ignore[return-value]
-        return ConfigureOAuthAppSuccess(app=OAuthApp.from_row(row))
+        return await mutate(
+            info,
+            lambda c: oauth.configure_app(
+                c.state, c.principal, provided(input), client_address=c.client_address
+            ),
+            lambda row: ConfigureOAuthAppSuccess(app=OAuthApp.from_row(row)),
+        )
 
     @strawberry.mutation(
         name="startOAuthConnection",
@@ -165,22 +160,21 @@ class OAuthMutation:
         smtp: OAuthServerInput | None = None,
         imap: OAuthServerInput | None = None,
     ) -> StartOAuthConnectionPayload:
-        principal = caller(info, Permission.MANAGE_EMAIL_INBOX)
         servers = {k: provided(v) for k, v in (("smtp", smtp), ("imap", imap)) if v}
-        try:
-            started = await oauth.start_connection(
-                info.context.state,
-                principal,
+        return await mutate(
+            info,
+            lambda c: oauth.start_connection(
+                c.state,
+                c.principal,
                 provider.value,  # type: ignore[attr-defined]
                 email=email,
                 inbox_id=inbox_id,
                 servers=servers,
-                client_address=info.context.client_address,
-            )
-        except (InputInvalid, StorageError) as exc:
-            return user_error(exc)  # type: ignore[return-value]
-        return StartOAuthConnectionSuccess(
-            authorization_url=started.authorization_url, expires_at=started.expires_at
+                client_address=c.client_address,
+            ),
+            lambda started: StartOAuthConnectionSuccess(
+                authorization_url=started.authorization_url, expires_at=started.expires_at
+            ),
         )
 
 
