@@ -11,9 +11,10 @@ import secrets
 import shutil
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -353,4 +354,24 @@ async def verifier(
     dns_server: DnsTestServer,
 ) -> AsyncIterator[Verifier]:
     async with verifier_on(pg_server[0], certs, keyring, dns=dns_server) as running:
+        yield running
+
+
+VerifierWith = Callable[..., AbstractAsyncContextManager[Verifier]]
+
+
+@pytest.fixture(scope="session")
+def verifier_with(
+    pg_server: tuple[str, Path | None], certs: MailCerts, keyring: KeyRing
+) -> VerifierWith:
+    """``verifier_on`` this run's Postgres, certificates and keys: ``verifier_with(**settings)``
+    starts a stack of a module's own, with those settings overridden (no DNS unless ``dns=``)."""
+    return partial(verifier_on, pg_server[0], certs, keyring)
+
+
+@pytest.fixture(scope="module")
+async def receiving(verifier_with: VerifierWith) -> AsyncIterator[Verifier]:
+    """A stack with receiving on, one per module. A module whose mail server must outlive the
+    stack (a Dovecot) overrides it with one that depends on that server's fixture."""
+    async with verifier_with(receiving_enabled=True) as running:
         yield running

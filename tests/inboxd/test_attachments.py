@@ -28,7 +28,7 @@ from storage.secrets import KeyRing
 from tests.conftest import Verifier, verifier_on
 from tests.inboxd.test_receiving import PASSWORD, create_watched
 from tests.storage.test_query_counts import measured
-from tests.support.mailservers import ImapMode, ImapServer, MailCerts, SmtpMode, SmtpServer
+from tests.support.mailservers import MailCerts, tls_mail_servers
 from tests.support.waiting import wait_until
 
 USERS = {f"attach{n}@example.test": PASSWORD for n in range(4)}
@@ -48,12 +48,8 @@ query($id: ID!) { message(id: $id) { id threadId
 
 @pytest.fixture(scope="module")
 def servers(certs: MailCerts) -> Iterator[dict[str, Any]]:
-    ctx = certs.server_context
-    with (
-        SmtpServer(SmtpMode.TLS, USERS, ssl_context=ctx) as smtp,
-        ImapServer(ImapMode.TLS, USERS, ssl_context=ctx) as imap,
-    ):
-        yield {"smtp": smtp, "TLS": imap}
+    with tls_mail_servers(USERS, certs) as servers:
+        yield servers
 
 
 # The module's own key ring, so that a test can sign with the encryption key itself.

@@ -10,14 +10,12 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from storage.rows import TestRow
-from storage.secrets import KeyRing
-from tests.conftest import Verifier, verifier_on
+from tests.conftest import Verifier, VerifierWith
 from tests.inboxd.test_verification import CREATE, USER, USERS, inbox_input
 from tests.support.mailservers import (
     ImapMode,
@@ -53,15 +51,9 @@ def mail(certs: MailCerts) -> Iterator[tuple[SmtpServer, ImapServer]]:
 
 
 @pytest.fixture(scope="module")
-async def spaced(
-    pg_server: tuple[str, Path | None], certs: MailCerts, keyring: KeyRing
-) -> AsyncIterator[Verifier]:
-    async with verifier_on(
-        pg_server[0],
-        certs,
-        keyring,
-        verification_spacing_seconds=SPACING,
-        job_poll_interval_seconds=POLL,
+async def spaced(verifier_with: VerifierWith) -> AsyncIterator[Verifier]:
+    async with verifier_with(
+        verification_spacing_seconds=SPACING, job_poll_interval_seconds=POLL
     ) as running:
         yield running
 

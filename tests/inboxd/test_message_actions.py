@@ -8,8 +8,7 @@ import asyncio
 import re
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import aioimaplib
@@ -17,9 +16,8 @@ import pytest
 
 from inboxd.configs import receiver_config
 from inboxd.receiver import Receiver
-from storage.secrets import KeyRing
-from tests.conftest import Verifier, verifier_on
-from tests.support.mailservers import ImapMode, ImapServer, MailCerts, SmtpMode, SmtpServer
+from tests.conftest import Verifier
+from tests.support.mailservers import ImapServer, MailCerts, tls_mail_servers
 from tests.support.waiting import subscribed, wait_until
 from tests.support.ws import WSClient
 
@@ -78,20 +76,8 @@ def mail(subject: str, message_id: str | None = None) -> tuple[bytes, str]:
 
 @pytest.fixture(scope="module")
 def servers(certs: MailCerts) -> Iterator[dict[str, Any]]:
-    ctx = certs.server_context
-    with (
-        SmtpServer(SmtpMode.TLS, USERS, ssl_context=ctx) as smtp,
-        ImapServer(ImapMode.TLS, USERS, ssl_context=ctx) as imap,
-    ):
-        yield {"smtp": smtp, "imap": imap}
-
-
-@pytest.fixture(scope="module")
-async def receiving(
-    pg_server: tuple[str, Path | None], certs: MailCerts, keyring: KeyRing
-) -> AsyncIterator[Verifier]:
-    async with verifier_on(pg_server[0], certs, keyring, receiving_enabled=True) as running:
-        yield running
+    with tls_mail_servers(USERS, certs) as servers:
+        yield servers
 
 
 async def create_watched(
@@ -105,7 +91,7 @@ async def create_watched(
                 "deleteMessagePolicy": policy,
                 "smtp": {"host": "127.0.0.1", "port": servers["smtp"].port, "security": "TLS",
                          "password": PASSWORD},
-                "imap": {"host": "127.0.0.1", "port": servers["imap"].port, "security": "TLS",
+                "imap": {"host": "127.0.0.1", "port": servers["TLS"].port, "security": "TLS",
                          "password": PASSWORD},
             }
         },
@@ -174,7 +160,7 @@ async def append(certs: MailCerts, imap: ImapServer, user: str, raw: bytes, flag
 async def test_receiving_leaves_flags_alone_and_set_message_flags_reaches_the_server(
     receiving: Verifier, servers: dict[str, Any], certs: MailCerts
 ) -> None:
-    user, imap = "act0@example.test", servers["imap"]
+    user, imap = "act0@example.test", servers["TLS"]
     tenant = await receiving.tenant()
     inbox_id = await create_watched(tenant, servers, user)
     plain, plain_id = mail("plain")
@@ -249,7 +235,7 @@ async def _none_pending(receiving: Verifier, inbox_id: str) -> bool:
 async def test_a_wrong_or_foreign_id_is_refused_with_a_typed_error(
     receiving: Verifier, servers: dict[str, Any]
 ) -> None:
-    user, imap = "act1@example.test", servers["imap"]
+    user, imap = "act1@example.test", servers["TLS"]
     tenant = await receiving.tenant()
     inbox_id = await create_watched(tenant, servers, user)
     imap.deliver(user, mail("mine")[0])
@@ -273,7 +259,7 @@ async def test_a_wrong_or_foreign_id_is_refused_with_a_typed_error(
 async def test_delete_under_dont_delete_keeps_the_server_copy_and_it_never_comes_back(
     receiving: Verifier, servers: dict[str, Any], certs: MailCerts
 ) -> None:
-    user, imap = "act2@example.test", servers["imap"]
+    user, imap = "act2@example.test", servers["TLS"]
     tenant = await receiving.tenant()
     inbox_id = await create_watched(tenant, servers, user)
     raw, gone_id = mail("unwanted")
@@ -301,7 +287,7 @@ async def test_delete_under_dont_delete_keeps_the_server_copy_and_it_never_comes
 async def test_delete_when_deleted_removes_the_message_on_the_server(
     receiving: Verifier, servers: dict[str, Any], certs: MailCerts
 ) -> None:
-    user, imap = "act3@example.test", servers["imap"]
+    user, imap = "act3@example.test", servers["TLS"]
     tenant = await receiving.tenant()
     inbox_id = await create_watched(tenant, servers, user, "DELETE_WHEN_DELETED")
     doomed, doomed_id = mail("doomed")
@@ -323,7 +309,7 @@ async def test_delete_when_deleted_removes_the_message_on_the_server(
 async def test_delete_on_receive_removes_mail_from_the_server_only_once_it_is_stored(
     receiving: Verifier, servers: dict[str, Any], certs: MailCerts
 ) -> None:
-    user, imap = "act4@example.test", servers["imap"]
+    user, imap = "act4@example.test", servers["TLS"]
     tenant = await receiving.tenant()
     inbox_id = await create_watched(tenant, servers, user, "DELETE_ON_RECEIVE")
     loop = asyncio.get_running_loop()
@@ -360,7 +346,7 @@ async def test_delete_on_receive_removes_mail_from_the_server_only_once_it_is_st
 async def test_actions_queued_while_no_receiver_runs_are_applied_when_one_does(
     receiving: Verifier, servers: dict[str, Any], certs: MailCerts
 ) -> None:
-    user, imap = "act5@example.test", servers["imap"]
+    user, imap = "act5@example.test", servers["TLS"]
     tenant = await receiving.tenant()
     inbox_id = await create_watched(tenant, servers, user, "DELETE_WHEN_DELETED")
     first, first_id = mail("to be read")
@@ -391,7 +377,7 @@ async def test_actions_queued_while_no_receiver_runs_are_applied_when_one_does(
 async def test_a_crash_between_storing_and_deleting_still_deletes_under_delete_on_receive(
     receiving: Verifier, servers: dict[str, Any], certs: MailCerts
 ) -> None:
-    user, imap = "act6@example.test", servers["imap"]
+    user, imap = "act6@example.test", servers["TLS"]
     tenant = await receiving.tenant()
     inbox_id = await create_watched(tenant, servers, user, "DELETE_ON_RECEIVE")
     background = receiving.stack.background
@@ -441,7 +427,7 @@ async def _crashed(tasks: list[asyncio.Task[None]]) -> bool:
 async def test_an_action_for_another_uidvalidity_touches_nothing(
     receiving: Verifier, servers: dict[str, Any], certs: MailCerts
 ) -> None:
-    user, imap = "act7@example.test", servers["imap"]
+    user, imap = "act7@example.test", servers["TLS"]
     tenant = await receiving.tenant()
     inbox_id = await create_watched(tenant, servers, user, "DELETE_WHEN_DELETED")
     raw, kept_id = mail("same uid, other folder generation")

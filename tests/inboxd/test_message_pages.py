@@ -11,8 +11,7 @@ from tests.conftest import Verifier
 from tests.inboxd.test_receiving import (
     create_watched,
     mail,
-    receiving,  # noqa: F401  (fixtures of that module, used here)
-    servers,  # noqa: F401
+    servers,  # noqa: F401  (a fixture of that module, used here; receiving is tests/conftest's)
 )
 from tests.support.waiting import wait_until
 
@@ -47,7 +46,7 @@ async def _subjects(tenant: Any, inbox_id: str, **flt: Any) -> list[str]:
 
 
 async def test_pages_walk_every_message_once_newest_first_and_each_filter_narrows(
-    receiving: Verifier,  # noqa: F811
+    receiving: Verifier,
     servers: dict[str, Any],  # noqa: F811
 ) -> None:
     user = "user8@example.test"
@@ -111,7 +110,7 @@ async def test_pages_walk_every_message_once_newest_first_and_each_filter_narrow
 
 
 async def test_a_page_size_out_of_range_is_refused_naming_first(
-    receiving: Verifier,  # noqa: F811
+    receiving: Verifier,
     servers: dict[str, Any],  # noqa: F811
 ) -> None:
     tenant = await receiving.tenant()

@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import aioimaplib
@@ -17,14 +16,8 @@ from inboxd.configs import receiver_config
 from inboxd.receiver import Receiver
 from storage.inbox_passwords import encrypt_password
 from storage.secrets import KeyRing, Secret
-from tests.conftest import Verifier, verifier_on
-from tests.support.mailservers import (
-    ImapMode,
-    ImapServer,
-    MailCerts,
-    SmtpMode,
-    SmtpServer,
-)
+from tests.conftest import Verifier
+from tests.support.mailservers import ImapMode, ImapServer, MailCerts, tls_mail_servers
 from tests.support.waiting import HUNG, subscribed, wait_until
 from tests.support.ws import WSClient
 
@@ -70,21 +63,8 @@ def mail(subject: str, *, message_id: str | None = None, extra: str = "") -> byt
 
 @pytest.fixture(scope="module")
 def servers(certs: MailCerts) -> Iterator[dict[str, Any]]:
-    ctx = certs.server_context
-    with (
-        SmtpServer(SmtpMode.TLS, USERS, ssl_context=ctx) as smtp,
-        ImapServer(ImapMode.TLS, USERS, ssl_context=ctx) as imap_tls,
-        ImapServer(ImapMode.STARTTLS, USERS, ssl_context=ctx) as imap_starttls,
-    ):
-        yield {"smtp": smtp, "TLS": imap_tls, "STARTTLS": imap_starttls}
-
-
-@pytest.fixture(scope="module")
-async def receiving(
-    pg_server: tuple[str, Path | None], certs: MailCerts, keyring: KeyRing
-) -> AsyncIterator[Verifier]:
-    async with verifier_on(pg_server[0], certs, keyring, receiving_enabled=True) as running:
-        yield running
+    with tls_mail_servers(USERS, certs, ImapMode.TLS, ImapMode.STARTTLS) as servers:
+        yield servers
 
 
 async def create_watched(

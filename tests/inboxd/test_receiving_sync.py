@@ -7,7 +7,6 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aioimaplib
@@ -15,8 +14,7 @@ import pytest
 
 from inboxd.configs import receiver_config
 from inboxd.receiver import Receiver
-from storage.secrets import KeyRing
-from tests.conftest import Verifier, verifier_on
+from tests.conftest import Verifier, VerifierWith
 from tests.inboxd.test_receiving import (
     PASSWORD,
     USERS,
@@ -42,15 +40,9 @@ LINGER = 0.2  # the IDLE checker's linger in this module
 
 
 @pytest.fixture(scope="module")
-async def receiving(
-    pg_server: tuple[str, Path | None], certs: MailCerts, keyring: KeyRing
-) -> AsyncIterator[Verifier]:
-    async with verifier_on(
-        pg_server[0],
-        certs,
-        keyring,
-        receiving_enabled=True,
-        receiving_idle_check_linger_seconds=LINGER,
+async def receiving(verifier_with: VerifierWith) -> AsyncIterator[Verifier]:
+    async with verifier_with(
+        receiving_enabled=True, receiving_idle_check_linger_seconds=LINGER
     ) as running:
         yield running
 

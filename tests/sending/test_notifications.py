@@ -4,11 +4,10 @@ stores it, and the notice goes out through the outbox worker to a real aiosmtpd,
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.utils import format_datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,9 +16,8 @@ from structlog.testing import capture_logs
 
 from resolvers.validation_inbox_sending import known_time_zones
 from storage import messages
-from storage.secrets import KeyRing
-from tests.conftest import Verifier, verifier_on
-from tests.support.mailservers import ImapMode, ImapServer, MailCerts, SmtpMode, SmtpServer
+from tests.conftest import Verifier
+from tests.support.mailservers import MailCerts, SmtpServer, tls_mail_servers
 from tests.support.waiting import wait_until
 
 PASSWORD = "Notice-Canary-3307"
@@ -36,23 +34,13 @@ SUBJECTS = """query($id: ID!) { messages(inboxId: $id, first: 50) {
 
 @pytest.fixture(scope="module")
 def servers(certs: MailCerts) -> Iterator[dict[str, Any]]:
-    ctx = certs.server_context
-    with (
-        SmtpServer(SmtpMode.TLS, USERS, ssl_context=ctx) as smtp,
-        ImapServer(ImapMode.TLS, USERS, ssl_context=ctx) as imap,
-    ):
-        yield {"smtp": smtp, "imap": imap}
+    with tls_mail_servers(USERS, certs) as servers:
+        yield servers
 
 
-@pytest.fixture(scope="module")
-async def desk(
-    pg_server: tuple[str, Path | None], certs: MailCerts, keyring: KeyRing
-) -> AsyncIterator[Verifier]:
-    async with verifier_on(pg_server[0], certs, keyring, receiving_enabled=True) as running:
-        yield running
-
-
-async def watched_inbox(desk: Verifier, tenant: Any, servers: dict, user: str, **extra: Any) -> str:
+async def watched_inbox(
+    receiving: Verifier, tenant: Any, servers: dict, user: str, **extra: Any
+) -> str:
     created = await tenant.client(
         CREATE,
         {
@@ -60,7 +48,7 @@ async def watched_inbox(desk: Verifier, tenant: Any, servers: dict, user: str, *
                 "email": user,
                 "smtp": {"host": "127.0.0.1", "port": servers["smtp"].port, "security": "TLS",
                          "password": PASSWORD},
-                "imap": {"host": "127.0.0.1", "port": servers["imap"].port, "security": "TLS",
+                "imap": {"host": "127.0.0.1", "port": servers["TLS"].port, "security": "TLS",
                          "password": PASSWORD},
                 **extra,
             }
@@ -102,8 +90,8 @@ async def stored(tenant: Any, inbox_id: str, subject: str) -> str:
     return await wait_until(find, f"{subject!r} stored")
 
 
-async def outbox_keys(desk: Verifier, inbox_id: str) -> list[str]:
-    async with desk.db.connection() as connection:
+async def outbox_keys(receiving: Verifier, inbox_id: str) -> list[str]:
+    async with receiving.db.connection() as connection:
         rows = await connection.fetch(
             "SELECT idempotency_key FROM outgoing_message WHERE inbox_id = $1 ORDER BY created_at",
             uuid.UUID(inbox_id),
@@ -111,13 +99,13 @@ async def outbox_keys(desk: Verifier, inbox_id: str) -> list[str]:
     return [r["idempotency_key"] for r in rows]
 
 
-async def test_each_new_message_is_noticed_once(desk: Verifier, servers: dict) -> None:
-    tenant = await desk.tenant()
+async def test_each_new_message_is_noticed_once(receiving: Verifier, servers: dict) -> None:
+    tenant = await receiving.tenant()
     user = "desk0@example.test"
     inbox_id = await watched_inbox(
-        desk, tenant, servers, user, notifyOnNewMessages=True, notificationEmail=AGENT
+        receiving, tenant, servers, user, notifyOnNewMessages=True, notificationEmail=AGENT
     )
-    imap, smtp = servers["imap"], servers["smtp"]
+    imap, smtp = servers["TLS"], servers["smtp"]
     old = datetime.now(UTC) - timedelta(days=3)
     imap.deliver(user, mail("Last week's invoice", date=old))  # as a backfill brings it
     imap.deliver(user, mail("Printer on fire", message_id="<fire@customer.test>"))
@@ -127,7 +115,7 @@ async def test_each_new_message_is_noticed_once(desk: Verifier, servers: dict) -
     fire_id = await stored(tenant, inbox_id, "Printer on fire")
     burning_id = await stored(tenant, inbox_id, "Still burning")
     # One notice per new message: not the old one, not the copy of one already stored.
-    assert await outbox_keys(desk, inbox_id) == [
+    assert await outbox_keys(receiving, inbox_id) == [
         f"new-message:{fire_id}",
         f"new-message:{burning_id}",
     ]
@@ -145,17 +133,17 @@ async def test_each_new_message_is_noticed_once(desk: Verifier, servers: dict) -
 
 
 async def test_no_notice_when_off_and_none_over_the_daily_limit(
-    desk: Verifier, servers: dict
+    receiving: Verifier, servers: dict
 ) -> None:
-    tenant = await desk.tenant()
-    imap = servers["imap"]
-    off = await watched_inbox(desk, tenant, servers, "desk1@example.test")
+    tenant = await receiving.tenant()
+    imap = servers["TLS"]
+    off = await watched_inbox(receiving, tenant, servers, "desk1@example.test")
     imap.deliver("desk1@example.test", mail("Quiet please"))
     await stored(tenant, off, "Quiet please")  # its notice would be queued with it
-    assert await outbox_keys(desk, off) == []
+    assert await outbox_keys(receiving, off) == []
     # The daily limit counts notices too: the second is dropped, and receiving goes on.
     limited = await watched_inbox(
-        desk, tenant, servers, "desk2@example.test", notifyOnNewMessages=True,
+        receiving, tenant, servers, "desk2@example.test", notifyOnNewMessages=True,
         notificationEmail=AGENT, dailySendLimit=1,
     )  # fmt: skip
     with capture_logs() as logs:
@@ -163,7 +151,7 @@ async def test_no_notice_when_off_and_none_over_the_daily_limit(
         imap.deliver("desk2@example.test", mail("Second of two"))
         first = await stored(tenant, limited, "First of two")
         second = await stored(tenant, limited, "Second of two")
-    assert await outbox_keys(desk, limited) == [f"new-message:{first}"]
+    assert await outbox_keys(receiving, limited) == [f"new-message:{first}"]
     dropped = [e for e in logs if "daily send limit" in e["event"]]
     assert [e["message_id"] for e in dropped] == [second], logs
 

@@ -6,8 +6,7 @@ test's own, so the receiver's own work is not counted."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,11 +15,10 @@ from storage import folder_sync
 from storage.db import create_database
 from storage.folder_sync import FlagChange
 from storage.messages import LeaseLost
-from storage.secrets import KeyRing
-from tests.conftest import Verifier, verifier_on
+from tests.conftest import Verifier
 from tests.inboxd.test_receiving import PASSWORD, create_watched, mail
 from tests.storage.test_query_counts import measured
-from tests.support.mailservers import ImapMode, ImapServer, MailCerts, SmtpMode, SmtpServer
+from tests.support.mailservers import MailCerts, tls_mail_servers
 from tests.support.waiting import wait_until
 
 USERS = {"counts0@example.test": PASSWORD}
@@ -29,20 +27,8 @@ MESSAGES = 30
 
 @pytest.fixture(scope="module")
 def servers(certs: MailCerts) -> Iterator[dict[str, Any]]:
-    ctx = certs.server_context
-    with (
-        SmtpServer(SmtpMode.TLS, USERS, ssl_context=ctx) as smtp,
-        ImapServer(ImapMode.TLS, USERS, ssl_context=ctx) as imap,
-    ):
-        yield {"smtp": smtp, "TLS": imap}
-
-
-@pytest.fixture(scope="module")
-async def receiving(
-    pg_server: tuple[str, Path | None], certs: MailCerts, keyring: KeyRing
-) -> AsyncIterator[Verifier]:
-    async with verifier_on(pg_server[0], certs, keyring, receiving_enabled=True) as running:
-        yield running
+    with tls_mail_servers(USERS, certs) as servers:
+        yield servers
 
 
 async def test_a_batch_of_flags_costs_one_statement_whatever_its_size(

@@ -6,6 +6,8 @@
   refuses recipients or messages with scripted replies (`rcpt_replies`, `data_reply`).
 - `ImapServer`: pymap's in-memory backend, in implicit TLS, STARTTLS or plaintext mode.
   `deliver_to(imap)` makes an SmtpServer drop what it receives into the IMAP inboxes.
+- `tls_mail_servers(users, certs)`: an SmtpServer and ImapServers over TLS, as a receiving
+  test's module fixture wants them.
 - `HostileServer`: silent, garbage, endless line, closes during the TLS handshake.
 - `LineServer`: a scripted line-based server (e.g. an IMAP server advertising LOGINDISABLED).
 - `closed_port()`: a port nothing listens on.
@@ -27,7 +29,7 @@ import threading
 import time
 import uuid
 from argparse import Namespace
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -609,6 +611,22 @@ def deliver_to(
                 imap.deliver(user, message.data)
 
     return on_message
+
+
+@contextlib.contextmanager
+def tls_mail_servers(
+    users: Mapping[str, str], certs: MailCerts, *imap_modes: ImapMode
+) -> Iterator[dict[str, Any]]:
+    """A receiving test's mail servers for ``users``, with the test CA's certificate: an
+    aiosmtpd over implicit TLS (``"smtp"``), then a pymap for each of ``imap_modes`` (TLS
+    when none is named), each under its mode's name (``"TLS"``, ``"STARTTLS"``)."""
+    ctx = certs.server_context
+    with contextlib.ExitStack() as stack:
+        smtp = stack.enter_context(SmtpServer(SmtpMode.TLS, users, ssl_context=ctx))
+        servers: dict[str, Any] = {"smtp": smtp}
+        for mode in imap_modes or (ImapMode.TLS,):
+            servers[mode.value] = stack.enter_context(ImapServer(mode, users, ssl_context=ctx))
+        yield servers
 
 
 # --- scripted and hostile servers ---------------------------------------------------------
