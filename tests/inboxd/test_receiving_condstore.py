@@ -12,7 +12,6 @@ import re
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,8 +25,8 @@ from mail.imap_session import ImapSession, SessionSettings
 from mail.network import NetworkPolicy
 from mail.presets import Security
 from storage import folder_sync
-from storage.secrets import KeyRing, Secret
-from tests.conftest import Verifier, verifier_on
+from storage.secrets import Secret
+from tests.conftest import Verifier, VerifierWith
 from tests.inboxd.test_receiving_dovecot import PASSWORD, create_watched, mail
 from tests.support.dovecot import Dovecot, require_dovecot
 from tests.support.mailservers import MailCerts
@@ -58,10 +57,9 @@ def dovecot(certs: MailCerts) -> Iterator[Dovecot]:
 
 
 @pytest.fixture(scope="module")
-async def receiving(
-    dovecot: Dovecot, pg_server: tuple[str, Path | None], certs: MailCerts, keyring: KeyRing
-) -> AsyncIterator[Verifier]:
-    async with verifier_on(pg_server[0], certs, keyring, receiving_enabled=True) as running:
+async def receiving(dovecot: Dovecot, verifier_with: VerifierWith) -> AsyncIterator[Verifier]:
+    # tests/conftest's, but started after this module's Dovecot and stopped before it
+    async with verifier_with(receiving_enabled=True) as running:
         yield running
 
 

@@ -10,13 +10,11 @@ import imaplib
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from storage.secrets import KeyRing
-from tests.conftest import Verifier, verifier_on
+from tests.conftest import Verifier, VerifierWith
 from tests.support.dovecot import Dovecot, require_dovecot
 from tests.support.mailservers import MailCerts
 from tests.support.waiting import subscribed, wait_until
@@ -78,10 +76,9 @@ def dovecot(certs: MailCerts) -> Iterator[Dovecot]:
 
 
 @pytest.fixture(scope="module")
-async def receiving(
-    dovecot: Dovecot, pg_server: tuple[str, Path | None], certs: MailCerts, keyring: KeyRing
-) -> AsyncIterator[Verifier]:
-    async with verifier_on(pg_server[0], certs, keyring, receiving_enabled=True) as running:
+async def receiving(dovecot: Dovecot, verifier_with: VerifierWith) -> AsyncIterator[Verifier]:
+    # tests/conftest's, but started after this module's Dovecot and stopped before it
+    async with verifier_with(receiving_enabled=True) as running:
         yield running
 
 
