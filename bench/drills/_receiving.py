@@ -10,6 +10,7 @@
   message (a message notified twice is a duplicate too).
 - ``LeaseSampler``: reads the ``inbox_watch`` table every 0.2 s: who held what, and when every
   inbox was watched again after a failure (the takeover time).
+- ``Observers``: the three above started together for a drill, with its burst and its stop.
 - ``start_stack`` / ``create_inboxes``: an ``inboxd serve`` that verifies (receiving off) and
   ``inboxd worker`` processes that receive; ``check_exactly_once`` reads every stored message
   back and compares it with what was sent.
@@ -90,6 +91,18 @@ class WatchImap(CountingImap):
         self.doubled_for: dict[str, float] = {}
         self.doubled_until: dict[str, float] = {}  # when the last such stretch ended
         self._doubled_since: dict[str, float] = {}
+
+    def doubled(self) -> dict[str, int]:
+        """Usernames that had two watching sessions open at once (or more: how many)."""
+        return {u: n for u, n in self.max_watching.items() if n > 1}
+
+    def watched_twice(self, doubled: dict[str, int]) -> str:
+        """The problem of ``doubled`` (from ``doubled()``), with the longest such stretch."""
+        longest = max(self.doubled_for.values(), default=0.0)
+        return (
+            f"{len(doubled)} usernames watched by two sessions at once, for up to "
+            f"{longest:.1f} s: {sorted(doubled)}"
+        )
 
     def _opened(self, holder: dict[str, Any]) -> None:
         user = holder.get("user")
@@ -366,6 +379,45 @@ class LeaseSampler:
                         changes += 1
                     last[inbox_id] = owner
         return changes
+
+
+@dataclass
+class Observers:
+    """What a receiving drill runs beside inboxd: its own LISTEN (``events``), the lease
+    ``sampler`` and the ``appender`` that delivers the burst; ``sent`` gets Message-ID ->
+    username as each APPEND is acknowledged."""
+
+    events: EventCounter
+    sampler: LeaseSampler
+    appender: Appender
+    sent: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    async def start(
+        cls, drill: Drill, imap_port: int, users: dict[str, str], *, every: float = 0.2
+    ) -> Observers:
+        """The listener and the sampler (every ``every`` s) running; the appender ready."""
+        events = EventCounter(drill.database_url)
+        sampler = LeaseSampler(drill.database_url, every=every)
+        await events.start()
+        await sampler.start()
+        context = ssl.create_default_context(cafile=drill.certs.ca_file)
+        return cls(events, sampler, Appender(imap_port, users, context))
+
+    def burst(self, total: int, rate: float) -> asyncio.Task[None]:
+        """``burst`` of ``total`` messages at ``rate`` per second over every user, running."""
+        users = list(self.appender.users)
+        return asyncio.create_task(burst(self.appender, users, total, rate, self.sent))
+
+    async def until_sent(self, count: float, sending: asyncio.Task[None]) -> None:
+        """Until ``count`` messages are acknowledged, or the burst is over."""
+        while len(self.sent) < count and not sending.done():
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        await self.sampler.stop()
+        await self.events.stop()
+        await self.appender.close()
 
 
 # --- the stack -----------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import ssl
 import sys
 import time
 from collections import Counter
@@ -33,10 +32,7 @@ from collections import Counter
 import pytest
 from _common import CountingSmtp, Drill, log, mail_users, report
 from _receiving import (
-    Appender,
-    EventCounter,
-    LeaseSampler,
-    burst,
+    Observers,
     check_exactly_once,
     save_logs,
     settle,
@@ -111,23 +107,17 @@ async def main(
                     INBOXD_RECEIVING_BACKOFF_MAX_SECONDS="300",
                 )
             stack = await start_stack(drill, users, smtp.port, dovecot.imaps_port, **extra)
-            events = EventCounter(drill.database_url)
-            sampler = LeaseSampler(drill.database_url)
-            await events.start()
-            await sampler.start()
-            context = ssl.create_default_context(cafile=drill.certs.ca_file)
-            appender = Appender(dovecot.imaps_port, users, context)
-            sent: dict[str, str] = {}
+            run = await Observers.start(drill, dovecot.imaps_port, users)
+            sampler, sent = run.sampler, run.sent
             started = time.monotonic()
-            sending = asyncio.create_task(burst(appender, list(users), messages, rate, sent))
+            sending = run.burst(messages, rate)
             burst_took: list[float] = []
             sending.add_done_callback(lambda _t: burst_took.append(time.monotonic() - started))
 
             outages: list[tuple[float, float]] = []  # (stopped, back) per restart
             for n in range(restarts):
                 at = STOP_AT + n * (1 - STOP_AT) / restarts
-                while len(sent) < messages * at and not sending.done():
-                    await asyncio.sleep(0.02)
+                await run.until_sent(messages * at, sending)
                 sent_before = len(sent)
                 stopping = time.monotonic()
                 await asyncio.to_thread(dovecot.stop, crash=mode == "kill")
@@ -143,15 +133,13 @@ async def main(
             log(f"burst done: {len(sent)} sent in {burst_took[0]:.1f} s")
             settled = await settle(drill, sent, STORE_WITHIN, problems, logs=[dovecot.log_file])
             rows, waited, all_stored_at = settled.rows, settled.waited, settled.all_stored_at
-            await sampler.stop()
-            await events.stop()
-            await appender.close()
+            await run.stop()
             await stack.api.aclose()
             ids = list(stack.inbox_ids.values())
             rewatched_each = [sampler.all_watched_at(ids, back) for _, back in outages]
             rewatched = None if None in rewatched_each else max(rewatched_each)  # type: ignore[type-var]
             worker_problems(stack, problems)
-            tally = check_exactly_once(sent, rows, events, problems)
+            tally = check_exactly_once(sent, rows, run.events, problems)
 
         if rewatched is None:
             problems.append("not every inbox was watched again after the mail server came back")
@@ -162,7 +150,7 @@ async def main(
         again = ", ".join("never" if t is None else f"{t:.1f}" for t in rewatched_each)
         print(
             f"  Dovecot restarted {len(outages)}x, down {downs} s; APPENDs sent again after a "
-            f"failure {appender.retries}",
+            f"failure {run.appender.retries}",
             flush=True,
         )
         print(

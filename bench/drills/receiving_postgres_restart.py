@@ -20,17 +20,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ssl
 import sys
 import time
 
 from _common import CountingSmtp, Drill, log, mail_users, report
 from _receiving import (
-    Appender,
-    EventCounter,
-    LeaseSampler,
+    Observers,
     WatchImap,
-    burst,
     check_exactly_once,
     read_messages,
     save_logs,
@@ -57,25 +53,16 @@ async def main(mode: str, messages: int, inboxes: int) -> int:
             WatchImap(users, drill.certs) as imap,
         ):
             stack = await start_stack(drill, users, smtp.port, imap.port)
-            events = EventCounter(drill.database_url)
-            sampler = LeaseSampler(drill.database_url)
-            await events.start()
-            await sampler.start()
-            context = ssl.create_default_context(cafile=drill.certs.ca_file)
-            appender = Appender(imap.port, users, context)
-            sent: dict[str, str] = {}
+            run = await Observers.start(drill, imap.port, users)
+            sampler, sent = run.sampler, run.sent
             started = time.monotonic()
-            sending = asyncio.create_task(burst(appender, list(users), messages, RATE, sent))
+            sending = run.burst(messages, RATE)
 
-            while len(sent) < messages * STOP_AT and not sending.done():
-                await asyncio.sleep(0.02)
+            await run.until_sent(messages * STOP_AT, sending)
             before = await read_messages(drill.database_url)
             sent_before = len(sent)
             stopping = time.monotonic()
-            if mode == "immediate":
-                await asyncio.to_thread(drill.postgres._pg_ctl, "-w", "-m", "immediate", "stop")
-            else:
-                await asyncio.to_thread(drill.postgres.stop)
+            await asyncio.to_thread(drill.postgres.stop, mode)
             stopped_at = time.monotonic()
             log(
                 f"Postgres stopped ({mode}, {stopped_at - stopping:.1f} s) after {len(sent)} "
@@ -91,17 +78,15 @@ async def main(mode: str, messages: int, inboxes: int) -> int:
             log(f"burst done: {len(sent)} sent in {time.monotonic() - started:.1f} s")
             settled = await settle(drill, sent, STORE_WITHIN, problems)
             rows, waited, all_stored_at = settled.rows, settled.waited, settled.all_stored_at
-            await sampler.stop()
-            await events.stop()
-            await appender.close()
+            await run.stop()
             await stack.api.aclose()
             ids = list(stack.inbox_ids.values())
             rewatched = sampler.all_watched_at(ids, back_at)
             worker_problems(stack, problems)
             tally = check_exactly_once(
-                sent, rows, events, problems, notifications_may_be_missed=True
+                sent, rows, run.events, problems, notifications_may_be_missed=True
             )
-            doubled = {u: n for u, n in imap.max_watching.items() if n > 1}
+            doubled = imap.doubled()
 
         if rewatched is None:
             problems.append("not every inbox was watched again after Postgres came back")
@@ -118,7 +103,7 @@ async def main(mode: str, messages: int, inboxes: int) -> int:
             f"{rewatched if rewatched is None else round(rewatched, 1)} s, all stored in "
             f"{all_stored_at - back_at:.1f} s ({waited:.1f} s after the last APPEND); lease owner "
             f"changes {sampler.owner_changes()}; max watching sessions per username at once "
-            f"{max(doubled.values(), default=1)}; event listener reconnects {events.outages}; "
+            f"{max(doubled.values(), default=1)}; event listener reconnects {run.events.outages}; "
             f"leases per worker at the end {stack.split(sampler)}",
             flush=True,
         )

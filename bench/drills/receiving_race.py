@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import ssl
 import sys
 import time
 from collections import Counter
@@ -34,9 +33,8 @@ import asyncpg
 from _common import Api, CountingSmtp, Drill, Proc, log, mail_users, report
 from _receiving import (
     RECEIVING_ENV,
-    Appender,
-    EventCounter,
     LeaseSampler,
+    Observers,
     WatchImap,
     burst,
     check_exactly_once,
@@ -72,41 +70,30 @@ async def main(messages: int, inboxes: int, rounds: int) -> int:
             await wait_active(drill.database_url, ids, 120)
             verification_sessions = Counter(imap.watch_sessions)
             log(f"{len(ids)} inboxes ACTIVE; the race begins")
-            events = EventCounter(drill.database_url)
-            sampler = LeaseSampler(drill.database_url, every=0.1)
-            await events.start()
-            await sampler.start()
-            context = ssl.create_default_context(cafile=drill.certs.ca_file)
-            appender = Appender(imap.port, users, context)
-            sent: dict[str, str] = {}
+            run = await Observers.start(drill, imap.port, users, every=0.1)
+            sampler, sent = run.sampler, run.sent
             results: list[Round] = []
             for round_ in range(rounds):
                 result = await race(drill, sampler, ids, round_ + 1)
                 part: dict[str, str] = {}
                 share = messages // rounds + (1 if round_ < messages % rounds else 0)
                 result.burst_start = time.monotonic()
-                await burst(appender, list(users), share, RATE, part)
+                await burst(run.appender, list(users), share, RATE, part)
                 sent.update(part)
                 result.burst_end = time.monotonic()
                 await settle(drill, sent, STORE_WITHIN, problems)
                 await end_round(drill, sampler, result, len(ids), problems)
                 results.append(result)
             settled = await settle(drill, sent, STORE_WITHIN, problems)
-            await sampler.stop()
-            await events.stop()
-            await appender.close()
+            await run.stop()
             await api.aclose()
-            tally = check_exactly_once(sent, settled.rows, events, problems)
-            doubled = {u: n for u, n in imap.max_watching.items() if n > 1}
+            tally = check_exactly_once(sent, settled.rows, run.events, problems)
+            doubled = imap.doubled()
             sessions = sum(imap.watch_sessions[u] - verification_sessions[u] for u in users)
             handovers = sum(r.handovers for r in results)
 
         if doubled:
-            longest = max(imap.doubled_for.values(), default=0.0)
-            problems.append(
-                f"{len(doubled)} usernames watched by two sessions at once, for up to "
-                f"{longest:.1f} s: {sorted(doubled)}"
-            )
+            problems.append(imap.watched_twice(doubled))
         print(flush=True)
         log("receiving_race results")
         print(f"  {tally.line()}", flush=True)

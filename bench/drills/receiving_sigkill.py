@@ -27,17 +27,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import ssl
 import sys
 import time
 
 from _common import CountingSmtp, Drill, log, mail_users, report
 from _receiving import (
-    Appender,
-    EventCounter,
-    LeaseSampler,
+    Observers,
     WatchImap,
-    burst,
     check_exactly_once,
     save_logs,
     settle,
@@ -65,19 +61,13 @@ async def main(messages: int, inboxes: int, stall: float) -> int:
             WatchImap(users, drill.certs) as imap,
         ):
             stack = await start_stack(drill, users, smtp.port, imap.port)
-            events = EventCounter(drill.database_url)
-            sampler = LeaseSampler(drill.database_url)
-            await events.start()
-            await sampler.start()
+            run = await Observers.start(drill, imap.port, users)
+            sampler, sent = run.sampler, run.sent
             await asyncio.sleep(0.5)
-            context = ssl.create_default_context(cafile=drill.certs.ca_file)
-            appender = Appender(imap.port, users, context)
-            sent: dict[str, str] = {}
             started = time.monotonic()
-            sending = asyncio.create_task(burst(appender, list(users), messages, RATE, sent))
+            sending = run.burst(messages, RATE)
 
-            while len(sent) < messages * KILL_AT and not sending.done():
-                await asyncio.sleep(0.02)
+            await run.until_sent(messages * KILL_AT, sending)
             held = sampler.owners_at(time.monotonic())
             victim = max(
                 stack.workers, key=lambda w: sum(n for o, n in held.items() if f":{w.pid}:" in o)
@@ -107,9 +97,7 @@ async def main(messages: int, inboxes: int, stall: float) -> int:
                 total = len(stack.inbox_ids)
                 await wait_even(drill.database_url, pids_now, total, EVEN_AGAIN_WITHIN)
                 await asyncio.sleep(2 * sampler.every)
-            await sampler.stop()
-            await events.stop()
-            await appender.close()
+            await run.stop()
             await stack.api.aclose()
             ids = list(stack.inbox_ids.values())
             takeover = sampler.all_watched_at(ids, killed_at, not_pids=(victim.pid,))
@@ -120,8 +108,8 @@ async def main(messages: int, inboxes: int, stall: float) -> int:
                 if even_again is None:
                     problems.append("the inboxes were not shared evenly again after the pause")
             worker_problems(stack, problems, dead=() if stall else (victim,))
-            tally = check_exactly_once(sent, rows, events, problems)
-            doubled = {u: n for u, n in imap.max_watching.items() if n > 1}
+            tally = check_exactly_once(sent, rows, run.events, problems)
+            doubled = imap.doubled()
 
         if takeover is None:
             problems.append("the other worker never watched every inbox")
@@ -133,11 +121,7 @@ async def main(messages: int, inboxes: int, stall: float) -> int:
                 f"the paused worker's sessions stayed open {stale_for:.1f} s after it resumed"
             )
         if doubled and not stall:
-            longest = max(imap.doubled_for.values(), default=0.0)
-            problems.append(
-                f"{len(doubled)} usernames watched by two sessions at once, for up to "
-                f"{longest:.1f} s: {sorted(doubled)}"
-            )
+            problems.append(imap.watched_twice(doubled))
         print(flush=True)
         log("receiving_sigkill results")
         print(f"  {tally.line()}", flush=True)
@@ -150,7 +134,7 @@ async def main(messages: int, inboxes: int, stall: float) -> int:
         )
         print(
             f"  all stored {all_stored_at - killed_at:.1f} s after the signal, {waited:.1f} s "
-            f"after the last APPEND; APPEND retries {appender.retries}; watching sessions "
+            f"after the last APPEND; APPEND retries {run.appender.retries}; watching sessions "
             f"{sum(imap.watch_sessions.values())}, max per username at once "
             f"{max(imap.max_watching.values(), default=0)}",
             flush=True,

@@ -86,8 +86,10 @@ class EmbeddedPostgres:
 
         pg_ctl(list(args), pgdata=self.pgdata, user=self.server.system_user, timeout=30)
 
-    def stop(self) -> None:
-        self._pg_ctl("-w", "-m", "fast", "stop")
+    def stop(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m mode``: "fast" (clients cut, a checkpoint), or "immediate" (as a
+        crash: no checkpoint, recovery at the next start)."""
+        self._pg_ctl("-w", "-m", mode, "stop")
 
     def start(self) -> None:
         socket_dir = str(self.pgdata)
