@@ -6,11 +6,12 @@
   message and the sender does not know it yet (RFC 1047) is widened on purpose.
 - ``SentImap``: the drills' pymap (implicit TLS); every mailbox gets a "Sent" folder, so the
   worker files its copies and a successor can look an interrupted send up there.
-- ``start_stack``: an API-only ``inboxd serve`` and two ``inboxd worker`` processes (verify
-  and send), the inboxes created through the API and waited for until ACTIVE.
-- ``burst``: ``count`` sendEmail calls at ``rate`` per second, round robin over the inboxes,
-  each with its own idempotencyKey and retried until acknowledged (a lost answer must not make
-  a second message).
+- ``start_stack``: every mailbox's Sent folder, an API-only ``inboxd serve`` and two ``inboxd
+  worker`` processes (verify and send), the inboxes created through the API and waited for
+  until ACTIVE.
+- ``burst`` (``Stack.start_burst``): ``count`` sendEmail calls at ``rate`` per second, round
+  robin over the inboxes, each with its own idempotencyKey and retried until acknowledged (a
+  lost answer must not make a second message).
 - ``settle`` / ``check_exactly_once``: every outgoing_message row read back from Postgres and
   compared with what the SMTP server received.
 """
@@ -95,6 +96,14 @@ async def make_sent_folders(port: int, users: dict[str, str], ca_file: str) -> N
         await client.logout()
 
 
+async def sent_copies(
+    port: int, users: dict[str, str], ca_file: str, rows: list[dict[str, Any]]
+) -> Counter[int]:
+    """How many messages (of ``rows``) have 0, 1, 2... copies in their Sent folder."""
+    in_sent = await sent_folder_ids(port, users, ca_file)
+    return Counter(in_sent.get(r["message_id"], 0) for r in rows)
+
+
 async def sent_folder_ids(port: int, users: dict[str, str], ca_file: str) -> Counter[str]:
     """Message-IDs of every copy in every user's Sent folder."""
     context = ssl.create_default_context(cafile=ca_file)
@@ -119,8 +128,17 @@ class Stack:
     workers: list[Proc]
     inbox_ids: dict[str, str]  # user -> inbox id
 
+    def start_burst(self, count: int, rate: float) -> Sending:
+        """``burst`` of ``count`` sends at ``rate`` per second over every inbox, running."""
+        result = Burst()
+        started = time.monotonic()
+        ids = list(self.inbox_ids.values())
+        sending = asyncio.create_task(burst(self.api, ids, count, rate, result))
+        return Sending(result, sending, started)
+
 
 async def start_stack(drill: Drill, users: dict[str, str], smtp_port: int, imap_port: int) -> Stack:
+    await make_sent_folders(imap_port, users, drill.certs.ca_file)
     serve = drill.start("serve", "serve", INBOXD_WORKER_ENABLED="false")
     workers = [drill.start("worker", f"worker{i + 1}", **SENDING_ENV) for i in range(2)]
     key = await drill.tenant_key()
@@ -155,6 +173,22 @@ class Burst:
     acked: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> outgoingMessage
     retries: int = 0
     refusals: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class Sending:
+    """A burst under way: ``result`` fills as its sends are acknowledged."""
+
+    result: Burst
+    task: asyncio.Task[None]
+    started: float  # monotonic
+
+    async def finish(self) -> None:
+        await self.task
+        log(
+            f"burst done: {len(self.result.acked)} acknowledged in "
+            f"{time.monotonic() - self.started:.1f} s, retries {self.result.retries}"
+        )
 
 
 async def burst(

@@ -26,17 +26,13 @@ import argparse
 import asyncio
 import sys
 import time
-from collections import Counter
 
 from _common import Drill, log, mail_users, report
 from _sending import (
-    Burst,
     SentImap,
     SinkSmtp,
-    burst,
     check_exactly_once,
-    make_sent_folders,
-    sent_folder_ids,
+    sent_copies,
     settle,
     start_stack,
     worker_problems,
@@ -59,21 +55,14 @@ async def main(mode: str, messages: int, inboxes: int, accept_delay: float) -> i
             SinkSmtp(users, drill.certs, accept_delay=accept_delay) as smtp,
             SentImap(users, drill.certs) as imap,
         ):
-            await make_sent_folders(imap.port, users, drill.certs.ca_file)
             stack = await start_stack(drill, users, smtp.port, imap.port)
-            result = Burst()
-            started = time.monotonic()
-            sending = asyncio.create_task(
-                burst(stack.api, list(stack.inbox_ids.values()), messages, RATE, result)
-            )
-            while len(result.acked) < messages * STOP_AT and not sending.done():
+            sending = stack.start_burst(messages, RATE)
+            result = sending.result
+            while len(result.acked) < messages * STOP_AT and not sending.task.done():
                 await asyncio.sleep(0.02)
             acked_before, delivered_before = len(result.acked), len(smtp.messages)
             stopping = time.monotonic()
-            if mode == "immediate":
-                await asyncio.to_thread(drill.postgres._pg_ctl, "-w", "-m", "immediate", "stop")
-            else:
-                await asyncio.to_thread(drill.postgres.stop)
+            await asyncio.to_thread(drill.postgres.stop, mode)
             log(
                 f"Postgres stopped ({mode}, {time.monotonic() - stopping:.1f} s) after "
                 f"{acked_before} acknowledged, {delivered_before} delivered"
@@ -83,19 +72,14 @@ async def main(mode: str, messages: int, inboxes: int, accept_delay: float) -> i
             await asyncio.to_thread(drill.postgres.start)
             back_at = time.monotonic()
             log(f"Postgres back after {back_at - stopping:.1f} s")
-            await sending
-            log(
-                f"burst done: {len(result.acked)} acknowledged in "
-                f"{time.monotonic() - started:.1f} s, retries {result.retries}"
-            )
+            await sending.finish()
             rows, waited = await settle(drill.database_url, messages, SETTLE_WITHIN)
             done_at = time.monotonic()
             delivered = smtp.delivered()
-            in_sent = await sent_folder_ids(imap.port, users, drill.certs.ca_file)
+            copies = await sent_copies(imap.port, users, drill.certs.ca_file, rows)
             worker_problems(stack, problems)
             await stack.api.aclose()
         tally = check_exactly_once(result, rows, delivered, messages, problems)
-        copies = Counter(in_sent.get(r["message_id"], 0) for r in rows)
         print(flush=True)
         log(f"sending_postgres_restart results (mode {mode}, accept delay {accept_delay} s)")
         print(f"  {tally.line()}", flush=True)

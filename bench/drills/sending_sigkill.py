@@ -35,15 +35,12 @@ import asyncpg
 from _common import Drill, log, mail_users, report
 from _sending import (
     FINAL,
-    Burst,
     SentImap,
     SinkSmtp,
-    burst,
     check_exactly_once,
     copies_settled,
-    make_sent_folders,
     read_rows,
-    sent_folder_ids,
+    sent_copies,
     settle,
     start_stack,
     worker_problems,
@@ -80,19 +77,15 @@ async def main(messages: int, inboxes: int, accept_delay: float, window: bool) -
             SinkSmtp(users, drill.certs, accept_delay=accept_delay) as smtp,
             SentImap(users, drill.certs) as imap,
         ):
-            await make_sent_folders(imap.port, users, drill.certs.ca_file)
             stack = await start_stack(drill, users, smtp.port, imap.port)
-            result = Burst()
-            started = time.monotonic()
-            sending = asyncio.create_task(
-                burst(stack.api, list(stack.inbox_ids.values()), messages, RATE, result)
-            )
+            sending = stack.start_burst(messages, RATE)
+            result, started = sending.result, sending.started
             victim = None
             held: Counter[str] = Counter()
             rows: list[dict[str, Any]] = []
             # Until a worker holds a victim, even after the burst (a loaded machine sends
             # behind it), and only while unsent messages are left.
-            while not sending.done() or any(r["state"] not in FINAL for r in rows):
+            while not sending.task.done() or any(r["state"] not in FINAL for r in rows):
                 rows = await read_rows(drill.database_url)
                 if sum(r["state"] == "SENT" for r in rows) >= messages * KILL_AT:
                     held = await holders(drill.database_url, smtp.delivered() if window else None)
@@ -113,22 +106,17 @@ async def main(messages: int, inboxes: int, accept_delay: float, window: bool) -
                     f"SIGKILL worker pid {victim.pid} holding {count} messages {what} "
                     f"({dict(held)}), {killed_at - started:.1f} s into the burst"
                 )
-            await sending
-            log(
-                f"burst done: {len(result.acked)} acknowledged in "
-                f"{time.monotonic() - started:.1f} s, retries {result.retries}"
-            )
+            await sending.finish()
             rows, waited = await settle(drill.database_url, messages, SETTLE_WITHIN)
             done_at = time.monotonic()
             copies_due = await copies_settled(drill.database_url, SETTLE_WITHIN)
             if copies_due:
                 problems.append(f"{copies_due} SENT messages still wait for their Sent copy")
             delivered = smtp.delivered()
-            in_sent = await sent_folder_ids(imap.port, users, drill.certs.ca_file)
+            copies = await sent_copies(imap.port, users, drill.certs.ca_file, rows)
             worker_problems(stack, problems, killed=victim)
             await stack.api.aclose()
         tally = check_exactly_once(result, rows, delivered, messages, problems)
-        copies = Counter(in_sent.get(r["message_id"], 0) for r in rows)
         print(flush=True)
         log(f"sending_sigkill results (accept delay {accept_delay} s)")
         print(f"  {tally.line()}", flush=True)
