@@ -8,7 +8,9 @@
   concurrently shows up as 2). ``CountingImap`` can hold each login for ``login_delay`` seconds
   so that a burst keeps jobs in flight long enough to be interrupted.
 - ``Api``: a small async GraphQL client (httpx) and the queries the drills send.
-- ``final_report``: reads every inbox and connection test back from Postgres.
+- ``read_outcome`` / ``wait_all_final``: every inbox and connection test read back from
+  Postgres; ``check_one_final_verification``, ``check_acknowledged``,
+  ``check_one_session_each``: what the verification drills require of it.
 
 Inboxes always point at 127.0.0.1; DNS checks are off, so nothing leaves the machine.
 """
@@ -482,6 +484,28 @@ def check_one_final_verification(
                 f"tests {[(t['state'], t['attempts'], t['error']) for t in tests]}"
             )
     return summary
+
+
+def check_acknowledged(outcome: Outcome, acked: dict[str, str], problems: list[str]) -> None:
+    """Every acknowledged create (username -> inbox id) has its inbox in the database."""
+    for user, inbox_id in acked.items():
+        if inbox_id not in outcome.inboxes:
+            problems.append(f"acknowledged inbox {inbox_id} ({user}) is missing")
+
+
+def check_one_session_each(smtp: CountingSmtp, imap: CountingImap, problems: list[str]) -> None:
+    """No username had two SMTP or two IMAP sessions open at once (a job run twice at once)."""
+    for side, server in (("SMTP", smtp), ("IMAP", imap)):
+        doubled = {u: n for u, n in server.max_active.items() if n > 1}
+        if doubled:
+            problems.append(f"{side}: usernames with 2+ sessions open at once: {doubled}")
+
+
+def login_totals(smtp: CountingSmtp, imap: CountingImap) -> str:
+    return (
+        f"SMTP logins {sum(smtp.login_counts.values())}, "
+        f"IMAP logins {sum(imap.login_counts.values())}"
+    )
 
 
 def report(name: str, problems: list[str]) -> int:

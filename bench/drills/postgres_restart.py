@@ -33,9 +33,12 @@ from _common import (
     CountingImap,
     CountingSmtp,
     Drill,
+    check_acknowledged,
     check_one_final_verification,
+    check_one_session_each,
     inbox_input,
     log,
+    login_totals,
     mail_users,
     report,
     wait_all_final,
@@ -157,7 +160,7 @@ async def main(mode: str, down_for: float) -> int:
             log(f"{before} creates acknowledged; stopping Postgres")
             load.db_up = False
             stop_started = time.monotonic()
-            await asyncio.to_thread(drill.postgres._pg_ctl, "-w", "-m", mode, "stop")
+            await asyncio.to_thread(drill.postgres.stop, mode)
             took = time.monotonic() - stop_started
             log(f"Postgres stopped (-m {mode}, {took:.1f} s); down {down_for} s")
             await asyncio.sleep(down_for)
@@ -198,9 +201,7 @@ async def main(mode: str, down_for: float) -> int:
             serve_alive = serve.alive()
 
         # --- the checks ---
-        for user, inbox_id in load.acked.items():
-            if inbox_id not in outcome.inboxes:
-                problems.append(f"acknowledged inbox {inbox_id} ({user}) is missing")
+        check_acknowledged(outcome, load.acked, problems)
         for target in load.lost_reads:
             problems.append(f"a read of acknowledged inbox {target} came back null")
         summary = check_one_final_verification(outcome, problems)
@@ -217,10 +218,7 @@ async def main(mode: str, down_for: float) -> int:
             problems.append(f"inboxd serve exited: {serve.log_tail()}")
         if not ready_at_end:
             problems.append("inboxd serve not ready at the end")
-        for side, server in (("SMTP", smtp), ("IMAP", imap)):
-            doubled = {u: n for u, n in server.max_active.items() if n > 1}
-            if doubled:
-                problems.append(f"{side}: usernames with 2+ sessions open at once: {doubled}")
+        check_one_session_each(smtp, imap, problems)
 
         print(flush=True)
         log("postgres_restart results")
@@ -239,8 +237,7 @@ async def main(mode: str, down_for: float) -> int:
             flush=True,
         )
         print(
-            f"  SMTP logins {sum(smtp.login_counts.values())}, "
-            f"IMAP logins {sum(imap.login_counts.values())}; "
+            f"  {login_totals(smtp, imap)}; "
             f"all verifications final {waited:.1f} s after the load stopped",
             flush=True,
         )

@@ -28,9 +28,12 @@ from _common import (
     CountingImap,
     CountingSmtp,
     Drill,
+    check_acknowledged,
     check_one_final_verification,
+    check_one_session_each,
     inbox_input,
     log,
+    login_totals,
     mail_users,
     read_outcome,
     report,
@@ -134,9 +137,7 @@ async def main() -> int:
                     problems.append(f"{label} exited ({proc.proc.poll()}): {proc.log_tail()}")
 
         # --- the checks ---
-        for user, inbox_id in acked.items():
-            if inbox_id not in outcome.inboxes:
-                problems.append(f"acknowledged inbox {inbox_id} ({user}) is missing")
+        check_acknowledged(outcome, acked, problems)
         summary = check_one_final_verification(outcome, problems)
 
         tests_by_id = {str(t["id"]): t for ts in outcome.tests.values() for t in ts}
@@ -160,10 +161,8 @@ async def main() -> int:
             attempts_by_user[inbox["smtp_username"]] = sum(
                 t["attempts"] for t in outcome.tests.get(inbox_id, [])
             )
+        check_one_session_each(smtp, imap, problems)
         for side, server in (("SMTP", smtp), ("IMAP", imap)):
-            doubled = {u: n for u, n in server.max_active.items() if n > 1}
-            if doubled:
-                problems.append(f"{side}: usernames with 2+ sessions open at once: {doubled}")
             for user, logins in server.login_counts.items():
                 if logins > attempts_by_user.get(user, 0):
                     problems.append(
@@ -187,8 +186,7 @@ async def main() -> int:
             flush=True,
         )
         print(
-            f"  SMTP logins {sum(smtp.login_counts.values())}, "
-            f"IMAP logins {sum(imap.login_counts.values())}, "
+            f"  {login_totals(smtp, imap)}, "
             f"max sessions per username at once: SMTP {max(smtp.max_active.values(), default=0)},"
             f" IMAP {max(imap.max_active.values(), default=0)}",
             flush=True,

@@ -33,9 +33,12 @@ from _common import (
     CountingImap,
     CountingSmtp,
     Drill,
+    check_acknowledged,
     check_one_final_verification,
+    check_one_session_each,
     inbox_input,
     log,
+    login_totals,
     mail_users,
     read_outcome,
     report,
@@ -239,14 +242,9 @@ async def main() -> int:
         for s in subscribers:
             if s.close_code not in PROPER_CLOSE_CODES:
                 problems.append(f"subscription {s.query[:40]!r} ended: {s.ended}")
-        for user, inbox_id in load.acked.items():
-            if inbox_id not in outcome.inboxes:
-                problems.append(f"acknowledged inbox {inbox_id} ({user}) is missing")
+        check_acknowledged(outcome, load.acked, problems)
         summary = check_one_final_verification(outcome, problems)
-        for side, server in (("SMTP", smtp), ("IMAP", imap)):
-            doubled = {u: n for u, n in server.max_active.items() if n > 1}
-            if doubled:
-                problems.append(f"{side}: usernames with 2+ sessions open at once: {doubled}")
+        check_one_session_each(smtp, imap, problems)
         if not second_alive:
             problems.append(f"inboxd serve #2 exited: {second.log_tail()}")
         unacked = len(outcome.inboxes) - len(set(load.acked.values()) & set(outcome.inboxes))
@@ -277,9 +275,7 @@ async def main() -> int:
         )
         print(f"  outcome: {dict(sorted(summary.items()))}")
         print(
-            f"  SMTP logins {sum(smtp.login_counts.values())}, "
-            f"IMAP logins {sum(imap.login_counts.values())}; "
-            f"all final {waited:.1f} s after serve #2 started",
+            f"  {login_totals(smtp, imap)}; all final {waited:.1f} s after serve #2 started",
             flush=True,
         )
         if outcome.open_tests():
