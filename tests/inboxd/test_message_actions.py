@@ -17,6 +17,7 @@ import pytest
 from inboxd.configs import receiver_config
 from inboxd.receiver import Receiver
 from tests.conftest import Verifier
+from tests.support import inboxes
 from tests.support.mailservers import ImapServer, MailCerts, tls_mail_servers
 from tests.support.waiting import subscribed, wait_until
 from tests.support.ws import WSClient
@@ -24,15 +25,6 @@ from tests.support.ws import WSClient
 PASSWORD = "Actions-Canary-5821"
 USERS = {f"act{n}@example.test": PASSWORD for n in range(10)}
 
-CREATE = """
-mutation($input: CreateEmailInboxInput!) {
-  createEmailInbox(input: $input) {
-    __typename
-    ... on CreateEmailInboxSuccess { inbox { id } }
-    ... on UserError { code message }
-  }
-}"""
-STATE = "query($id: ID!) { emailInbox(id: $id) { status receiving { state } } }"
 MESSAGES = """
 query($id: ID!, $filter: MessageFilter) {
   messages(inboxId: $id, first: 50, filter: $filter) {
@@ -83,30 +75,9 @@ def servers(certs: MailCerts) -> Iterator[dict[str, Any]]:
 async def create_watched(
     tenant: Any, servers: dict[str, Any], user: str, policy: str = "DONT_DELETE"
 ) -> str:
-    created = await tenant.client(
-        CREATE,
-        {
-            "input": {
-                "email": user,
-                "deleteMessagePolicy": policy,
-                "smtp": {"host": "127.0.0.1", "port": servers["smtp"].port, "security": "TLS",
-                         "password": PASSWORD},
-                "imap": {"host": "127.0.0.1", "port": servers["TLS"].port, "security": "TLS",
-                         "password": PASSWORD},
-            }
-        },
-    )  # fmt: skip
-    payload = created.data["createEmailInbox"]
-    assert payload["__typename"] == "CreateEmailInboxSuccess", payload
-    inbox_id: str = payload["inbox"]["id"]
-
-    async def watching() -> bool:
-        inbox = (await tenant.client(STATE, {"id": inbox_id})).data["emailInbox"]
-        assert inbox["status"] != "FAILED", inbox
-        return inbox["receiving"]["state"] == "IDLE"
-
-    await wait_until(watching, f"inbox {inbox_id} watched")
-    return inbox_id
+    return await inboxes.create_watched(
+        tenant, servers, user, PASSWORD, states=("IDLE",), deleteMessagePolicy=policy
+    )
 
 
 async def stored(tenant: Any, inbox_id: str, **filter: Any) -> dict[str, dict[str, Any]]:

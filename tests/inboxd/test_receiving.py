@@ -17,6 +17,8 @@ from inboxd.receiver import Receiver
 from storage.inbox_passwords import encrypt_password
 from storage.secrets import KeyRing, Secret
 from tests.conftest import Verifier
+from tests.support import inboxes
+from tests.support.inboxes import CREATE_INBOX
 from tests.support.mailservers import ImapMode, ImapServer, MailCerts, tls_mail_servers
 from tests.support.waiting import HUNG, subscribed, wait_until
 from tests.support.ws import WSClient
@@ -24,14 +26,6 @@ from tests.support.ws import WSClient
 PASSWORD = "Receive-Canary-4417"
 USERS = {f"user{n}@example.test": PASSWORD for n in range(10)}
 
-CREATE = """
-mutation($input: CreateEmailInboxInput!) {
-  createEmailInbox(input: $input) {
-    __typename
-    ... on CreateEmailInboxSuccess { inbox { id } }
-    ... on UserError { code message }
-  }
-}"""
 RECEIVING = """
 query($id: ID!) {
   emailInbox(id: $id) {
@@ -81,30 +75,10 @@ async def create_watched(
         "folders": settings.get("folders"),
         "backfillDays": settings.get("backfill_days"),
     }
-    created = await tenant.client(
-        CREATE,
-        {
-            "input": {
-                "email": user,
-                "smtp": {"host": "127.0.0.1", "port": servers["smtp"].port, "security": "TLS",
-                         "password": PASSWORD},
-                "imap": {"host": "127.0.0.1", "port": servers[security].port,
-                         "security": security, "password": PASSWORD},
-                "receiving": {k: v for k, v in receiving_input.items() if v is not None},
-            }
-        },
-    )  # fmt: skip
-    payload = created.data["createEmailInbox"]
-    assert payload["__typename"] == "CreateEmailInboxSuccess", payload
-    inbox_id: str = payload["inbox"]["id"]
-
-    async def watching() -> bool:
-        inbox = (await tenant.client(RECEIVING, {"id": inbox_id})).data["emailInbox"]
-        assert inbox["status"] != "FAILED", inbox
-        return inbox["receiving"]["state"] in ("IDLE", "POLLING")
-
-    await wait_until(watching, f"inbox {inbox_id} watched")
-    return inbox_id
+    chosen = {k: v for k, v in receiving_input.items() if v is not None}
+    return await inboxes.create_watched(
+        tenant, servers, user, PASSWORD, security=security, receiving=chosen
+    )
 
 
 async def subjects(tenant: Any, inbox_id: str, **filter: Any) -> list[str]:
@@ -373,7 +347,7 @@ async def test_receiving_settings_are_set_on_create_and_update(
 ) -> None:
     tenant = await receiving.tenant()
     created = await tenant.client(
-        CREATE,
+        CREATE_INBOX,
         {"input": {"email": "settings@example.test", "password": PASSWORD,
                    "smtp": {"host": "127.0.0.1", "port": 1},
                    "imap": {"host": "127.0.0.1", "port": 1},

@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import Verifier, VerifierWith
 from tests.support.dovecot import Dovecot, require_dovecot
+from tests.support.inboxes import CREATE_INBOX
 from tests.support.mailservers import MailCerts
 from tests.support.waiting import subscribed, wait_until
 from tests.support.ws import WSClient
@@ -24,14 +25,6 @@ PASSWORD = "Dovecot-Canary-5521"
 # Many users: Dovecot allows 10 sessions per user and IP, and each watched inbox holds two.
 USERS = {f"user{n}@example.test": PASSWORD for n in range(20)}
 
-CREATE = """
-mutation($input: CreateEmailInboxInput!) {
-  createEmailInbox(input: $input) {
-    __typename
-    ... on CreateEmailInboxSuccess { inbox { id } }
-    ... on UserError { code message }
-  }
-}"""
 RECEIVING = """
 query($id: ID!) {
   emailInbox(id: $id) {
@@ -98,7 +91,7 @@ async def create_watched(tenant: Any, dovecot: Dovecot, user: str, security: str
     being watched."""
     imap_port = dovecot.imaps_port if security == "TLS" else dovecot.imap_port
     created = await tenant.client(
-        CREATE,
+        CREATE_INBOX,
         {
             "input": {
                 "email": user,

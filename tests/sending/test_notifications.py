@@ -17,17 +17,13 @@ from structlog.testing import capture_logs
 from resolvers.validation_inbox_sending import known_time_zones
 from storage import messages
 from tests.conftest import Verifier
+from tests.support.inboxes import create_watched
 from tests.support.mailservers import MailCerts, SmtpServer, tls_mail_servers
 from tests.support.waiting import wait_until
 
 PASSWORD = "Notice-Canary-3307"
 USERS = {f"desk{n}@example.test": PASSWORD for n in range(4)}
 AGENT = "agent@example.test"
-CREATE = """
-mutation($input: CreateEmailInboxInput!) {
-  createEmailInbox(input: $input) { __typename ... on CreateEmailInboxSuccess { inbox { id } } }
-}"""
-WATCHED = "query($id: ID!) { emailInbox(id: $id) { status receiving { state } } }"
 SUBJECTS = """query($id: ID!) { messages(inboxId: $id, first: 50) {
   edges { node { id subject } } } }"""
 
@@ -41,30 +37,7 @@ def servers(certs: MailCerts) -> Iterator[dict[str, Any]]:
 async def watched_inbox(
     receiving: Verifier, tenant: Any, servers: dict, user: str, **extra: Any
 ) -> str:
-    created = await tenant.client(
-        CREATE,
-        {
-            "input": {
-                "email": user,
-                "smtp": {"host": "127.0.0.1", "port": servers["smtp"].port, "security": "TLS",
-                         "password": PASSWORD},
-                "imap": {"host": "127.0.0.1", "port": servers["TLS"].port, "security": "TLS",
-                         "password": PASSWORD},
-                **extra,
-            }
-        },
-    )  # fmt: skip
-    payload = created.data["createEmailInbox"]
-    assert payload["__typename"] == "CreateEmailInboxSuccess", payload
-    inbox_id: str = payload["inbox"]["id"]
-
-    async def watching() -> bool:
-        inbox = (await tenant.client(WATCHED, {"id": inbox_id})).data["emailInbox"]
-        assert inbox["status"] != "FAILED", inbox
-        return inbox["receiving"]["state"] in ("IDLE", "POLLING")
-
-    await wait_until(watching, f"inbox {inbox_id} watched")
-    return inbox_id
+    return await create_watched(tenant, servers, user, PASSWORD, **extra)
 
 
 def mail(subject: str, *, message_id: str | None = None, date: datetime | None = None) -> bytes:
