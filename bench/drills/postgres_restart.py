@@ -50,6 +50,10 @@ LOAD_BEFORE = 8.0
 DOWN_FOR = 5.0
 LOAD_AFTER = 10.0
 BACK_WITHIN = 30.0
+# Creates are held back so some are left for each phase however fast the machine: until
+# Postgres stops, the pool may shrink to two thirds; while it is down, to one third.
+BEFORE_STOP_KEEP = MAX_CREATES * 2 // 3
+WHILE_DOWN_KEEP = MAX_CREATES // 3
 FINISH_WITHIN = 90.0
 LOGIN_DELAY = 0.2  # keeps verifications in flight when the database goes away
 
@@ -71,6 +75,7 @@ class Load:
         self.db_up = True
         self.first_create_after_start: float | None = None
         self.db_started_at: float | None = None
+        self.keep = BEFORE_STOP_KEEP  # creates left untouched until the next phase
 
     def _classify(self, body: dict | None, exc: Exception | None) -> str:
         if exc is not None:
@@ -84,7 +89,7 @@ class Load:
     async def client(self) -> None:
         while not self.stop.is_set():
             created_id = None
-            if self.pool:
+            if len(self.pool) > self.keep:
                 user, password = self.pool.pop()
                 body, exc = None, None
                 try:
@@ -135,7 +140,7 @@ class Load:
             self.outcomes["list " + self._classify(body, exc)] += 1
             if exc is not None or (body or {}).get("errors"):
                 await asyncio.sleep(0.2)
-            if not self.pool:
+            if len(self.pool) <= self.keep:
                 await asyncio.sleep(0.05)
 
 
@@ -159,6 +164,7 @@ async def main(mode: str, down_for: float) -> int:
             before = len(load.acked)
             log(f"{before} creates acknowledged; stopping Postgres")
             load.db_up = False
+            load.keep = WHILE_DOWN_KEEP
             stop_started = time.monotonic()
             await asyncio.to_thread(drill.postgres.stop, mode)
             took = time.monotonic() - stop_started
@@ -168,6 +174,7 @@ async def main(mode: str, down_for: float) -> int:
             await asyncio.to_thread(drill.postgres.start)
             started_at = time.monotonic()
             load.db_started_at = started_at
+            load.keep = 0
             load.db_up = True
             log("Postgres started")
 
