@@ -70,7 +70,9 @@ def inbox_input(email: str, ports: tuple[int, int], password: str) -> dict:
         "email": email,
         "displayName": "Bench Inbox",
         "dailySendLimit": 50,  # the most an inbox may send a day (1-50)
-        "signature": "<p>Bench Sender, <b>Sales</b></p>",
+        # Each inbox its own signature, as in real use: inboxd remembers each inbox's cleaned
+        # signature, and one shared by all would make that memory look better than it is.
+        "signature": f"<p>Bench Sender ({email.partition('@')[0]}), <b>Sales</b></p>",
         "smtp": {"host": HOST, "port": ports[0], "security": "STARTTLS", "password": password},
         "imap": {"host": HOST, "port": ports[1], "security": "TLS", "password": password},
     }

@@ -127,13 +127,14 @@ class _Fields:
     attachments: list[tuple[str, str, str]]  # (filename, maintype, subtype)
 
 
-# Cached, as the sender's own: every message of an inbox carries its signature and name.
-@functools.lru_cache(maxsize=128)
+# Remembered per inbox (up to 1,024 inboxes), as every message of an inbox carries its
+# signature and From: the signature cleaned by nh3, the address parsed by the header registry.
+@functools.lru_cache(maxsize=1024)
 def _clean_signature(markup: str) -> str | None:
     return sanitize_html(markup) or None
 
 
-_sender = functools.lru_cache(maxsize=128)(rules.address)
+_sender = functools.lru_cache(maxsize=1024)(rules.address)
 
 
 def _check_fields(outgoing: Outgoing, max_bytes: int) -> _Fields:

@@ -1,4 +1,5 @@
-"""Inputs built from a plan (``schema.input_builder``) are the objects Strawberry builds.
+"""Inputs built from a plan (``schema.input_builder``) are the objects Strawberry builds; and
+``provided`` and ``nul_issues``, made cheaper for sendEmail, answer as before.
 
 Each variables value goes through graphql-core's coercion as a request's would (defaults
 filled in), then becomes the mutation's Python arguments twice: with the plan, and with
@@ -23,9 +24,13 @@ from strawberry.types.arguments import convert_arguments
 from strawberry.types.base import get_object_definition
 from strawberry.types.maybe import Maybe
 
+from resolvers.validation_issues import nul_issues
 from schema import build_schema
+from schema.enums import DeleteMessagePolicy, Provider
 from schema.input_builder import build_from_plan, build_inputs_from_plans
+from schema.inputs import SECRET_FIELDS, CreateEmailInboxInput, ServerInput, provided
 from schema.sending import AttachmentInput, SendEmailInput
+from storage.secrets import Secret
 
 SEND = (
     "mutation Send($inboxId: ID!, $input: SendEmailInput!) { sendEmail(inboxId: $inboxId, "
@@ -223,3 +228,56 @@ def test_every_kind_of_field_is_built_as_strawberry_builds_it() -> None:
         assert classes(planned) == classes(reference), value
         kept = {id(x) for x in lists_in(value)}
         assert not [x for x in lists_in(planned) if id(x) in kept]
+
+
+def provided_as_before(value: Any) -> Any:
+    """``schema.inputs.provided`` as it was written before its field names were remembered."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: (
+                None if getattr(value, f.name) is None else Secret(str(getattr(value, f.name)))
+            )
+            if f.name in SECRET_FIELDS
+            else provided_as_before(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if getattr(value, f.name) is not strawberry.UNSET
+        }
+    if isinstance(value, list):
+        return [provided_as_before(v) for v in value]
+    if hasattr(value, "value") and hasattr(type(value), "__members__"):
+        return value.value
+    return value
+
+
+def test_provided_gives_what_it_gave_before() -> None:
+    inputs: list[Any] = [
+        CreateEmailInboxInput(email="a@b.example"),
+        CreateEmailInboxInput(
+            email="a@b.example",
+            password="pw",
+            provider=Provider.GMAIL,
+            smtp=ServerInput(host="smtp.b.example", port=587, password="s", security=None),
+            tags=["x", "y"],
+            daily_send_limit=None,
+            delete_message_policy=DeleteMessagePolicy.DONT_DELETE,
+        ),
+        SendEmailInput(to=["a@b.example"], attachments=[AttachmentInput(filename="a", content_type="text/plain", content_base64="")]),
+        [SendEmailInput(), 3, None, "text", True, 1.5, {"k": [1]}],
+    ]
+    for value in inputs:
+        now, before = provided(value), provided_as_before(value)
+        assert repr(now) == repr(before)
+        assert classes(now) == classes(before)
+
+
+def test_nul_is_found_wherever_it_is() -> None:
+    clean = {"to": ["a@b.example"], "subject": "Hi", "headers": {"X-A": ["1", 2]}, "n": 3}
+    assert nul_issues(clean, "") == []
+    dirty = {
+        "to": ["a@b.example", "b\x00@c.example"],
+        "send_at": None,
+        "headers": {"X-A": ("1", "\x00")},
+        "reply_to": "\x00",
+    }
+    assert [i.field for i in nul_issues(dirty, "")] == ["to[1]", "headers.X-A[1]", "replyTo"]
+    assert [i.field for i in nul_issues("\x00", "subject")] == ["subject"]
