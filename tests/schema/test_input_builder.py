@@ -261,7 +261,12 @@ def test_provided_gives_what_it_gave_before() -> None:
             daily_send_limit=None,
             delete_message_policy=DeleteMessagePolicy.DONT_DELETE,
         ),
-        SendEmailInput(to=["a@b.example"], attachments=[AttachmentInput(filename="a", content_type="text/plain", content_base64="")]),
+        SendEmailInput(
+            to=["a@b.example"],
+            attachments=[
+                AttachmentInput(filename="a", content_type="text/plain", content_base64="")
+            ],
+        ),
         [SendEmailInput(), 3, None, "text", True, 1.5, {"k": [1]}],
     ]
     for value in inputs:
