@@ -2,8 +2,9 @@
 pymap (implicit TLS, the Sent folder) in processes of their own.
 
 - B11: ``sendEmail`` accepted into the outbox, throughput over HTTP (32 connections, requests
-  spread round robin over many ACTIVE inboxes so that neither the daily limit nor the
-  per-minute rate refuses any). No worker runs: only the acceptance is measured. Floor
+  spread round robin over 600 ACTIVE inboxes, the outbox and daily counts emptied before
+  every load so that neither the daily limit nor the per-minute rate refuses any; any other
+  answer voids the figure). No worker runs: only the acceptance is measured. Floor
   (floors/raw_send.py): the same row inserted in one transaction by a raw route.
 - B12: ``sendEmail`` until an ``outgoingMessage`` subscriber (graphql-transport-ws) sees SENT,
   one message at a time, taking turns with the floor (floors/smtp_send.py ``send_one``:
@@ -797,10 +798,16 @@ SENDING_METHOD = """What each sending figure measures:
 
 - **B11** `sendEmail` accepted into the outbox (QUEUED), over HTTP with an API key; requests
   go round robin over 600 ACTIVE inboxes per side (dailySendLimit 50, the per-minute rate at
-  its default of 60), so none is refused; no worker runs. inboxd: validation, the rate check,
-  composing the message once (size), the daily count, the row with its event and NOTIFY, the
-  audit row. Floor (`floors/raw_send.py`): the API-key check, then one transaction: the inbox
-  read, the same `send_count` upsert, the same `outgoing_message` row, NOTIFY.
+  its default of 60; each inbox its own signature); no worker runs. Before every load (each
+  side's warm-up and each round) the same statements run for both sides: the rows the last
+  load queued are counted, then `outgoing_message` and `send_count` are emptied, so neither
+  the daily limit nor the per-minute rate refuses a send at any machine speed. Any answer but
+  SendEmailSuccess, a socket error, or a load whose rows differ from its successes (or whose
+  Message-IDs repeat) marks the row INVALID instead of quoting a ratio. inboxd: validation,
+  the rate check, the compose rules and a size bound, the daily count, the row with its event
+  and NOTIFY, the audit row. Floor (`floors/raw_send.py`): the API-key check, then one
+  transaction: the inbox read, the same `send_count` upsert, the same `outgoing_message` row,
+  NOTIFY.
 - **B12** `sendEmail`, then an `outgoingMessage(id)` subscription on an open
   graphql-transport-ws connection, until it shows SENT; one message at a time, round robin over
   10 inboxes. Floor (`floors/smtp_send.py send_one`): the same message (header registry, the
