@@ -274,7 +274,7 @@ def b11_problems(name: str, loads: list[Any], queued: list[dict[str, int]]) -> l
     bad = sum(x.bad for x in loads)
     errors = sum(x.socket_errors for x in loads)
     if bad:
-        sample = next((x.sample for x in loads if x.sample), "")
+        sample = next((x.sample for x in loads if x.sample), "").replace("\n", " ")
         problems.append(f"{name}: {bad} answers not SendEmailSuccess, e.g. {sample}")
     if errors:
         problems.append(f"{name}: {errors} socket errors")
