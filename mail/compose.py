@@ -22,6 +22,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import functools
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -126,11 +127,21 @@ class _Fields:
     attachments: list[tuple[str, str, str]]  # (filename, maintype, subtype)
 
 
+# Remembered per inbox (up to 1,024 inboxes), as every message of an inbox carries its
+# signature and From: the signature cleaned by nh3, the address parsed by the header registry.
+@functools.lru_cache(maxsize=1024)
+def _clean_signature(markup: str) -> str | None:
+    return sanitize_html(markup) or None
+
+
+_sender = functools.lru_cache(maxsize=1024)(rules.address)
+
+
 def _check_fields(outgoing: Outgoing, max_bytes: int) -> _Fields:
     encoded = sum((len(a.content) + 2) // 3 * 4 for a in outgoing.attachments)
     if encoded > max_bytes:  # refused before any encoding work
         raise _too_large(outgoing, encoded, max_bytes)
-    sender = rules.address(outgoing.from_name, outgoing.from_address, "from")
+    sender = _sender(outgoing.from_name, outgoing.from_address, "from")
     to = _mailboxes(outgoing.to, "to")
     cc = _mailboxes(outgoing.cc, "cc")
     _mailboxes(outgoing.bcc, "bcc")  # checked, never written
@@ -272,7 +283,7 @@ def _references(ids: list[str], in_reply_to: str | None) -> list[str]:
 def _bodies(outgoing: Outgoing) -> tuple[str | None, str | None]:
     """The text and HTML parts as sent (either may be absent), the signature appended."""
     text, markup = outgoing.text, outgoing.html
-    signature_html = sanitize_html(outgoing.signature_html or "") or None
+    signature_html = _clean_signature(outgoing.signature_html or "")
     signature_text = outgoing.signature_text or (
         html_to_text(signature_html) if signature_html else None
     )

@@ -6,6 +6,7 @@ queueing it) and the sending worker (which composes it for the SMTP transaction)
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +37,9 @@ def message_id_domain(inbox: InboxRow) -> str:
     return inbox.email.rpartition("@")[2]
 
 
+# Remembered per signature (up to 1,024: an inbox's every message carries its signature, and
+# the conversion parses HTML); at most 20,000 characters each, so at most ~40 MB, usually <1 MB.
+@functools.lru_cache(maxsize=1024)
 def signature_text(signature_html: str | None) -> str | None:
     """The (sanitised HTML) signature as plain text, for the text part."""
     if not signature_html:

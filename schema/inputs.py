@@ -24,16 +24,25 @@ def _secret(value: Any) -> Secret | None:
 SECRET_FIELDS = frozenset({"password", "client_secret", "access_token"})
 
 
+# Each input class's field names, in order (``dataclasses.fields`` builds the list per call).
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def provided(value: Any) -> Any:
     """Input object -> dict of the fields the caller sent (snake_case), recursively; the
     value of a secret field (``SECRET_FIELDS``) as a ``Secret``."""
-    if is_dataclass(value) and not isinstance(value, type):
+    if type(value) in _PLAIN:
+        return value
+    names = _FIELD_NAMES.get(type(value))
+    if names is None and is_dataclass(value) and not isinstance(value, type):
+        names = _FIELD_NAMES[type(value)] = tuple(f.name for f in fields(value))
+    if names is not None:
+        given = {name: getattr(value, name) for name in names}
         return {
-            f.name: _secret(getattr(value, f.name))
-            if f.name in SECRET_FIELDS
-            else provided(getattr(value, f.name))
-            for f in fields(value)
-            if getattr(value, f.name) is not UNSET
+            name: _secret(v) if name in SECRET_FIELDS else provided(v)
+            for name, v in given.items()
+            if v is not UNSET
         }
     if isinstance(value, list):
         return [provided(v) for v in value]

@@ -13,6 +13,7 @@ from strawberry.scalars import JSON
 from resolvers.pagination import encode_cursor
 from resolvers.validation_issues import InputInvalid
 from schema.errors import NotFound, RateLimited, UserError, ValidationError, user_error
+from schema.input_builder import build_inputs_from_plans
 from schema.messages import MailAddress
 from schema.pagination import PageInfo, page_info
 from storage import models
@@ -213,6 +214,10 @@ class SendEmailInput:
         description="The same key for the same inbox within 24 h returns the first message "
         "instead of queueing another.",
     )
+
+
+# sendEmail's input, built without Strawberry's per-field work on each request.
+build_inputs_from_plans(AttachmentInput, SendEmailInput)
 
 
 @strawberry.type(description="The inbox cannot send now: see message (verify or switch it on).")

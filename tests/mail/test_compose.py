@@ -210,6 +210,32 @@ def test_an_html_only_message_is_one_sanitised_part() -> None:
     assert "script" not in mail.get_content()
 
 
+def test_each_message_has_its_own_sender_and_signature() -> None:
+    # The sender's checked address and cleaned signature are remembered by value: the next
+    # message with another name or signature shows it, and a refused sender is refused again.
+    for name, signature in (("Alice", "One"), ("Bea", "Two"), ("Alice", "One")):
+        mail = parsed(
+            compose(
+                outgoing(
+                    from_name=name,
+                    html="<p>Hi</p>",
+                    signature_html=f"<p>{signature}<script>x</script></p>",
+                    signature_text=None,
+                ),
+                max_bytes=100_000,
+            )
+        )
+        assert mail["From"].addresses[0].display_name == name
+        html = mail.get_body(preferencelist=("html",))
+        assert html is not None
+        assert f"<p>{signature}</p>" in html.get_content()
+        assert "script" not in html.get_content()
+    for _ in range(2):
+        with pytest.raises(ComposeError) as refused:
+            compose(outgoing(from_address="nobody"), max_bytes=100_000)
+        assert refused.value.field == "from"
+
+
 FIELDS = {
     "from": lambda v: {"from_name": v},
     "to[1]": lambda v: {"to": [(None, "bob@example.test"), (v, "erin@example.test")]},
