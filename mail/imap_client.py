@@ -17,85 +17,16 @@ from typing import Any, cast
 import aioimaplib
 
 from mail.imap_auth import SaslExchange
+from mail.imap_waits import Event, PushQueue
 
 _ARRIVALS = re.compile(rb"^\* \d+ (EXISTS|RECENT)", re.IGNORECASE)
 # Their EXISTS is the size of the folder being opened, not news.
 _OPENING = ("EXAMINE", "SELECT")
 
 
-# --- lighter per-connection state (B9: 1,000 idle sessions in one process) ---------------------
-#
-# An idle session's Python objects, measured with tracemalloc (docs/benchmarks.md, B9): about
-# ten empty ``collections.deque``s, ~760 bytes each (CPython allocates a 64-slot block for even
-# an empty one), inside the asyncio.Event, Condition and Queue that aioimaplib and this module
-# create per connection and per command, were the largest item. The classes below keep their
-# waiters in a list (56 bytes empty); capability sets are shared between connections.
-
-
-class Event(asyncio.Event):
-    """asyncio.Event with its waiters in a list rather than a deque (every use of
-    ``_waiters`` in asyncio.Event is append, remove and iteration)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._waiters: Any = []
-
-
-class Condition(asyncio.Condition):
-    """asyncio.Condition with its waiters in a list (append, remove, iteration)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._waiters: Any = []
-
-
-class PushQueue:
-    """What aioimaplib and ``ImapSession.wait_for_change`` use of the untagged responses'
-    ``asyncio.Queue`` during IDLE (unbounded: ``put``, ``put_nowait``, ``get``, ``get_nowait``,
-    ``empty``), without its three deques and Event; one reader at a time. ``listener``, when
-    set, is called on every put: ``wait_for_change`` waits on that rather than on a task
-    blocked in ``get``."""
-
-    __slots__ = ("_items", "_reader", "listener")
-
-    def __init__(self) -> None:
-        self._items: list[Any] = []
-        self._reader: asyncio.Future[None] | None = None
-        self.listener: Callable[[], None] | None = None
-
-    def empty(self) -> bool:
-        return not self._items
-
-    def put_nowait(self, item: Any) -> None:
-        self._items.append(item)
-        reader = self._reader
-        if reader is not None and not reader.done():
-            reader.set_result(None)
-        if self.listener is not None:
-            self.listener()
-
-    async def put(self, item: Any) -> None:
-        self.put_nowait(item)
-
-    def get_nowait(self) -> Any:
-        if not self._items:
-            raise asyncio.QueueEmpty
-        return self._items.pop(0)
-
-    async def get(self) -> Any:
-        while not self._items:
-            self._reader = asyncio.get_running_loop().create_future()
-            try:
-                await self._reader
-            finally:
-                self._reader = None
-        return self._items.pop(0)
-
-
 # Capability sets as servers sent them, one frozenset shared by every connection that was sent
-# the same (bounded: a server changing its list on each login cannot grow it without end).
+# the same (at most 256: a server changing its list on each login cannot grow it without end).
 _CAPABILITY_SETS: dict[frozenset[str], frozenset[str]] = {}
-_CAPABILITY_SETS_MAX = 256
 
 
 class Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
@@ -104,14 +35,13 @@ class Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     aioimaplib files an untagged response under a pending command of its name, else under a
     pending NOOP or IDLE, else drops it ("ignored untagged response"): an EXISTS sent with a
     UID SEARCH or UID FETCH is lost, and the server, having told us, never repeats it.
-    Its per-connection Event, Condition and Queue are the lighter ones above.
+    Its per-connection Event and Queue, and each command's Event, are ``mail.imap_waits``'.
     """
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, lost: Any, arrived: Callable[[], None]
     ) -> None:
         super().__init__(loop, lost)
-        self.state_condition = Condition()
         self.idle_queue = PushQueue()
         self._idle_event = Event()
         self._arrived = arrived
@@ -126,10 +56,9 @@ class Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     def capabilities(self, value: Iterable[str]) -> None:
         # aioimaplib assigns a new set on each CAPABILITY and LOGIN; it never changes one.
         offered = frozenset(value)
-        shared = _CAPABILITY_SETS.get(offered)
-        if shared is None and len(_CAPABILITY_SETS) < _CAPABILITY_SETS_MAX:
-            shared = _CAPABILITY_SETS[offered] = offered
-        self._capabilities = shared or offered
+        if offered not in _CAPABILITY_SETS and len(_CAPABILITY_SETS) < 256:
+            _CAPABILITY_SETS[offered] = offered
+        self._capabilities = _CAPABILITY_SETS.get(offered, offered)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """End every command still waiting for an answer. aioimaplib leaves them to their own
@@ -172,7 +101,7 @@ class Client(aioimaplib.IMAP4):  # type: ignore[misc]
     """aioimaplib's client on a connection opened by ``opener`` instead of by host name."""
 
     def __init__(
-        self, opener: Any, timeout: float, lost: asyncio.Event, arrived: Callable[[], None]
+        self, opener: Any, timeout: float, lost: Event, arrived: Callable[[], None]
     ) -> None:
         self._opener = opener
         self._arrived = arrived

@@ -27,13 +27,14 @@ from mail.endpoint import Endpoint
 from mail.failures import ProbeFailure
 from mail.imap_auth import log_in
 from mail.imap_changes import MODSEQ_TAIL, highest_modseq
-from mail.imap_client import Client, Event, PushQueue, connect_tls, start_tls
+from mail.imap_client import Client, connect_tls, start_tls
 from mail.imap_fetch import UID as UID  # where callers look
 from mail.imap_fetch import WHOLE_BELOW as WHOLE_BELOW
 from mail.imap_fetch import Fetched as Fetched
 from mail.imap_fetch import MessageFetches
 from mail.imap_mailbox import UIDVALIDITY, MailboxWrites, network_error, quote_mailbox
 from mail.imap_mailbox import ImapSessionError as ImapSessionError  # where callers look
+from mail.imap_waits import Event, PushQueue
 from mail.network import NetworkPolicy, TargetError, open_socket, resolve_target
 from mail.presets import Security
 from mail.results import ProbeCode
@@ -65,8 +66,8 @@ class ImapSession(MessageFetches, MailboxWrites):
     def __init__(
         self,
         client: Client,
-        lost: asyncio.Event,
-        arrivals: asyncio.Event,
+        lost: Event,
+        arrivals: Event,
         settings: SessionSettings,
     ) -> None:
         self._client = client

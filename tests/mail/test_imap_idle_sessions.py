@@ -28,7 +28,7 @@ from tests.support.waiting import HUNG, wait_until, with_deadline
 PASSWORD = "Idle-Sessions-5521"
 SESSIONS = 24
 USERS = {f"idle{n}@example.test": PASSWORD for n in range(SESSIONS + 1)}
-# Python objects an idle session may hold (tracemalloc): 12.8 KiB measured when written
+# Python objects an idle session may hold (tracemalloc): 12.7 KiB measured when written
 # (24 KiB before aioimaplib's per-connection deques and the wait's two extra tasks went).
 BUDGET = 16 * 1024
 # The server runs on a thread of this process: only what was allocated with the client's code
