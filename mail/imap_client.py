@@ -11,16 +11,22 @@ import contextlib
 import re
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import aioimaplib
 
 from mail.imap_auth import SaslExchange
+from mail.imap_waits import Event, PushQueue
 
 _ARRIVALS = re.compile(rb"^\* \d+ (EXISTS|RECENT)", re.IGNORECASE)
 # Their EXISTS is the size of the folder being opened, not news.
 _OPENING = ("EXAMINE", "SELECT")
+
+
+# Capability sets as servers sent them, one frozenset shared by every connection that was sent
+# the same (at most 256: a server changing its list on each login cannot grow it without end).
+_CAPABILITY_SETS: dict[frozenset[str], frozenset[str]] = {}
 
 
 class Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
@@ -29,15 +35,30 @@ class Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     aioimaplib files an untagged response under a pending command of its name, else under a
     pending NOOP or IDLE, else drops it ("ignored untagged response"): an EXISTS sent with a
     UID SEARCH or UID FETCH is lost, and the server, having told us, never repeats it.
+    Its per-connection Event and Queue, and each command's Event, are ``mail.imap_waits``'.
     """
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, lost: Any, arrived: Callable[[], None]
     ) -> None:
         super().__init__(loop, lost)
+        self.idle_queue = PushQueue()
+        self._idle_event = Event()
         self._arrived = arrived
         self.gone = False
         self.sasl: SaslExchange | None = None  # set during AUTHENTICATE (mail.imap_auth)
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return self._capabilities
+
+    @capabilities.setter
+    def capabilities(self, value: Iterable[str]) -> None:
+        # aioimaplib assigns a new set on each CAPABILITY and LOGIN; it never changes one.
+        offered = frozenset(value)
+        if offered not in _CAPABILITY_SETS and len(_CAPABILITY_SETS) < 256:
+            _CAPABILITY_SETS[offered] = offered
+        self._capabilities = _CAPABILITY_SETS.get(offered, offered)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """End every command still waiting for an answer. aioimaplib leaves them to their own
@@ -56,6 +77,8 @@ class Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     async def execute(self, command: aioimaplib.Command, scrub: str | None = None) -> Any:
         if self.gone:  # aioimaplib would send it into the void and wait for its timeout
             raise aioimaplib.Abort(f"{command.name}: the connection is lost")
+        if not command._event.is_set():  # nor waited on yet: IDLE's lives as long as IDLE
+            command._event = Event()
         return await super().execute(command, scrub)
 
     def _continuation(self, line: bytes) -> None:
@@ -78,7 +101,7 @@ class Client(aioimaplib.IMAP4):  # type: ignore[misc]
     """aioimaplib's client on a connection opened by ``opener`` instead of by host name."""
 
     def __init__(
-        self, opener: Any, timeout: float, lost: asyncio.Event, arrived: Callable[[], None]
+        self, opener: Any, timeout: float, lost: Event, arrived: Callable[[], None]
     ) -> None:
         self._opener = opener
         self._arrived = arrived

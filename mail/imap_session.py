@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import ssl
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,7 @@ from mail.imap_fetch import Fetched as Fetched
 from mail.imap_fetch import MessageFetches
 from mail.imap_mailbox import UIDVALIDITY, MailboxWrites, network_error, quote_mailbox
 from mail.imap_mailbox import ImapSessionError as ImapSessionError  # where callers look
+from mail.imap_waits import Event, PushQueue
 from mail.network import NetworkPolicy, TargetError, open_socket, resolve_target
 from mail.presets import Security
 from mail.results import ProbeCode
@@ -64,8 +66,8 @@ class ImapSession(MessageFetches, MailboxWrites):
     def __init__(
         self,
         client: Client,
-        lost: asyncio.Event,
-        arrivals: asyncio.Event,
+        lost: Event,
+        arrivals: Event,
         settings: SessionSettings,
     ) -> None:
         self._client = client
@@ -74,11 +76,14 @@ class ImapSession(MessageFetches, MailboxWrites):
         # with: the server will not repeat it during the next IDLE.
         self._arrivals = arrivals
         self._settings = settings
-        self._woken = asyncio.Event()  # ``wake``: stop waiting, the caller has work to do
+        self._woken = Event()  # ``wake``: stop waiting, the caller has work to do
+        self._ring: Callable[[], None] | None = None  # ends the wait of ``wait_for_change``
 
     def wake(self) -> None:
         """End the current or next ``wait_for_change`` or ``wait_polling`` early."""
         self._woken.set()
+        if self._ring is not None:
+            self._ring()
 
     @property
     def arrivals_noticed(self) -> bool:
@@ -130,7 +135,7 @@ class ImapSession(MessageFetches, MailboxWrites):
         implicit = endpoint.security is Security.TLS
 
         async def open_with(context: ssl.SSLContext | None) -> ImapSession:
-            lost = asyncio.Event()
+            lost = Event()
 
             async def opener(protocol: Any) -> Any:
                 sock = await open_socket(target, timeout)
@@ -141,7 +146,7 @@ class ImapSession(MessageFetches, MailboxWrites):
                     lambda: protocol, sock=sock
                 )
 
-            arrivals = asyncio.Event()
+            arrivals = Event()
             client = Client(opener, settings.command_timeout, lost, arrivals.set)
             session = cls(client, lost, arrivals, settings)
             try:
@@ -259,7 +264,7 @@ class ImapSession(MessageFetches, MailboxWrites):
         before ``within`` ends. When it says so, or an EXISTS came with IDLE's acceptance,
         IDLE ends at once so the caller reads again; so it does on ``wake``."""
         client = self._client
-        queue = client.protocol.idle_queue
+        queue: PushQueue = client.protocol.idle_queue
         while not queue.empty():  # what came after the last IDLE's end: read since
             queue.get_nowait()
         try:  # aioimaplib waits for the server's "+" without a timeout of its own
@@ -274,25 +279,28 @@ class ImapSession(MessageFetches, MailboxWrites):
         try:
             changed = self.arrivals_noticed or self._woken.is_set() or await arrived_before()
             while not changed and not self._lost.is_set():
-                # Two tasks per idle inbox, not four (B9): the queue read directly rather than
-                # through aioimaplib's wait_server_push (a wait_for, a task of its own), and a
-                # lost connection seen as the end of the IDLE command (Protocol.connection_lost
-                # ends it) rather than by a task waiting for ``_lost``.
-                push = asyncio.ensure_future(queue.get())
-                woken = asyncio.ensure_future(self._woken.wait())
+                # One task per idle inbox besides aioimaplib's IDLE command (B9): no task
+                # blocked in the queue's get or the wake event's wait, but one future that
+                # whatever ends the wait resolves: a push (the queue's listener), ``wake``,
+                # or the end of the IDLE command (a lost connection ends it too:
+                # Protocol.connection_lost).
+                signal: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                ring = functools.partial(_resolve, signal)
+                queue.listener = self._ring = ring
+                idle.add_done_callback(ring)
+                quiet = asyncio.get_running_loop().call_later(within + 5, ring)
+                if not queue.empty() or self._woken.is_set() or idle.done():
+                    ring()
                 try:
-                    await asyncio.wait(
-                        {push, idle, woken}, timeout=within + 5, return_when=asyncio.FIRST_COMPLETED
-                    )
+                    await signal
                 finally:
-                    for waiter in (push, woken):
-                        if not waiter.done():
-                            waiter.cancel()
-                        elif not waiter.cancelled():
-                            waiter.exception()  # retrieved here; acted on below
-                if not push.done() or push.cancelled() or push.exception() is not None:
+                    queue.listener = self._ring = None
+                    idle.remove_done_callback(ring)
+                    quiet.cancel()
+                    signal.cancel()
+                if queue.empty():  # woken, IDLE ended, or no word from the server in time
                     break
-                lines = push.result()
+                lines = queue.get_nowait()
                 if lines == aioimaplib.STOP_WAIT_SERVER_PUSH:
                     break
                 changed = any(_CHANGES.match(bytes(line)) for line in lines)
@@ -338,3 +346,8 @@ class ImapSession(MessageFetches, MailboxWrites):
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+
+
+def _resolve(future: asyncio.Future[None], *_: object) -> None:
+    if not future.done():
+        future.set_result(None)
