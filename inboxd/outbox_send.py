@@ -69,7 +69,10 @@ class MessageSender:
     ) -> Prepared | SendResult | None:
         async with self.state.db.connection(background=True) as connection:
             inbox = await inbox_reads.read_inbox(connection, row.workspace_id, row.inbox_id)
-            contents = await outbox.read_attachment_contents(connection, row.id)
+            # Most messages have none: no query for them.
+            contents = (
+                await outbox.read_attachment_contents(connection, row.id) if row.attachments else []
+            )
         if inbox is None:
             return None  # deleted: its outbox goes with it
         try:
