@@ -9,6 +9,7 @@ mark before DATA, pooled or not.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import uuid
@@ -48,12 +49,17 @@ class MessageSender:
     # Messages whose SMTP transaction has begun (shared with the worker, which never
     # releases them: their lease runs out instead).
     transmitting: set[uuid.UUID]
+    copy_concurrency: int = 8
     smtp_sessions: SmtpPool = field(init=False)
     sent_sessions: SentPool = field(init=False)
+    # Sent copies being filed, by message: not holding a sending slot.
+    copying: dict[uuid.UUID, asyncio.Task[None]] = field(default_factory=dict)
+    _copy_slots: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
         self.smtp_sessions = smtp_pool(self.config.sessions)
         self.sent_sessions = sent_pool(self.config.sessions)
+        self._copy_slots = asyncio.Semaphore(self.copy_concurrency)
 
     async def close(self) -> None:
         """End the kept sessions: QUIT and LOGOUT."""
@@ -244,9 +250,37 @@ class MessageSender:
             # Unrecorded (the database away), the Sent copy is what keeps a successor from
             # sending it again: filed either way.
             if wants_copy:
+                await self._file_copy_soon(row.id, prepared, recorded)
+
+    async def _file_copy_soon(
+        self, outgoing_id: uuid.UUID, prepared: Prepared, recorded: bool
+    ) -> None:
+        """File the Sent copy in a task of its own, so the sending slot is free at SENT; at
+        most ``copy_concurrency`` at once (a send waits here for a free one). A copy not
+        filed (the worker stopped first) stays due and is filed late."""
+        await self._copy_slots.acquire()
+
+        async def file() -> None:
+            try:
                 await sent_copies.file_copy(
-                    self.state.db, self.config.imap, row.id, prepared, recorded, self.sent_sessions
-                )
+                    self.state.db, self.config.imap, outgoing_id, prepared, recorded,
+                    self.sent_sessions,
+                )  # fmt: skip
+            finally:
+                self._copy_slots.release()
+                self.copying.pop(outgoing_id, None)
+
+        self.copying[outgoing_id] = asyncio.create_task(file(), name=f"sent-copy-{outgoing_id}")
+
+    async def finish_copies(self, grace: float) -> None:
+        """Let the copies in flight finish within ``grace``; cancel the rest (still due)."""
+        if not self.copying:
+            return
+        tasks = list(self.copying.values())
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def file_late_copy(self, row: outbox.OutgoingRow) -> None:
         late = row.sent_at is None or utcnow() - row.sent_at > COPY_GIVE_UP

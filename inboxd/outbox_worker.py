@@ -4,7 +4,8 @@ and records what the server said.
 A message is claimed (``FOR UPDATE SKIP LOCKED``) and held under a lease renewed while it is
 sent. SENT is recorded the moment the server accepts the message, then a copy is filed in the
 Sent folder (unless the provider files sent mail itself, or the inbox's
-``sending.copyToSentFolder`` says otherwise). A message found SENDING under an expired lease
+``sending.copyToSentFolder`` says otherwise), in a task of its own: the sending slot is free
+at SENT, and at most ``concurrency`` copies are filed at once. A message found SENDING under an expired lease
 (its worker died, perhaps after the server accepted it) is first looked for in the Sent
 folder by its Message-ID: found, it is SENT without sending it again; when the folder
 cannot be read, it is retried later.
@@ -82,7 +83,12 @@ class OutboxWorker:
 
     def __post_init__(self) -> None:
         self.sender = MessageSender(
-            self.state, self.config, self.worker_id, self.lease, self.transmitting
+            self.state,
+            self.config,
+            self.worker_id,
+            self.lease,
+            self.transmitting,
+            copy_concurrency=self.concurrency,
         )
 
     async def start(self) -> None:
@@ -90,15 +96,18 @@ class OutboxWorker:
         self._task = asyncio.create_task(self._loop(), name=f"outbox-{self.worker_id}")
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop claiming, let sends finish within ``grace``, give back those not begun, then
-        end the kept SMTP and IMAP sessions (QUIT, LOGOUT)."""
+        """Stop claiming, let sends and Sent copies finish within ``grace``, give back the
+        sends not begun (a copy not filed stays due), then end the kept SMTP and IMAP
+        sessions (QUIT, LOGOUT)."""
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        deadline = asyncio.get_running_loop().time() + grace
         try:
             await self._finish_running(grace)
+            await self.sender.finish_copies(max(0.0, deadline - asyncio.get_running_loop().time()))
         finally:
             await self.sender.close()
 
