@@ -5,10 +5,10 @@ A message is claimed (``FOR UPDATE SKIP LOCKED``) and held under a lease renewed
 sent. SENT is recorded the moment the server accepts the message, then a copy is filed in the
 Sent folder (unless the provider files sent mail itself, or the inbox's
 ``sending.copyToSentFolder`` says otherwise), in a task of its own: the sending slot is free
-at SENT, and at most ``concurrency`` copies are filed at once. A message found SENDING under an expired lease
-(its worker died, perhaps after the server accepted it) is first looked for in the Sent
-folder by its Message-ID: found, it is SENT without sending it again; when the folder
-cannot be read, it is retried later.
+at SENT, and at most ``concurrency`` copies are filed at once. A message found SENDING
+under an expired lease (its worker died, perhaps after the server accepted it) is first
+looked for in the Sent folder by its Message-ID: found, it is SENT without sending it again;
+when the folder cannot be read, it is retried later.
 
 A SENT message whose worker died before filing its copy has ``copy_due_at`` come due: any
 worker then files it (appended unless the folder holds its Message-ID already).
