@@ -14,6 +14,7 @@ from mail.dns_lookup import DnsSettings
 from mail.imap_session import SessionSettings
 from mail.network import NetworkPolicy
 from mail.probes import ProbeSettings
+from mail.session_pool import PoolLimits
 from resolvers.oauth_client import OAuthConfig, with_overrides
 from resolvers.state import AppState, SendLimits
 from resolvers.verification import VerificationConfig
@@ -86,6 +87,10 @@ def outbox_config(settings: Settings) -> OutboxConfig:
         retry_base=timedelta(seconds=settings.send_retry_base_seconds),
         retry_cap=timedelta(seconds=settings.send_retry_cap_seconds),
         max_message_bytes=settings.send_max_message_bytes,
+        sessions=PoolLimits(
+            linger=settings.send_session_linger_seconds,
+            max_uses=settings.send_session_max_messages,
+        ),
     )
 
 

@@ -5,11 +5,12 @@ of the outcomes that are not the server's own words."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from mail.endpoint import Endpoint, ProbeSettings
 from mail.imap_session import SessionSettings
+from mail.session_pool import PoolLimits
 from storage import outbox
 from storage.models import utcnow
 from storage.outbox_runs import SendResult
@@ -35,6 +36,8 @@ class OutboxConfig:
     retry_base: timedelta = timedelta(seconds=30)
     retry_cap: timedelta = timedelta(hours=1)
     max_message_bytes: int = 10 * 1024 * 1024
+    # SMTP and Sent-folder IMAP sessions kept per inbox between messages.
+    sessions: PoolLimits = field(default_factory=PoolLimits)
 
 
 def retry_delay(attempt: int, config: OutboxConfig) -> timedelta:

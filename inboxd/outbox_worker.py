@@ -4,10 +4,11 @@ and records what the server said.
 A message is claimed (``FOR UPDATE SKIP LOCKED``) and held under a lease renewed while it is
 sent. SENT is recorded the moment the server accepts the message, then a copy is filed in the
 Sent folder (unless the provider files sent mail itself, or the inbox's
-``sending.copyToSentFolder`` says otherwise). A message found SENDING under an expired lease
-(its worker died, perhaps after the server accepted it) is first looked for in the Sent
-folder by its Message-ID: found, it is SENT without sending it again; when the folder
-cannot be read, it is retried later.
+``sending.copyToSentFolder`` says otherwise), in a task of its own: the sending slot is free
+at SENT, and at most ``concurrency`` copies are filed at once. A message found SENDING
+under an expired lease (its worker died, perhaps after the server accepted it) is first
+looked for in the Sent folder by its Message-ID: found, it is SENT without sending it again;
+when the folder cannot be read, it is retried later.
 
 A SENT message whose worker died before filing its copy has ``copy_due_at`` come due: any
 worker then files it (appended unless the folder holds its Message-ID already).
@@ -21,6 +22,15 @@ a reply that says so (RFC 1047's window: inboxd chooses no duplicate over a poss
 A 5xx is FAILED with the code, reply and a hint; a 4xx, a timeout or a lost connection
 before DATA is retried with jittered backoff up to ``max_attempts``.
 
+Sessions are kept per inbox between messages (``mail.smtp_pool``, ``mail.sent_folder``):
+after the server accepted a message, the logged-in SMTP session serves the inbox's next one
+for ``INBOXD_SEND_SESSION_LINGER_SECONDS`` (up to ``INBOXD_SEND_SESSION_MAX_MESSAGES``), and
+so does the IMAP session that files Sent copies. This changes nothing above: each message
+still commits its own mark before its own DATA, a kept session found dead is replaced only
+before that mark, and a session is never kept after a failure or an unknown outcome.
+``stop`` QUITs and LOGOUTs the kept sessions. What happens to one claimed message is
+``inboxd.outbox_send``'s.
+
 Between claims the worker sleeps until the earliest message comes due (sendAt, a retry, an
 expired lease), woken early by NOTIFY when a message is queued or rescheduled.
 """
@@ -29,37 +39,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import socket
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import structlog
 
-from inboxd import sent_copies
-from inboxd.outbox_rules import (
-    COPY_GIVE_UP,
-    UNKNOWN_HINT,
-    UNKNOWN_REPLY,
-    OutboxConfig,
-    Prepared,
-    retry_or_fail,
-)
-from mail.compose import ComposeError, compose, envelope_recipients
-from mail.results import ProbeCode
-from mail.send import SendOutcome, send_message
-from mail.sent_folder import find_in_sent
-from resolvers.logins import Logins, ReauthRequired, TokenUnavailable, is_oauth
-from resolvers.outgoing_mail import copies_to_sent_folder, outgoing_from_row
+from inboxd.outbox_rules import OutboxConfig, retry_or_fail
+from inboxd.outbox_send import MessageSender
 from resolvers.state import AppState
-from storage import inbox_reads, outbox, outbox_runs
+from storage import outbox, outbox_runs
 from storage.db import UNAVAILABLE_ERRORS
 from storage.listener import EventHub
-from storage.models import utcnow
-from storage.outbox_runs import ClaimedOutgoing, SendResult
-from storage.secrets import DecryptionError, Secret
+from storage.outbox_runs import ClaimedOutgoing
 
 log = structlog.get_logger("inboxd.outbox")
 
@@ -82,21 +76,42 @@ class OutboxWorker:
     # Messages whose SMTP transaction has begun: never released, their lease runs out instead
     # (the successor looks in the Sent folder first).
     transmitting: set[uuid.UUID] = field(default_factory=set)
+    sender: MessageSender = field(init=False)
     _task: asyncio.Task[None] | None = None
     _stopping: bool = False
     _waker: asyncio.Event | None = None
+
+    def __post_init__(self) -> None:
+        self.sender = MessageSender(
+            self.state,
+            self.config,
+            self.worker_id,
+            self.lease,
+            self.transmitting,
+            copy_concurrency=self.concurrency,
+        )
 
     async def start(self) -> None:
         self._waker = self.hub.job_waker()
         self._task = asyncio.create_task(self._loop(), name=f"outbox-{self.worker_id}")
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop claiming, let sends finish within ``grace``, give back those not begun."""
+        """Stop claiming, let sends and Sent copies finish within ``grace``, give back the
+        sends not begun (a copy not filed stays due), then end the kept SMTP and IMAP
+        sessions (QUIT, LOGOUT)."""
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        deadline = asyncio.get_running_loop().time() + grace
+        try:
+            await self._finish_running(grace)
+            await self.sender.finish_copies(max(0.0, deadline - asyncio.get_running_loop().time()))
+        finally:
+            await self.sender.close()
+
+    async def _finish_running(self, grace: float) -> None:
         if not self.running:
             return
         _, pending = await asyncio.wait(list(self.running.values()), timeout=grace)
@@ -166,7 +181,7 @@ class OutboxWorker:
         row = claimed.row
         heartbeat = asyncio.create_task(self._heartbeat(row.id))
         try:
-            await self._send(claimed)
+            await self.sender.send(claimed)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -175,7 +190,7 @@ class OutboxWorker:
                 return  # it may have been accepted: its lease runs out, the Sent folder decides
             with contextlib.suppress(Exception):
                 result = retry_or_fail(row, self.config, None, "inboxd failed to send it.", None)
-                await self._record(row.id, result)
+                await self.sender.record(row.id, result)
         finally:
             heartbeat.cancel()
             self.running.pop(row.id, None)
@@ -183,199 +198,9 @@ class OutboxWorker:
             if self._waker is not None and not self._stopping:
                 self._waker.set()  # a slot is free
 
-    async def _record(
-        self, outgoing_id: uuid.UUID, result: SendResult
-    ) -> outbox.OutgoingRow | None:
-        async with self.state.db.connection(background=True) as connection:
-            return await outbox_runs.record_result(connection, outgoing_id, self.worker_id, result)
-
-    async def _prepare(
-        self, row: outbox.OutgoingRow, when: datetime | None = None
-    ) -> Prepared | SendResult | None:
-        async with self.state.db.connection(background=True) as connection:
-            inbox = await inbox_reads.read_inbox(connection, row.workspace_id, row.inbox_id)
-            contents = await outbox.read_attachment_contents(connection, row.id)
-        if inbox is None:
-            return None  # deleted: its outbox goes with it
-        try:
-            smtp, imap = await self._logins.endpoints(inbox)
-        except DecryptionError:
-            return SendResult(
-                "FAILED",
-                None,
-                "The inbox's stored password can no longer be decrypted; nothing was sent.",
-                "Re-enter the password (updateEmailInbox), then send the message again.",
-            )
-        except ReauthRequired as exc:
-            return SendResult("FAILED", None, f"{exc.message} Nothing was sent.", exc.hint)
-        except TokenUnavailable:
-            return retry_or_fail(
-                row,
-                self.config,
-                None,
-                "The OAuth provider could not be reached to refresh the access token.",
-                None,
-            )
-        message = outgoing_from_row(inbox, row, contents, when or utcnow())
-        try:
-            data = compose(message, max_bytes=self.config.max_message_bytes)
-        except ComposeError as exc:
-            return SendResult("FAILED", None, f"{exc.field}: {exc.message}", "Fix it and resend.")
-        return Prepared(inbox, smtp, imap, data, envelope_recipients(message))
-
-    @property
-    def _logins(self) -> Logins:
-        return Logins(self.state.db, self.state.keyring, self.state.oauth)
-
-    async def _token_refused_again(self, prepared: Prepared) -> SendResult | None:
-        """After an OAuth inbox's login was refused: a refreshed token for the one retry
-        (None), or why there is none."""
-        rejected = prepared.smtp.password
-        assert isinstance(rejected, Secret)
-        try:
-            prepared.smtp, prepared.imap = await self._logins.endpoints(
-                prepared.inbox, rejected=rejected
-            )
-        except ReauthRequired as exc:
-            return SendResult("FAILED", None, f"{exc.message} Nothing was sent.", exc.hint)
-        except (TokenUnavailable, DecryptionError):
-            return SendResult(
-                "FAILED", None, "The access token was refused and could not be refreshed.", None
-            )
-        return None
-
-    async def _send(self, claimed: ClaimedOutgoing) -> None:
-        row = claimed.row
-        prepared = await self._prepare(row)
-        if prepared is None:
-            return
-        if isinstance(prepared, SendResult):
-            await self._record(row.id, prepared)
-            return
-        if row.data_started_at is not None:
-            await self._settle_unknown(row, prepared)
-            return
-        if claimed.recovering:
-            found = await find_in_sent(prepared.imap, self.config.imap, row.message_id)
-            if found is None:
-                await self._record(
-                    row.id,
-                    retry_or_fail(
-                        row,
-                        self.config,
-                        None,
-                        "An interrupted send could not be checked: the Sent folder could not "
-                        "be read.",
-                        "Check the Sent folder; if it is not there, send it again.",
-                    ),
-                )
-                return
-            if found:
-                reply = "Found in the Sent folder after an interrupted send; not sent again."
-                await self._record(row.id, SendResult("SENT", None, reply))
-                return
-        self.transmitting.add(row.id)
-        outcome = await self._transmit(row.id, prepared)
-        if outcome.login_code is ProbeCode.TOKEN_REJECTED and is_oauth(prepared.inbox):
-            # Refused at login, before MAIL FROM: nothing was sent. One refresh, one retry.
-            refused = await self._token_refused_again(prepared)
-            if refused is not None:
-                await self._record(row.id, refused)
-                return
-            outcome = await self._transmit(row.id, prepared)
-        if outcome.accepted:
-            await self._sent(row, prepared, outcome.code, outcome.reply, outcome.refused)
-        elif outcome.unknown:
-            # The server may have it: the next attempt only looks for it (_settle_unknown),
-            # after the backoff, which gives a provider that files sent mail itself time to.
-            result = retry_or_fail(row, self.config, None, outcome.reply, None)
-            await self._record(row.id, dataclasses.replace(result, keep_data_mark=True))
-        elif outcome.withheld:
-            # Not marked (the database away, or the lease lost): nothing was sent.
-            with contextlib.suppress(*UNAVAILABLE_ERRORS):
-                result = retry_or_fail(row, self.config, None, outcome.reply, None)
-                await self._record(row.id, dataclasses.replace(result, uncounted=True))
-        elif outcome.permanent:
-            result = SendResult("FAILED", outcome.code, outcome.reply, outcome.hint)
-            await self._record(row.id, result)
-        else:
-            await self._record(
-                row.id, retry_or_fail(row, self.config, outcome.code, outcome.reply, outcome.hint)
-            )
-
-    async def _settle_unknown(self, row: outbox.OutgoingRow, prepared: Prepared) -> None:
-        """An earlier attempt began DATA and never heard the server's answer (its worker died,
-        or the connection dropped): the server may have the message. Found in the Sent folder
-        it is SENT; otherwise it is FAILED with that said, never sent a second time."""
-        found = await find_in_sent(prepared.imap, self.config.imap, row.message_id)
-        if found:
-            reply = "Found in the Sent folder after an interrupted send; not sent again."
-            await self._record(row.id, SendResult("SENT", None, reply))
-        elif found is None:
-            result = retry_or_fail(
-                row,
-                self.config,
-                None,
-                "An interrupted send could not be checked: the Sent folder could not be read.",
-                "Check the Sent folder; if it is not there, send it again.",
-            )
-            await self._record(
-                row.id, dataclasses.replace(result, uncounted=True, keep_data_mark=True)
-            )
-        else:
-            await self._record(row.id, SendResult("FAILED", None, UNKNOWN_REPLY, UNKNOWN_HINT))
-
-    async def _transmit(self, outgoing_id: uuid.UUID, prepared: Prepared) -> SendOutcome:
-        async def mark() -> bool:
-            """The write-ahead mark, committed before DATA (see the module docstring)."""
-            try:
-                async with self.state.db.connection(background=True) as connection:
-                    return await outbox_runs.mark_data_started(
-                        connection, outgoing_id, self.worker_id
-                    )
-            except UNAVAILABLE_ERRORS:
-                return False
-
-        return await send_message(
-            prepared.smtp,
-            self.config.smtp,
-            envelope_from=prepared.inbox.email,
-            recipients=prepared.recipients,
-            data=prepared.data,
-            before_data=mark,
-        )
-
-    async def _sent(
-        self,
-        row: outbox.OutgoingRow,
-        prepared: Prepared,
-        code: int | None,
-        reply: str,
-        refused: dict[str, str],
-    ) -> None:
-        wants_copy = copies_to_sent_folder(prepared.inbox)
-        # Due for another worker only if this one dies before filing it.
-        copy_due = utcnow() + self.lease if wants_copy else None
-        result = SendResult("SENT", code, reply, refused=refused, copy_due_at=copy_due)
-        recorded = False
-        try:
-            recorded = await self._record(row.id, result) is not None
-        finally:
-            # Unrecorded (the database away), the Sent copy is what keeps a successor from
-            # sending it again: filed either way.
-            if wants_copy:
-                await sent_copies.file_copy(
-                    self.state.db, self.config.imap, row.id, prepared, recorded
-                )
-
-    async def _file_late_copy(self, row: outbox.OutgoingRow) -> None:
-        late = row.sent_at is None or utcnow() - row.sent_at > COPY_GIVE_UP
-        prepared = None if late else await self._prepare(row, when=row.sent_at)
-        await sent_copies.file_late_copy(self.state.db, self.config.imap, row, prepared)
-
     async def _run_copy(self, row: outbox.OutgoingRow) -> None:
         try:
-            await self._file_late_copy(row)
+            await self.sender.file_late_copy(row)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -14,7 +14,7 @@ import structlog
 
 from inboxd.outbox_rules import Prepared
 from mail.imap_session import SessionSettings
-from mail.sent_folder import append_once, append_to_sent
+from mail.sent_folder import SentPool, append_once, append_to_sent
 from resolvers.outgoing_mail import copies_to_sent_folder
 from storage import outbox, outbox_runs
 from storage.db import Database
@@ -29,9 +29,14 @@ async def file_copy(
     outgoing_id: uuid.UUID,
     prepared: Prepared,
     recorded: bool,
+    pool: SentPool | None = None,
 ) -> None:
+    """``pool``: on the inbox's kept session (``mail.sent_folder``); a copy it fails to
+    store stays due (``copy_due_at``) and is filed late, looked for first."""
     try:
-        folder = await append_to_sent(prepared.imap, settings, prepared.data)
+        folder = await append_to_sent(
+            prepared.imap, settings, prepared.data, pool=pool, owner=str(prepared.inbox.id)
+        )
     except Exception:
         log.warning("could not file the sent copy", outgoing_id=str(outgoing_id))
         return

@@ -105,6 +105,11 @@ class Settings(BaseSettings):
     send_retry_base_seconds: float = 30.0
     send_retry_cap_seconds: float = 3600.0
     send_max_recipients: int = 50  # to + cc + bcc
+    # A logged-in SMTP session (and the IMAP session filing Sent copies) is kept this long
+    # after a message for the same inbox's next one; 0: one session per message.
+    send_session_linger_seconds: float = Field(default=5.0, ge=0)
+    # Messages one kept session carries before it is closed (servers cap them per connection).
+    send_session_max_messages: int = Field(default=50, ge=1)
     send_max_message_bytes: int = 10 * 1024 * 1024  # the composed message
     # sendEmail's own request body limit (its attachments travel base64, 4/3 of their size);
     # unset: send_max_message_bytes * 4/3 plus max_body_bytes for the rest of the request.

@@ -15,6 +15,13 @@ A timeout or broken connection after DATA began and before the server's reply le
 message's fate unknown (RFC 1047): such an outcome says so (``unknown``), so the caller does
 not send it again blindly. ``before_data`` is awaited between the last RCPT and DATA: the
 caller's write-ahead mark; if it answers False nothing more is sent.
+
+With a ``pool`` (``mail.smtp_pool``) the session is the inbox's idle one when there is one,
+and is given back after the server accepted the message. A reused session found dead (the
+server closed it while idle, answered 421, or the connection reset) before ``before_data``
+was called has been handed nothing: the message is sent once more on a fresh session. From
+``before_data`` on, never: the outcome is the one this session gives. After any outcome but
+acceptance the session is closed, never kept.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from mail.probe_runner import (
     server_text,
 )
 from mail.results import ProbeCode
+from mail.smtp_pool import SmtpPool, SmtpSession
 from mail.smtp_probe import close_smtp_session, open_smtp_session
 
 # Failures of the connection only the user can fix; other probe codes may pass on their own.
@@ -93,11 +101,15 @@ async def send_message(
     recipients: list[str],
     data: bytes,
     before_data: BeforeData | None = None,
+    pool: SmtpPool | None = None,
+    owner: str = "",
 ) -> SendOutcome:
     """Send ``data`` (``mail.compose`` output) from ``envelope_from`` to ``recipients``,
-    within ``settings.overall_timeout``. Never raises for peer behaviour."""
+    within ``settings.overall_timeout``. Never raises for peer behaviour. ``pool``: reuse
+    and keep ``owner``'s (an inbox's) session."""
+    envelope = _Envelope(envelope_from, recipients, data, before_data)
     with secrets_scope(endpoint) as secrets:
-        outcome = await _send(endpoint, settings, envelope_from, recipients, data, before_data)
+        outcome = await _send(endpoint, settings, envelope, pool, owner)
         return SendOutcome(
             accepted=outcome.accepted,
             permanent=outcome.permanent,
@@ -115,50 +127,114 @@ class _Withheld(Exception):
     """``before_data`` said no: DATA is not sent."""
 
 
-def _hook_data(smtp: aiosmtplib.SMTP, before_data: BeforeData, began: list[bool]) -> None:
+@dataclass(frozen=True, slots=True)
+class _Envelope:
+    sender: str
+    recipients: list[str]
+    data: bytes
+    before_data: BeforeData | None
+
+
+@dataclass(slots=True)
+class _Progress:
+    handed: bool = False  # DATA was about to begin (``before_data`` called): never resent
+    began: bool = False  # DATA began: from here a silence leaves the message's fate unknown
+
+
+def _hook_data(smtp: aiosmtplib.SMTP, before_data: BeforeData | None, progress: _Progress) -> None:
     """Run ``before_data`` inside ``sendmail``, after the envelope was accepted and before
     DATA: ``sendmail`` calls ``self.data``, its one step after RCPT, so the hook wraps that
-    bound method on this connection's instance. The library's own envelope handling (SIZE,
-    SMTPUTF8, refused recipients, RSET) stays whole."""
+    bound method on this connection's instance (``_unhook_data`` removes it before the
+    session serves another message). The library's own envelope handling (SIZE, SMTPUTF8,
+    refused recipients, RSET) stays whole."""
     data = smtp.data
 
     async def marked_data(message: str | bytes, /, **kwargs: Any) -> Any:
-        if not await before_data():
+        progress.handed = True
+        if before_data is not None and not await before_data():
             raise _Withheld
-        began.append(True)
+        progress.began = True
         return await data(message, **kwargs)
 
     smtp.data = marked_data  # type: ignore[method-assign]
 
 
+def _unhook_data(smtp: aiosmtplib.SMTP) -> None:
+    vars(smtp).pop("data", None)
+
+
+async def _on(session: SmtpSession, envelope: _Envelope, progress: _Progress) -> SendOutcome:
+    _hook_data(session.smtp, envelope.before_data, progress)
+    try:
+        return await _transmit(
+            session.smtp, session.facts, envelope.sender, envelope.recipients, envelope.data
+        )
+    finally:
+        _unhook_data(session.smtp)
+
+
 async def _send(
     endpoint: Endpoint,
     settings: ProbeSettings,
-    envelope_from: str,
-    recipients: list[str],
-    data: bytes,
-    before_data: BeforeData | None,
+    envelope: _Envelope,
+    pool: SmtpPool | None,
+    owner: str,
 ) -> SendOutcome:
     loop = asyncio.get_running_loop()
-    facts = ProbeFacts(deadline=loop.time() + settings.overall_timeout)
+    deadline = loop.time() + settings.overall_timeout
+    facts = ProbeFacts(deadline=deadline)
     outcome: list[SendOutcome] = []
-    began: list[bool] = []  # DATA began: from here a silence leaves the message's fate unknown
+    progress = _Progress()
+
+    async def on_reused(session: SmtpSession, uses: int) -> bool:
+        """The message on an idle session; False when that session turned out dead before
+        anything was handed over (a fresh one may then send it)."""
+        assert pool is not None
+        session.facts.deadline = deadline
+        try:
+            result = await _on(session, envelope, progress)
+        except BaseException as exc:
+            pool.discard(session)
+            if progress.handed or not isinstance(exc, Exception):
+                raise
+            return False
+        if result.accepted:
+            pool.give_back(owner, endpoint, session, uses + 1)
+        else:
+            pool.discard(session)
+            if not progress.handed and not session.smtp.is_connected:
+                return False  # closed by the server (421) or lost before DATA
+        outcome.append(result)
+        return True
 
     async def transaction() -> None:
+        idle = pool.take(owner, endpoint) if pool is not None else None
+        if idle is not None and await on_reused(*idle):
+            return
         target = await resolve_checked(endpoint, settings)
-        smtp = await open_smtp_session(endpoint, settings, target, facts)
-        if before_data is not None:
-            _hook_data(smtp, before_data, began)
+        session = SmtpSession(await open_smtp_session(endpoint, settings, target, facts), facts)
+        if pool is None:
+            try:
+                outcome.append(await _on(session, envelope, progress))
+            finally:
+                await close_smtp_session(session.smtp, settings, facts)
+            return
         try:
-            outcome.append(await _transmit(smtp, facts, envelope_from, recipients, data))
-        finally:
-            await close_smtp_session(smtp, settings, facts)
+            result = await _on(session, envelope, progress)
+        except BaseException:
+            pool.discard(session)
+            raise
+        if result.accepted:
+            pool.give_back(owner, endpoint, session, 1)
+        else:
+            pool.discard(session)
+        outcome.append(result)
 
     failure = await attempt(transaction, settings.overall_timeout, settings.connect_timeout)
     if outcome:  # decided, whatever the goodbye did
         return outcome[0]
     assert failure is not None
-    if began:
+    if progress.began:
         return SendOutcome(
             accepted=False,
             permanent=False,

@@ -10,8 +10,13 @@ Guarantees:
 - ``append_to_sent`` stores the exact bytes sent, flagged \\Seen; ``find_in_sent`` asks the
   server for a message with that Message-ID header (UID SEARCH HEADER), so a retry after a
   crash can tell whether the message went out.
-- One session per call, logged out at the end. Neither raises for the server's behaviour:
-  a failure is None ("no copy stored" / "could not tell"). The password is in no result.
+- One session per call, logged out at the end; or, for ``append_to_sent`` with a ``pool``
+  (``mail.session_pool``), the inbox's idle session with its Sent folder as found the first
+  time, kept again after a clean APPEND. A reused session that fails is closed and the copy
+  is not stored (None): an APPEND whose answer was lost may have been stored, so it is not
+  repeated blindly (the caller files it later with ``append_once``, which looks first).
+- None raises for the server's behaviour: a failure is None ("no copy stored" / "could not
+  tell"). The password is in no result.
 
 Whether to append at all is the caller's decision: providers that file sent mail themselves
 (Gmail, Microsoft 365, Outlook.com) would get a second copy.
@@ -21,12 +26,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from mail.endpoint import Endpoint
 from mail.imap_mailbox import Folder, quote_mailbox
 from mail.imap_session import ImapSession, SessionSettings
 from mail.message import is_control
+from mail.session_pool import PoolLimits, SessionPool
 
 T = TypeVar("T")
 
@@ -34,21 +41,69 @@ SENT_NAMES = ("sent", "sent items", "sent messages")
 _MSG_ID = re.compile(r"^<[!-;=?-~]{1,900}>$")
 
 
+@dataclass(slots=True)
+class SentSession:
+    """A logged-in session kept for the next copy, and the Sent folder it found."""
+
+    session: ImapSession
+    sent_folder: str | None = None
+
+
+SentPool = SessionPool[SentSession]
+
+
+def sent_pool(limits: PoolLimits) -> SentPool:
+    """The Sent-folder sessions of one sending worker, by inbox; ``close`` logs them out."""
+
+    async def log_out(kept: SentSession) -> None:
+        await kept.session.close()
+
+    return SessionPool(limits, lambda kept: not kept.session.lost, log_out, "imap-sent")
+
+
 async def append_to_sent(
-    endpoint: Endpoint, settings: SessionSettings, data: bytes, folder: str | None = None
+    endpoint: Endpoint,
+    settings: SessionSettings,
+    data: bytes,
+    folder: str | None = None,
+    *,
+    pool: SentPool | None = None,
+    owner: str = "",
 ) -> str | None:
     """Store ``data`` (flagged \\Seen) in ``folder``, else the Sent folder found by
-    ``pick_sent_folder``. The folder used; None when there is none or the server failed."""
+    ``pick_sent_folder``. The folder used; None when there is none or the server failed.
+    ``pool``: on ``owner``'s (an inbox's) kept session, kept again afterwards."""
     _check_folder(folder)
 
-    async def store(session: ImapSession) -> str | None:
-        chosen = folder or pick_sent_folder(await session.folders())
+    async def store(kept: SentSession) -> str | None:
+        chosen = folder or kept.sent_folder or pick_sent_folder(await kept.session.folders())
         if chosen is None:
             return None
-        await session.append(chosen, data, "(\\Seen)")
+        await kept.session.append(chosen, data, "(\\Seen)")
+        if folder is None:
+            kept.sent_folder = chosen
         return chosen
 
-    return await _in_session(endpoint, settings, store)
+    if pool is None:
+        return await _in_session(endpoint, settings, lambda session: store(SentSession(session)))
+    idle = pool.take(owner, endpoint)
+    uses = 0
+    if idle is not None:
+        kept, uses = idle
+    else:
+        try:
+            kept = SentSession(await ImapSession.open(endpoint, settings))
+        except Exception:
+            return None
+    try:
+        chosen = await store(kept)
+    except BaseException as exc:  # the session's errors and aioimaplib's (Abort, timeouts)
+        pool.discard(kept)
+        if isinstance(exc, Exception):
+            return None
+        raise
+    pool.give_back(owner, endpoint, kept, uses + 1)
+    return chosen
 
 
 async def find_in_sent(

@@ -167,6 +167,7 @@ def create_database(
     url: str,
     *,
     pool_size: int = 10,
+    background_pool_size: int = 4,
     connect_timeout: float = 10.0,
     statement_timeout_ms: int = 15_000,
 ) -> Database:
@@ -174,6 +175,7 @@ def create_database(
     return Database(
         url=url,
         pool_size=pool_size,
+        background_pool_size=background_pool_size,
         connect_timeout=connect_timeout,
         statement_timeout_ms=statement_timeout_ms,
     )

@@ -372,7 +372,11 @@ async def settled(sender: Verifier, tenant: Any, outgoing_id: str) -> dict:
     await final(tenant, outgoing_id)
     outbox = sender.stack.background.outbox
     assert outbox is not None
-    await wait_until(lambda: uuid.UUID(outgoing_id) not in outbox.running, "the send finished")
+    done = uuid.UUID(outgoing_id)
+    await wait_until(
+        lambda: done not in outbox.running and done not in outbox.sender.copying,
+        "the send and its Sent copy finished",
+    )
     return (await tenant.client(GET, {"id": outgoing_id})).data["outgoingMessage"]
 
 

@@ -3,7 +3,9 @@
 - `make_certs`: a trustme CA with server certificates, plus a CA nobody trusts.
 - `SmtpServer`: aiosmtpd with AUTH PLAIN/LOGIN against a users dict, in STARTTLS, implicit
   TLS, plaintext and plaintext-without-AUTH modes; keeps received messages in memory;
-  refuses recipients or messages with scripted replies (`rcpt_replies`, `data_reply`).
+  refuses recipients or messages with scripted replies (`rcpt_replies`, `data_reply`);
+  counts connections, logins and QUITs, caps messages per connection (421, as real servers
+  do) and hangs up idle connections on demand (`drop_connections`).
 - `ImapServer`: pymap's in-memory backend, in implicit TLS, STARTTLS or plaintext mode.
   `deliver_to(imap)` makes an SmtpServer drop what it receives into the IMAP inboxes.
 - `tls_mail_servers(users, certs)`: an SmtpServer and ImapServers over TLS, as a receiving
@@ -288,6 +290,22 @@ class SmtpHandler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
+    async def handle_MAIL(
+        self, smtp: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        cap = self._server.max_messages_per_connection
+        if cap is not None and getattr(session, "delivered", 0) >= cap:
+            # As servers that cap messages per connection answer: 421, then hang up.
+            asyncio.get_running_loop().call_soon(smtp.transport.close)  # type: ignore[union-attr]
+            return "421 4.7.0 Too many messages on this connection, closing"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_QUIT(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
+        self._server.quits += 1
+        return "221 Bye"
+
     async def handle_DATA(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
         if self._server.data_replies:  # refused (not delivered) with the next queued reply
             return self._server.data_replies.pop(0)
@@ -297,6 +315,7 @@ class SmtpHandler:
         login = session.auth_data if isinstance(session.auth_data, str) else None
         message = ReceivedMessage(envelope.mail_from, list(envelope.rcpt_tos), content, login)
         self._server.messages.append(message)
+        session.delivered = getattr(session, "delivered", 0) + 1  # type: ignore[attr-defined]
         if self._server.on_message is not None:
             self._server.on_message(message)
         if self._server.vanish_after_data > 0:  # stored, and the reply never leaves
@@ -355,6 +374,10 @@ class SmtpServer(BackgroundServer):
         self.auth_attempts = 0
         # (username, wall-clock time) of each login attempt, for spacing tests.
         self.logins: list[tuple[str, float]] = []
+        self.connections = 0  # accepted so far
+        self.quits = 0  # QUIT commands answered
+        # Messages one connection may carry; MAIL beyond it gets 421 and the connection closes.
+        self.max_messages_per_connection: int | None = None
         # AUTH mechanisms not to offer ("PLAIN", "LOGIN", ...).
         self.excluded_mechanisms: list[str] = []
         self._server: asyncio.Server | None = None
@@ -393,7 +416,18 @@ class SmtpServer(BackgroundServer):
             timeout=30,
         )
         self._protocols.add(protocol)
+        self.connections += 1
         return protocol
+
+    def drop_connections(self) -> None:
+        """Hang up every open connection, as a server does with idle ones (thread-safe)."""
+
+        async def drop() -> None:
+            for protocol in self._protocols:
+                if protocol.transport is not None and not protocol.transport.is_closing():
+                    protocol.transport.close()
+
+        self.call(drop())
 
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,288 @@
+"""What becomes of one claimed outbox message: read what sending it needs, send it (or, after
+an interrupted attempt, look for it in the Sent folder first), record the outcome, and file
+its Sent copy. The exactly-once rules are in ``inboxd.outbox_worker``'s docstring.
+
+SMTP sessions and Sent-folder sessions are the inbox's kept ones where there are
+(``mail.smtp_pool``, ``mail.sent_folder``); every message still gets its own write-ahead
+mark before DATA, pooled or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from inboxd import sent_copies
+from inboxd.outbox_rules import (
+    COPY_GIVE_UP,
+    UNKNOWN_HINT,
+    UNKNOWN_REPLY,
+    OutboxConfig,
+    Prepared,
+    retry_or_fail,
+)
+from mail.compose import ComposeError, compose, envelope_recipients
+from mail.results import ProbeCode
+from mail.send import SendOutcome, send_message
+from mail.sent_folder import SentPool, find_in_sent, sent_pool
+from mail.smtp_pool import SmtpPool, smtp_pool
+from resolvers.logins import Logins, ReauthRequired, TokenUnavailable, is_oauth
+from resolvers.outgoing_mail import copies_to_sent_folder, outgoing_from_row
+from resolvers.state import AppState
+from storage import inbox_reads, outbox, outbox_runs
+from storage.db import UNAVAILABLE_ERRORS
+from storage.models import utcnow
+from storage.outbox_runs import ClaimedOutgoing, SendResult
+from storage.secrets import DecryptionError, Secret
+
+
+@dataclass
+class MessageSender:
+    state: AppState
+    config: OutboxConfig
+    worker_id: str
+    lease: timedelta
+    # Messages whose SMTP transaction has begun (shared with the worker, which never
+    # releases them: their lease runs out instead).
+    transmitting: set[uuid.UUID]
+    copy_concurrency: int = 8
+    smtp_sessions: SmtpPool = field(init=False)
+    sent_sessions: SentPool = field(init=False)
+    # Sent copies being filed, by message: not holding a sending slot.
+    copying: dict[uuid.UUID, asyncio.Task[None]] = field(default_factory=dict)
+    _copy_slots: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.smtp_sessions = smtp_pool(self.config.sessions)
+        self.sent_sessions = sent_pool(self.config.sessions)
+        self._copy_slots = asyncio.Semaphore(self.copy_concurrency)
+
+    async def close(self) -> None:
+        """End the kept sessions: QUIT and LOGOUT."""
+        await self.smtp_sessions.close()
+        await self.sent_sessions.close()
+
+    async def record(self, outgoing_id: uuid.UUID, result: SendResult) -> outbox.OutgoingRow | None:
+        async with self.state.db.connection(background=True) as connection:
+            return await outbox_runs.record_result(connection, outgoing_id, self.worker_id, result)
+
+    async def _prepare(
+        self, row: outbox.OutgoingRow, when: datetime | None = None
+    ) -> Prepared | SendResult | None:
+        async with self.state.db.connection(background=True) as connection:
+            inbox = await inbox_reads.read_inbox(connection, row.workspace_id, row.inbox_id)
+            # Most messages have none: no query for them.
+            contents = (
+                await outbox.read_attachment_contents(connection, row.id) if row.attachments else []
+            )
+        if inbox is None:
+            return None  # deleted: its outbox goes with it
+        try:
+            smtp, imap = await self._logins.endpoints(inbox)
+        except DecryptionError:
+            return SendResult(
+                "FAILED",
+                None,
+                "The inbox's stored password can no longer be decrypted; nothing was sent.",
+                "Re-enter the password (updateEmailInbox), then send the message again.",
+            )
+        except ReauthRequired as exc:
+            return SendResult("FAILED", None, f"{exc.message} Nothing was sent.", exc.hint)
+        except TokenUnavailable:
+            return retry_or_fail(
+                row,
+                self.config,
+                None,
+                "The OAuth provider could not be reached to refresh the access token.",
+                None,
+            )
+        message = outgoing_from_row(inbox, row, contents, when or utcnow())
+        try:
+            data = compose(message, max_bytes=self.config.max_message_bytes)
+        except ComposeError as exc:
+            return SendResult("FAILED", None, f"{exc.field}: {exc.message}", "Fix it and resend.")
+        return Prepared(inbox, smtp, imap, data, envelope_recipients(message))
+
+    @property
+    def _logins(self) -> Logins:
+        return Logins(self.state.db, self.state.keyring, self.state.oauth)
+
+    async def _token_refused_again(self, prepared: Prepared) -> SendResult | None:
+        """After an OAuth inbox's login was refused: a refreshed token for the one retry
+        (None), or why there is none."""
+        rejected = prepared.smtp.password
+        assert isinstance(rejected, Secret)
+        try:
+            prepared.smtp, prepared.imap = await self._logins.endpoints(
+                prepared.inbox, rejected=rejected
+            )
+        except ReauthRequired as exc:
+            return SendResult("FAILED", None, f"{exc.message} Nothing was sent.", exc.hint)
+        except (TokenUnavailable, DecryptionError):
+            return SendResult(
+                "FAILED", None, "The access token was refused and could not be refreshed.", None
+            )
+        return None
+
+    async def send(self, claimed: ClaimedOutgoing) -> None:
+        row = claimed.row
+        prepared = await self._prepare(row)
+        if prepared is None:
+            return
+        if isinstance(prepared, SendResult):
+            await self.record(row.id, prepared)
+            return
+        if row.data_started_at is not None:
+            await self._settle_unknown(row, prepared)
+            return
+        if claimed.recovering:
+            found = await find_in_sent(prepared.imap, self.config.imap, row.message_id)
+            if found is None:
+                await self.record(
+                    row.id,
+                    retry_or_fail(
+                        row,
+                        self.config,
+                        None,
+                        "An interrupted send could not be checked: the Sent folder could not "
+                        "be read.",
+                        "Check the Sent folder; if it is not there, send it again.",
+                    ),
+                )
+                return
+            if found:
+                reply = "Found in the Sent folder after an interrupted send; not sent again."
+                await self.record(row.id, SendResult("SENT", None, reply))
+                return
+        self.transmitting.add(row.id)
+        outcome = await self._transmit(row.id, prepared)
+        if outcome.login_code is ProbeCode.TOKEN_REJECTED and is_oauth(prepared.inbox):
+            # Refused at login, before MAIL FROM: nothing was sent. One refresh, one retry.
+            refused = await self._token_refused_again(prepared)
+            if refused is not None:
+                await self.record(row.id, refused)
+                return
+            outcome = await self._transmit(row.id, prepared)
+        if outcome.accepted:
+            await self._sent(row, prepared, outcome.code, outcome.reply, outcome.refused)
+        elif outcome.unknown:
+            # The server may have it: the next attempt only looks for it (_settle_unknown),
+            # after the backoff, which gives a provider that files sent mail itself time to.
+            result = retry_or_fail(row, self.config, None, outcome.reply, None)
+            await self.record(row.id, dataclasses.replace(result, keep_data_mark=True))
+        elif outcome.withheld:
+            # Not marked (the database away, or the lease lost): nothing was sent.
+            with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                result = retry_or_fail(row, self.config, None, outcome.reply, None)
+                await self.record(row.id, dataclasses.replace(result, uncounted=True))
+        elif outcome.permanent:
+            result = SendResult("FAILED", outcome.code, outcome.reply, outcome.hint)
+            await self.record(row.id, result)
+        else:
+            await self.record(
+                row.id, retry_or_fail(row, self.config, outcome.code, outcome.reply, outcome.hint)
+            )
+
+    async def _settle_unknown(self, row: outbox.OutgoingRow, prepared: Prepared) -> None:
+        """An earlier attempt began DATA and never heard the server's answer (its worker died,
+        or the connection dropped): the server may have the message. Found in the Sent folder
+        it is SENT; otherwise it is FAILED with that said, never sent a second time."""
+        found = await find_in_sent(prepared.imap, self.config.imap, row.message_id)
+        if found:
+            reply = "Found in the Sent folder after an interrupted send; not sent again."
+            await self.record(row.id, SendResult("SENT", None, reply))
+        elif found is None:
+            result = retry_or_fail(
+                row,
+                self.config,
+                None,
+                "An interrupted send could not be checked: the Sent folder could not be read.",
+                "Check the Sent folder; if it is not there, send it again.",
+            )
+            await self.record(
+                row.id, dataclasses.replace(result, uncounted=True, keep_data_mark=True)
+            )
+        else:
+            await self.record(row.id, SendResult("FAILED", None, UNKNOWN_REPLY, UNKNOWN_HINT))
+
+    async def _transmit(self, outgoing_id: uuid.UUID, prepared: Prepared) -> SendOutcome:
+        async def mark() -> bool:
+            """The write-ahead mark, committed before DATA (see the module docstring)."""
+            try:
+                async with self.state.db.connection(background=True) as connection:
+                    return await outbox_runs.mark_data_started(
+                        connection, outgoing_id, self.worker_id
+                    )
+            except UNAVAILABLE_ERRORS:
+                return False
+
+        return await send_message(
+            prepared.smtp,
+            self.config.smtp,
+            envelope_from=prepared.inbox.email,
+            recipients=prepared.recipients,
+            data=prepared.data,
+            before_data=mark,
+            pool=self.smtp_sessions,
+            owner=str(prepared.inbox.id),
+        )
+
+    async def _sent(
+        self,
+        row: outbox.OutgoingRow,
+        prepared: Prepared,
+        code: int | None,
+        reply: str,
+        refused: dict[str, str],
+    ) -> None:
+        wants_copy = copies_to_sent_folder(prepared.inbox)
+        # Due for another worker only if this one dies before filing it.
+        copy_due = utcnow() + self.lease if wants_copy else None
+        result = SendResult("SENT", code, reply, refused=refused, copy_due_at=copy_due)
+        recorded = False
+        try:
+            recorded = await self.record(row.id, result) is not None
+        finally:
+            # Unrecorded (the database away), the Sent copy is what keeps a successor from
+            # sending it again: filed either way.
+            if wants_copy:
+                await self._file_copy_soon(row.id, prepared, recorded)
+
+    async def _file_copy_soon(
+        self, outgoing_id: uuid.UUID, prepared: Prepared, recorded: bool
+    ) -> None:
+        """File the Sent copy in a task of its own, so the sending slot is free at SENT; at
+        most ``copy_concurrency`` at once (a send waits here for a free one). A copy not
+        filed (the worker stopped first) stays due and is filed late."""
+        await self._copy_slots.acquire()
+
+        async def file() -> None:
+            try:
+                await sent_copies.file_copy(
+                    self.state.db, self.config.imap, outgoing_id, prepared, recorded,
+                    self.sent_sessions,
+                )  # fmt: skip
+            finally:
+                self._copy_slots.release()
+                self.copying.pop(outgoing_id, None)
+
+        self.copying[outgoing_id] = asyncio.create_task(file(), name=f"sent-copy-{outgoing_id}")
+
+    async def finish_copies(self, grace: float) -> None:
+        """Let the copies in flight finish within ``grace``; cancel the rest (still due)."""
+        if not self.copying:
+            return
+        tasks = list(self.copying.values())
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def file_late_copy(self, row: outbox.OutgoingRow) -> None:
+        late = row.sent_at is None or utcnow() - row.sent_at > COPY_GIVE_UP
+        prepared = None if late else await self._prepare(row, when=row.sent_at)
+        await sent_copies.file_late_copy(self.state.db, self.config.imap, row, prepared)
