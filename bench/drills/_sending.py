@@ -342,9 +342,10 @@ def check_exactly_once(
             )
         if n == 1:
             tally.delivered_once += 1
-        elif n == 0 and not unknown:
-            tally.lost += 1
-            problems.append(f"{row['idempotency_key']} {row['message_id']} never delivered")
+        elif n == 0:
+            if not unknown:  # FAILED as possibly accepted, and it was not: the row says so
+                tally.lost += 1
+                problems.append(f"{row['idempotency_key']} {row['message_id']} never delivered")
         else:
             tally.duplicates += n - 1
             problems.append(
