@@ -11,10 +11,14 @@ Guarantees:
 - No text of an outcome holds the password in any form a server might echo (plain, base64,
   SASL PLAIN), whatever the server says.
 
-A timeout or broken connection after DATA began and before the server's reply leaves the
-message's fate unknown (RFC 1047): such an outcome says so (``unknown``), so the caller does
-not send it again blindly. ``before_data`` is awaited between the last RCPT and DATA: the
-caller's write-ahead mark; if it answers False nothing more is sent.
+``before_data`` is the caller's write-ahead mark. It is awaited inside DATA, after the server
+has taken the whole message but its final line, the lone ``.`` that ends it: until that line
+the server holds an unfinished transaction, which a lost connection discards (RFC 5321
+4.1.1.4). So a caller that dies or fails before its mark is committed has sent nothing (the
+message may go again), and only the time between that line and the server's reply is left
+in doubt. A timeout or broken connection there leaves the message's fate unknown (RFC
+1047): such an outcome says so (``unknown``), so the caller does not send it again blindly.
+If ``before_data`` answers False, the connection is closed without that line: nothing sent.
 
 With a ``pool`` (``mail.smtp_pool``) the session is the inbox's idle one when there is one,
 and is given back after the server accepted the message. A reused session found dead (the
@@ -27,9 +31,7 @@ acceptance the session is closed, never kept.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiosmtplib
 from aiosmtplib import (
@@ -51,6 +53,7 @@ from mail.probe_runner import (
     server_text,
 )
 from mail.results import ProbeCode
+from mail.smtp_data import BeforeData, Progress, Withheld, hook_data, unhook_data
 from mail.smtp_pool import SmtpPool, SmtpSession
 from mail.smtp_probe import close_smtp_session, open_smtp_session
 
@@ -83,14 +86,12 @@ class SendOutcome:
     # Connecting or logging in failed: the probe's code. TOKEN_REJECTED (an OAuth inbox's
     # access token refused) asks the caller to refresh the token once and send again.
     login_code: ProbeCode | None = None
-    # The connection ended after DATA began and before the server's reply: it may have the
-    # message. Never permanent, never to be sent again without checking.
+    # The connection ended after the message's last line was sent and before the server's
+    # reply: it may have the message. Never permanent, never to be sent again unchecked.
     unknown: bool = False
-    # ``before_data`` answered False: stopped before DATA, so the server cannot have it.
+    # ``before_data`` answered False: DATA abandoned before the message's last line, so the
+    # server cannot have it.
     withheld: bool = False
-
-
-BeforeData = Callable[[], Awaitable[bool]]
 
 
 async def send_message(
@@ -123,10 +124,6 @@ async def send_message(
         )
 
 
-class _Withheld(Exception):
-    """``before_data`` said no: DATA is not sent."""
-
-
 @dataclass(frozen=True, slots=True)
 class _Envelope:
     sender: str
@@ -135,42 +132,14 @@ class _Envelope:
     before_data: BeforeData | None
 
 
-@dataclass(slots=True)
-class _Progress:
-    handed: bool = False  # DATA was about to begin (``before_data`` called): never resent
-    began: bool = False  # DATA began: from here a silence leaves the message's fate unknown
-
-
-def _hook_data(smtp: aiosmtplib.SMTP, before_data: BeforeData | None, progress: _Progress) -> None:
-    """Run ``before_data`` inside ``sendmail``, after the envelope was accepted and before
-    DATA: ``sendmail`` calls ``self.data``, its one step after RCPT, so the hook wraps that
-    bound method on this connection's instance (``_unhook_data`` removes it before the
-    session serves another message). The library's own envelope handling (SIZE, SMTPUTF8,
-    refused recipients, RSET) stays whole."""
-    data = smtp.data
-
-    async def marked_data(message: str | bytes, /, **kwargs: Any) -> Any:
-        progress.handed = True
-        if before_data is not None and not await before_data():
-            raise _Withheld
-        progress.began = True
-        return await data(message, **kwargs)
-
-    smtp.data = marked_data  # type: ignore[method-assign]
-
-
-def _unhook_data(smtp: aiosmtplib.SMTP) -> None:
-    vars(smtp).pop("data", None)
-
-
-async def _on(session: SmtpSession, envelope: _Envelope, progress: _Progress) -> SendOutcome:
-    _hook_data(session.smtp, envelope.before_data, progress)
+async def _on(session: SmtpSession, envelope: _Envelope, progress: Progress) -> SendOutcome:
+    hook_data(session.smtp, envelope.before_data, progress)
     try:
         return await _transmit(
             session.smtp, session.facts, envelope.sender, envelope.recipients, envelope.data
         )
     finally:
-        _unhook_data(session.smtp)
+        unhook_data(session.smtp)
 
 
 async def _send(
@@ -184,7 +153,7 @@ async def _send(
     deadline = loop.time() + settings.overall_timeout
     facts = ProbeFacts(deadline=deadline)
     outcome: list[SendOutcome] = []
-    progress = _Progress()
+    progress = Progress()
 
     async def on_reused(session: SmtpSession, uses: int) -> bool:
         """The message on an idle session; False when that session turned out dead before
@@ -271,12 +240,12 @@ async def _transmit(
         return _by_code(exc.code, exc.message, _sender_hint(exc.code, envelope_from))
     except SMTPRecipientsRefused as exc:
         return _all_refused(exc)
-    except _Withheld:
+    except Withheld:
         return SendOutcome(
             accepted=False,
             permanent=False,
             code=None,
-            reply="Not sent: the attempt could not be recorded before DATA.",
+            reply="Not sent: the attempt could not be recorded before the message was ended.",
             hint=None,
             withheld=True,
         )
