@@ -4,7 +4,7 @@ its Sent copy. The exactly-once rules are in ``inboxd.outbox_worker``'s docstrin
 
 SMTP sessions and Sent-folder sessions are the inbox's kept ones where there are
 (``mail.smtp_pool``, ``mail.sent_folder``); every message still gets its own write-ahead
-mark before DATA, pooled or not.
+mark inside DATA (before the message's last line: ``mail.smtp_data``), pooled or not.
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ class MessageSender:
 
     async def _transmit(self, outgoing_id: uuid.UUID, prepared: Prepared) -> SendOutcome:
         async def mark() -> bool:
-            """The write-ahead mark, committed before DATA (see the module docstring)."""
+            """The write-ahead mark, committed before the message's last line (``mail.smtp_data``)."""
             try:
                 async with self.state.db.connection(background=True) as connection:
                     return await outbox_runs.mark_data_started(

@@ -14,9 +14,10 @@ A SENT message whose worker died before filing its copy has ``copy_due_at`` come
 worker then files it (appended unless the folder holds its Message-ID already).
 
 No duplicate when a worker dies mid-send: a write-ahead mark (``data_started_at``) is
-committed before SMTP DATA begins. A message without it was never handed over and is sent
-again; one with it (the worker died, or the connection dropped before the server's reply)
-may be on the server already: it is SENT if found in the Sent folder, otherwise FAILED with
+committed inside SMTP DATA, after the message and before its last line (``mail.smtp_data``:
+until that line the server holds an unfinished DATA, which a lost connection discards). A
+message without it was never handed over and is sent again; one with it (the worker died,
+or the connection dropped before the server's reply) may be on the server already: it is SENT if found in the Sent folder, otherwise FAILED with
 a reply that says so (RFC 1047's window: inboxd chooses no duplicate over a possible resend).
 
 A 5xx is FAILED with the code, reply and a hint; a 4xx, a timeout or a lost connection
