@@ -211,7 +211,8 @@ class MessageSender:
 
     async def _transmit(self, outgoing_id: uuid.UUID, prepared: Prepared) -> SendOutcome:
         async def mark() -> bool:
-            """The write-ahead mark, committed before the message's last line (``mail.smtp_data``)."""
+            """The write-ahead mark, committed before the message's last line
+            (``mail.smtp_data``)."""
             try:
                 async with self.state.db.connection(background=True) as connection:
                     return await outbox_runs.mark_data_started(

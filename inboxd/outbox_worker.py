@@ -17,11 +17,12 @@ No duplicate when a worker dies mid-send: a write-ahead mark (``data_started_at`
 committed inside SMTP DATA, after the message and before its last line (``mail.smtp_data``:
 until that line the server holds an unfinished DATA, which a lost connection discards). A
 message without it was never handed over and is sent again; one with it (the worker died,
-or the connection dropped before the server's reply) may be on the server already: it is SENT if found in the Sent folder, otherwise FAILED with
-a reply that says so (RFC 1047's window: inboxd chooses no duplicate over a possible resend).
+or the connection dropped before the server's reply) may be on the server already: it is
+SENT if found in the Sent folder, otherwise FAILED with a reply that says so (RFC 1047's
+window: inboxd chooses no duplicate over a possible resend).
 
 A 5xx is FAILED with the code, reply and a hint; a 4xx, a timeout or a lost connection
-before DATA is retried with jittered backoff up to ``max_attempts``.
+before the mark is retried with jittered backoff up to ``max_attempts``.
 
 Sessions are kept per inbox between messages (``mail.smtp_pool``, ``mail.sent_folder``):
 after the server accepted a message, the logged-in SMTP session serves the inbox's next one
