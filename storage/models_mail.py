@@ -246,8 +246,9 @@ class OutgoingMessage(SQLModel, table=True):
     updated_at: datetime = _now()
     version: int = Field(default=1, nullable=False)
     # Write-ahead mark: set inside SMTP DATA, before the message's last line; cleared when an
-    # attempt ends with the server's reply. Set on a message whose worker died (or whose connection dropped before
-    # the reply), it means the server may have it: it is looked for, never sent again.
+    # attempt ends with the server's reply. Set on a message whose worker died (or whose
+    # connection dropped before the reply), it means the server may have it: it is looked
+    # for, never sent again.
     data_started_at: datetime | None = _ts()
     # SENT, its Sent-folder copy not filed yet: when any worker should file it (its sender
     # files it at once and clears this; one that died leaves it to come due).
