@@ -41,47 +41,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import ClassVar
 
 import structlog
 
+from inboxd.claim_loop import ClaimLoop
 from inboxd.outbox_rules import OutboxConfig, retry_or_fail
 from inboxd.outbox_send import MessageSender
-from resolvers.state import AppState
 from storage import outbox, outbox_runs
-from storage.db import UNAVAILABLE_ERRORS
-from storage.listener import EventHub
+from storage.db import UNAVAILABLE_ERRORS, Connection
 from storage.outbox_runs import ClaimedOutgoing
 
 log = structlog.get_logger("inboxd.outbox")
 
-DUE_SLACK = 0.005
-MIN_SLEEP = 0.05
-
 
 @dataclass
-class OutboxWorker:
-    state: AppState
-    hub: EventHub
+class OutboxWorker(ClaimLoop):
     config: OutboxConfig
-    concurrency: int = 8
-    lease: timedelta = timedelta(seconds=120)
-    poll_interval: float = 15.0
-    worker_id: str = field(
-        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    )
-    running: dict[uuid.UUID, asyncio.Task[None]] = field(default_factory=dict)
+    lease: timedelta = field(default=timedelta(seconds=120), kw_only=True)
     # Messages whose SMTP transaction has begun: never released, their lease runs out instead
     # (the successor looks in the Sent folder first).
     transmitting: set[uuid.UUID] = field(default_factory=set)
     sender: MessageSender = field(init=False)
-    _task: asyncio.Task[None] | None = None
-    _stopping: bool = False
-    _waker: asyncio.Event | None = None
+
+    kind: ClassVar[str] = "outbox"
 
     def __post_init__(self) -> None:
         self.sender = MessageSender(
@@ -93,59 +79,32 @@ class OutboxWorker:
             copy_concurrency=self.concurrency,
         )
 
-    async def start(self) -> None:
-        self._waker = self.hub.job_waker()
-        self._task = asyncio.create_task(self._loop(), name=f"outbox-{self.worker_id}")
-
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, let sends and Sent copies finish within ``grace``, give back the
         sends not begun (a copy not filed stays due), then end the kept SMTP and IMAP
         sessions (QUIT, LOGOUT)."""
-        self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._stop_claiming()
         deadline = asyncio.get_running_loop().time() + grace
         try:
-            await self._finish_running(grace)
+            await self._give_back(await self._finish_running(grace))
             await self.sender.finish_copies(max(0.0, deadline - asyncio.get_running_loop().time()))
         finally:
             await self.sender.close()
 
-    async def _finish_running(self, grace: float) -> None:
-        if not self.running:
-            return
-        _, pending = await asyncio.wait(list(self.running.values()), timeout=grace)
-        unfinished = [i for i, task in self.running.items() if task in pending]
-        not_begun = [i for i in unfinished if i not in self.transmitting]
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        for outgoing_id in not_begun:
+    async def _give_back(self, unfinished: list[uuid.UUID]) -> None:
+        """Sends whose transaction had begun keep their lease (the successor looks in the
+        Sent folder); the others are released at once."""
+        for outgoing_id in unfinished:
+            if outgoing_id in self.transmitting:
+                continue
             try:
                 async with self.state.db.connection(background=True) as connection:
                     await outbox_runs.release(connection, outgoing_id, self.worker_id)
             except UNAVAILABLE_ERRORS:
                 pass  # its lease expires and another worker takes it
 
-    async def _loop(self) -> None:
-        assert self._waker is not None
-        backoff = 0.5
-        while not self._stopping:
-            self._waker.clear()
-            try:
-                sleep = await self._claim()
-                backoff = 0.5
-            except UNAVAILABLE_ERRORS as exc:
-                log.warning("outbox claim failed; database unavailable?", error=type(exc).__name__)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
-            if sleep <= 0:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._waker.wait(), sleep)
+    async def _extend_lease(self, connection: Connection, item: uuid.UUID) -> bool:
+        return await outbox_runs.extend_lease(connection, item, self.worker_id, self.lease)
 
     async def _claim(self) -> float:
         """Claim what is due; return how long to sleep before looking again (0: at once)."""
@@ -171,13 +130,7 @@ class OutboxWorker:
             due_in = None
             if len(claimed) + len(copies) < free:
                 due_in = await outbox_runs.next_due(connection)
-        if len(claimed) + len(copies) == free:
-            return 0
-        if due_in is None:
-            return self.poll_interval
-        if due_in <= 0:
-            return MIN_SLEEP  # due, but another worker holds it or is committing its claim
-        return min(due_in + DUE_SLACK, self.poll_interval)
+        return self._sleep(full=len(claimed) + len(copies) == free, due_in=due_in)
 
     async def _run(self, claimed: ClaimedOutgoing) -> None:
         row = claimed.row
@@ -197,8 +150,7 @@ class OutboxWorker:
             heartbeat.cancel()
             self.running.pop(row.id, None)
             self.transmitting.discard(row.id)
-            if self._waker is not None and not self._stopping:
-                self._waker.set()  # a slot is free
+            self._slot_freed()
 
     async def _run_copy(self, row: outbox.OutgoingRow) -> None:
         try:
@@ -209,19 +161,4 @@ class OutboxWorker:
             log.exception("filing a sent copy crashed", outgoing_id=str(row.id))
         finally:
             self.running.pop(row.id, None)
-            if self._waker is not None and not self._stopping:
-                self._waker.set()
-
-    async def _heartbeat(self, outgoing_id: uuid.UUID) -> None:
-        interval = self.lease.total_seconds() / 3
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                async with self.state.db.connection(background=True) as connection:
-                    held = await outbox_runs.extend_lease(
-                        connection, outgoing_id, self.worker_id, self.lease
-                    )
-            except UNAVAILABLE_ERRORS:
-                continue
-            if not held:
-                return
+            self._slot_freed()

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
-import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 import aioimaplib
 import structlog
 
+from inboxd.claim_loop import new_worker_id
 from inboxd.flag_changes import sync_flags
 from inboxd.folder_reads import renumbered, store_fetched
 from inboxd.message_actions import MessageActions
@@ -80,9 +79,7 @@ def backoff(attempt: int, base: float, cap: float) -> float:
 class Receiver:
     state: AppState
     config: ReceiverConfig
-    owner: str = field(
-        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    )
+    owner: str = field(default_factory=new_worker_id)
     tasks: dict[uuid.UUID, asyncio.Task[None]] = field(default_factory=dict)
     versions: dict[uuid.UUID, int] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None

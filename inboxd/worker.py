@@ -11,15 +11,14 @@ rescheduled; ``poll_interval`` caps that sleep as a safety net.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import socket
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import ClassVar
 
 import structlog
 
+from inboxd.claim_loop import ClaimLoop
 from inboxd.configs import build_state, outbox_config, receiver_config, verification_config
 from inboxd.metrics_http import Exposition
 from inboxd.observe import observed_attempt, record_claim, record_crash
@@ -37,28 +36,14 @@ from resolvers.verification import (
     take_login_slot,
 )
 from storage import inbox_tokens, job_runs
-from storage.db import UNAVAILABLE_ERRORS
-from storage.listener import EventHub
+from storage.db import UNAVAILABLE_ERRORS, Connection
 
 log = structlog.get_logger("inboxd.worker")
 
-# Wake this much after a test's due time, so the claim's now() has passed it.
-DUE_SLACK = 0.005
-MIN_SLEEP = 0.05
-
 
 @dataclass
-class Worker:
-    state: AppState
-    hub: EventHub
+class Worker(ClaimLoop):
     config: VerificationConfig
-    concurrency: int = 8
-    lease: timedelta = timedelta(seconds=60)
-    poll_interval: float = 15.0
-    worker_id: str = field(
-        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    )
-    running: dict[uuid.UUID, asyncio.Task[None]] = field(default_factory=dict)
     # Tests whose logins are in progress: what ``concurrency`` limits. A test leaves this set
     # once its probes are done, so the next one is claimed while its outcome is stored.
     probing: set[uuid.UUID] = field(default_factory=set)
@@ -66,50 +51,20 @@ class Worker:
     # The last look found more due work than free slots: a slot that frees up looks again.
     # Otherwise nothing else was due, and only NOTIFY or the next due time can change that.
     _saturated: bool = False
-    _task: asyncio.Task[None] | None = None
-    _stopping: bool = False
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name=f"worker-{self.worker_id}")
+    kind: ClassVar[str] = "worker"
 
-    async def stop(self, grace: float = 10.0) -> None:
-        """Stop claiming, let running tests finish within ``grace``, release the rest."""
-        self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self.running:
-            _, pending = await asyncio.wait(list(self.running.values()), timeout=grace)
-            unfinished = [test_id for test_id, task in self.running.items() if task in pending]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            for test_id in unfinished:
-                try:
-                    async with self.state.db.connection(background=True) as connection:
-                        released = await job_runs.release(connection, test_id, self.worker_id)
-                except UNAVAILABLE_ERRORS:
-                    released = False  # its lease expires and another worker takes it
-                log.info("released unfinished test", test_id=str(test_id), released=released)
-
-    async def _loop(self) -> None:
-        waker = self.hub.job_waker()
-        backoff = 0.5
-        while not self._stopping:
-            waker.clear()
+    async def _give_back(self, unfinished: list[uuid.UUID]) -> None:
+        for test_id in unfinished:
             try:
-                sleep = await self._claim()
-                backoff = 0.5
-            except UNAVAILABLE_ERRORS as exc:
-                log.warning("claiming failed; database unavailable?", error=type(exc).__name__)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
-            if sleep <= 0:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waker.wait(), sleep)
+                async with self.state.db.connection(background=True) as connection:
+                    released = await job_runs.release(connection, test_id, self.worker_id)
+            except UNAVAILABLE_ERRORS:
+                released = False  # its lease expires and another worker takes it
+            log.info("released unfinished test", test_id=str(test_id), released=released)
+
+    async def _extend_lease(self, connection: Connection, item: uuid.UUID) -> bool:
+        return await job_runs.extend_lease(connection, item, self.worker_id, self.lease)
 
     async def _claim(self) -> float:
         """Claim what is due; return how long to sleep before looking again (0: at once)."""
@@ -143,15 +98,8 @@ class Worker:
                 )
                 if expiry_in is not None:
                     due_in = expiry_in if due_in is None else min(due_in, expiry_in)
-        if len(tests) == free:
-            self._saturated = True
-            return 0  # there may be more due right now
-        if due_in is None:
-            return self.poll_interval
-        if due_in <= 0:
-            # Due but not claimable: another worker holds it, or is committing its claim.
-            return MIN_SLEEP
-        return min(due_in + DUE_SLACK, self.poll_interval)
+        self._saturated = len(tests) == free  # there may be more due right now
+        return self._sleep(full=self._saturated, due_in=due_in)
 
     def _free_slot(self, test_id: uuid.UUID) -> None:
         if test_id in self.probing:
@@ -194,20 +142,6 @@ class Worker:
             heartbeat.cancel()  # not awaited: nothing waits on it, and it holds nothing
             self.running.pop(test_id, None)
             self._free_slot(test_id)
-
-    async def _heartbeat(self, test_id: uuid.UUID) -> None:
-        interval = self.lease.total_seconds() / 3
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                async with self.state.db.connection(background=True) as connection:
-                    held = await job_runs.extend_lease(
-                        connection, test_id, self.worker_id, self.lease
-                    )
-            except UNAVAILABLE_ERRORS:
-                continue
-            if not held:
-                return
 
 
 @dataclass
