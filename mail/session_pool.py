@@ -36,10 +36,7 @@ _FINGERPRINT_KEY = os.urandom(32)
 
 def fingerprint(endpoint: Endpoint) -> str:
     """Where and as whom a session is logged in, without the secret in any recoverable form."""
-    try:
-        secret = endpoint.password.reveal()
-    except Exception:
-        secret = ""
+    secret = endpoint.password.reveal()
     mac = hmac.new(_FINGERPRINT_KEY, digestmod=hashlib.sha256)
     for part in (
         endpoint.host.lower(),

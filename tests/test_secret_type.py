@@ -23,6 +23,7 @@ REVEALED_IN = {
     "storage/oauth_apps.py": "the OAuth client secret and PKCE verifier's encryption; state's hash",
     "resolvers/oauth_client.py": "the OAuth provider's requests (secret, code, verifier, tokens)",
     "resolvers/validation_oauth.py": "an OAuth client secret's and access token's length checks",
+    "mail/session_pool.py": "a kept session's key: an HMAC of it under a per-process random key",
 }
 
 
