@@ -11,7 +11,8 @@ import pytest
 from storage import inbox_passwords, inboxes
 from storage.inbox_reads import INBOX_COLUMNS
 from storage.rows import InboxRow
-from storage.secrets import DecryptionError, KeyRing, Secret, associated_data
+from storage.secrets import DecryptionError, KeyRing, Secret, associated_data, key_id_of
+from tests.conftest import verifier_on
 from tests.schema.fragments import CREATE, GET, minimal_input
 
 
@@ -230,6 +231,60 @@ async def test_rotation_reports_a_row_it_cannot_decrypt_and_leaves_it(tenant, db
         assert row.smtp_password == stolen  # left exactly as it was
     finally:
         await rotate_all(db, KeyRing.parse(",".join(f"{k}:{v}" for k, v in reversed(_specs(ring)))))
+
+
+async def test_a_batch_goes_past_current_and_unreadable_rows_and_ends_at_its_last(
+    pg_server, certs, keyring
+):
+    # A database of its own, so the batches hold exactly these rows, in id order: a row
+    # already under the newest key and an unreadable one first, then two to re-encrypt.
+    async with verifier_on(pg_server[0], certs, keyring, worker=False) as stack:
+        tenant = await stack.tenant()
+        ids = []
+        for i in range(4):
+            created = await tenant.client(CREATE, {"input": minimal_input(f"batch{i}@example.com")})
+            ids.append(uuid.UUID(created.data["createEmailInbox"]["inbox"]["id"]))
+        current, broken, first, last = sorted(ids)
+        ring = KeyRing.parse(
+            ",".join(f"{k}:{v}" for k, v in _specs(keyring)) + "," + KeyRing.generate_spec("b4")
+        )
+        async with stack.db.connection() as connection:
+            row = await inboxes.get_inbox(connection, tenant.workspace.id, current)
+            for column in inbox_passwords.PASSWORD_COLUMNS:
+                aad = associated_data("email_inbox", column, current)
+                again = ring.encrypt(keyring.decrypt(getattr(row, column), aad).reveal(), aad)
+                await connection.execute(
+                    f"UPDATE email_inbox SET {column} = $2 WHERE id = $1",
+                    current,
+                    again,
+                )
+            stolen = await connection.fetchval(
+                "SELECT smtp_password FROM email_inbox WHERE id = $1", first
+            )
+            await connection.execute(
+                "UPDATE email_inbox SET smtp_password = $2 WHERE id = $1", broken, stolen
+            )
+            batches = [
+                await inbox_passwords.rotate_secrets(connection, ring, after=after, batch_size=3)
+                for after in (None, first, last)
+            ]
+            rows = {
+                r.id: r
+                for r in await connection.fetch(
+                    f"SELECT {INBOX_COLUMNS} FROM email_inbox", record_class=InboxRow
+                )
+            }
+    assert batches == [
+        inbox_passwords.RotationBatch(1, [broken], first),
+        inbox_passwords.RotationBatch(1, [], last),
+        inbox_passwords.RotationBatch(0, [], None),
+    ]
+    assert rows[broken].smtp_password == stolen  # left as it was
+    for inbox_id in (current, first, last):
+        for column in inbox_passwords.PASSWORD_COLUMNS:
+            assert key_id_of(getattr(rows[inbox_id], column)) == "b4", (inbox_id, column)
+        smtp = inbox_passwords.decrypt_password(ring, rows[inbox_id], "smtp_password")
+        assert smtp.reveal() == "app-password-1"
 
 
 async def _readability(db, ring: KeyRing) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
