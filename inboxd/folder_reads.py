@@ -5,6 +5,7 @@ stored messages given their new UIDs."""
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from datetime import timedelta
 
 import structlog
@@ -14,6 +15,7 @@ from mail.imap_session import Fetched, ImapSession, Mailbox
 from mail.parse import parse_message
 from storage import folder_sync, messages
 from storage.db import Database
+from storage.recent_messages import RecentlyStored
 from storage.rows import InboxRow
 
 log = structlog.get_logger("inboxd.receiver")
@@ -32,9 +34,10 @@ async def store_fetched(
     *,
     max_attachment_bytes: int,
     max_message_bytes: int,
+    recent: RecentlyStored,
 ) -> None:
-    """Parse ``fetched`` and store it with its folder's progress (one transaction). Raises
-    LeaseLost."""
+    """Parse ``fetched`` and store it with its folder's progress (one transaction), the
+    stored row kept in ``recent`` for this process's subscribers. Raises LeaseLost."""
     parsed = parse_message(
         fetched.raw,
         headers_only=fetched.headers_only,
@@ -54,8 +57,14 @@ async def store_fetched(
         flagged="\\flagged" in fetched.flags,
         **dataclasses.asdict(parsed),
     )
-    async with db.connection(background=True) as connection:
-        await messages.store_message(connection, row.id, owner, new, time_zone=row.time_zone)
+    message_id = uuid.uuid4()
+    with recent.storing(message_id, row.workspace_id) as stored:
+        async with db.connection(background=True) as connection:
+            stored.set_result(
+                await messages.store_message(
+                    connection, row.id, owner, new, time_zone=row.time_zone, message_id=message_id
+                )
+            )
 
 
 async def renumbered(

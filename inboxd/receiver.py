@@ -377,6 +377,7 @@ class Receiver:
             fetched,
             max_attachment_bytes=self.config.max_attachment_bytes,
             max_message_bytes=self.config.session.max_message_bytes,
+            recent=self.state.recently_stored,
         )
 
 
