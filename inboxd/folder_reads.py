@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from contextlib import nullcontext
 from datetime import timedelta
 
 import structlog
@@ -34,10 +35,11 @@ async def store_fetched(
     *,
     max_attachment_bytes: int,
     max_message_bytes: int,
-    recent: RecentlyStored,
+    recent: RecentlyStored | None,
 ) -> None:
     """Parse ``fetched`` and store it with its folder's progress (one transaction), the
-    stored row kept in ``recent`` for this process's subscribers. Raises LeaseLost."""
+    stored row kept in ``recent`` (if given) for this process's subscribers. Raises
+    LeaseLost."""
     parsed = parse_message(
         fetched.raw,
         headers_only=fetched.headers_only,
@@ -58,13 +60,14 @@ async def store_fetched(
         **dataclasses.asdict(parsed),
     )
     message_id = uuid.uuid4()
-    with recent.storing(message_id, row.workspace_id) as stored:
+    keeping = recent.storing(message_id, row.workspace_id) if recent is not None else nullcontext()
+    with keeping as stored:
         async with db.connection(background=True) as connection:
-            stored.set_result(
-                await messages.store_message(
-                    connection, row.id, owner, new, time_zone=row.time_zone, message_id=message_id
-                )
+            kept = await messages.store_message(
+                connection, row.id, owner, new, time_zone=row.time_zone, message_id=message_id
             )
+        if stored is not None:
+            stored.set_result(kept)
 
 
 async def renumbered(

@@ -34,7 +34,7 @@ from resolvers.logins import Logins, ReauthRequired, TokenUnavailable, is_oauth,
 from resolvers.state import AppState
 from storage import folder_sync, messages, watch_leases
 from storage.db import UNAVAILABLE_ERRORS
-from storage.events import EventKind
+from storage.events import Event, EventKind
 from storage.models import ReceivingState
 from storage.rows import InboxRow
 from storage.secrets import DecryptionError
@@ -368,6 +368,11 @@ class Receiver:
         return read_to
 
     async def _store(self, row: InboxRow, folder: str, uidvalidity: int, fetched: Fetched) -> None:
+        # The stored row is kept for this process's subscribers only while it has some: a
+        # process without any (``inboxd worker``, a backfill nobody watches) keeps none.
+        hub = self.state.hub
+        received = Event(EventKind.MESSAGE_RECEIVED, row.workspace_id, row.id, row.version)
+        watched = hub is not None and hub.wanted(received)
         await store_fetched(
             self.state.db,
             self.owner,
@@ -377,7 +382,7 @@ class Receiver:
             fetched,
             max_attachment_bytes=self.config.max_attachment_bytes,
             max_message_bytes=self.config.session.max_message_bytes,
-            recent=self.state.recently_stored,
+            recent=self.state.recently_stored if watched else None,
         )
 
 

@@ -6,7 +6,8 @@ of reading it back once each.
 A row here is the message as received. It serves only the MESSAGE_RECEIVED event of that
 message, and only to a subscriber of the row's workspace; anything else (``message(id)``,
 lists) reads Postgres, where a message changed or deleted since is as it is now. A message
-stored by another process is not here: its subscribers read it, as before.
+stored by another process is not here: its subscribers read it, as before. A process with no
+subscriber of the workspace (``inboxd worker``) keeps nothing (``Receiver._store``).
 
 An entry is made before the statement runs, with the message's id (chosen by the caller), so
 the event, which Postgres delivers at commit, can never outrun it: a subscriber that finds the

@@ -17,7 +17,7 @@ from storage.recent_messages import RecentlyStored
 from tests.conftest import Verifier
 from tests.inboxd.test_receiving import append_over_imap, create_watched, mail, servers
 from tests.support.mailservers import MailCerts
-from tests.support.waiting import loop_turn, subscribed
+from tests.support.waiting import loop_turn, subscribed, wait_until
 from tests.support.ws import WSClient
 
 __all__ = ["servers"]  # the module's IMAP servers: test_receiving's fixture, run again here
@@ -34,6 +34,7 @@ query($id: ID!) {
     id subject messageId textBody receivedAt threadId seen from { address } to { address }
   }
 }"""
+MESSAGES = "query($id: ID!) { messages(inboxId: $id, first: 5) { edges { node { id } } } }"
 # storage.messages.read_message: the read a subscriber makes of a message it did not store.
 READ_BACK = "FROM message WHERE id = $1 AND workspace_id = $2"
 
@@ -122,3 +123,21 @@ async def test_a_message_another_process_stored_is_read_for_the_subscriber(
     assert await stack.state.recently_stored.received(kept, tenant.workspace.id) is None
     read = (await tenant.client(MESSAGE, {"id": received["id"]})).data["message"]
     assert received == read
+
+
+async def test_a_process_without_subscribers_of_the_workspace_keeps_no_row(
+    receiving: Verifier, servers: dict[str, Any], certs: MailCerts
+) -> None:
+    user = "user8@example.test"
+    tenant = await receiving.tenant()
+    inbox_id = await create_watched(receiving, tenant, servers, user)
+    recent = receiving.stack.state.recently_stored
+    before = len(recent)
+    await append_over_imap(servers["TLS"], certs, user, mail("nobody listens"))
+
+    async def stored() -> bool:
+        result = await tenant.client(MESSAGES, {"id": inbox_id})
+        return bool(result.data["messages"]["edges"])
+
+    await wait_until(stored, "the message stored")
+    assert len(recent) == before
