@@ -368,8 +368,7 @@ class Receiver:
         return read_to
 
     async def _store(self, row: InboxRow, folder: str, uidvalidity: int, fetched: Fetched) -> None:
-        # The stored row is kept for this process's subscribers only while it has some: a
-        # process without any (``inboxd worker``, a backfill nobody watches) keeps none.
+        # The stored row is kept only for subscribers in this process (``inboxd worker``: none).
         hub = self.state.hub
         received = Event(EventKind.MESSAGE_RECEIVED, row.workspace_id, row.id, row.version)
         watched = hub is not None and hub.wanted(received)

@@ -34,6 +34,10 @@ query($id: ID!) {
     id subject messageId textBody receivedAt threadId seen from { address } to { address }
   }
 }"""
+SET_SEEN = """
+mutation($id: ID!) {
+  setMessageFlags(id: $id, seen: true) { ... on SetMessageFlagsSuccess { receivedMessage { id } } }
+}"""
 MESSAGES = "query($id: ID!) { messages(inboxId: $id, first: 5) { edges { node { id } } } }"
 # storage.messages.read_message: the read a subscriber makes of a message it did not store.
 READ_BACK = "FROM message WHERE id = $1 AND workspace_id = $2"
@@ -87,6 +91,10 @@ async def test_subscribers_get_a_message_this_process_stored_without_reading_it_
     # What the subscribers were sent is what a read of the message gives.
     read = (await tenant.client(MESSAGE, {"id": received[0]["id"]})).data["message"]
     assert received[0] == read
+    # The kept row is the message as received: a query after a change reads the change.
+    await tenant.client(SET_SEEN, {"id": received[0]["id"]})
+    changed = (await tenant.client(MESSAGE, {"id": received[0]["id"]})).data["message"]
+    assert changed["seen"] is True and received[0]["seen"] is False
 
 
 async def test_a_message_another_process_stored_is_read_for_the_subscriber(
