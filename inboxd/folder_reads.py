@@ -5,6 +5,8 @@ stored messages given their new UIDs."""
 from __future__ import annotations
 
 import dataclasses
+import uuid
+from contextlib import nullcontext
 from datetime import timedelta
 
 import structlog
@@ -14,6 +16,7 @@ from mail.imap_session import Fetched, ImapSession, Mailbox
 from mail.parse import parse_message
 from storage import folder_sync, messages
 from storage.db import Database
+from storage.recent_messages import RecentlyStored
 from storage.rows import InboxRow
 
 log = structlog.get_logger("inboxd.receiver")
@@ -32,8 +35,10 @@ async def store_fetched(
     *,
     max_attachment_bytes: int,
     max_message_bytes: int,
+    recent: RecentlyStored | None,
 ) -> None:
-    """Parse ``fetched`` and store it with its folder's progress (one transaction). Raises
+    """Parse ``fetched`` and store it with its folder's progress (one transaction), the
+    stored row kept in ``recent`` (if given) for this process's subscribers. Raises
     LeaseLost."""
     parsed = parse_message(
         fetched.raw,
@@ -54,8 +59,15 @@ async def store_fetched(
         flagged="\\flagged" in fetched.flags,
         **dataclasses.asdict(parsed),
     )
-    async with db.connection(background=True) as connection:
-        await messages.store_message(connection, row.id, owner, new, time_zone=row.time_zone)
+    message_id = uuid.uuid4()
+    keeping = recent.storing(message_id, row.workspace_id) if recent is not None else nullcontext()
+    with keeping as stored:
+        async with db.connection(background=True) as connection:
+            kept = await messages.store_message(
+                connection, row.id, owner, new, time_zone=row.time_zone, message_id=message_id
+            )
+        if stored is not None:
+            stored.set_result(kept)
 
 
 async def renumbered(

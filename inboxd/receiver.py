@@ -33,7 +33,7 @@ from resolvers.logins import Logins, ReauthRequired, TokenUnavailable, is_oauth,
 from resolvers.state import AppState
 from storage import folder_sync, messages, watch_leases
 from storage.db import UNAVAILABLE_ERRORS
-from storage.events import EventKind
+from storage.events import Event, EventKind
 from storage.models import ReceivingState
 from storage.rows import InboxRow
 from storage.secrets import DecryptionError
@@ -365,6 +365,10 @@ class Receiver:
         return read_to
 
     async def _store(self, row: InboxRow, folder: str, uidvalidity: int, fetched: Fetched) -> None:
+        # The stored row is kept only for subscribers in this process (``inboxd worker``: none).
+        hub = self.state.hub
+        received = Event(EventKind.MESSAGE_RECEIVED, row.workspace_id, row.id, row.version)
+        watched = hub is not None and hub.wanted(received)
         await store_fetched(
             self.state.db,
             self.owner,
@@ -374,6 +378,7 @@ class Receiver:
             fetched,
             max_attachment_bytes=self.config.max_attachment_bytes,
             max_message_bytes=self.config.session.max_message_bytes,
+            recent=self.state.recently_stored if watched else None,
         )
 
 

@@ -14,7 +14,7 @@ from strawberry.dataloader import DataLoader
 from resolvers.pagination import check_first, decode_cursor
 from resolvers.state import AppState
 from resolvers.validation import FieldIssue, InputInvalid, parse_id
-from storage import audit, messages, watch_leases
+from storage import audit, message_changes, messages, watch_leases
 from storage.api_keys import Principal
 from storage.db import Connection
 from storage.errors import NotFoundError
@@ -71,7 +71,7 @@ async def set_message_flags(
     if seen is None and flagged is None:
         raise InputInvalid([FieldIssue("seen", "give seen, flagged or both")])
     async with state.db.connection() as connection, connection.transaction():
-        row = await messages.set_flags(
+        row = await message_changes.set_flags(
             connection, principal.workspace_id, message_id, seen=seen, flagged=flagged
         )
         if row is None:
@@ -88,7 +88,9 @@ async def delete_message(
 ) -> uuid.UUID:
     message_id = parse_id(raw_id)
     async with state.db.connection() as connection, connection.transaction():
-        deleted = await messages.delete_message(connection, principal.workspace_id, message_id)
+        deleted = await message_changes.delete_message(
+            connection, principal.workspace_id, message_id
+        )
         if deleted is None:
             raise NotFoundError("message", raw_id)
         details = {"messageId": str(message_id), "onServer": deleted.on_server}

@@ -13,6 +13,7 @@ from resolvers.oauth_client import OAuthConfig
 from storage.attachments import AttachmentLinks
 from storage.db import Database
 from storage.listener import EventHub
+from storage.recent_messages import RecentlyStored
 from storage.secrets import KeyRing
 
 
@@ -52,3 +53,5 @@ class AppState:
     shared_reads: dict[tuple[uuid.UUID, uuid.UUID, int], asyncio.Future[Any]] = field(
         default_factory=dict
     )
+    # Messages this process's receiver just stored, for its messageReceived subscribers.
+    recently_stored: RecentlyStored = field(default_factory=RecentlyStored)

@@ -260,9 +260,13 @@ class Subscription:
                 item = await watcher.queue.get()
                 if not isinstance(item, Event) or item.message_id is None:
                     continue  # RESYNC: read the inbox's messages to catch up
-                row = await read_retried(
-                    partial(messages.get_message, state, principal, str(item.message_id))
-                )
+                # Stored by this process: the row its store returned, shared by every
+                # subscriber here; stored elsewhere (or long gone from that cache): read.
+                row = await state.recently_stored.received(item.message_id, principal.workspace_id)
+                if row is None:
+                    row = await read_retried(
+                        partial(messages.get_message, state, principal, str(item.message_id))
+                    )
                 if row is not None:
                     yield Message.from_row(row)
 

@@ -124,6 +124,13 @@ class EventHub:
         finally:
             self._watchers.discard(watcher)
 
+    def wanted(self, event: Event) -> bool:
+        """Whether a watcher in this process would take ``event``, asked before it happens."""
+        return any(
+            w.workspace_id in (None, event.workspace_id) and w.accepts(event)
+            for w in self._watchers
+        )
+
     def add(
         self,
         workspace_id: uuid.UUID | None,

@@ -167,7 +167,7 @@ STORE_SQL = f"""
           FROM held, advanced
          WHERE NOT EXISTS ({DELETED_BEFORE})
         ON CONFLICT DO NOTHING
-        RETURNING id, inbox_id
+        RETURNING {MESSAGE_COLUMNS}
     ), attached AS (
         INSERT INTO message_attachment (message_id, index, content)
         SELECT stored.id, part.ordinality - 1, part.content
@@ -182,8 +182,21 @@ STORE_SQL = f"""
            (SELECT message_id FROM touched) AS stored,
            (SELECT count(*) FROM notified) AS notified,
            {message_actions.notified_sql("queued")} AS queued,
-           {notices.OUTCOME_SQL} AS notice
+           {notices.OUTCOME_SQL} AS notice,
+           stored.*
+      FROM (VALUES (1)) AS outcome(one) LEFT JOIN stored ON true
 """  # noqa: S608
+
+
+class StoredMessage(MessageRow):
+    """STORE_SQL's answer: the stored message's columns (NULL when nothing was stored), as
+    ``read_message`` would read them, and the statement's outcome."""
+
+    advanced: int
+    stored: uuid.UUID | None
+    notified: int
+    queued: int
+    notice: str | None
 
 
 log = structlog.get_logger("inboxd.receiver")
@@ -199,9 +212,12 @@ async def store_message(
     owner: str,
     message: NewMessage,
     time_zone: str | None = None,
-) -> uuid.UUID | None:
-    """Store ``message`` and advance its folder (``time_zone``: the inbox's, its notice's day);
-    the new id, or None when already stored. LeaseLost when ``owner`` lost the lease."""
+    *,
+    message_id: uuid.UUID | None = None,
+) -> MessageRow | None:
+    """Store ``message`` as ``message_id`` (default: a new id) and advance its folder
+    (``time_zone``: the inbox's, its notice's day); the stored row, or None when already
+    stored. LeaseLost when ``owner`` lost the lease."""
     now = datetime.now(ZoneInfo(time_zone or "UTC"))
     record = await connection.fetchrow(
         STORE_SQL,
@@ -210,7 +226,7 @@ async def store_message(
         message.folder,
         message.uidvalidity,
         message.uid,
-        uuid.uuid4(),
+        message_id or uuid.uuid4(),
         message.message_id,
         message.in_reply_to,
         message.reference_ids,
@@ -231,18 +247,18 @@ async def store_message(
         parent_ids(message),
         now.date(),
         now.strftime("%Y-%m-%d %H:%M"),
+        record_class=StoredMessage,
     )
-    assert record is not None  # a SELECT of aggregates: always one row
-    if not record["advanced"]:
+    assert record is not None  # one row of aggregates, joined to the stored row if any
+    if not record.advanced:
         raise LeaseLost(str(inbox_id))
-    stored: uuid.UUID | None = record["stored"]
-    if record["notice"] == "DROPPED":
+    if record.notice == "DROPPED":
         log.warning(
             "new-message notice not sent: the inbox reached its daily send limit",
             inbox_id=str(inbox_id),
-            message_id=str(stored),
+            message_id=str(record.stored),
         )
-    return stored
+    return record if record.stored is not None else None
 
 
 @dataclass(slots=True)
@@ -330,71 +346,3 @@ async def read_message(
         record_class=MessageRow,
     )
     return row
-
-
-SET_FLAGS_SQL = f"""
-    WITH changed AS (
-        UPDATE message SET seen = coalesce($3, seen), flagged = coalesce($4, flagged)
-         WHERE id = $1 AND workspace_id = $2
-        RETURNING {MESSAGE_COLUMNS}
-    ), {
-    message_actions.queue_sql(
-        "queued",
-        "SELECT id, inbox_id, folder, uidvalidity, uid, 'FLAGS', $3::boolean, $4::boolean "
-        "FROM changed",
-    )
-}
-    SELECT {MESSAGE_COLUMNS} FROM changed WHERE {message_actions.notified_sql("queued")} >= 0
-"""  # noqa: S608
-
-
-async def set_flags(
-    connection: Connection,
-    workspace_id: uuid.UUID,
-    message_id: uuid.UUID,
-    *,
-    seen: bool | None,
-    flagged: bool | None,
-) -> MessageRow | None:
-    """Set the message's flags (None: leave) and queue the same on the server; the message
-    as it is now, or None when the workspace has no such message."""
-    row: MessageRow | None = await connection.fetchrow(
-        SET_FLAGS_SQL, message_id, workspace_id, seen, flagged, record_class=MessageRow
-    )
-    return row
-
-
-DELETE_SQL = f"""
-    WITH gone AS (
-        DELETE FROM message WHERE id = $1 AND workspace_id = $2
-        RETURNING id, inbox_id, folder, uidvalidity, uid, message_id
-    ), remembered AS (
-        INSERT INTO deleted_message (inbox_id, folder, uidvalidity, uid, message_id, deleted_at)
-        SELECT inbox_id, folder, uidvalidity, uid, message_id, now() FROM gone
-        ON CONFLICT DO NOTHING
-    ), {
-    message_actions.queue_sql(
-        "queued",
-        "SELECT g.id, g.inbox_id, g.folder, g.uidvalidity, g.uid, 'DELETE', NULL::boolean, "
-        "NULL::boolean FROM gone g JOIN email_inbox i ON i.id = g.inbox_id "
-        "WHERE i.delete_message_policy = 'DELETE_WHEN_DELETED'",
-    )
-}
-    SELECT inbox_id, {message_actions.notified_sql("queued")} > 0 AS on_server FROM gone
-"""  # noqa: S608
-
-
-@dataclass(frozen=True, slots=True)
-class DeletedMessage:
-    inbox_id: uuid.UUID
-    on_server: bool  # its deletion on the server was queued (DELETE_WHEN_DELETED)
-
-
-async def delete_message(
-    connection: Connection, workspace_id: uuid.UUID, message_id: uuid.UUID
-) -> DeletedMessage | None:
-    """Delete the message, remember it so it is never imported again, and, if the inbox's
-    policy says so, queue its deletion on the server. None: the workspace has no such
-    message."""
-    record = await connection.fetchrow(DELETE_SQL, message_id, workspace_id)
-    return DeletedMessage(record["inbox_id"], record["on_server"]) if record else None
