@@ -1,7 +1,8 @@
 """Delayed tests start at their due time, and logins to one account keep their spacing.
 
-The worker here polls only every 30 s: a test that starts on time was woken by its due time
-or by NOTIFY, never by the poll.
+The worker here polls only once an hour: a test that starts at all before the test's outer
+timeout was woken by its due time or by NOTIFY, never by the poll. No bound here is a
+matter of speed: a start is never before its due time, a login never before its slot.
 """
 
 from __future__ import annotations
@@ -29,11 +30,7 @@ from tests.support.rows import stored_tests
 from tests.support.waiting import wait_until
 
 SPACING = 2.0
-POLL = 30.0
-# How late a test may start after its due time and still count as woken by it: far below the
-# poll interval (a test that waited for the poll would be ~POLL late), far above what a loaded
-# machine adds (no bound here is a matter of speed).
-ON_TIME = POLL / 3
+POLL = 3600.0
 # A login and a due time are read from the same clock, Python's and Postgres's, at microsecond
 # resolution; a login follows its test's claim, which follows its due time.
 CLOCK_EPSILON = 0.001
@@ -122,7 +119,7 @@ async def test_spaced_tests_start_at_their_own_due_times(spaced, mail):
     assert all(gap >= SPACING - 0.01 for gap in due_gaps), due_gaps
     delays = start_delays(tests)
     print(f"start delay after the due time (s): {[round(d, 3) for d in delays]}")
-    assert all(0 <= delay <= ON_TIME for delay in delays), delays
+    assert all(delay >= 0 for delay in delays), delays  # and each came: woken by its time
 
     # The servers saw each login at or after its own slot, not together.
     for server, before in ((smtp, smtp_before), (imap, imap_before)):
@@ -148,7 +145,7 @@ async def test_a_retry_starts_at_its_due_time(spaced, mail):
     # run_after holds the last retry's due time; its login followed within a second.
     late = logins[-1] - test.run_after.timestamp()
     print(f"last retry's login after its due time: {late:.3f} s")
-    assert -CLOCK_EPSILON <= late <= ON_TIME, late
+    assert late >= -CLOCK_EPSILON, late  # and it came within the wait: woken by its time
 
 
 def assert_each_login_in_its_slot(logins: list[float], tests: list[TestRow]) -> None:
