@@ -229,6 +229,7 @@ async def test_the_idle_checker_logs_in_with_a_token_fresh_then(
     old = (await world.logins.access_token(await world.row(tenant, inbox_id))).reveal()
     provider.expire_access_token(old)  # the session's token, ended early
     before = provider.token_requests["refresh_token"]
+    old_at_expiry = provider.introspected[old]
     dovecot.deliver(LONG, mail("second-long", LONG))
     await stored(tenant, inbox_id, "second-long")
 
@@ -258,5 +259,9 @@ async def test_the_idle_checker_logs_in_with_a_token_fresh_then(
     # A checker logging in with the session's own token would be refused again and again; a
     # session restarted would count an error.
     assert provider.introspected[old] == old_asked, "the refreshed-away token was used again"
+    # Once after it ran out: the checker's login, refused, then retried with a new token. A
+    # checker on the session's first endpoint would have been refused, the session restarted
+    # and its login refused too (3).
+    assert old_asked == old_at_expiry + 1, (old_at_expiry, old_asked)
     assert inbox["errorCount"] == 0 and inbox["receiving"]["lastError"] is None, inbox
     assert provider.token_requests["refresh_token"] == before + 1
