@@ -3,6 +3,7 @@ and the steps of connecting an account through it, as a user's browser would tak
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -125,6 +126,25 @@ class OAuthWorld:
         return row
 
 
+@contextlib.asynccontextmanager
+async def oauth_world_on(
+    provider: OAuthProvider, database_url: str, certs: MailCerts, keyring: KeyRing, **settings: Any
+) -> AsyncIterator[OAuthWorld]:
+    """A stack whose Google endpoints are ``provider``'s, with a client registered for its
+    callback; ``settings`` as ``verifier_on`` takes them."""
+    async with verifier_on(
+        database_url,
+        certs,
+        keyring,
+        oauth_google_authorize_url=provider.authorize_url,
+        oauth_google_token_url=provider.token_url,
+        oauth_google_userinfo_url=provider.userinfo_url,
+        **settings,
+    ) as verifier:
+        client = provider.register_client([f"{verifier.stack.base_url}/oauth/callback"])
+        yield OAuthWorld(verifier, provider, client)
+
+
 @pytest.fixture(scope="module")
 async def oauth_world(
     pg_server: tuple[str, Path | None],
@@ -134,18 +154,15 @@ async def oauth_world(
 ) -> AsyncIterator[OAuthWorld]:
     with OAuthProvider() as provider:
         provider.add_user("owner@example.com")
-        async with verifier_on(
+        async with oauth_world_on(
+            provider,
             pg_server[0],
             certs,
             keyring,
             worker=False,  # no verification here: the inboxes name servers never contacted
-            oauth_google_authorize_url=provider.authorize_url,
-            oauth_google_token_url=provider.token_url,
-            oauth_google_userinfo_url=provider.userinfo_url,
             # Microsoft's shape: the app's tenant in the path.
             oauth_microsoft_authorize_url=provider.base_url + "/{tenant}/oauth2/v2.0/authorize",
             oauth_microsoft_token_url=provider.base_url + "/{tenant}/oauth2/v2.0/token",
             oauth_microsoft_me_url=provider.graph_me_url,
-        ) as verifier:
-            client = provider.register_client([f"{verifier.stack.base_url}/oauth/callback"])
-            yield OAuthWorld(verifier, provider, client)
+        ) as world:
+            yield world

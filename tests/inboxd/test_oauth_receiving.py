@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from storage.secrets import KeyRing
-from tests.conftest import Tenant, verifier_on
-from tests.inboxd.oauth_support import OAuthWorld
+from tests.conftest import Tenant
+from tests.inboxd.oauth_support import OAuthWorld, oauth_world_on
 from tests.support.dovecot import Dovecot, require_dovecot
 from tests.support.mailservers import MailCerts
 from tests.support.oauth_provider import OAuthProvider
@@ -61,6 +61,11 @@ def dovecot(certs: MailCerts, provider: OAuthProvider) -> Iterator[Dovecot]:
         yield server
 
 
+# The stacks' settings: receiving on; Dovecot's auth process asks the provider over HTTP, more
+# than a loopback round trip.
+STACK: dict[str, Any] = {"receiving_enabled": True, "imap_timeout": 20.0, "smtp_timeout": 20.0}
+
+
 @pytest.fixture(scope="module")
 async def world(
     dovecot: Dovecot,
@@ -69,20 +74,8 @@ async def world(
     certs: MailCerts,
     keyring: KeyRing,
 ) -> AsyncIterator[OAuthWorld]:
-    async with verifier_on(
-        pg_server[0],
-        certs,
-        keyring,
-        receiving_enabled=True,
-        # Dovecot's auth process asks the provider over HTTP: more than a loopback round trip.
-        imap_timeout=20.0,
-        smtp_timeout=20.0,
-        oauth_google_authorize_url=provider.authorize_url,
-        oauth_google_token_url=provider.token_url,
-        oauth_google_userinfo_url=provider.userinfo_url,
-    ) as verifier:
-        client = provider.register_client([f"{verifier.stack.base_url}/oauth/callback"])
-        yield OAuthWorld(verifier, provider, client)
+    async with oauth_world_on(provider, pg_server[0], certs, keyring, **STACK) as world:
+        yield world
 
 
 async def state_of(tenant: Tenant, inbox_id: str) -> dict[str, Any]:
@@ -195,20 +188,9 @@ async def unlingering(
 ) -> AsyncIterator[OAuthWorld]:
     """As ``world``, but the IDLE checker's connection closes after every check: each IDLE
     entered opens (and logs in) a new one."""
-    async with verifier_on(
-        pg_server[0],
-        certs,
-        keyring,
-        receiving_enabled=True,
-        receiving_idle_check_linger_seconds=0.0,
-        imap_timeout=20.0,
-        smtp_timeout=20.0,
-        oauth_google_authorize_url=provider.authorize_url,
-        oauth_google_token_url=provider.token_url,
-        oauth_google_userinfo_url=provider.userinfo_url,
-    ) as verifier:
-        client = provider.register_client([f"{verifier.stack.base_url}/oauth/callback"])
-        yield OAuthWorld(verifier, provider, client)
+    settings = {**STACK, "receiving_idle_check_linger_seconds": 0.0}
+    async with oauth_world_on(provider, pg_server[0], certs, keyring, **settings) as world:
+        yield world
 
 
 async def test_the_idle_checker_logs_in_with_a_token_fresh_then(
