@@ -32,7 +32,7 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 PASSWORD = "Console-Canary-7713"
 NAMES = (
     *("ada", "list1", "list2", "list3", "fix", "pin", "page", "phone", "edit", "history"),
-    *("usage", "reader", "send", "limit", "off", "friend"),
+    *("usage", "reader", "send", "limit", "off", "friend", "late"),
 )
 USERS = {f"{name}@console.test": PASSWORD for name in NAMES}
 

@@ -30,6 +30,10 @@ const browser = await chromium.launch({
 let context = null;
 let page = null;
 let problems = [];
+let frames = []; // what the page's websockets received, for waitFrame
+let held = []; // GraphQL answers held back by hold, until release
+let onHeld = () => {};
+let onFrame = () => {};
 
 const steps = {
   async open({ url, width = 1280, height = 900 }) {
@@ -42,6 +46,13 @@ const steps = {
     page.on("console", (m) => m.type() === "error" && problems.push(m.text()));
     page.on("pageerror", (e) => problems.push(String(e)));
     page.on("response", (r) => r.status() >= 400 && problems.push(`${r.status()} ${r.url()}`));
+    frames = [];
+    page.on("websocket", (ws) =>
+      ws.on("framereceived", (f) => {
+        frames.push(String(f.payload));
+        onFrame();
+      }),
+    );
     const response = await page.goto(url);
     return { status: response.status(), csp: response.headers()["content-security-policy"] || null };
   },
@@ -142,6 +153,36 @@ const steps = {
       storage: Object.keys(sessionStorage),
       local: Object.keys(localStorage),
     })).then((state) => ({ ...state, problems }));
+  },
+  async hold({ match }) {
+    // The server answers each GraphQL request whose body holds `match`; the page gets the
+    // answer only at release (what a slow network does to it).
+    await page.route("**/graphql", async (route) => {
+      if (!(route.request().postData() || "").includes(match)) return route.fallback();
+      held.push({ route, response: await route.fetch() });
+      onHeld();
+    });
+    return {};
+  },
+  async waitHeld({ count = 1 }) {
+    await new Promise((resolve) => {
+      onHeld = () => held.length >= count && resolve();
+      onHeld();
+    });
+    return { held: held.length };
+  },
+  async release() {
+    for (const { route, response } of held.splice(0)) await route.fulfill({ response });
+    await page.unroute("**/graphql");
+    return {};
+  },
+  async waitFrame({ texts }) {
+    // Until a websocket message the page received holds every one of `texts`.
+    await new Promise((resolve) => {
+      onFrame = () => frames.some((f) => texts.every((t) => f.includes(t))) && resolve();
+      onFrame();
+    });
+    return {};
   },
   async mark({ value }) {
     // Survives only as long as the document: a reload would lose it.

@@ -92,7 +92,7 @@ async def test_the_list_pages_filters_and_follows_status_live(browser, verifier,
     await browser("goto", hash="#/inboxes?size=2")
     await browser("waitText", selector="caption", text="Inboxes (0)")
     await browser("mark", value="no reload")
-    await subscribed(verifier.stack.state.hub, tenant.workspace.id)
+    await subscribed(verifier.stack.state.hub, tenant.workspace.id, count=2)  # header, list
     first = await create(tenant, "list1@console.test", mail, department="Sales")
     # Created, then verified by the worker: the badge follows without a reload or a poll.
     await browser("waitText", selector=f'tr[data-inbox="{first}"] .status', text="ACTIVE")

@@ -58,6 +58,9 @@ export function inboxList(viewer, params) {
     cursors: [null], // the `after` of each page seen; the last one is the current page
     filter: {},
     rows: new Map(),
+    loads: 0, // loads started: only the newest one's rows are shown
+    loaded: 0, // the newest load shown
+    held: [], // status events that came while that load was on its way
   };
   const status = h("p", { class: "visually-hidden", role: "status", "aria-live": "polite" });
   const body = h("tbody");
@@ -105,8 +108,15 @@ export function inboxList(viewer, params) {
   }
 
   async function load() {
+    // An event that came before this query left is in its answer; one that comes while it is
+    // on its way may not be (a status that changed just after the read), so it is held and
+    // applied to the new rows, where the version check drops what the answer already had.
+    const mine = ++state.loads;
+    state.held = [];
     const after = state.cursors.at(-1);
     const data = await gql(LIST, { first: state.first, after, filter: state.filter });
+    if (mine !== state.loads) return; // a newer load is on its way
+    state.loaded = mine;
     const { edges, totalCount, pageInfo } = data.emailInboxes;
     state.rows.clear();
     state.endCursor = pageInfo.endCursor;
@@ -121,6 +131,7 @@ export function inboxList(viewer, params) {
     replace(position, edges.length ? `${start + 1}–${start + edges.length} of ${totalCount}` : "");
     previous.disabled = state.cursors.length === 1;
     next.disabled = !pageInfo.hasNextPage;
+    state.held.splice(0).forEach(showStatus);
   }
 
   function page(step) {
@@ -130,8 +141,13 @@ export function inboxList(viewer, params) {
   }
 
   function onEvent({ emailInboxEvents: event }) {
-    const shown = state.rows.get(event.inboxId);
     if (["CREATED", "DELETED", "RESYNC"].includes(event.kind)) return load();
+    if (state.loaded !== state.loads) return state.held.push(event);
+    showStatus(event);
+  }
+
+  function showStatus(event) {
+    const shown = state.rows.get(event.inboxId);
     if (!shown || !event.status || (event.version ?? 0) < shown.inbox.version) return;
     shown.inbox = { ...shown.inbox, status: event.status, version: event.version };
     shown.tr.querySelector(".status").replaceChildren(badge(event.status));
