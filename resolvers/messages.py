@@ -14,19 +14,13 @@ from strawberry.dataloader import DataLoader
 from resolvers.pagination import check_first, decode_cursor
 from resolvers.state import AppState
 from resolvers.validation import FieldIssue, InputInvalid, parse_id
+from resolvers.validation_issues import id_or_none
 from storage import audit, message_changes, messages, watch_leases
 from storage.api_keys import Principal
 from storage.db import Connection
 from storage.errors import NotFoundError
 from storage.messages import MessageFilter, MessageRow
 from storage.watch_leases import WatchStatus
-
-
-def _uuid(raw: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(raw))
-    except ValueError:
-        return None
 
 
 async def list_messages(
@@ -41,7 +35,7 @@ async def list_messages(
     """A page of the inbox's messages, newest first (none for an inbox the caller cannot see)."""
     check_first(first, state.max_page_size)
     cursor = decode_cursor(after)
-    inbox_id = _uuid(raw_inbox_id)
+    inbox_id = id_or_none(raw_inbox_id)
     if inbox_id is None:
         return [], False
     async with state.db.connection() as connection:
@@ -51,7 +45,7 @@ async def list_messages(
 
 
 async def get_message(state: AppState, principal: Principal, raw_id: str) -> MessageRow | None:
-    message_id = _uuid(raw_id)
+    message_id = id_or_none(raw_id)
     if message_id is None:
         return None
     async with state.db.connection() as connection:

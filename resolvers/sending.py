@@ -15,7 +15,7 @@ from mail.compose import ComposeError, check, make_message_id
 from resolvers.outgoing_mail import message_id_domain, outgoing_from_new
 from resolvers.pagination import check_first, decode_cursor
 from resolvers.state import AppState
-from resolvers.validation_issues import FieldIssue, InputInvalid, parse_id
+from resolvers.validation_issues import FieldIssue, InputInvalid, id_or_none, parse_id
 from resolvers.validation_sending import normalize_send, reply_subject
 from storage import audit, inboxes, messages, outbox
 from storage.api_keys import Principal
@@ -219,15 +219,8 @@ async def _audit(
     )
 
 
-def _uuid(raw: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(raw))
-    except ValueError:
-        return None
-
-
 async def get_outgoing(state: AppState, principal: Principal, raw_id: str) -> OutgoingRow | None:
-    outgoing_id = _uuid(raw_id)
+    outgoing_id = id_or_none(raw_id)
     if outgoing_id is None:
         return None
     async with state.db.connection() as connection:
@@ -246,7 +239,7 @@ async def list_outgoing(
     """A page of the inbox's outbox, newest first (none for an inbox the caller cannot see)."""
     check_first(first, state.max_page_size)
     cursor = decode_cursor(after)
-    inbox_id = _uuid(raw_inbox_id)
+    inbox_id = id_or_none(raw_inbox_id)
     if inbox_id is None:
         return [], False
     async with state.db.connection() as connection:

@@ -16,6 +16,14 @@ def parse_id(raw: str, field: str = "id") -> uuid.UUID:
         raise InputInvalid([FieldIssue(field, "is not a valid id")]) from exc
 
 
+def id_or_none(raw: str) -> uuid.UUID | None:
+    """``raw`` as an id, or None where it is not one (a read of it finds nothing)."""
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError:
+        return None
+
+
 def camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
