@@ -10,11 +10,14 @@ mark inside DATA (before the message's last line: ``mail.smtp_data``), pooled or
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+
+import structlog
 
 from inboxd import sent_copies
 from inboxd.outbox_rules import (
@@ -39,6 +42,18 @@ from storage.models import utcnow
 from storage.outbox_runs import ClaimedOutgoing, SendResult
 from storage.secrets import DecryptionError, Secret
 
+log = structlog.get_logger("inboxd.outbox")
+
+
+@dataclass(slots=True)
+class _Copy:
+    """A Sent copy waiting for a filer; filed only before ``file_by`` (the loop's clock)."""
+
+    outgoing_id: uuid.UUID
+    prepared: Prepared
+    recorded: bool
+    file_by: float
+
 
 @dataclass
 class MessageSender:
@@ -50,16 +65,20 @@ class MessageSender:
     # releases them: their lease runs out instead).
     transmitting: set[uuid.UUID]
     copy_concurrency: int = 8
+    # Bytes of copies waiting for a filer, at most; a copy past it is filed late instead.
+    copy_queue_bytes: int = 32 * 1024 * 1024
     smtp_sessions: SmtpPool = field(init=False)
     sent_sessions: SentPool = field(init=False)
-    # Sent copies being filed, by message: not holding a sending slot.
-    copying: dict[uuid.UUID, asyncio.Task[None]] = field(default_factory=dict)
-    _copy_slots: asyncio.Semaphore = field(init=False)
+    # Sent copies not filed yet (waiting or being filed), by message: none holds a sending
+    # slot, and a send never waits for one.
+    copying: dict[uuid.UUID, _Copy] = field(default_factory=dict)
+    _copy_queue: collections.deque[_Copy] = field(default_factory=collections.deque)
+    _queued_bytes: int = 0
+    _filers: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.smtp_sessions = smtp_pool(self.config.sessions)
         self.sent_sessions = sent_pool(self.config.sessions)
-        self._copy_slots = asyncio.Semaphore(self.copy_concurrency)
 
     async def close(self) -> None:
         """End the kept sessions: QUIT and LOGOUT."""
@@ -256,32 +275,57 @@ class MessageSender:
     async def _file_copy_soon(
         self, outgoing_id: uuid.UUID, prepared: Prepared, recorded: bool
     ) -> None:
-        """File the Sent copy in a task of its own, so the sending slot is free at SENT; at
-        most ``copy_concurrency`` at once (a send waits here for a free one). A copy not
-        filed (the worker stopped first) stays due and is filed late."""
-        await self._copy_slots.acquire()
+        """Queue the Sent copy for a filer, so the sending slot is free at SENT and the next
+        send never waits for an APPEND: at most ``copy_concurrency`` are filed at once, the
+        oldest first. A copy that would take the queue past ``copy_queue_bytes``, or that
+        waited for a filer until half the lease (``copy_due_at``) was gone, is left due and
+        filed late (composed again, looked for first), so a queue never holds the process's
+        memory or races another worker's late filing."""
+        size = len(prepared.data)
+        if self._queued_bytes + size > self.copy_queue_bytes and self._copy_queue:
+            log.info("sent copy left to be filed late", outgoing_id=str(outgoing_id))
+            return
+        loop = asyncio.get_running_loop()
+        copy = _Copy(outgoing_id, prepared, recorded, loop.time() + self.lease.total_seconds() / 2)
+        self._copy_queue.append(copy)
+        self._queued_bytes += size
+        self.copying[outgoing_id] = copy
+        if len(self._filers) < self.copy_concurrency:
+            filer = asyncio.create_task(self._filer(), name="sent-copy-filer")
+            self._filers.add(filer)
+            filer.add_done_callback(self._filers.discard)
 
-        async def file() -> None:
+    async def _filer(self) -> None:
+        """File queued copies until none is left."""
+        loop = asyncio.get_running_loop()
+        while self._copy_queue:
+            copy = self._copy_queue.popleft()
+            self._queued_bytes -= len(copy.prepared.data)
             try:
-                await sent_copies.file_copy(
-                    self.state.db, self.config.imap, outgoing_id, prepared, recorded,
-                    self.sent_sessions,
-                )  # fmt: skip
+                if loop.time() < copy.file_by:
+                    await sent_copies.file_copy(
+                        self.state.db, self.config.imap, copy.outgoing_id, copy.prepared,
+                        copy.recorded, self.sent_sessions,
+                    )  # fmt: skip
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("filing a sent copy crashed", outgoing_id=str(copy.outgoing_id))
             finally:
-                self._copy_slots.release()
-                self.copying.pop(outgoing_id, None)
-
-        self.copying[outgoing_id] = asyncio.create_task(file(), name=f"sent-copy-{outgoing_id}")
+                self.copying.pop(copy.outgoing_id, None)
 
     async def finish_copies(self, grace: float) -> None:
-        """Let the copies in flight finish within ``grace``; cancel the rest (still due)."""
-        if not self.copying:
+        """Let the copies queued or in flight finish within ``grace``; cancel the rest (still
+        due: filed late by any worker)."""
+        if not self._filers:
             return
-        tasks = list(self.copying.values())
-        _, pending = await asyncio.wait(tasks, timeout=grace)
+        _, pending = await asyncio.wait(list(self._filers), timeout=grace)
+        self._copy_queue.clear()
+        self._queued_bytes = 0
         for task in pending:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*pending, return_exceptions=True)
+        self.copying.clear()
 
     async def file_late_copy(self, row: outbox.OutgoingRow) -> None:
         late = row.sent_at is None or utcnow() - row.sent_at > COPY_GIVE_UP

@@ -4,11 +4,12 @@ and records what the server said.
 A message is claimed (``FOR UPDATE SKIP LOCKED``) and held under a lease renewed while it is
 sent. SENT is recorded the moment the server accepts the message, then a copy is filed in the
 Sent folder (unless the provider files sent mail itself, or the inbox's
-``sending.copyToSentFolder`` says otherwise), in a task of its own: the sending slot is free
-at SENT, and at most ``concurrency`` copies are filed at once. A message found SENDING
-under an expired lease (its worker died, perhaps after the server accepted it) is first
-looked for in the Sent folder by its Message-ID: found, it is SENT without sending it again;
-when the folder cannot be read, it is retried later.
+``sending.copyToSentFolder`` says otherwise), queued for a filer: the sending slot is free
+at SENT and no send waits for a copy; at most ``concurrency`` copies are filed at once, and
+the queue is bounded (a copy past it, or one that waited half the lease, is filed late).
+A message found SENDING under an expired lease (its worker died, perhaps after the server
+accepted it) is first looked for in the Sent folder by its Message-ID: found, it is SENT
+without sending it again; when the folder cannot be read, it is retried later.
 
 A SENT message whose worker died before filing its copy has ``copy_due_at`` come due: any
 worker then files it (appended unless the folder holds its Message-ID already).

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import ssl
 
 import pytest
 
+from mail.imap_client import connect_tls
 from mail.network import NetworkPolicy
 from mail.probes import ProbeCode, ProbeSettings, Security, probe_imap, probe_smtp
 from tests.mail.conftest import EndpointFactory
@@ -159,3 +162,25 @@ async def test_a_short_password_leaves_our_own_wording_alone(
     )
     assert result.code is ProbeCode.CONNECTION_REFUSED
     assert result.hint is not None and "port number" in result.hint
+
+
+async def test_a_handshake_given_up_leaves_nothing_for_the_loop_to_report() -> None:
+    # The caller's timeout cancels the handshake and aborts the connection; the layer's
+    # connection_lost then must not ask a cancelled handshake for its exception (which
+    # raises, and the loop logged "Exception in callback" for every such timeout).
+    loop = asyncio.get_running_loop()
+    reported: list[dict] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        with HostileServer(Behaviour.SILENT) as server:
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.setblocking(False)
+            context = ssl.create_default_context()
+            with pytest.raises(TimeoutError):
+                await connect_tls(sock, asyncio.Protocol(), context, "localhost", 0.2)
+            for _ in range(5):  # connection_lost comes a loop iteration or two later
+                await asyncio.sleep(0.01)
+    finally:
+        loop.set_exception_handler(previous)
+    assert reported == []
