@@ -75,10 +75,23 @@ class MessageSender:
     _copy_queue: collections.deque[_Copy] = field(default_factory=collections.deque)
     _queued_bytes: int = 0
     _filers: set[asyncio.Task[None]] = field(default_factory=set)
+    # Clear while every sending slot is taken and more is due: sending goes first.
+    _may_file: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.smtp_sessions = smtp_pool(self.config.sessions)
         self.sent_sessions = sent_pool(self.config.sessions)
+        self._may_file.set()
+
+    def file_copies(self, allowed: bool) -> None:
+        """Whether filers may begin another copy: the worker says no while every sending slot
+        is taken and its claim found more due, yes once a claim leaves a slot free. Sends
+        and copies share the machine and the mail servers; a burst is sent first, its copies
+        follow (each one still filed before half the lease, or filed late)."""
+        if allowed:
+            self._may_file.set()
+        else:
+            self._may_file.clear()
 
     async def close(self) -> None:
         """End the kept sessions: QUIT and LOGOUT."""
@@ -277,10 +290,11 @@ class MessageSender:
     ) -> None:
         """Queue the Sent copy for a filer, so the sending slot is free at SENT and the next
         send never waits for an APPEND: at most ``copy_concurrency`` are filed at once, the
-        oldest first. A copy that would take the queue past ``copy_queue_bytes``, or that
-        waited for a filer until half the lease (``copy_due_at``) was gone, is left due and
-        filed late (composed again, looked for first), so a queue never holds the process's
-        memory or races another worker's late filing."""
+        oldest first, while ``file_copies`` allows. A copy that would take the queue past
+        ``copy_queue_bytes``, or that waited for a filer until half the lease
+        (``copy_due_at``) was gone, is left due and filed late (composed again, looked for
+        first), so a queue never holds the process's memory or races another worker's late
+        filing."""
         size = len(prepared.data)
         if self._queued_bytes + size > self.copy_queue_bytes and self._copy_queue:
             log.info("sent copy left to be filed late", outgoing_id=str(outgoing_id))
@@ -299,6 +313,9 @@ class MessageSender:
         """File queued copies until none is left."""
         loop = asyncio.get_running_loop()
         while self._copy_queue:
+            await self._may_file.wait()
+            if not self._copy_queue:
+                break
             copy = self._copy_queue.popleft()
             self._queued_bytes -= len(copy.prepared.data)
             try:
@@ -319,6 +336,7 @@ class MessageSender:
         due: filed late by any worker)."""
         if not self._filers:
             return
+        self._may_file.set()  # nothing is sent any more: the queue may drain
         _, pending = await asyncio.wait(list(self._filers), timeout=grace)
         self._copy_queue.clear()
         self._queued_bytes = 0

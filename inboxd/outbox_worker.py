@@ -7,6 +7,7 @@ Sent folder (unless the provider files sent mail itself, or the inbox's
 ``sending.copyToSentFolder`` says otherwise), queued for a filer: the sending slot is free
 at SENT and no send waits for a copy; at most ``concurrency`` copies are filed at once, and
 the queue is bounded (a copy past it, or one that waited half the lease, is filed late).
+While a claim fills every slot (a burst), copies wait: sending goes first.
 A message found SENDING under an expired lease (its worker died, perhaps after the server
 accepted it) is first looked for in the Sent folder by its Message-ID: found, it is SENT
 without sending it again; when the folder cannot be read, it is retried later.
@@ -116,6 +117,8 @@ class OutboxWorker(ClaimLoop):
             claimed = await outbox_runs.claim_outgoing(
                 connection, worker_id=self.worker_id, lease=self.lease, limit=free
             )
+            # Every slot taken and perhaps more due: Sent copies wait (sending goes first).
+            self.sender.file_copies(len(claimed) < free)
             for item in claimed:
                 task = asyncio.create_task(self._run(item), name=f"send-{item.row.id}")
                 self.running[item.row.id] = task

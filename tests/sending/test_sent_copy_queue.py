@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 
 from storage.secrets import KeyRing
 from tests.conftest import Verifier, verifier_on
-from tests.sending.test_outbox_worker import PASSWORD, active_inbox, final, send
+from tests.sending.test_outbox_worker import PASSWORD, active_inbox, final, imap_client, send
 from tests.support.mailservers import (
     ImapMode,
     ImapServer,
@@ -26,7 +27,7 @@ from tests.support.mailservers import (
 )
 from tests.support.waiting import wait_until
 
-USERS = {"queued0@example.test": PASSWORD}
+USERS = {f"queued{n}@example.test": PASSWORD for n in range(2)}
 
 
 class Silent(StreamServer):
@@ -111,3 +112,37 @@ async def test_sends_go_on_while_the_sent_folder_stalls_and_the_queue_is_bounded
     # The silent server goes: the stalled copy fails, the queued one is tried, none is left.
     await asyncio.to_thread(servers["silent"].stop)
     await wait_until(lambda: not outbox.sender.copying, "the copy queue drained")
+
+
+async def test_a_burst_is_sent_before_its_copies_are_filed(
+    sender: Verifier, servers: dict, certs: MailCerts
+) -> None:
+    tenant = await sender.tenant()
+    user = "queued1@example.test"
+    inbox_id = await active_inbox(sender, tenant, servers, user)
+    client = await imap_client(servers, certs, user)
+    assert (await client.create("Sent")).result == "OK"
+    await client.logout()
+    # At each APPEND the IMAP server reads: how many messages the SMTP server had by then.
+    smtp = servers["smtp"]
+    appended_after: list[int] = []
+
+    def before(who: str, line: bytes) -> None:
+        if who == user and b" APPEND " in line.upper():
+            appended_after.append(sum(1 for m in smtp.messages if m.login == user))
+
+    servers["imap"].arrive_before = before
+    # Five messages due at the same moment, for the one sending slot: a burst.
+    due = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    burst = [
+        await send(tenant, inbox_id, to=["r@example.test"], subject=f"Burst {n}", text="x",
+                   sendAt=due)
+        for n in range(5)
+    ]  # fmt: skip
+    for message in burst:
+        assert (await final(tenant, message["id"]))["state"] == "SENT"
+    outbox = sender.stack.background.outbox
+    assert outbox is not None
+    await wait_until(lambda: not outbox.sender.copying, "the copies filed")
+    # Every copy was filed after the whole burst had reached the server, none in between.
+    assert appended_after == [5] * 5
