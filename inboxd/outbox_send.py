@@ -40,9 +40,13 @@ from storage import inbox_reads, outbox, outbox_runs
 from storage.db import UNAVAILABLE_ERRORS
 from storage.models import utcnow
 from storage.outbox_runs import ClaimedOutgoing, SendResult
+from storage.rows import InboxRow
 from storage.secrets import DecryptionError, Secret
 
 log = structlog.get_logger("inboxd.outbox")
+
+# Inboxes a worker keeps as last read (password inboxes only), the least recently used dropped.
+KNOWN_INBOXES = 1024
 
 
 @dataclass(slots=True)
@@ -77,6 +81,10 @@ class MessageSender:
     _filers: set[asyncio.Task[None]] = field(default_factory=set)
     # Clear while every sending slot is taken and more is due: sending goes first.
     _may_file: asyncio.Event = field(default_factory=asyncio.Event)
+    # Inboxes read for earlier messages, the most recently used last (``_remember``).
+    _inboxes: collections.OrderedDict[uuid.UUID, InboxRow] = field(
+        default_factory=collections.OrderedDict
+    )
 
     def __post_init__(self) -> None:
         self.smtp_sessions = smtp_pool(self.config.sessions)
@@ -102,17 +110,46 @@ class MessageSender:
         async with self.state.db.connection(background=True) as connection:
             return await outbox_runs.record_result(connection, outgoing_id, self.worker_id, result)
 
+    def _known_inbox(self, row: outbox.OutgoingRow, version: int | None) -> InboxRow | None:
+        """The inbox as this worker last read it, if the claim found it at that version."""
+        inbox = self._inboxes.get(row.inbox_id)
+        if inbox is None or version is None or inbox.version != version:
+            return None
+        if inbox.workspace_id != row.workspace_id:  # pragma: no cover - ids are global
+            return None
+        self._inboxes.move_to_end(row.inbox_id)
+        return inbox
+
+    def _remember(self, inbox: InboxRow) -> None:
+        """Kept for the inbox's next message while its version stands. Not an OAuth inbox:
+        a refreshed access token is written without a new version (``storage.inbox_changes
+        .tokens``), so its row is read for every message."""
+        if is_oauth(inbox):
+            return
+        self._inboxes[inbox.id] = inbox
+        self._inboxes.move_to_end(inbox.id)
+        while len(self._inboxes) > KNOWN_INBOXES:
+            self._inboxes.popitem(last=False)
+
     async def _prepare(
-        self, row: outbox.OutgoingRow, when: datetime | None = None
+        self,
+        row: outbox.OutgoingRow,
+        when: datetime | None = None,
+        inbox_version: int | None = None,
     ) -> Prepared | SendResult | None:
-        async with self.state.db.connection(background=True) as connection:
-            inbox = await inbox_reads.read_inbox(connection, row.workspace_id, row.inbox_id)
-            # Most messages have none: no query for them.
-            contents = (
-                await outbox.read_attachment_contents(connection, row.id) if row.attachments else []
-            )
-        if inbox is None:
-            return None  # deleted: its outbox goes with it
+        inbox = self._known_inbox(row, inbox_version)
+        contents: list[bytes] = []
+        # Most messages have no attachment, and most inboxes send more than one message:
+        # then no query at all.
+        if inbox is None or row.attachments:
+            async with self.state.db.connection(background=True) as connection:
+                if inbox is None:
+                    inbox = await inbox_reads.read_inbox(connection, row.workspace_id, row.inbox_id)
+                if row.attachments:
+                    contents = await outbox.read_attachment_contents(connection, row.id)
+            if inbox is None:
+                return None  # deleted: its outbox goes with it
+            self._remember(inbox)
         try:
             smtp, imap = await self._logins.endpoints(inbox)
         except DecryptionError:
@@ -162,7 +199,7 @@ class MessageSender:
 
     async def send(self, claimed: ClaimedOutgoing) -> None:
         row = claimed.row
-        prepared = await self._prepare(row)
+        prepared = await self._prepare(row, inbox_version=claimed.inbox_version)
         if prepared is None:
             return
         if isinstance(prepared, SendResult):

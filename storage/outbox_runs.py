@@ -26,6 +26,9 @@ class ClaimedOutgoing:
 
     row: OutgoingRow
     recovering: bool
+    # The inbox's version when it was claimed: a worker that read this version of the inbox
+    # before need not read it again (None: the inbox is gone).
+    inbox_version: int | None = None
 
 
 # One statement: take due messages (SKIP LOCKED): QUEUED ones whose time has come, and
@@ -47,7 +50,9 @@ CLAIM_SQL = f"""
                version = o.version + 1,
                updated_at = now()
           FROM due WHERE o.id = due.id
-        RETURNING {_RETURNED}, due.was
+        RETURNING {_RETURNED}, due.was,
+                  (SELECT i.version FROM email_inbox AS i WHERE i.id = o.inbox_id)
+                      AS inbox_version
     ), notified AS (
         {announce_sql(EventKind.OUTGOING_CHANGED, "(SELECT * FROM claimed WHERE was = 'QUEUED')")}
     )
@@ -61,7 +66,7 @@ async def claim_outgoing(
     rows = await connection.fetch(
         CLAIM_SQL, lease.total_seconds(), worker_id, limit, record_class=OutgoingRow
     )
-    return [ClaimedOutgoing(row, row["was"] == "SENDING") for row in rows]
+    return [ClaimedOutgoing(row, row["was"] == "SENDING", row["inbox_version"]) for row in rows]
 
 
 # Seconds until the next message becomes claimable (a QUEUED one's time, or a SENDING one's

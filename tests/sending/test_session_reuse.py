@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from storage.inbox_reads import READ_INBOX_SQL
 from storage.secrets import KeyRing
 from tests.conftest import Verifier, verifier_on
 from tests.sending.test_outbox_worker import (
@@ -21,8 +22,9 @@ from tests.sending.test_outbox_worker import (
     send,
     settled,
 )
+from tests.storage.test_query_counts import recording
 from tests.support.mailservers import ImapMode, ImapServer, MailCerts, SmtpMode, SmtpServer
-from tests.support.waiting import wait_until
+from tests.support.waiting import loop_turn, wait_until
 
 USERS = {f"kept{n}@example.test": PASSWORD for n in range(3)}
 
@@ -106,3 +108,41 @@ async def test_stopping_the_worker_quits_its_kept_sessions(
     await outbox.stop()
     assert smtp.quits == quits + 1
     await wait_until(lambda: imap.open_sessions == 0, "the kept Sent session logged out")
+
+
+SET_SIGNATURE = """mutation($id: ID!, $input: UpdateEmailInboxInput!) {
+  updateEmailInbox(id: $id, input: $input) { __typename } }"""
+
+
+async def test_the_worker_reads_an_inbox_again_only_when_its_version_moved(
+    sender: Verifier, servers: dict
+) -> None:
+    tenant = await sender.tenant()
+    user = "kept2@example.test"
+    inbox_id = await active_inbox(sender, tenant, servers, user)
+
+    async def sent(text: str) -> dict:
+        queued = await send(tenant, inbox_id, to=["r@example.test"], subject="S", text=text)
+        return await settled(sender, tenant, queued["id"])
+
+    async def reads_of_the_inbox(text: str) -> tuple[int, dict]:
+        """The message sent, and how often the inbox was read meanwhile (the API's
+        sendEmail reads it once: the rest is the worker's)."""
+        async with recording(sender.db) as recorder:
+            with recorder.counting() as counts:
+                message = await sent(text)
+                await loop_turn()
+        read = " ".join(READ_INBOX_SQL.split())
+        return sum(1 for s in counts.statements if s == read), message
+
+    assert (await reads_of_the_inbox("first"))[0] == 2  # sendEmail's, the worker's
+    assert (await reads_of_the_inbox("second"))[0] == 1  # the worker knew it: no read
+    # A change of the inbox moves its version: the worker reads it again, and sends with it.
+    changed = await tenant.client(
+        SET_SIGNATURE, {"id": inbox_id, "input": {"signature": "<p>Sandra, <b>Support</b></p>"}}
+    )
+    assert changed.data["updateEmailInbox"]["__typename"] == "UpdateEmailInboxSuccess"
+    reads, third = await reads_of_the_inbox("third")
+    assert reads == 2
+    [data] = [m.data for m in delivered(servers["smtp"], third["messageId"])]
+    assert b"Support" in data and b"Sales" not in data
