@@ -153,6 +153,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU time of ``root`` and every process below it still running (a
+    Postgres server and its backends, say)."""
+    below: dict[int, list[int]] = {}
+    spent: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        below.setdefault(int(fields[1]), []).append(int(entry))
+        spent[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += spent.get(pid, 0.0)
+        todo.extend(below.get(pid, []))
+    return total
+
+
 def wait_http(port: int, path: str = "/healthz", within: float = 30.0) -> None:
     """Until GET path answers 200 (any answer from a floor that has no such route is fine)."""
     deadline = time.monotonic() + within

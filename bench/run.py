@@ -154,6 +154,15 @@ class Postgres:
             self.kind = "embedded pgserver (temp dir)"
         self.created: list[str] = []
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the embedded server and its backends have used (None: not ours)."""
+        if self.server is None:
+            return None
+        from bench.common import tree_cpu_seconds
+
+        postmaster = int((Path(self.server.pgdata) / "postmaster.pid").read_text().split()[0])
+        return tree_cpu_seconds(postmaster)
+
     def scratch(self) -> str:
         from storage.migrate import upgrade
 
