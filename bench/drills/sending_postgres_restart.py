@@ -32,6 +32,7 @@ from _sending import (
     SentImap,
     SinkSmtp,
     check_exactly_once,
+    copies_settled,
     sent_copies,
     settle,
     start_stack,
@@ -75,8 +76,16 @@ async def main(mode: str, messages: int, inboxes: int, accept_delay: float) -> i
             await sending.finish()
             rows, waited = await settle(drill.database_url, messages, SETTLE_WITHIN)
             done_at = time.monotonic()
+            # A burst is sent first and its copies follow; a copy whose filing the outage
+            # interrupted comes due after the lease: every SENT message must get its copy.
+            copies_due = await copies_settled(drill.database_url, SETTLE_WITHIN)
+            if copies_due:
+                problems.append(f"{copies_due} SENT messages still wait for their Sent copy")
             delivered = smtp.delivered()
             copies = await sent_copies(imap.port, users, drill.certs.ca_file, rows)
+            sent = sum(r["state"] == "SENT" for r in rows)
+            if copies.get(1, 0) != sent or any(n > 1 for n in copies):
+                problems.append(f"Sent copies per message {dict(copies)} for {sent} SENT")
             worker_problems(stack, problems)
             await stack.api.aclose()
         tally = check_exactly_once(result, rows, delivered, messages, problems)
