@@ -110,7 +110,15 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     resolved = _prepare(settings)
     try:
-        asyncio.run(run_worker_forever(settings, resolved))
+        # On uvloop where it is installed, as ``serve`` (uvicorn's "auto"): the worker holds
+        # the receiving sessions and the sending ones, where uvloop's I/O is the cheaper.
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+            asyncio.run(run_worker_forever(settings, resolved))
+        else:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(run_worker_forever(settings, resolved))
     finally:
         stop_embedded_postgres(resolved)
     return 0

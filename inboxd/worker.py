@@ -215,6 +215,7 @@ async def run_worker_forever(settings: Settings, resolved: Resolved) -> None:
     await exposition.start(state.db, state.hub)
     stop = stop_on_signals()
     await background.start()
+    log.info("worker started", event_loop=type(asyncio.get_running_loop()).__module__)
     try:
         await stop.wait()
         log.info("stopping")

@@ -336,12 +336,13 @@ async def test_killed_worker_job_is_finished_by_another(
                 first.send_signal(signal.SIGKILL)
                 first.wait(timeout=10)
 
-                second = subprocess.Popen(
-                    [sys.executable, "-m", "inboxd.cli", "worker"],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+                with (tmp_path / "second.log").open("wb") as second_log:
+                    second = subprocess.Popen(
+                        [sys.executable, "-m", "inboxd.cli", "worker"],
+                        env={**env, "INBOXD_LOG_LEVEL": "INFO"},
+                        stdout=subprocess.DEVNULL,
+                        stderr=second_log,
+                    )
                 row = await wait_until(lambda: finished(test_row), "the job was finished")
                 # SIGTERM sets the worker's stop event between callbacks: it stops its receiver,
                 # worker and outbox in order and exits 0 (not 143 from a SystemExit raised
@@ -356,6 +357,10 @@ async def test_killed_worker_job_is_finished_by_another(
                 await proxy.close()
 
             assert row.state == "PASSED", row.error
+            # A worker runs on uvloop, as serve does (its I/O holds every mail session).
+            logged = (tmp_path / "second.log").read_text().splitlines()
+            started = [line for line in logged if "worker started" in line]
+            assert len(started) == 1 and "uvloop" in started[0], started
             # The dead worker's attempt, then the successor's once the lease expired: taken
             # over, not started afresh and not retried as a failure.
             assert row.attempts == 2
