@@ -236,8 +236,6 @@ class TlsLayer(asyncio.BufferedProtocol):
         if not self.handshake.done():
             self.handshake.set_exception(exc or ConnectionResetError("closed during TLS"))
         elif not self.handshake.cancelled() and self.handshake.exception() is None:
-            # Cancelled: the caller gave up the handshake (its timeout) and aborted; the app
-            # never had the connection.
             self.app.connection_lost(exc or self.error)
 
     def pause_writing(self) -> None:
