@@ -15,7 +15,7 @@ from mail.network import NetworkPolicy
 from mail.probes import ProbeCode, ProbeSettings, Security, probe_imap, probe_smtp
 from tests.mail.conftest import EndpointFactory
 from tests.support.mailservers import Behaviour, HostileServer, StreamServer, closed_port
-from tests.support.waiting import with_deadline
+from tests.support.waiting import loop_turn, with_deadline
 
 PROBES = [pytest.param(probe_smtp, id="smtp"), pytest.param(probe_imap, id="imap")]
 # A fatal TLS alert, protocol_version (70): what a server that speaks only TLS 1.0 answers a
@@ -180,7 +180,7 @@ async def test_a_handshake_given_up_leaves_nothing_for_the_loop_to_report() -> N
             with pytest.raises(TimeoutError):
                 await connect_tls(sock, asyncio.Protocol(), context, "localhost", 0.2)
             for _ in range(5):  # connection_lost comes a loop iteration or two later
-                await asyncio.sleep(0.01)
+                await loop_turn()
     finally:
         loop.set_exception_handler(previous)
     assert reported == []
