@@ -156,6 +156,7 @@ async def create_inbox(
             ),
             spacing=state.verification_spacing,
         )
+    state.wake_local_workers()  # its first verification is queued
     return InboxWrite(inbox, normalized.warnings)
 
 
@@ -192,6 +193,8 @@ async def update_inbox(
                 client_address,
                 {"fields": changed_fields(normalized.values, normalized.passwords)},
             )
+    if inbox.version != before:
+        state.wake_local_workers()  # a changed connection is verified again
     return InboxWrite(inbox, normalized.warnings)
 
 
@@ -259,7 +262,8 @@ async def test_connection(
             client_address,
             {"to": recipient} if recipient else None,
         )
-        return test
+    state.wake_local_workers()
+    return test
 
 
 @dataclass(frozen=True, slots=True)

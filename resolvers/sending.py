@@ -100,14 +100,18 @@ async def send_email(
     new = normalize_send(data, state.sending, allow_private=state.allow_private_hosts, now=now)
     async with state.db.connection() as connection:
         if new.idempotency_key is None:  # queued in one statement: no transaction needed
-            return await _queue(
+            queued = await _queue(
                 state, connection, principal, inbox_id, new, data, client_address, now
             )
+            state.wake_local_workers()
+            return queued
         try:
             async with connection.transaction():
-                return await _queue(
+                queued = await _queue(
                     state, connection, principal, inbox_id, new, data, client_address, now
                 )
+            state.wake_local_workers()
+            return queued
         except _KeyTaken:
             first = await outbox.by_idempotency_key(connection, inbox_id, new.idempotency_key)
             if first is None:  # pragma: no cover - the winner's row cannot vanish so soon

@@ -55,3 +55,10 @@ class AppState:
     )
     # Messages this process's receiver just stored, for its messageReceived subscribers.
     recently_stored: RecentlyStored = field(default_factory=RecentlyStored)
+
+    def wake_local_workers(self) -> None:
+        """Work was queued and committed: this process's own workers claim it now, not once
+        the database's notification has come back round (which still wakes every other
+        process's, and these again, finding nothing)."""
+        if self.hub is not None:
+            self.hub.wake_workers()
