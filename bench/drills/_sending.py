@@ -73,10 +73,11 @@ class SinkSmtp(CountingSmtp):
         super().__init__(users, certs)
         self.accept_delay = accept_delay
 
-    def _make_protocol(self):  # type: ignore[no-untyped-def]
-        protocol = super()._make_protocol()
-        protocol.event_handler = _DelayedHandler(self)
-        return protocol
+    def handler(self) -> Any:
+        # aiosmtpd binds a handler's hooks when the protocol is made: setting
+        # ``event_handler`` afterwards (as this drill once did) leaves the old handle_DATA,
+        # and the accept delay never happened.
+        return _DelayedHandler(self)
 
     def delivered(self) -> Counter[str]:
         return Counter(message_id_of(m.data) for m in list(self.messages))
