@@ -82,31 +82,43 @@ class Receiver:
     owner: str = field(default_factory=new_worker_id)
     tasks: dict[uuid.UUID, asyncio.Task[None]] = field(default_factory=dict)
     versions: dict[uuid.UUID, int] = field(default_factory=dict)
+    # Watch tasks given up and not ended yet, by inbox, each with the task that stops it and
+    # then releases the lease (or, for those in ``restarting``, watches the inbox anew).
+    stopping: dict[uuid.UUID, asyncio.Task[None]] = field(default_factory=dict)
+    restarting: set[uuid.UUID] = field(default_factory=set)
     _task: asyncio.Task[None] | None = None
     _opening: asyncio.Semaphore | None = None
+    _closing: bool = False
+    _renewed_at: float | None = None  # loop time of the last renewal
 
     async def start(self) -> None:
         self._opening = asyncio.Semaphore(self.config.opening_slots)
         self._task = asyncio.create_task(self._loop(), name=f"receiver-{self.owner}")
 
     async def stop(self) -> None:
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        held = list(self.tasks)
-        await self._cancel(held)
+        held = [*self.tasks, *self.stopping]
+        watching = list(self.tasks.values())
+        self.tasks.clear()
+        await self._cancel(watching)
+        # Hand-backs under way: their watchers are being stopped; each ends by itself.
+        await asyncio.gather(*set(self.stopping.values()), return_exceptions=True)
         with contextlib.suppress(*UNAVAILABLE_ERRORS):
             async with self.state.db.connection(background=True) as connection:
                 await watch_leases.release(connection, self.owner, held)
                 await watch_leases.leave(connection, self.owner)
 
-    async def _cancel(self, inbox_ids: list[uuid.UUID]) -> None:
+    async def _cancel(self, tasks: list[asyncio.Task[None]]) -> None:
         """Stop these watch tasks, insisting: on Python 3.11 ``asyncio.wait_for`` drops a
         cancellation that arrives as its inner future completes (fixed in 3.12), and a task
         that swallowed one goes back into IDLE for up to the re-issue interval. Cancelled
-        again every second until each has ended, so a tick never waits on it that long."""
-        pending = {task for i in inbox_ids if (task := self.tasks.pop(i, None)) is not None}
+        again every second until each has ended (a later cancellation cuts short a polite
+        IDLE end or LOGOUT the server does not answer; the connection is closed anyway)."""
+        pending = set(tasks)
         rounds = 0
         while pending:
             for task in pending:
@@ -116,8 +128,44 @@ class Receiver:
                 if not task.cancelled():
                     task.exception()  # retrieved: a watch task ends by cancellation
             rounds += 1
-            if pending and rounds == 2:
+            if pending and rounds == 3:
                 log.warning("receiver: a watch task ignored its cancellation", tasks=len(pending))
+
+    def _hand_back(self, inbox_ids: list[uuid.UUID], *, restart: bool = False) -> None:
+        """Stop these inboxes' watchers without waiting for them here. Their leases stay
+        this process's, renewed with the others, until each watcher has ended and closed its
+        connection; only then are they released (another process may then log in) or, with
+        ``restart``, the inboxes watched anew. Waited for in the tick, a connection slow to
+        close held up the renewal of every other lease: they lapsed, and another process
+        took them over while their watchers still ran."""
+        watchers = {i: task for i in inbox_ids if (task := self.tasks.pop(i, None)) is not None}
+        if not watchers:
+            return
+        for task in watchers.values():
+            task.cancel()
+        if restart:
+            self.restarting.update(watchers)
+        stopper = asyncio.create_task(
+            self._stop_then_release(watchers), name=f"hand-back-{len(watchers)}"
+        )
+        for inbox_id in watchers:
+            self.stopping[inbox_id] = stopper
+
+    async def _stop_then_release(self, watchers: dict[uuid.UUID, asyncio.Task[None]]) -> None:
+        try:
+            await self._cancel(list(watchers.values()))
+        finally:
+            for inbox_id in watchers:
+                self.stopping.pop(inbox_id, None)
+        restart = [i for i in watchers if i in self.restarting]
+        self.restarting.difference_update(watchers)
+        if not self._closing:
+            for inbox_id in restart:
+                self._start(inbox_id)  # the lease is kept: watched anew with the new settings
+        released = [i for i in watchers if i not in restart or self._closing]
+        with contextlib.suppress(*UNAVAILABLE_ERRORS):  # not renewed now: it lapses
+            async with self.state.db.connection(background=True) as connection:
+                await watch_leases.release(connection, self.owner, released)
 
     async def _loop(self) -> None:
         hub = self.state.hub
@@ -145,28 +193,33 @@ class Receiver:
             hub.remove(watcher)
 
     async def _tick(self) -> None:
-        """Renew what is held, give back what no longer qualifies or is past this process's
-        share (storage.watch_leases), claim free inboxes up to the share."""
-        held = list(self.tasks)
+        """Renew what is held (watchers still stopping too), give back what no longer
+        qualifies or is past this process's share (storage.watch_leases), claim free inboxes
+        up to the share. Never waits for a watcher to stop (``_hand_back``)."""
         lease = self.config.lease_seconds
         async with self.state.db.connection(background=True) as connection:
-            kept = await watch_leases.renew(connection, self.owner, held, lease_seconds=lease)
-            dropped = [i for i in held if i not in kept or self.tasks[i].done()]
+            sent = asyncio.get_running_loop().time()
+            kept = await watch_leases.renew(
+                connection, self.owner, [*self.tasks, *self.stopping], lease_seconds=lease
+            )
+            if self._renewed_at is not None and sent - self._renewed_at > lease:
+                # Another process may have taken these inboxes over meanwhile.
+                late = round(sent - self._renewed_at, 1)
+                log.warning("receiver: leases renewed after they lapsed", late=late)
+            self._renewed_at = sent
+            lost = [i for i, task in self.tasks.items() if i not in kept or task.done()]
             share = await watch_leases.share(connection, self.owner, lease_seconds=lease)
             share = min(share, self.config.max_inboxes)
-            surplus = len(held) - len(dropped) - share
+            # Inboxes being restarted stay this process's; those handed back do not.
+            surplus = len(self.tasks) - len(lost) + len(self.restarting) - share
             if surplus > 0:
                 # Handed over: the process that claims them reads on from the last seen UID.
-                dropped += random.sample([i for i in held if i not in dropped], surplus)
-            await self._cancel(dropped)
-            await watch_leases.release(connection, self.owner, dropped)
+                lost += random.sample([i for i in self.tasks if i not in lost], surplus)
+            self._hand_back(lost)
             for inbox_id, version in kept.items():
-                if inbox_id in dropped:
-                    continue
                 if inbox_id in self.tasks and self.versions.get(inbox_id, version) != version:
-                    await self._cancel([inbox_id])  # settings changed: watch with the new ones
-                    self._start(inbox_id)
-            free = share - len(self.tasks)
+                    self._hand_back([inbox_id], restart=True)  # watch with the new settings
+            free = share - len(self.tasks) - len(self.restarting)
             for inbox_id in await watch_leases.claim(
                 connection, self.owner, lease_seconds=lease, limit=free
             ):
@@ -307,8 +360,12 @@ class Receiver:
                     await session.wait_polling(self.config.poll_interval)
         finally:
             actions.close()
-            await checker.close()
-            await session.close()
+            try:
+                # The watching connection first, and whatever befalls the checker's close: it
+                # must not outlive this task, whose lease is released once it ends.
+                await session.close()
+            finally:
+                await checker.close()
 
     async def _sync(self, session: ImapSession, row: InboxRow, folder: str) -> tuple[Mailbox, int]:
         """Read ``folder`` from its last seen UID, then (CONDSTORE) the flags changed on the

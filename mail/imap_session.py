@@ -332,20 +332,30 @@ class ImapSession(MessageFetches, MailboxWrites):
             raise ImapSessionError("CONNECTION_LOST", "The server did not answer NOOP.")
 
     async def close(self) -> None:
-        """Log out politely if the connection is up; close it in any case."""
-        protocol = self._client.protocol
-        if protocol is not None and protocol.transport is not None and not self._lost.is_set():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._client.logout(), 2.0)
-        if protocol is not None and protocol.transport is not None:
-            protocol.transport.abort()
-        for leftover in list(self._client.tasks):  # an IDLE the server never ended, say
-            leftover.cancel()
-        task = getattr(self._client, "_client_task", None)
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+        """Log out politely if the connection is up (within 2 s); close it in any case, also
+        when cancelled while logging out: a watcher's connection left open would go on
+        watching the mailbox after its lease was handed to another process."""
+        client = self._client
+        protocol = client.protocol
+        try:
+            if protocol is not None and protocol.transport is not None and not self._lost.is_set():
+                if client.has_pending_idle():
+                    client.idle_done()  # else LOGOUT waits for the end of an IDLE never ended
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.logout(), 2.0)
+        finally:
+            if protocol is not None and protocol.transport is not None:
+                protocol.transport.abort()
+            for leftover in list(client.tasks):  # an IDLE the server never ended, say
+                leftover.cancel()
+            task = getattr(client, "_client_task", None)
+            if task is not None and not task.done():
+                task.cancel()
+        if task is not None:
+            # asyncio.wait, not ``await task``: a cancellation of the caller must propagate.
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # retrieved: the connection is closed either way
 
 
 def _resolve(future: asyncio.Future[None], *_: object) -> None:
