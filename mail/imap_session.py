@@ -78,6 +78,15 @@ class ImapSession(MessageFetches, MailboxWrites):
         self._settings = settings
         self._woken = Event()  # ``wake``: stop waiting, the caller has work to do
         self._ring: Callable[[], None] | None = None  # ends the wait of ``wait_for_change``
+        self._ended_idle: object | None = None  # the IDLE command DONE was sent for
+
+    def _end_idle(self) -> None:
+        """Send DONE for the pending IDLE, once: a second DONE is a command to the server
+        (``DONE BAD``), an answer aioimaplib takes for a broken connection."""
+        idle = self._client.protocol.pending_sync_command
+        if self._client.has_pending_idle() and idle is not self._ended_idle:
+            self._ended_idle = idle
+            self._client.idle_done()
 
     def wake(self) -> None:
         """End the current or next ``wait_for_change`` or ``wait_polling`` early."""
@@ -306,7 +315,7 @@ class ImapSession(MessageFetches, MailboxWrites):
                 changed = any(_CHANGES.match(bytes(line)) for line in lines)
         finally:
             if not self._lost.is_set() and client.has_pending_idle():
-                client.idle_done()
+                self._end_idle()
                 with contextlib.suppress(asyncio.TimeoutError):
                     ended = await asyncio.wait_for(idle, self._settings.command_timeout)
         self._woken.clear()
@@ -339,8 +348,7 @@ class ImapSession(MessageFetches, MailboxWrites):
         protocol = client.protocol
         try:
             if protocol is not None and protocol.transport is not None and not self._lost.is_set():
-                if client.has_pending_idle():
-                    client.idle_done()  # else LOGOUT waits for the end of an IDLE never ended
+                self._end_idle()  # else LOGOUT waits for the end of an IDLE never ended
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.logout(), 2.0)
         finally:

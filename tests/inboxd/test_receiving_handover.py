@@ -63,8 +63,8 @@ async def test_a_handed_over_inbox_is_never_watched_twice_when_its_old_session_h
             await wait_until(shared_out, "one inbox watched by each receiver")
             # The old session was closed before the new owner opened the mailbox, and the
             # inbox the first receiver kept stayed its own throughout.
-            assert dict(imap.max_watching) == dict.fromkeys(users, 1)
-            assert dict(imap.watching) == dict.fromkeys(users, 1)
+            assert dict(imap.most_mailbox_sessions) == dict.fromkeys(users, 1)
+            assert dict(imap.mailbox_sessions) == dict.fromkeys(users, 1)
         finally:
             imap.unanswered = None
             await second.stop()

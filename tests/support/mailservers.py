@@ -578,8 +578,8 @@ class ImapServer(StreamServer):
         # mid-session); the session stays open until the client hangs up.
         self.unanswered: Callable[[str, bytes], bool] | None = None
         # Sessions per user that opened a mailbox (a watcher) open now, and the most at once.
-        self.watching: Counter[str] = Counter()
-        self.max_watching: Counter[str] = Counter()
+        self.mailbox_sessions: Counter[str] = Counter()
+        self.most_mailbox_sessions: Counter[str] = Counter()
 
     async def _start(self) -> None:
         args = Namespace(passlib_cfg=None, proxy_protocol=None, inherited_sockets=None)
@@ -623,11 +623,13 @@ class ImapServer(StreamServer):
             self.open_sessions -= 1
 
     def _watch_opened(self, user: str) -> None:
-        self.watching[user] += 1
-        self.max_watching[user] = max(self.max_watching[user], self.watching[user])
+        self.mailbox_sessions[user] += 1
+        self.most_mailbox_sessions[user] = max(
+            self.most_mailbox_sessions[user], self.mailbox_sessions[user]
+        )
 
     def _watch_closed(self, user: str) -> None:
-        self.watching[user] -= 1
+        self.mailbox_sessions[user] -= 1
 
     async def _mailboxes(self, user: str) -> MailboxSet:
         assert self._config is not None
