@@ -27,6 +27,7 @@ from inboxd.claim_loop import new_worker_id
 from inboxd.flag_changes import sync_flags
 from inboxd.folder_reads import renumbered, store_fetched
 from inboxd.message_actions import MessageActions
+from inboxd.watch_tasks import WatchTasks
 from mail.idle_check import IdleChecker
 from mail.imap_session import Fetched, ImapSession, ImapSessionError, Mailbox, SessionSettings
 from resolvers.logins import Logins, ReauthRequired, TokenUnavailable, is_oauth, open_imap
@@ -80,92 +81,39 @@ class Receiver:
     state: AppState
     config: ReceiverConfig
     owner: str = field(default_factory=new_worker_id)
-    tasks: dict[uuid.UUID, asyncio.Task[None]] = field(default_factory=dict)
     versions: dict[uuid.UUID, int] = field(default_factory=dict)
-    # Watch tasks given up and not ended yet, by inbox, each with the task that stops it and
-    # then releases the lease (or, for those in ``restarting``, watches the inbox anew).
-    stopping: dict[uuid.UUID, asyncio.Task[None]] = field(default_factory=dict)
-    restarting: set[uuid.UUID] = field(default_factory=set)
+    watchers: WatchTasks = field(init=False)
     _task: asyncio.Task[None] | None = None
     _opening: asyncio.Semaphore | None = None
-    _closing: bool = False
     _renewed_at: float | None = None  # loop time of the last renewal
+
+    def __post_init__(self) -> None:
+        self.watchers = WatchTasks(self._watch, self._release)
+
+    @property
+    def tasks(self) -> dict[uuid.UUID, asyncio.Task[None]]:
+        """The running watch tasks, by inbox."""
+        return self.watchers.running
 
     async def start(self) -> None:
         self._opening = asyncio.Semaphore(self.config.opening_slots)
         self._task = asyncio.create_task(self._loop(), name=f"receiver-{self.owner}")
 
     async def stop(self) -> None:
-        self._closing = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        held = [*self.tasks, *self.stopping]
-        watching = list(self.tasks.values())
-        self.tasks.clear()
-        await self._cancel(watching)
-        # Hand-backs under way: their watchers are being stopped; each ends by itself.
-        await asyncio.gather(*set(self.stopping.values()), return_exceptions=True)
+        held = await self.watchers.stop_all()
         with contextlib.suppress(*UNAVAILABLE_ERRORS):
             async with self.state.db.connection(background=True) as connection:
                 await watch_leases.release(connection, self.owner, held)
                 await watch_leases.leave(connection, self.owner)
 
-    async def _cancel(self, tasks: list[asyncio.Task[None]]) -> None:
-        """Stop these watch tasks, insisting: on Python 3.11 ``asyncio.wait_for`` drops a
-        cancellation that arrives as its inner future completes (fixed in 3.12), and a task
-        that swallowed one goes back into IDLE for up to the re-issue interval. Cancelled
-        again every second until each has ended (a later cancellation cuts short a polite
-        IDLE end or LOGOUT the server does not answer; the connection is closed anyway)."""
-        pending = set(tasks)
-        rounds = 0
-        while pending:
-            for task in pending:
-                task.cancel()
-            done, pending = await asyncio.wait(pending, timeout=1.0)
-            for task in done:
-                if not task.cancelled():
-                    task.exception()  # retrieved: a watch task ends by cancellation
-            rounds += 1
-            if pending and rounds == 3:
-                log.warning("receiver: a watch task ignored its cancellation", tasks=len(pending))
-
-    def _hand_back(self, inbox_ids: list[uuid.UUID], *, restart: bool = False) -> None:
-        """Stop these inboxes' watchers without waiting for them here. Their leases stay
-        this process's, renewed with the others, until each watcher has ended and closed its
-        connection; only then are they released (another process may then log in) or, with
-        ``restart``, the inboxes watched anew. Waited for in the tick, a connection slow to
-        close held up the renewal of every other lease: they lapsed, and another process
-        took them over while their watchers still ran."""
-        watchers = {i: task for i in inbox_ids if (task := self.tasks.pop(i, None)) is not None}
-        if not watchers:
-            return
-        for task in watchers.values():
-            task.cancel()
-        if restart:
-            self.restarting.update(watchers)
-        stopper = asyncio.create_task(
-            self._stop_then_release(watchers), name=f"hand-back-{len(watchers)}"
-        )
-        for inbox_id in watchers:
-            self.stopping[inbox_id] = stopper
-
-    async def _stop_then_release(self, watchers: dict[uuid.UUID, asyncio.Task[None]]) -> None:
-        try:
-            await self._cancel(list(watchers.values()))
-        finally:
-            for inbox_id in watchers:
-                self.stopping.pop(inbox_id, None)
-        restart = [i for i in watchers if i in self.restarting]
-        self.restarting.difference_update(watchers)
-        if not self._closing:
-            for inbox_id in restart:
-                self._start(inbox_id)  # the lease is kept: watched anew with the new settings
-        released = [i for i in watchers if i not in restart or self._closing]
+    async def _release(self, inbox_ids: list[uuid.UUID]) -> None:
         with contextlib.suppress(*UNAVAILABLE_ERRORS):  # not renewed now: it lapses
             async with self.state.db.connection(background=True) as connection:
-                await watch_leases.release(connection, self.owner, released)
+                await watch_leases.release(connection, self.owner, inbox_ids)
 
     async def _loop(self) -> None:
         hub = self.state.hub
@@ -195,38 +143,34 @@ class Receiver:
     async def _tick(self) -> None:
         """Renew what is held (watchers still stopping too), give back what no longer
         qualifies or is past this process's share (storage.watch_leases), claim free inboxes
-        up to the share. Never waits for a watcher to stop (``_hand_back``)."""
+        up to the share. Never waits for a watcher to stop (``inboxd.watch_tasks``)."""
         lease = self.config.lease_seconds
+        watchers = self.watchers
         async with self.state.db.connection(background=True) as connection:
             sent = asyncio.get_running_loop().time()
             kept = await watch_leases.renew(
-                connection, self.owner, [*self.tasks, *self.stopping], lease_seconds=lease
+                connection, self.owner, watchers.held, lease_seconds=lease
             )
             if self._renewed_at is not None and sent - self._renewed_at > lease:
                 # Another process may have taken these inboxes over meanwhile.
                 late = round(sent - self._renewed_at, 1)
                 log.warning("receiver: leases renewed after they lapsed", late=late)
             self._renewed_at = sent
-            lost = [i for i, task in self.tasks.items() if i not in kept or task.done()]
+            lost = [i for i, task in watchers.running.items() if i not in kept or task.done()]
             share = await watch_leases.share(connection, self.owner, lease_seconds=lease)
             share = min(share, self.config.max_inboxes)
-            # Inboxes being restarted stay this process's; those handed back do not.
-            surplus = len(self.tasks) - len(lost) + len(self.restarting) - share
+            surplus = watchers.keeping - len(lost) - share
             if surplus > 0:
                 # Handed over: the process that claims them reads on from the last seen UID.
-                lost += random.sample([i for i in self.tasks if i not in lost], surplus)
-            self._hand_back(lost)
+                lost += random.sample([i for i in watchers.running if i not in lost], surplus)
+            watchers.hand_back(lost)
             for inbox_id, version in kept.items():
-                if inbox_id in self.tasks and self.versions.get(inbox_id, version) != version:
-                    self._hand_back([inbox_id], restart=True)  # watch with the new settings
-            free = share - len(self.tasks) - len(self.restarting)
+                if inbox_id in watchers.running and self.versions.get(inbox_id, version) != version:
+                    watchers.hand_back([inbox_id], restart=True)  # watch with the new settings
             for inbox_id in await watch_leases.claim(
-                connection, self.owner, lease_seconds=lease, limit=free
+                connection, self.owner, lease_seconds=lease, limit=share - watchers.keeping
             ):
-                self._start(inbox_id)
-
-    def _start(self, inbox_id: uuid.UUID) -> None:
-        self.tasks[inbox_id] = asyncio.create_task(self._watch(inbox_id), name=f"watch-{inbox_id}")
+                watchers.start(inbox_id)
 
     async def _watch(self, inbox_id: uuid.UUID) -> None:
         """Watch one inbox until cancelled, the lease is lost or its login keeps failing.

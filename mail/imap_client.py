@@ -236,8 +236,6 @@ class TlsLayer(asyncio.BufferedProtocol):
         if not self.handshake.done():
             self.handshake.set_exception(exc or ConnectionResetError("closed during TLS"))
         elif not self.handshake.cancelled() and self.handshake.exception() is None:
-            # A handshake that failed or was cancelled (the opener gave up, and closed the
-            # connection): the opener has heard of it; exception() would raise if cancelled.
             self.app.connection_lost(exc or self.error)
 
     def pause_writing(self) -> None:
