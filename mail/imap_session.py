@@ -346,12 +346,18 @@ class ImapSession(MessageFetches, MailboxWrites):
         watching the mailbox after its lease was handed to another process."""
         client = self._client
         protocol = client.protocol
+        logout: asyncio.Future[Any] | None = None
         try:
             if protocol is not None and protocol.transport is not None and not self._lost.is_set():
                 self._end_idle()  # else LOGOUT waits for the end of an IDLE never ended
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.logout(), 2.0)
+                # Its end always retrieved: cut short (2 s, or the caller cancelled), it is
+                # cancelled below, as the connection is aborted.
+                logout = asyncio.ensure_future(client.logout())
+                logout.add_done_callback(_retrieved)
+                await asyncio.wait([logout], timeout=2.0)
         finally:
+            if logout is not None:
+                logout.cancel()
             if protocol is not None and protocol.transport is not None:
                 protocol.transport.abort()
             for leftover in list(client.tasks):  # an IDLE the server never ended, say
@@ -364,6 +370,11 @@ class ImapSession(MessageFetches, MailboxWrites):
             await asyncio.wait([task])
             if not task.cancelled():
                 task.exception()  # retrieved: the connection is closed either way
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _resolve(future: asyncio.Future[None], *_: object) -> None:
