@@ -27,6 +27,7 @@ from inboxd.claim_loop import new_worker_id
 from inboxd.flag_changes import sync_flags
 from inboxd.folder_reads import renumbered, store_fetched
 from inboxd.message_actions import MessageActions
+from inboxd.watch_tasks import WatchTasks
 from mail.idle_check import IdleChecker
 from mail.imap_session import Fetched, ImapSession, ImapSessionError, Mailbox, SessionSettings
 from resolvers.logins import Logins, ReauthRequired, TokenUnavailable, is_oauth, open_imap
@@ -80,10 +81,19 @@ class Receiver:
     state: AppState
     config: ReceiverConfig
     owner: str = field(default_factory=new_worker_id)
-    tasks: dict[uuid.UUID, asyncio.Task[None]] = field(default_factory=dict)
     versions: dict[uuid.UUID, int] = field(default_factory=dict)
+    watchers: WatchTasks = field(init=False)
     _task: asyncio.Task[None] | None = None
     _opening: asyncio.Semaphore | None = None
+    _renewed_at: float | None = None  # loop time of the last renewal
+
+    def __post_init__(self) -> None:
+        self.watchers = WatchTasks(self._watch, self._release)
+
+    @property
+    def tasks(self) -> dict[uuid.UUID, asyncio.Task[None]]:
+        """The running watch tasks, by inbox."""
+        return self.watchers.running
 
     async def start(self) -> None:
         self._opening = asyncio.Semaphore(self.config.opening_slots)
@@ -94,30 +104,16 @@ class Receiver:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        held = list(self.tasks)
-        await self._cancel(held)
+        held = await self.watchers.stop_all()
         with contextlib.suppress(*UNAVAILABLE_ERRORS):
             async with self.state.db.connection(background=True) as connection:
                 await watch_leases.release(connection, self.owner, held)
                 await watch_leases.leave(connection, self.owner)
 
-    async def _cancel(self, inbox_ids: list[uuid.UUID]) -> None:
-        """Stop these watch tasks, insisting: on Python 3.11 ``asyncio.wait_for`` drops a
-        cancellation that arrives as its inner future completes (fixed in 3.12), and a task
-        that swallowed one goes back into IDLE for up to the re-issue interval. Cancelled
-        again every second until each has ended, so a tick never waits on it that long."""
-        pending = {task for i in inbox_ids if (task := self.tasks.pop(i, None)) is not None}
-        rounds = 0
-        while pending:
-            for task in pending:
-                task.cancel()
-            done, pending = await asyncio.wait(pending, timeout=1.0)
-            for task in done:
-                if not task.cancelled():
-                    task.exception()  # retrieved: a watch task ends by cancellation
-            rounds += 1
-            if pending and rounds == 2:
-                log.warning("receiver: a watch task ignored its cancellation", tasks=len(pending))
+    async def _release(self, inbox_ids: list[uuid.UUID]) -> None:
+        with contextlib.suppress(*UNAVAILABLE_ERRORS):  # not renewed now: it lapses
+            async with self.state.db.connection(background=True) as connection:
+                await watch_leases.release(connection, self.owner, inbox_ids)
 
     async def _loop(self) -> None:
         hub = self.state.hub
@@ -145,35 +141,36 @@ class Receiver:
             hub.remove(watcher)
 
     async def _tick(self) -> None:
-        """Renew what is held, give back what no longer qualifies or is past this process's
-        share (storage.watch_leases), claim free inboxes up to the share."""
-        held = list(self.tasks)
+        """Renew what is held (watchers still stopping too), give back what no longer
+        qualifies or is past this process's share (storage.watch_leases), claim free inboxes
+        up to the share. Never waits for a watcher to stop (``inboxd.watch_tasks``)."""
         lease = self.config.lease_seconds
+        watchers = self.watchers
         async with self.state.db.connection(background=True) as connection:
-            kept = await watch_leases.renew(connection, self.owner, held, lease_seconds=lease)
-            dropped = [i for i in held if i not in kept or self.tasks[i].done()]
+            sent = asyncio.get_running_loop().time()
+            kept = await watch_leases.renew(
+                connection, self.owner, watchers.held, lease_seconds=lease
+            )
+            if self._renewed_at is not None and sent - self._renewed_at > lease:
+                # Another process may have taken these inboxes over meanwhile.
+                late = round(sent - self._renewed_at, 1)
+                log.warning("receiver: leases renewed after they lapsed", late=late)
+            self._renewed_at = sent
+            lost = [i for i, task in watchers.running.items() if i not in kept or task.done()]
             share = await watch_leases.share(connection, self.owner, lease_seconds=lease)
             share = min(share, self.config.max_inboxes)
-            surplus = len(held) - len(dropped) - share
+            surplus = watchers.keeping - len(lost) - share
             if surplus > 0:
                 # Handed over: the process that claims them reads on from the last seen UID.
-                dropped += random.sample([i for i in held if i not in dropped], surplus)
-            await self._cancel(dropped)
-            await watch_leases.release(connection, self.owner, dropped)
+                lost += random.sample([i for i in watchers.running if i not in lost], surplus)
+            watchers.hand_back(lost)
             for inbox_id, version in kept.items():
-                if inbox_id in dropped:
-                    continue
-                if inbox_id in self.tasks and self.versions.get(inbox_id, version) != version:
-                    await self._cancel([inbox_id])  # settings changed: watch with the new ones
-                    self._start(inbox_id)
-            free = share - len(self.tasks)
+                if inbox_id in watchers.running and self.versions.get(inbox_id, version) != version:
+                    watchers.hand_back([inbox_id], restart=True)  # watch with the new settings
             for inbox_id in await watch_leases.claim(
-                connection, self.owner, lease_seconds=lease, limit=free
+                connection, self.owner, lease_seconds=lease, limit=share - watchers.keeping
             ):
-                self._start(inbox_id)
-
-    def _start(self, inbox_id: uuid.UUID) -> None:
-        self.tasks[inbox_id] = asyncio.create_task(self._watch(inbox_id), name=f"watch-{inbox_id}")
+                watchers.start(inbox_id)
 
     async def _watch(self, inbox_id: uuid.UUID) -> None:
         """Watch one inbox until cancelled, the lease is lost or its login keeps failing.
@@ -307,8 +304,12 @@ class Receiver:
                     await session.wait_polling(self.config.poll_interval)
         finally:
             actions.close()
-            await checker.close()
-            await session.close()
+            try:
+                # The watching connection first, and whatever befalls the checker's close: it
+                # must not outlive this task, whose lease is released once it ends.
+                await session.close()
+            finally:
+                await checker.close()
 
     async def _sync(self, session: ImapSession, row: InboxRow, folder: str) -> tuple[Mailbox, int]:
         """Read ``folder`` from its last seen UID, then (CONDSTORE) the flags changed on the

@@ -170,8 +170,7 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
 # uvloop's), and ~530-570 KiB on either loop once it has fetched one large message; with this
 # layer ~36 KiB idle and ~57 KiB after, on both. Here the socket is read READ_BUFFER bytes
 # at a time into one buffer, through the public ``asyncio.BufferedProtocol`` and
-# ``ssl.MemoryBIO`` APIs; the buffer is shared by the connections of one event loop
-# (``read_buffer``).
+# ``ssl.MemoryBIO`` APIs; one buffer serves the connections of an event loop (``read_buffer``).
 READ_BUFFER = 16 * 1024
 _buffers = threading.local()
 
@@ -235,6 +234,7 @@ class TlsLayer(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.handshake.done():
             self.handshake.set_exception(exc or ConnectionResetError("closed during TLS"))
+            self.handshake.exception()  # retrieved: its opener may have given up on it
         elif not self.handshake.cancelled() and self.handshake.exception() is None:
             self.app.connection_lost(exc or self.error)
 

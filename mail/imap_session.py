@@ -78,6 +78,15 @@ class ImapSession(MessageFetches, MailboxWrites):
         self._settings = settings
         self._woken = Event()  # ``wake``: stop waiting, the caller has work to do
         self._ring: Callable[[], None] | None = None  # ends the wait of ``wait_for_change``
+        self._ended_idle: object | None = None  # the IDLE command DONE was sent for
+
+    def _end_idle(self) -> None:
+        """Send DONE for the pending IDLE, once: a second DONE is a command to the server
+        (``DONE BAD``), an answer aioimaplib takes for a broken connection."""
+        idle = self._client.protocol.pending_sync_command
+        if self._client.has_pending_idle() and idle is not self._ended_idle:
+            self._ended_idle = idle
+            self._client.idle_done()
 
     def wake(self) -> None:
         """End the current or next ``wait_for_change`` or ``wait_polling`` early."""
@@ -306,7 +315,7 @@ class ImapSession(MessageFetches, MailboxWrites):
                 changed = any(_CHANGES.match(bytes(line)) for line in lines)
         finally:
             if not self._lost.is_set() and client.has_pending_idle():
-                client.idle_done()
+                self._end_idle()
                 with contextlib.suppress(asyncio.TimeoutError):
                     ended = await asyncio.wait_for(idle, self._settings.command_timeout)
         self._woken.clear()
@@ -332,20 +341,40 @@ class ImapSession(MessageFetches, MailboxWrites):
             raise ImapSessionError("CONNECTION_LOST", "The server did not answer NOOP.")
 
     async def close(self) -> None:
-        """Log out politely if the connection is up; close it in any case."""
-        protocol = self._client.protocol
-        if protocol is not None and protocol.transport is not None and not self._lost.is_set():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._client.logout(), 2.0)
-        if protocol is not None and protocol.transport is not None:
-            protocol.transport.abort()
-        for leftover in list(self._client.tasks):  # an IDLE the server never ended, say
-            leftover.cancel()
-        task = getattr(self._client, "_client_task", None)
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+        """Log out politely if the connection is up (within 2 s); close it in any case, also
+        when cancelled while logging out: a watcher's connection left open would go on
+        watching the mailbox after its lease was handed to another process."""
+        client = self._client
+        protocol = client.protocol
+        logout: asyncio.Future[Any] | None = None
+        try:
+            if protocol is not None and protocol.transport is not None and not self._lost.is_set():
+                self._end_idle()  # else LOGOUT waits for the end of an IDLE never ended
+                # Its end always retrieved: cut short (2 s, or the caller cancelled), it is
+                # cancelled below, as the connection is aborted.
+                logout = asyncio.ensure_future(client.logout())
+                logout.add_done_callback(_retrieved)
+                await asyncio.wait([logout], timeout=2.0)
+        finally:
+            if logout is not None:
+                logout.cancel()
+            if protocol is not None and protocol.transport is not None:
+                protocol.transport.abort()
+            for leftover in list(client.tasks):  # an IDLE the server never ended, say
+                leftover.cancel()
+            task = getattr(client, "_client_task", None)
+            if task is not None and not task.done():
+                task.cancel()
+        if task is not None:
+            # asyncio.wait, not ``await task``: a cancellation of the caller must propagate.
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # retrieved: the connection is closed either way
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _resolve(future: asyncio.Future[None], *_: object) -> None:

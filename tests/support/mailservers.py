@@ -31,6 +31,7 @@ import threading
 import time
 import uuid
 from argparse import Namespace
+from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -501,24 +502,46 @@ class _CountingLogin(Login):
 
 class _CommandReader:
     """The connection's reader, as pymap reads it, with ``ImapServer.arrive_before`` consulted
-    before each command line reaches pymap."""
+    before each command line reaches pymap, its watching session counted (one that opened a
+    mailbox) and a command ``ImapServer.unanswered`` picks held back until the client hangs up."""
 
     def __init__(self, reader: asyncio.StreamReader, server: ImapServer) -> None:
         self._reader = reader
         self._server = server
         self._user: str | None = None
+        self.watching: str | None = None  # the user, once this session opened a mailbox
 
     async def readline(self) -> bytes:
         line = await self._reader.readline()
         words = line.split()
         if len(words) >= 3 and words[1].upper() == b"LOGIN":
             self._user = words[2].strip(b'"').decode()
+        opens = len(words) >= 2 and words[1].upper() in (b"EXAMINE", b"SELECT")
+        if opens and self._user is not None and self.watching is None:
+            self.watching = self._user
+            self._server._watch_opened(self._user)
         arrive = self._server.arrive_before
         if self._user is not None and arrive is not None:
             raw = arrive(self._user, line)
             if raw is not None:  # mail arriving this instant, before pymap sees the command
                 await self._server._append(self._user, raw)
+        unanswered = self._server.unanswered
+        if self._user is not None and unanswered is not None and unanswered(self._user, line):
+            # A server that never answers this: read on (and drop) until the client hangs up.
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                while await self._reader.read(4096):
+                    pass
+            self.closed()
+            return b""
+        if not line:
+            self.closed()
         return line
+
+    def closed(self) -> None:
+        """The client hung up (or the session ended): its watching session is over."""
+        if self.watching is not None:
+            self._server._watch_closed(self.watching)
+            self.watching = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._reader, name)
@@ -551,6 +574,12 @@ class ImapServer(StreamServer):
         # (user, command line) -> a raw message to deliver to the user just before pymap reads
         # that command, or None: mail arriving at an exact moment of a client's session.
         self.arrive_before: Callable[[str, bytes], bytes | None] | None = None
+        # (user, command line) -> True: that command is never answered (a server gone quiet
+        # mid-session); the session stays open until the client hangs up.
+        self.unanswered: Callable[[str, bytes], bool] | None = None
+        # Sessions per user that opened a mailbox (a watcher) open now, and the most at once.
+        self.mailbox_sessions: Counter[str] = Counter()
+        self.most_mailbox_sessions: Counter[str] = Counter()
 
     async def _start(self) -> None:
         args = Namespace(passlib_cfg=None, proxy_protocol=None, inherited_sockets=None)
@@ -586,10 +615,21 @@ class ImapServer(StreamServer):
         assert self._imap is not None
         info = SocketInfo.get(writer, None, unique_id=uuid.uuid4().bytes)
         self.open_sessions += 1
+        commands = _CommandReader(reader, self)
         try:
-            await self._imap(_CommandReader(reader, self), writer, info)  # type: ignore[arg-type]
+            await self._imap(commands, writer, info)  # type: ignore[arg-type]
         finally:
+            commands.closed()
             self.open_sessions -= 1
+
+    def _watch_opened(self, user: str) -> None:
+        self.mailbox_sessions[user] += 1
+        self.most_mailbox_sessions[user] = max(
+            self.most_mailbox_sessions[user], self.mailbox_sessions[user]
+        )
+
+    def _watch_closed(self, user: str) -> None:
+        self.mailbox_sessions[user] -= 1
 
     async def _mailboxes(self, user: str) -> MailboxSet:
         assert self._config is not None
