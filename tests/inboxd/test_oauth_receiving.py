@@ -217,12 +217,17 @@ async def test_the_idle_checker_logs_in_with_a_token_fresh_then(
 
     # The checker logs in when IDLE is entered again and no EXISTS came with it, which may be
     # after the message is stored: wait for that login's refresh rather than assume it.
-    async def refreshed() -> bool:
-        return provider.token_requests["refresh_token"] > before
+    # The provider counts the refresh as it answers; inboxd stores the new token a moment
+    # later: wait for the stored one to change.
+    async def refreshed() -> str | None:
+        if provider.token_requests["refresh_token"] <= before:
+            return None
+        token = (await world.logins.access_token(await world.row(tenant, inbox_id))).reveal()
+        return token if token != old else None
 
-    await wait_until(refreshed, "the checker's refused login refreshed the token", timeout=60)
-    new = (await world.logins.access_token(await world.row(tenant, inbox_id))).reveal()
-    assert new != old
+    new: str = await wait_until(
+        refreshed, "the checker's refused login refreshed and stored the token", timeout=60
+    )
 
     async def retried() -> bool:  # the refused login's retry, with the new token
         return provider.introspected[new] > 0
