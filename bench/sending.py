@@ -503,6 +503,9 @@ async def b13_burst(port: int, key: str, inboxes: list[str], count: int, connect
     return {"message_ids": ids, "accepted_seconds": time.perf_counter() - started}
 
 
+# Sends each side makes, untimed, before B13 is measured.
+B13_WARMUP = 100
+
 OUTBOX_STATES = (
     "SELECT count(*) FILTER (WHERE state = 'SENT') AS sent, "
     "count(*) FILTER (WHERE state = 'FAILED') AS failed, "
@@ -703,6 +706,11 @@ def phase_deliver(run: Any, pg: Any, certdir: Path, ca: Path) -> None:
     if "B13" in figures:
         count = args.b13_count
         print(f"B13: {count} sends across {b13_n} inboxes until all SENT", flush=True)
+        # Both sides warm up first, untimed, as B11 and B12 do: WARMUP sends, the floor's
+        # from B12's floor users, inboxd's through B12's inboxes (their daily limit allows it).
+        floor_burst(run, sink, ca, [user(10 + i) for i in range(b12_n)], B13_WARMUP)
+        asyncio.run(b13_burst(port, key, b12_inboxes, B13_WARMUP, args.connections))
+        asyncio.run(wait_open(url, lambda r: r["open"] == 0 and r["copies_due"] == 0, 120))
         sink.ask("reset")
         mail_cpu = cpu_seconds(sink.proc.pid) + cpu_seconds(imap.proc.pid)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
