@@ -857,10 +857,13 @@ SENDING_METHOD = """What each sending figure measures:
   as inboxd's worker does. The two take turns after a warm-up. inboxd then also APPENDs a copy
   to the Sent folder, after SENT (not in the figure, but on the same cores).
 - **B13** 1,000 `sendEmail` (32 connections) over 20 inboxes (50 each: their daily limit);
-  time from the first request until all are SENT, polled in Postgres every 20 ms. Floor: the
-  same 1,000 messages from the same 20 logins by aiosmtplib at the worker's concurrency
-  (INBOXD_SEND_CONCURRENCY). The SMTP server counts what it received by Message-ID: a
-  Message-ID received twice is a duplicate, one never received is lost.
+  time from the first request until all are SENT, polled in Postgres every 20 ms (the rows
+  still QUEUED or SENDING, read through the workers' partial indexes). Floor: the same 1,000
+  messages from the same 20 logins by aiosmtplib at the worker's concurrency
+  (INBOXD_SEND_CONCURRENCY). Each side first makes 100 untimed sends (B12's inboxes; B12's
+  floor users). The SMTP server counts what it received by Message-ID: a Message-ID received
+  twice is a duplicate, one never received is lost. The detail lines give the CPU time of
+  inboxd, the mail servers, Postgres and the load generator.
 """
 
 
