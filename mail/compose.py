@@ -34,6 +34,7 @@ from io import BytesIO
 
 from mail import compose_rules as rules
 from mail.compose_rules import ALLOWED_HEADERS, ComposeError
+from mail.header_classes import HEADER_CLASSES
 from mail.markup import html_to_text, sanitize_html, text_to_html
 from mail.message import UnsafeHeader, check_headers
 
@@ -53,7 +54,7 @@ __all__ = [
 MAX_REFERENCES = 20
 _SEPARATOR = "\n-- \n"
 # Bodies always 7-bit: a server without 8BITMIME takes them as they are.
-_POLICY = policy.SMTP.clone(cte_type="7bit")
+_POLICY = policy.SMTP.clone(cte_type="7bit", header_factory=HEADER_CLASSES)
 _FALLBACK_DOMAIN = "inboxd.invalid"
 
 

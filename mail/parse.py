@@ -19,7 +19,11 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
 from typing import Any
 
+from mail.header_classes import HEADER_CLASSES
 from mail.markup import sanitize_html
+
+# policy.default, its header classes kept (mail.header_classes).
+_POLICY = policy.default.clone(header_factory=HEADER_CLASSES)
 
 MAX_HEADER_TEXT = 2_000  # one header's stored text (subject, ids); the rest is cut
 
@@ -134,7 +138,7 @@ def parse_message(
     """Parse ``raw`` (a whole message, or only its header when ``headers_only``); attachments
     larger than ``max_attachment_bytes`` are described but their bytes not kept."""
     parsed = ParsedMessage()
-    message = message_from_bytes(raw, policy=policy.default)
+    message = message_from_bytes(raw, policy=_POLICY)
     assert isinstance(message, EmailMessage)  # policy.default builds EmailMessage
     steps: list[tuple[str, Callable[[], None]]] = [("headers", lambda: _headers(message, parsed))]
     if not headers_only:
