@@ -103,20 +103,19 @@ async def send_email(
             queued = await _queue(
                 state, connection, principal, inbox_id, new, data, client_address, now
             )
-            state.wake_local_workers()
-            return queued
-        try:
-            async with connection.transaction():
-                queued = await _queue(
-                    state, connection, principal, inbox_id, new, data, client_address, now
-                )
-            state.wake_local_workers()
-            return queued
-        except _KeyTaken:
-            first = await outbox.by_idempotency_key(connection, inbox_id, new.idempotency_key)
-            if first is None:  # pragma: no cover - the winner's row cannot vanish so soon
-                raise RuntimeError("idempotent send vanished") from None
-            return first
+        else:
+            try:
+                async with connection.transaction():
+                    queued = await _queue(
+                        state, connection, principal, inbox_id, new, data, client_address, now
+                    )
+            except _KeyTaken:
+                first = await outbox.by_idempotency_key(connection, inbox_id, new.idempotency_key)
+                if first is None:  # pragma: no cover - the winner's row cannot vanish so soon
+                    raise RuntimeError("idempotent send vanished") from None
+                return first
+    state.wake_local_workers()
+    return queued
 
 
 async def _queue(

@@ -13,20 +13,16 @@ import pytest
 
 from storage.secrets import KeyRing
 from tests.conftest import Verifier, verifier_on
-from tests.sending.test_outbox_worker import PASSWORD, active_inbox, final, send
-from tests.support.mailservers import ImapMode, ImapServer, MailCerts, SmtpMode, SmtpServer
+from tests.sending.test_outbox_worker import PASSWORD, active_inbox, final, mail_servers, send
+from tests.support.mailservers import MailCerts
 
 USERS = {"woken@example.test": PASSWORD}
 
 
 @pytest.fixture
 def servers(certs: MailCerts) -> Iterator[dict[str, Any]]:
-    ctx = certs.server_context
-    with (
-        SmtpServer(SmtpMode.TLS, USERS, ssl_context=ctx) as smtp,
-        ImapServer(ImapMode.TLS, USERS, ssl_context=ctx) as imap,
-    ):
-        yield {"smtp": smtp, "imap": imap}
+    with mail_servers(certs, USERS) as running:
+        yield running
 
 
 @pytest.fixture

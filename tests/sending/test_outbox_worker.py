@@ -8,6 +8,7 @@ import os
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -31,6 +32,17 @@ mutation($input: CreateEmailInboxInput!) {
   createEmailInbox(input: $input) { __typename ... on CreateEmailInboxSuccess { inbox { id } } }
 }"""
 STATUS = "query($id: ID!) { emailInbox(id: $id) { status statusReason } }"
+
+
+@contextmanager
+def mail_servers(certs: MailCerts, users: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """aiosmtpd and pymap over implicit TLS for ``users``, as ``{"smtp": ..., "imap": ...}``."""
+    ctx = certs.server_context
+    with (
+        SmtpServer(SmtpMode.TLS, users, ssl_context=ctx) as smtp,
+        ImapServer(ImapMode.TLS, users, ssl_context=ctx) as imap,
+    ):
+        yield {"smtp": smtp, "imap": imap}
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,16 @@ import pytest
 
 from storage.secrets import KeyRing
 from tests.conftest import Verifier, verifier_on
-from tests.sending.test_outbox_worker import PASSWORD, active_inbox, final, imap_client, send
+from tests.sending.test_outbox_worker import (
+    PASSWORD,
+    active_inbox,
+    final,
+    imap_client,
+    mail_servers,
+    send,
+)
 from tests.support.mailservers import (
-    ImapMode,
-    ImapServer,
     MailCerts,
-    SmtpMode,
-    SmtpServer,
     StreamServer,
 )
 from tests.support.waiting import wait_until
@@ -45,13 +48,8 @@ class Silent(StreamServer):
 
 @pytest.fixture
 def servers(certs: MailCerts) -> Iterator[dict[str, Any]]:
-    ctx = certs.server_context
-    with (
-        SmtpServer(SmtpMode.TLS, USERS, ssl_context=ctx) as smtp,
-        ImapServer(ImapMode.TLS, USERS, ssl_context=ctx) as imap,
-        Silent() as silent,
-    ):
-        yield {"smtp": smtp, "imap": imap, "silent": silent}
+    with mail_servers(certs, USERS) as running, Silent() as silent:
+        yield {**running, "silent": silent}
 
 
 @pytest.fixture

@@ -19,11 +19,12 @@ from tests.sending.test_outbox_worker import (
     delivered,
     imap_client,
     in_sent,
+    mail_servers,
     send,
     settled,
 )
 from tests.storage.test_query_counts import recording
-from tests.support.mailservers import ImapMode, ImapServer, MailCerts, SmtpMode, SmtpServer
+from tests.support.mailservers import ImapServer, MailCerts, SmtpServer
 from tests.support.waiting import loop_turn, wait_until
 
 USERS = {f"kept{n}@example.test": PASSWORD for n in range(3)}
@@ -31,12 +32,8 @@ USERS = {f"kept{n}@example.test": PASSWORD for n in range(3)}
 
 @pytest.fixture
 def servers(certs: MailCerts) -> Iterator[dict[str, Any]]:
-    ctx = certs.server_context
-    with (
-        SmtpServer(SmtpMode.TLS, USERS, ssl_context=ctx) as smtp,
-        ImapServer(ImapMode.TLS, USERS, ssl_context=ctx) as imap,
-    ):
-        yield {"smtp": smtp, "imap": imap}
+    with mail_servers(certs, USERS) as running:
+        yield running
 
 
 @pytest.fixture
